@@ -1,0 +1,312 @@
+"""How a command is wrapped so that it runs contained.
+
+Two backends build the argv for one sandboxed execution:
+
+- :class:`BwrapBackend` (bubblewrap): new pid/net/ipc/uts namespaces (only loopback, no
+  route out), a fresh root holding read-only binds of ``/usr`` (and the interpreter's
+  prefix) plus a few ``/etc`` files, a size-capped tmpfs ``/tmp`` as the only writable
+  place, the code dir read-only at ``/box``. ``--die-with-parent`` and the pid namespace
+  mean nothing outlives the run.
+- :class:`RlimitBackend`: rlimits, a throwaway uid and, when the kernel lets us,
+  ``unshare`` of net/pid/ipc namespaces; the host filesystem stays visible (read access
+  follows the file permissions). It logs a warning, and every result carries it.
+
+Why a throwaway uid: RLIMIT_NPROC is not enforced for root, so a fork bomb run as root
+is only stopped by the wall clock. As root we exec the program through
+``setpriv --reuid <random uid>`` (fresh uid per run, so concurrent runs do not share one
+NPROC budget); as a normal user bubblewrap maps us into a user namespace and the limit
+is enforced against our own uid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasonmill.sandbox.limits import Limits
+
+log = logging.getLogger(__name__)
+
+WEAK_ISOLATION_WARNING = (
+    "sandbox backend 'rlimit': weaker isolation than bubblewrap (host filesystem readable "
+    "per file permissions{extra}); install bubblewrap (apt-get install bubblewrap)"
+)
+
+_ETC_ENTRIES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "hosts",
+)
+
+SANDBOX_UID_RANGE = (200_000, 1_200_000)
+
+
+def default_python() -> str:
+    """The interpreter for sandboxed code: the system one when present (fast startup,
+    no virtualenv packages leaking in), else the base interpreter of this Python."""
+    for cand in ("/usr/bin/python3",):
+        if os.access(cand, os.X_OK):
+            return cand
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+def _python_prefix(python: str) -> str | None:
+    """The install prefix to bind when the interpreter lives outside /usr."""
+    real = os.path.realpath(python)
+    if real.startswith("/usr/"):
+        return None
+    return str(Path(real).parent.parent)
+
+
+def fresh_uid() -> int:
+    return SANDBOX_UID_RANGE[0] + secrets.randbelow(SANDBOX_UID_RANGE[1] - SANDBOX_UID_RANGE[0])
+
+
+def limit_args(limits: Limits, *, cpu: float, memory_mb: int, nproc: int | None = None) -> list[str]:
+    """``prlimit`` options; ``cpu`` and ``memory_mb`` vary between compile and run."""
+    cpu_s = max(1, int(cpu + 0.999))
+    mem = memory_mb * 1024 * 1024
+    fsize = limits.file_size_mb * 1024 * 1024
+    return [
+        "prlimit",
+        f"--cpu={cpu_s}:{cpu_s + 1}",
+        f"--as={mem}",
+        f"--fsize={fsize}",
+        f"--nproc={nproc or limits.nproc}",
+        f"--nofile={limits.nofile}",
+        "--core=0",
+        "--",
+    ]
+
+
+def drop_privileges_args(uid: int) -> list[str]:
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+
+
+@dataclass
+class Wrapped:
+    """A ready-to-run command: argv, env and cwd for ``execute``, and the throwaway uid."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    uid: int | None = None
+
+
+@dataclass
+class Layout:
+    """Where the sandboxed program sees things."""
+
+    box: str  # the read-only code dir
+    build: str  # the C++ build dir (writable while compiling only)
+    cwd: str  # writable scratch
+
+
+class BwrapBackend:
+    name = "bwrap"
+    warning: str | None = None
+
+    def __init__(self, python: str | None = None, extra_ro_binds: tuple[str, ...] = ()) -> None:
+        self.bwrap = shutil.which("bwrap")
+        if not self.bwrap:
+            raise RuntimeError("bubblewrap not found: install it (apt-get install bubblewrap) or use backend='rlimit'")
+        if not shutil.which("prlimit"):
+            raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits inside the sandbox")
+        self.python = python or default_python()
+        self.extra_ro_binds = tuple(extra_ro_binds)
+        self.as_root = os.geteuid() == 0
+        if self.as_root and not shutil.which("setpriv"):
+            raise RuntimeError("running as root needs setpriv (util-linux) to drop to an unprivileged uid")
+
+    def layout(self, box_dir: str) -> Layout:
+        return Layout(box="/box", build="/box/build", cwd="/tmp")
+
+    def _base(self, limits: Limits, box_dir: str, build_writable: bool) -> list[str]:
+        args = [self.bwrap]
+        if self.as_root:
+            # Privileged bwrap, no user namespace: the program itself is dropped to a
+            # throwaway uid by setpriv, so the kernel enforces RLIMIT_NPROC on it.
+            args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        else:
+            args += ["--unshare-all"]
+        args += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+        for name in ("bin", "lib", "lib64", "lib32", "sbin"):
+            p = Path("/") / name
+            if p.is_symlink():
+                args += ["--symlink", os.readlink(p), str(p)]
+            elif p.is_dir():
+                args += ["--ro-bind", str(p), str(p)]
+        for name in _ETC_ENTRIES:
+            p = Path("/etc") / name
+            if p.exists():
+                args += ["--ro-bind", str(p), str(p)]
+        for p in Path("/etc").glob("python3*"):
+            args += ["--ro-bind", str(p), str(p)]
+        prefix = _python_prefix(self.python)
+        if prefix:
+            args += ["--ro-bind", prefix, prefix]
+        for p in self.extra_ro_binds:
+            args += ["--ro-bind", p, p]
+        args += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.scratch_mb * 1024 * 1024), "--tmpfs", "/tmp",
+            "--ro-bind", box_dir, "/box",
+        ]  # fmt: skip
+        build = os.path.join(box_dir, "build")
+        if os.path.isdir(build):
+            args += ["--bind" if build_writable else "--ro-bind", build, "/box/build"]
+        args += [
+            "--chdir", "/tmp",
+            "--clearenv",
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "HOME", "/tmp",
+            "--setenv", "TMPDIR", "/tmp",
+            "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "PYTHONIOENCODING", "utf-8",
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--",
+        ]  # fmt: skip
+        return args
+
+    def wrap(
+        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int, build_writable: bool = False
+    ) -> Wrapped:
+        argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        uid = None
+        if self.as_root:
+            uid = fresh_uid()
+            argv += drop_privileges_args(uid)
+        return Wrapped(argv + cmd, None, None, uid)
+
+    def after_run(self, wrapped: Wrapped) -> None:
+        """Nothing to clean: the pid namespace died with its init."""
+
+    def probe(self) -> str | None:
+        """None when a trivial sandboxed run works, else the error text."""
+        with _TempBox() as box:
+            w = self.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
+            try:
+                p = subprocess.run(w.argv, capture_output=True, timeout=20, env=w.env, cwd=w.cwd)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return str(e)
+            if p.returncode != 0:
+                return p.stderr.decode(errors="replace").strip() or f"exit code {p.returncode}"
+        return None
+
+
+class RlimitBackend:
+    """Fallback without bubblewrap. Logs (and reports in every result) a warning."""
+
+    name = "rlimit"
+
+    def __init__(self, python: str | None = None, use_unshare: bool | None = None) -> None:
+        if not shutil.which("prlimit"):
+            raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits of the child")
+        self.python = python or default_python()
+        self.as_root = os.geteuid() == 0
+        self.unshare = self._unshare_args() if use_unshare is not False else []
+        if use_unshare and not self.unshare:
+            raise RuntimeError("unshare requested but it does not work here")
+        extra = ", network namespace + pid namespace" if self.unshare else "; NO network or pid isolation"
+        self.warning = WEAK_ISOLATION_WARNING.format(extra=extra)
+        log.warning(self.warning)
+
+    def _unshare_args(self) -> list[str]:
+        exe = shutil.which("unshare")
+        if not exe:
+            return []
+        args = [exe, "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child"]
+        if self.as_root:
+            args += ["--mount-proc"]
+        else:
+            args.insert(1, "--user")
+        try:
+            ok = subprocess.run(args + ["--", "/bin/true"], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        return args + ["--"] if ok else []
+
+    def layout(self, box_dir: str) -> Layout:
+        return Layout(box=box_dir, build=os.path.join(box_dir, "build"), cwd=os.path.join(box_dir, "scratch"))
+
+    def wrap(
+        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int, build_writable: bool = False
+    ) -> Wrapped:
+        scratch = os.path.join(box_dir, "scratch")
+        os.makedirs(scratch, exist_ok=True)
+        argv = list(self.unshare) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        uid = None
+        if self.as_root:
+            uid = fresh_uid()
+            os.chown(scratch, uid, uid)
+            build = os.path.join(box_dir, "build")
+            if build_writable and os.path.isdir(build):
+                os.chown(build, uid, uid)
+            argv += drop_privileges_args(uid)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": scratch,
+            "TMPDIR": scratch,
+            "LANG": "C.UTF-8",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        return Wrapped(argv + cmd, env, scratch, uid)
+
+    def after_run(self, wrapped: Wrapped) -> None:
+        """Kill anything a run left behind under its throwaway uid (daemons that left
+        the process group); only possible when we ran as root."""
+        if wrapped.uid is not None:
+            kill_uids({wrapped.uid})
+
+    def probe(self) -> str | None:
+        return None
+
+
+def kill_uids(uids: set[int]) -> int:
+    """SIGKILL every process whose real uid is in ``uids``; returns how many."""
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid in uids:
+                os.kill(int(entry), 9)
+                killed += 1
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return killed
+
+
+class _TempBox:
+    def __enter__(self) -> str:
+        import tempfile
+
+        self.path = tempfile.mkdtemp(prefix="reasonmill-probe-")
+        os.chmod(self.path, 0o755)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

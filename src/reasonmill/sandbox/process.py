@@ -1,0 +1,166 @@
+"""Run one command with a wall clock, an output cap and a streamed result channel.
+
+Why not ``subprocess.run(timeout=...)``: it kills only the direct child, reads the whole
+output into memory (1 GB of stdout would be read), and cannot watch a progress channel.
+Here the command starts in its own session; on timeout, on output overflow, and always
+at the end, the whole process group is SIGKILLed. The sandbox backends add their own
+containment (a pid namespace whose death kills every process in it), this is the
+backstop that works everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ExecResult:
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    events: list[bytes] = field(default_factory=list)  # lines from the result fd
+    timed_out: bool = False
+    stalled: bool = False  # the result channel was silent for longer than progress_timeout
+    output_capped: bool = False
+    duration_s: float = 0.0
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Write stdin from a thread: a child that never reads must not block the reader."""
+    try:
+        if data:
+            pipe.write(data)
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+    finally:
+        try:
+            pipe.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+def execute(
+    argv: list[str],
+    *,
+    stdin: bytes = b"",
+    wall_timeout: float,
+    output_cap: int,
+    result_fd: bool = False,
+    progress_timeout: float | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ExecResult:
+    """Run ``argv``; when ``result_fd`` the child gets a pipe whose number replaces the
+    literal ``{RESULT_FD}`` in argv, and its lines come back in ``events``."""
+    r_fd = w_fd = -1
+    pass_fds: tuple[int, ...] = ()
+    if result_fd:
+        r_fd, w_fd = os.pipe()
+        pass_fds = (w_fd,)
+        argv = [a.replace("{RESULT_FD}", str(w_fd)) for a in argv]
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            cwd=cwd,
+            env=env,
+        )
+    finally:
+        if w_fd != -1:
+            os.close(w_fd)
+    feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+    feeder.start()
+
+    out, err, ev = bytearray(), bytearray(), bytearray()
+    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
+    sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
+    if r_fd != -1:
+        bufs[r_fd] = ev
+        sel.register(r_fd, selectors.EVENT_READ)
+    open_fds = set(bufs)
+    deadline = start + wall_timeout
+    last_progress = start
+    timed_out = stalled = capped = False
+    try:
+        while open_fds:
+            now = time.monotonic()
+            if proc.poll() is not None:
+                # The main process is gone; a leftover holding the pipes open must not
+                # keep us here: allow a short drain, then kill the group.
+                deadline = min(deadline, now + 0.5)
+            if now >= deadline:
+                timed_out = proc.poll() is None
+                break
+            if progress_timeout is not None and now - last_progress > progress_timeout:
+                stalled = True
+                break
+            wait = deadline - now
+            if progress_timeout is not None:
+                wait = min(wait, progress_timeout - (now - last_progress))
+            for key, _ in sel.select(timeout=max(0.0, min(wait, 0.25))):
+                fd = key.fd
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                    open_fds.discard(fd)
+                    continue
+                if fd == r_fd:
+                    ev += chunk
+                    last_progress = time.monotonic()
+                    continue
+                bufs[fd] += chunk
+                if len(out) + len(err) > output_cap:
+                    capped = True
+                    break
+            if capped:
+                break
+    finally:
+        kill_group(proc)
+        sel.close()
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        for f in (proc.stdout, proc.stderr):
+            f.close()
+        if r_fd != -1:
+            os.close(r_fd)
+        feeder.join(timeout=1)
+    duration = time.monotonic() - start
+    if capped:
+        del out[output_cap:]
+        del err[max(0, output_cap - len(out)) :]
+    return ExecResult(
+        returncode=rc,
+        stdout=bytes(out),
+        stderr=bytes(err),
+        events=[line for line in bytes(ev).split(b"\n") if line.strip()],
+        timed_out=timed_out,
+        stalled=stalled,
+        output_capped=capped,
+        duration_s=duration,
+    )
