@@ -1,0 +1,523 @@
+"""An async client for OpenAI-compatible ``/v1/chat/completions`` teachers.
+
+Why its own client instead of the openai SDK: generation must survive every fault and
+never pay twice, so the client owns the whole request life cycle:
+
+- one request per (prompt, sample index), looked up first in the content-addressed
+  ``ResponseCache`` and committed there the moment its reply arrives;
+- bounded concurrency plus RPM/TPM token buckets;
+- retries with exponential backoff and jitter on 429, 408, 5xx, timeouts, dropped
+  connections, malformed JSON and cut-off streams, honouring ``Retry-After``;
+- non-retryable errors (a context-length 400) come back as a ``Failure`` with a reason,
+  never as an empty response; configuration errors (401/403/404) raise
+  ``FatalRequestError`` so a wrong key does not drop every record;
+- token and cost accounting, and ``max_cost`` / ``max_requests`` budgets that raise
+  ``BudgetExhausted`` before a request that would break them is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterable, Literal
+
+from reasonmill.records import new_response
+
+from .cache import ResponseCache, cache_key
+from .ratelimit import RateLimiter, estimate_tokens
+from .transport import HTTPReply, Timeouts, Transport, TransportError, make_transport
+
+SAMPLE_HEADER = "X-Reasonmill-Sample-Index"
+KEY_HEADER = "X-Reasonmill-Cache-Key"
+
+_CONTEXT_MARKERS = (
+    "context length",
+    "context_length",
+    "maximum context",
+    "context window",
+    "maximum model length",
+    "max_model_len",
+    "too many tokens",
+    "prompt is too long",
+    "exceed_context_size",
+    "exceeds the context",
+)
+
+
+class BudgetExhausted(Exception):
+    """``max_cost`` or ``max_requests`` is spent.
+
+    Raised before a request that would break the budget is sent. Everything that
+    finished is already in the cache, so the run can be resumed with a larger budget
+    and pays nothing twice.
+    """
+
+
+class FatalRequestError(Exception):
+    """The teacher refuses every request (bad key, unknown model or URL): stop the run."""
+
+
+@dataclass
+class Failure:
+    """A request that produced no response, with the reason that goes to the ledger."""
+
+    reason: str
+    message: str
+    status: int | None = None
+    attempts: int = 1
+    retryable: bool = False
+
+    def as_dict(self) -> dict:
+        return {"reason": self.reason, "message": self.message, "status": self.status, "attempts": self.attempts}
+
+
+@dataclass
+class ClientConfig:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    transport: Literal["auto", "aiohttp", "httpx"] = "auto"
+    price_prompt_per_m: float | None = None
+    price_completion_per_m: float | None = None
+    max_cost: float | None = None
+    max_requests: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        base = self.base_url.rstrip("/")
+        if base.endswith("/chat/completions"):
+            return base
+        if not base.endswith("/v1"):
+            base += "/v1"
+        return base + "/chat/completions"
+
+    def sampling_params(self) -> dict[str, Any]:
+        """The parameters that change the answer: they go into the cache key."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, **self.extra_params}
+
+
+@dataclass
+class Accounting:
+    """Counters shown in the progress bar and the run summary."""
+
+    requests_sent: int = 0
+    responses: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    truncated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict:
+        elapsed = time.monotonic() - self.started
+        return {
+            "requests_sent": self.requests_sent,
+            "responses": self.responses,
+            "cache_hits": self.cache_hits,
+            "failures": self.failures,
+            "retries": self.retries,
+            "truncated": self.truncated,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": round(self.cost, 6),
+            "errors": dict(self.errors),
+            "elapsed_s": round(elapsed, 3),
+            "completion_tokens_per_s": round(self.completion_tokens / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+
+
+class _Retry(Exception):
+    def __init__(self, kind: str, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _NonRetryable(_Retry):
+    """An HTTP error that a retry cannot fix (400 bad request, 422 ...)."""
+
+
+def _retry_after(headers: dict[str, str] | Any) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(body: bytes) -> str:
+    text = body[:2000].decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("code") or err)
+        return str(err)
+    return text.strip()
+
+
+def _is_context_error(text: str) -> bool:
+    low = text.lower()
+    return any(marker in low for marker in _CONTEXT_MARKERS)
+
+
+@dataclass
+class _Parsed:
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    usage: dict | None
+    request_id: str | None
+    model: str | None
+
+
+def parse_completion(body: bytes) -> _Parsed:
+    """Parse a non-streaming reply; raise ``_Retry`` when it is not a usable completion."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise _Retry("malformed_json", f"reply is not JSON ({exc}): {body[:120]!r}") from exc
+    if not isinstance(data, dict) or not data.get("choices"):
+        message = _error_text(body)
+        if _is_context_error(message):
+            raise _Retry("context_length", message, 400)  # reclassified as non-retryable by the caller
+        raise _Retry("malformed_json", f"reply has no choices: {message[:200]}")
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    content = message.get("content")
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if content is None and not reasoning:
+        raise _Retry("malformed_json", "reply has a choice without message content")
+    return _Parsed(
+        content or "", reasoning, choice.get("finish_reason"), data.get("usage"), data.get("id"), data.get("model")
+    )
+
+
+def parse_sse(body: bytes) -> _Parsed:
+    """Parse a whole SSE stream; raise ``_Retry`` on a cut-off or garbled stream.
+
+    A stream is complete when it carried a ``finish_reason`` (``[DONE]`` alone with no
+    finish reason is accepted too); a stream that simply stops is cut off.
+    """
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish_reason = usage = request_id = model = None
+    done = False
+    for raw_line in body.splitlines():
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            done = True
+            break
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise _Retry("malformed_json", f"stream chunk is not JSON: {payload[:120]!r}") from exc
+        if "error" in chunk and not chunk.get("choices"):
+            message = _error_text(payload)
+            if _is_context_error(message):
+                raise _Retry("context_length", message, 400)
+            raise _Retry("stream_error", f"server error inside the stream: {message[:200]}")
+        request_id = request_id or chunk.get("id")
+        model = model or chunk.get("model")
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                content.append(delta["content"])
+            piece = delta.get("reasoning_content") or delta.get("reasoning")
+            if piece:
+                reasoning.append(piece)
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
+    if finish_reason is None and not done:
+        raise _Retry("stream_cut", f"stream ended without a finish reason after {len(content)} chunks")
+    return _Parsed("".join(content), "".join(reasoning) or None, finish_reason, usage, request_id, model)
+
+
+class ChatClient:
+    """Use as ``async with ChatClient(config, cache) as client: await client.complete(...)``."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        cache: ResponseCache | None = None,
+        seed: int | None = None,
+        accounting: Accounting | None = None,
+    ):
+        self.config = config
+        self.cache = cache
+        self.accounting = accounting or Accounting()
+        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self._rng = random.Random(seed)
+        self._transport: Transport | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._params = config.sampling_params()
+        self._headers = {"Content-Type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
+
+    async def __aenter__(self) -> "ChatClient":
+        self._transport = make_transport(self.config.transport, self.config.concurrency, self.config.timeouts)
+        self._semaphore = asyncio.Semaphore(self.config.concurrency)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
+
+    # -- keys and cache ---------------------------------------------------------------
+
+    def key(self, messages: list[dict], sample_index: int) -> str:
+        return cache_key(self.config.model, self._params, messages, sample_index)
+
+    def cached(self, keys: Iterable[str]) -> dict[str, dict]:
+        """Responses already paid for, by key (one bulk lookup)."""
+        if self.cache is None:
+            return {}
+        return {k: v["response"] for k, v in self.cache.get_many(keys).items()}
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def budget_problem(self) -> str | None:
+        """Why no further request may be sent, or None."""
+        cfg, acc = self.config, self.accounting
+        if cfg.max_requests is not None and acc.requests_sent >= cfg.max_requests:
+            return f"max_requests={cfg.max_requests} reached ({acc.requests_sent} requests sent)"
+        if cfg.max_cost is not None and acc.cost >= cfg.max_cost:
+            return f"max_cost={cfg.max_cost} reached (spent {acc.cost:.4f})"
+        return None
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        cfg = self.config
+        return (prompt_tokens * (cfg.price_prompt_per_m or 0.0) + completion_tokens * (cfg.price_completion_per_m or 0.0)) / 1e6
+
+    # -- one request ------------------------------------------------------------------
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.config.backoff_max * 5) * (1.0 + 0.1 * self._rng.random())
+        cap = min(self.config.backoff_max, self.config.backoff_base * (2**attempt))
+        return cap * (0.5 + 0.5 * self._rng.random())
+
+    async def complete(self, messages: list[dict], sample_index: int, key: str | None = None) -> dict | Failure:
+        """One (prompt, sample) request: the cached response, a new one, or a ``Failure``.
+
+        Raises ``BudgetExhausted`` (nothing sent) and ``FatalRequestError``.
+        """
+        key = key or self.key(messages, sample_index)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.accounting.cache_hits += 1
+                return hit["response"]
+        assert self._semaphore is not None, "use ChatClient inside `async with`"
+        async with self._semaphore:
+            return await self._complete_uncached(messages, sample_index, key)
+
+    async def _complete_uncached(self, messages: list[dict], sample_index: int, key: str) -> dict | Failure:
+        cfg, acc = self.config, self.accounting
+        body: dict[str, Any] = {"model": cfg.model, "messages": messages, **self._params}
+        if cfg.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers = {**self._headers, SAMPLE_HEADER: str(sample_index), KEY_HEADER: key}
+        estimate = estimate_tokens(messages) + cfg.max_tokens
+        last: _Retry | None = None
+        for attempt in range(cfg.max_retries + 1):
+            problem = self.budget_problem()
+            if problem:
+                raise BudgetExhausted(problem)
+            await self.limiter.acquire(estimate)
+            acc.requests_sent += 1
+            acc.in_flight += 1
+            try:
+                assert self._transport is not None
+                reply = await self._transport.post(cfg.url, data, headers)
+                parsed = self._check(reply)
+            except TransportError as exc:
+                last = _Retry(exc.kind, str(exc))
+            except _Retry as exc:
+                if exc.kind == "context_length" or isinstance(exc, _NonRetryable):
+                    acc.failures += 1
+                    acc.errors[exc.kind] += 1
+                    self.limiter.settle(estimate, 0)
+                    return Failure(exc.kind, str(exc), exc.status, attempt + 1)
+                last = exc
+            else:
+                return self._accept(parsed, messages, sample_index, key, estimate)
+            finally:
+                acc.in_flight -= 1
+            acc.errors[last.kind] += 1
+            self.limiter.settle(estimate, 0)
+            if attempt < cfg.max_retries:
+                acc.retries += 1
+                await asyncio.sleep(self._backoff(attempt, last.retry_after))
+        acc.failures += 1
+        assert last is not None
+        return Failure(
+            "retries_exhausted",
+            f"gave up after {cfg.max_retries + 1} attempts; last error {last.kind}: {last}",
+            last.status,
+            cfg.max_retries + 1,
+            retryable=True,
+        )
+
+    def _check(self, reply: HTTPReply) -> _Parsed:
+        status = reply.status
+        if status == 200:
+            return parse_sse(reply.body) if self.config.stream else parse_completion(reply.body)
+        message = _error_text(reply.body)
+        if status in (401, 403):
+            raise FatalRequestError(
+                f"the teacher at {self.config.url} refused the API key (HTTP {status}: {message[:200]}); "
+                "check the environment variable named by generate.api_key_env"
+            )
+        if status == 404:
+            raise FatalRequestError(
+                f"HTTP 404 from {self.config.url} for model {self.config.model!r}: {message[:200]}; "
+                "check generate.base_url (it should end in /v1) and generate.model"
+            )
+        if status in (400, 413, 422) and (status == 413 or _is_context_error(message)):
+            raise _Retry("context_length", message[:500], status)
+        if status == 429 or status == 408 or status == 409 or status >= 500:
+            kind = "rate_limited" if status == 429 else f"http_{status}"
+            raise _Retry(kind, message[:300], status, _retry_after(reply.headers))
+        raise _NonRetryable(f"http_{status}", message[:500], status)
+
+    def _accept(self, parsed: _Parsed, messages: list[dict], sample_index: int, key: str, estimate: int) -> dict:
+        cfg, acc = self.config, self.accounting
+        usage = parsed.usage or {}
+        estimated = not usage
+        prompt_tokens = int(usage.get("prompt_tokens") or (estimate_tokens(messages) if estimated else 0))
+        completion_tokens = int(
+            usage.get("completion_tokens")
+            or ((len(parsed.content) + len(parsed.reasoning or "")) // 4 if estimated else 0)
+        )
+        self.limiter.settle(estimate, prompt_tokens + completion_tokens)
+        meta: dict[str, Any] = {"sample_index": sample_index, "cache_key": key, "prompt_tokens": prompt_tokens}
+        if estimated:
+            meta["usage_estimated"] = True
+        if parsed.finish_reason == "length":
+            meta["truncated"] = True
+            acc.truncated += 1
+        response = new_response(
+            parsed.content,
+            reasoning_content=parsed.reasoning,
+            finish_reason=parsed.finish_reason,
+            tokens=completion_tokens,
+            model=cfg.model,
+            source="generate",
+            params=dict(self._params),
+            request_id=parsed.request_id,
+            meta=meta,
+        )
+        if self.cache is not None:
+            self.cache.put(key, {"response": response, "usage": usage, "served_by": parsed.model})
+        acc.responses += 1
+        acc.prompt_tokens += prompt_tokens
+        acc.completion_tokens += completion_tokens
+        acc.cost += self._cost(prompt_tokens, completion_tokens)
+        return response
+
+    # -- many requests ----------------------------------------------------------------
+
+    async def map(
+        self, jobs: Iterable[tuple[Any, list[dict], int]], workers: int | None = None
+    ) -> AsyncIterator[tuple[Any, dict | Failure]]:
+        """Run ``(tag, messages, sample_index)`` jobs with at most ``concurrency`` in flight.
+
+        Yields ``(tag, result)`` as results arrive. A fixed pool of workers pulls from
+        the iterator, so a million jobs never become a million tasks. On
+        ``BudgetExhausted`` or ``FatalRequestError`` no new job starts, the requests in
+        flight finish (and are committed), and then the exception is raised.
+        """
+        it = iter(jobs)
+        queue: asyncio.Queue = asyncio.Queue()
+        stop: list[BaseException] = []
+        n_workers = workers or self.config.concurrency
+
+        async def worker() -> None:
+            while not stop:
+                try:
+                    tag, messages, sample_index = next(it)
+                except StopIteration:
+                    return
+                try:
+                    result = await self.complete(messages, sample_index)
+                except (BudgetExhausted, FatalRequestError) as exc:
+                    stop.append(exc)
+                    return
+                await queue.put((tag, result))
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
+        done = asyncio.ensure_future(asyncio.gather(*tasks))
+        try:
+            while True:
+                if queue.empty() and done.done():
+                    break
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            done.result()  # surface unexpected worker errors
+        finally:
+            for t in tasks:
+                t.cancel()
+        if stop:
+            raise stop[0]
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """Read the API key from the named environment variable (never from the YAML)."""
+    if not name:
+        return None
+    value = os.environ.get(name)
+    return value or None

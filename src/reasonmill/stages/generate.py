@@ -1,0 +1,273 @@
+"""The ``generate`` stage: sample reasoning traces from a teacher for each problem.
+
+It runs inline in the driver (``Resources(executor="inline")``): the work is network
+I/O, so one asyncio loop per shard with hundreds of requests in flight beats a process
+pool. Every (prompt, sample index) request goes through the content-addressed cache
+first (``reasonmill.llm.cache``), and each reply is committed the moment it arrives, so
+a killed run resumes without losing or re-paying a completed response.
+
+Outcomes per record:
+
+- kept, with the new responses appended to ``record["responses"]`` in sample order;
+  samples that failed are listed in ``record["meta"]["generate_failures"]``;
+- dropped with the failure's reason (``context_length``, ``retries_exhausted``,
+  ``http_400``...) when the record ends up with no response at all;
+- ``BudgetExhausted`` raised when ``max_cost`` / ``max_requests`` is spent: the engine
+  stops, nothing finished is lost (it is in the cache), and the run resumes.
+
+Sample indexes: a record's new samples continue after the highest ``sample_index`` of
+its earlier responses from the same model, so ``resample()`` (the generate → verify
+loop) asks for *new* samples, and a re-run of the same call hits the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reasonmill.llm.cache import ResponseCache
+from reasonmill.llm.client import (
+    Accounting,
+    BudgetExhausted,
+    ChatClient,
+    ClientConfig,
+    Failure,
+    FatalRequestError,
+    api_key_from_env,
+)
+from reasonmill.llm.prompts import DEFAULT_SYSTEM_PROMPT, build_messages
+from reasonmill.llm.transport import Timeouts
+
+from .base import Resources, Stage, StageOutput, StageSettings, stage
+
+__all__ = ["Generate", "GenerateSettings", "BudgetExhausted", "FatalRequestError"]
+
+
+class GenerateSettings(StageSettings):
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL (…/v1)")
+    model: str = Field(..., description="model name sent to the server; part of the cache key")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    n: int = Field(1, ge=1, description="samples per problem")
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(32768, ge=1)
+    extra_params: dict[str, Any] = Field(default_factory=dict, description="more sampling params (seed, stop…)")
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    templates: dict[str, str] = Field(default_factory=dict, description="category -> template with {problem}")
+    stream: bool = False
+    concurrency: int = Field(64, ge=1)
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    max_retries: int = Field(8, ge=0)
+    backoff_base: float = Field(1.0, gt=0)
+    backoff_max: float = Field(60.0, gt=0)
+    timeout: float = Field(600.0, gt=0, description="seconds of silence before an attempt is abandoned")
+    connect_timeout: float = Field(10.0, gt=0)
+    cache_path: str | None = None
+    price_prompt_per_m: float | None = Field(None, ge=0)
+    price_completion_per_m: float | None = Field(None, ge=0)
+    max_cost: float | None = Field(None, ge=0)
+    max_requests: int | None = Field(None, ge=0)
+    only_missing: bool = True
+    engine: Literal["openai", "vllm"] = "openai"
+    transport: Literal["auto", "aiohttp", "httpx"] = "auto"
+    progress: bool | None = Field(None, description="live bar; default: when stderr is a terminal")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of vllm.LLM")
+    vllm_batch_size: int = Field(256, ge=1)
+
+
+@stage("generate")
+class Generate(Stage):
+    Settings = GenerateSettings
+    resources = Resources(executor="inline", cpus=1.0)
+    version = "1"
+    settings: GenerateSettings
+
+    def __init__(self, settings=None, context=None):
+        super().__init__(settings, context)
+        self._accounting = Accounting()
+        self._cache: ResponseCache | None = None
+
+    # -- public API -----------------------------------------------------------------
+
+    def process(self, records: list[dict], index: Any = None) -> StageOutput:
+        """Generate ``n`` samples for each record (records with responses pass when ``only_missing``)."""
+        plan: dict[int, int] = {}
+        for i, record in enumerate(records):
+            if self.settings.only_missing and record.get("responses"):
+                continue
+            plan[i] = self.settings.n
+        return self._generate(records, plan, drop_empty=True)
+
+    def resample(self, records: list[dict], extra: int | dict[str, int] = 1) -> StageOutput:
+        """Ask for ``extra`` more samples per record (or per id, from a dict).
+
+        For the generate → verify loop: indexes continue after the record's existing
+        samples from this model; records are never dropped here (they keep what they
+        had), failures are noted in ``meta.generate_failures``.
+        """
+        plan: dict[int, int] = {}
+        for i, record in enumerate(records):
+            k = extra.get(record["id"], 0) if isinstance(extra, dict) else extra
+            if k > 0:
+                plan[i] = k
+        return self._generate(records, plan, drop_empty=False)
+
+    def accounting(self) -> dict:
+        """Tokens, cost, requests, cache hits, retries and errors of this run so far."""
+        return self._accounting.as_dict()
+
+    def summary(self, output_stats: dict) -> str:
+        a = self.accounting()
+        text = (
+            f"{a['responses']} new responses, {a['cache_hits']} cached, {a['requests_sent']} requests "
+            f"({a['retries']} retries), {a['prompt_tokens']:,}+{a['completion_tokens']:,} tokens"
+        )
+        if a["cost"]:
+            text += f", cost {a['cost']:.4f}"
+        if a["truncated"]:
+            text += f", {a['truncated']} truncated"
+        return text
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    # -- internals ------------------------------------------------------------------
+
+    @property
+    def cache_path(self) -> Path:
+        if self.settings.cache_path:
+            return Path(self.settings.cache_path)
+        base = self.context.cache_dir or self.context.workdir or "."
+        return Path(base) / "llm_cache.sqlite"
+
+    def _open_cache(self) -> ResponseCache:
+        if self._cache is None:
+            self._cache = ResponseCache(self.cache_path)
+        return self._cache
+
+    def client_config(self) -> ClientConfig:
+        s = self.settings
+        return ClientConfig(
+            base_url=s.base_url,
+            model=s.model,
+            api_key=api_key_from_env(s.api_key_env),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            extra_params=dict(s.extra_params),
+            stream=s.stream,
+            concurrency=s.concurrency,
+            rpm=s.rpm,
+            tpm=s.tpm,
+            max_retries=s.max_retries,
+            backoff_base=s.backoff_base,
+            backoff_max=s.backoff_max,
+            timeouts=Timeouts(connect=s.connect_timeout, read=s.timeout),
+            transport=s.transport,
+            price_prompt_per_m=s.price_prompt_per_m,
+            price_completion_per_m=s.price_completion_per_m,
+            max_cost=s.max_cost,
+            max_requests=s.max_requests,
+        )
+
+    def _next_sample_index(self, record: dict) -> int:
+        indexes = [
+            int((r.get("meta") or {}).get("sample_index", -1))
+            for r in record.get("responses") or []
+            if r.get("source") == "generate" and r.get("model") == self.settings.model
+        ]
+        return max(indexes, default=-1) + 1
+
+    def _generate(self, records: list[dict], plan: dict[int, int], drop_empty: bool) -> StageOutput:
+        jobs: list[tuple[tuple[int, int], list[dict], int]] = []
+        for i, count in plan.items():
+            record = records[i]
+            try:
+                messages = build_messages(record, self.settings.system_prompt, self.settings.templates)
+            except ValueError as exc:
+                raise ValueError(f"record {record.get('id')}: {exc}") from exc
+            start = self._next_sample_index(record)
+            jobs += [((i, start + j), messages, start + j) for j in range(count)]
+
+        results: dict[int, list[tuple[int, dict | Failure]]] = {i: [] for i in plan}
+        if jobs:
+            if self.settings.engine == "vllm":
+                from reasonmill.llm.vllm_engine import run_vllm  # lazy: vllm is optional
+
+                for (i, sample), result in run_vllm(self.settings, self._open_cache(), jobs, self._accounting):
+                    results[i].append((sample, result))
+            else:
+                for (i, sample), result in _run_coroutine(self._run_openai(jobs)):
+                    results[i].append((sample, result))
+
+        out = StageOutput()
+        for i, record in enumerate(records):
+            if i not in plan:
+                out.kept.append(record)
+                continue
+            got = sorted(results[i], key=lambda t: t[0])
+            responses = [r for _, r in got if not isinstance(r, Failure)]
+            failures = [(s, r) for s, r in got if isinstance(r, Failure)]
+            new = dict(record)
+            new["responses"] = [*(record.get("responses") or []), *responses]
+            if failures:
+                meta = dict(record.get("meta") or {})
+                meta["generate_failures"] = [
+                    *meta.get("generate_failures", []),
+                    *({"sample_index": s, **f.as_dict()} for s, f in failures),
+                ]
+                new["meta"] = meta
+            if drop_empty and failures and not new["responses"]:
+                reasons = {f.reason for _, f in failures}
+                reason = reasons.pop() if len(reasons) == 1 else "generation_failed"
+                out.drop(
+                    new,
+                    reason,
+                    f"no response from {self.settings.model}: {failures[0][1].message[:300]}",
+                    failures=[{"sample_index": s, **f.as_dict()} for s, f in failures],
+                )
+            else:
+                out.kept.append(new)
+        return out
+
+    async def _run_openai(self, jobs: list[tuple[Any, list[dict], int]]) -> list[tuple[Any, dict | Failure]]:
+        from reasonmill.llm.progress import GenerationProgress
+
+        cache = self._open_cache()
+        config = self.client_config()
+        collected: list[tuple[Any, dict | Failure]] = []
+        async with ChatClient(config, cache, accounting=self._accounting) as client:
+            # settle cache hits in one bulk lookup: no task, no semaphore, no request
+            keyed = [(tag, messages, sample, client.key(messages, sample)) for tag, messages, sample in jobs]
+            hits = client.cached(k for *_, k in keyed)
+            self._accounting.cache_hits += len(hits)
+            collected += [(tag, hits[k]) for tag, _, _, k in keyed if k in hits]
+            todo = [(tag, messages, sample) for tag, messages, sample, k in keyed if k not in hits]
+            progress = GenerationProgress(
+                self._accounting, len(jobs), self.context.label or "generate", self.settings.progress
+            )
+            progress.done = len(collected)
+            with progress:
+                async for tag, result in client.map(todo):
+                    collected.append((tag, result))
+                    progress.advance()
+                    if self.context.progress is not None:
+                        self.context.progress(1)
+        return collected
+
+
+def _run_coroutine(coro):
+    """Run a coroutine to completion from synchronous code, even inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from async code: own thread
+        return pool.submit(asyncio.run, coro).result()

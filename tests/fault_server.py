@@ -1,0 +1,370 @@
+"""A fault-injecting OpenAI-compatible chat-completions server, for tests and benchmarks.
+
+A real HTTP/1.1 server on asyncio streams (keep-alive, chunked SSE streaming), so the
+client under test goes through real sockets. Each request rolls every fault in turn,
+each with its own probability; the request succeeds only when no fault fires, so with
+every fault at 20 % about 0.8**5 = 33 % of attempts succeed (``slow`` only delays):
+
+- ``429``: HTTP 429 with a ``Retry-After`` header;
+- ``500``: HTTP 500 with a JSON error;
+- ``hang``: reads the request and never answers;
+- ``malformed``: HTTP 200 with a body that is not JSON;
+- ``cut``: the reply stops midway (connection closed mid-body, or a stream that ends
+  cleanly but without a finish reason);
+- ``slow``: the reply comes ``--slow-seconds`` late.
+
+Answers are deterministic: derived from a hash of the messages and the sample index
+(sent by reasonmill in the ``X-Reasonmill-Sample-Index`` header). Markers in the user
+prompt force behaviours: ``[[answer=X]]`` answers ``\\boxed{X}``;
+``[[context_length]]`` returns a non-retryable context-length 400; ``[[truncate]]``
+finishes with ``length``; ``[[reasoning_content]]`` puts the thinking in the separate
+``reasoning_content`` field.
+
+Every *completed* reply (fully written) is logged as one JSON line:
+``{"prompt": <hash of messages>, "sample": <index>, "key": <cache key header>, "t": <time>}``.
+
+Run: ``python tests/fault_server.py --port 8099 --fault-rate 0.2 --log /tmp/log.jsonl``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+FAULTS = ("429", "500", "hang", "malformed", "cut", "slow")
+
+
+@dataclass
+class FaultConfig:
+    rates: dict[str, float] = field(default_factory=dict)
+    latency: float = 0.0
+    slow_seconds: float = 2.0
+    hang_seconds: float = 3600.0
+    retry_after: str = "1"
+    log_path: str | None = None
+    seed: int | None = None
+    model: str = "fault-teacher"
+
+    @classmethod
+    def uniform(cls, rate: float, **kw) -> "FaultConfig":
+        return cls(rates={f: rate for f in FAULTS}, **kw)
+
+
+def prompt_hash(messages: list[dict]) -> str:
+    text = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def expected_answer(messages: list[dict], sample: int) -> tuple[str, str]:
+    """(thinking, final answer) the server gives for these messages and sample index."""
+    user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+    h = prompt_hash(messages)
+    forced = re.search(r"\[\[answer=([^\]]*)\]\]", user)
+    value = forced.group(1) if forced else str(int(h[:6], 16) % 1000)
+    think = f"Problem {h}, sample {sample}: computing carefully."
+    return think, f"The answer is \\boxed{{{value}}}."
+
+
+class FaultServer:
+    """The server; ``serve()`` runs it in the current loop, ``start_thread()`` in a thread."""
+
+    def __init__(self, config: FaultConfig, host: str = "127.0.0.1", port: int = 0):
+        self.config = config
+        self.host = host
+        self.port = port
+        self._rng = random.Random(config.seed)
+        self._log: IO[str] | None = open(config.log_path, "a", encoding="utf-8") if config.log_path else None
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, "ok", "requests")}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def serve(self) -> None:
+        await self.start()
+        assert self._server is not None
+        async with self._server:
+            await self._server.serve_forever()
+
+    def start_thread(self) -> str:
+        """Start in a daemon thread; returns the base URL (``http://host:port/v1``)."""
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fault-server")
+        self._thread.start()
+        ready.wait(10)
+        return self.url
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            try:
+                fut.result(5)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                length = int(headers.get("content-length") or 0)
+                body = await reader.readexactly(length) if length else b""
+                keep = await self._dispatch(method, path, headers, body, writer)
+                if not keep or headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                pass
+
+    async def _send(self, writer, status: int, payload: bytes, extra: dict | None = None, ctype="application/json"):
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+        head = [f"HTTP/1.1 {status} {reason.get(status, 'Status')}", f"Content-Type: {ctype}", f"Content-Length: {len(payload)}"]
+        for k, v in (extra or {}).items():
+            head.append(f"{k}: {v}")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+        await writer.drain()
+
+    def _roll(self, fault: str) -> bool:
+        rate = self.config.rates.get(fault, 0.0)
+        return rate > 0 and self._rng.random() < rate
+
+    async def _dispatch(self, method: str, path: str, headers: dict, body: bytes, writer) -> bool:
+        """Answer one request; returns whether the connection stays open."""
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            payload = {"object": "list", "data": [{"id": self.config.model, "object": "model"}]}
+            await self._send(writer, 200, json.dumps(payload).encode())
+            return True
+        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+            await self._send(writer, 404, b'{"error": {"message": "not found"}}')
+            return True
+        self.counts["requests"] += 1
+        try:
+            request = json.loads(body)
+            messages = request["messages"]
+        except (ValueError, KeyError):
+            await self._send(writer, 400, b'{"error": {"message": "invalid JSON body"}}')
+            return True
+        sample = int(headers.get("x-reasonmill-sample-index", "0"))
+        user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        stream = bool(request.get("stream"))
+        cfg = self.config
+
+        if cfg.latency:
+            await asyncio.sleep(cfg.latency)
+        if "[[context_length]]" in user:
+            msg = "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."
+            await self._send(writer, 400, json.dumps({"error": {"message": msg, "code": "context_length_exceeded"}}).encode())
+            return True
+        if "[[bad_request]]" in user:
+            await self._send(writer, 400, b'{"error": {"message": "unsupported parameter: foo"}}')
+            return True
+        if self._roll("429"):
+            self.counts["429"] += 1
+            await self._send(writer, 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": cfg.retry_after})
+            return True
+        if self._roll("500"):
+            self.counts["500"] += 1
+            await self._send(writer, 500, b'{"error": {"message": "internal error"}}')
+            return True
+        if self._roll("hang"):
+            self.counts["hang"] += 1
+            await asyncio.sleep(cfg.hang_seconds)
+            return False
+        if self._roll("slow"):
+            self.counts["slow"] += 1
+            await asyncio.sleep(cfg.slow_seconds)
+        malformed = self._roll("malformed")
+        cut = not malformed and self._roll("cut")
+
+        think, answer = expected_answer(messages, sample)
+        finish = "length" if "[[truncate]]" in user else "stop"
+        if finish == "length":
+            answer = answer[: len(answer) // 2]
+        separate = "[[reasoning_content]]" in user
+        content = answer if separate else f"<think>\n{think}\n</think>\n<answer>\n{answer}\n</answer>"
+        reasoning = think if separate else None
+        usage = {
+            "prompt_tokens": max(1, len(json.dumps(messages)) // 4),
+            "completion_tokens": max(1, (len(content) + len(reasoning or "")) // 4),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        rid = "chatcmpl-" + hashlib.sha256(f"{prompt_hash(messages)}/{sample}/{time.time()}".encode()).hexdigest()[:12]
+
+        if malformed:
+            self.counts["malformed"] += 1
+            if stream:
+                await self._send_stream(writer, [b'data: {"id": "x", "choices": [{"delta": {"content": "ab'], done=False)
+            else:
+                await self._send(writer, 200, b'{"id": "' + rid.encode() + b'", "choices": [{"message": {"content": "')
+            return True
+        if stream:
+            chunks = [{"role": "assistant", "content": ""}]
+            if reasoning:
+                chunks.append({"reasoning_content": reasoning})
+            third = max(1, len(content) // 3)
+            chunks += [{"content": content[i : i + third]} for i in range(0, len(content), third)]
+            events = [self._chunk(rid, d, None) for d in chunks] + [self._chunk(rid, {}, finish)]
+            if (request.get("stream_options") or {}).get("include_usage"):
+                events.append(b"data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "choices": [], "usage": usage}).encode())
+            if cut:
+                self.counts["cut"] += 1
+                if self._rng.random() < 0.5:  # clean end of the HTTP body, but no finish reason
+                    await self._send_stream(writer, events[:2], done=False)
+                    return True
+                await self._send_stream(writer, events[:2], done=False, terminate=False)
+                return False
+            await self._send_stream(writer, events, done=True)
+        else:
+            payload = json.dumps(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": request.get("model") or cfg.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content, **({"reasoning_content": reasoning} if reasoning else {})},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            ).encode()
+            if cut:
+                self.counts["cut"] += 1
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+                writer.write(head.encode() + payload[: len(payload) // 2])
+                await writer.drain()
+                return False
+            await self._send(writer, 200, payload)
+        self.counts["ok"] += 1
+        self._record(messages, sample, headers.get("x-reasonmill-cache-key"), stream)
+        return True
+
+    @staticmethod
+    def _chunk(rid: str, delta: dict, finish: str | None) -> bytes:
+        data = {"id": rid, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(data).encode()
+
+    async def _send_stream(self, writer, events: list[bytes], done: bool, terminate: bool = True):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        if done:
+            events = [*events, b"data: [DONE]"]
+        for event in events:
+            data = event + b"\n\n"
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        if terminate:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    def _record(self, messages: list[dict], sample: int, key: str | None, stream: bool) -> None:
+        if self._log is not None:
+            entry = {"prompt": prompt_hash(messages), "sample": sample, "key": key, "stream": stream, "t": time.time()}
+            self._log.write(json.dumps(entry) + "\n")
+            self._log.flush()
+
+
+def read_log(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8099)
+    ap.add_argument("--fault-rate", type=float, default=0.0, help="default rate of every fault")
+    for fault in FAULTS:
+        ap.add_argument(f"--rate-{fault}", type=float, default=None, help=f"rate of the {fault} fault")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    ap.add_argument("--slow-seconds", type=float, default=2.0)
+    ap.add_argument("--hang-seconds", type=float, default=3600.0)
+    ap.add_argument("--retry-after", default="1")
+    ap.add_argument("--log", default=None, help="JSON-lines log of completed replies")
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args(argv)
+    rates = {f: args.fault_rate for f in FAULTS}
+    for fault in FAULTS:
+        value = getattr(args, f"rate_{fault}")
+        if value is not None:
+            rates[fault] = value
+    config = FaultConfig(
+        rates=rates,
+        latency=args.latency,
+        slow_seconds=args.slow_seconds,
+        hang_seconds=args.hang_seconds,
+        retry_after=args.retry_after,
+        log_path=args.log,
+        seed=args.seed,
+    )
+    server = FaultServer(config, args.host, args.port)
+    print(f"fault server on http://{args.host}:{args.port}/v1 rates={rates}", flush=True)
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
