@@ -48,6 +48,8 @@ class Drop:
 class StageOutput:
     kept: list[dict] = field(default_factory=list)
     dropped: list[Drop] = field(default_factory=list)
+    #: numbers the stage wants in the run summary (summed over shards), e.g. verified counts
+    stats: dict[str, float] = field(default_factory=dict)
 
     def drop(self, record: dict, reason: str, message: str, **evidence: Any) -> None:
         self.dropped.append(Drop(record["id"], reason, message, evidence, record))
@@ -146,8 +148,10 @@ def _load_builtin_stages() -> None:
     for module in BUILTIN_STAGE_MODULES:
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # optional stage whose extra is not installed
-            if not exc.name or not exc.name.startswith("reasonmill"):
+        except ModuleNotFoundError as exc:
+            # a stage whose optional extra is not installed stays unregistered; a missing
+            # reasonmill module other than the stage itself is a real bug
+            if exc.name == module or not (exc.name or "").startswith("reasonmill"):
                 continue
             raise
 
@@ -155,6 +159,7 @@ def _load_builtin_stages() -> None:
 BUILTIN_STAGE_MODULES = (
     "reasonmill.stages.clean",
     "reasonmill.stages.dedup",
+    "reasonmill.stages.near_dedup",
     "reasonmill.stages.replay",
     "reasonmill.stages.verify",
     "reasonmill.stages.select",

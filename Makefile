@@ -1,0 +1,30 @@
+# `make demo` runs the offline quickstart; `make test` runs the tests. Both set up .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# the CPU build of torch first: sentence-transformers would otherwise pull GBs of CUDA
+	$(BIN)/pip install "torch==2.13.0" || echo "torch 2.13.0 not available here: the full-MiniLM embedder stays optional"
+	$(BIN)/pip install -e ".[dev,embed,hf]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reasonmill run configs/quickstart.yaml
+	$(BIN)/python -m reasonmill.tools.check_export out/quickstart/am.jsonl
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=15
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf runs out bench/_work

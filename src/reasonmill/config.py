@@ -1,0 +1,184 @@
+"""The pipeline YAML, validated with pydantic, with errors that name the key, file and fix.
+
+```yaml
+name: quickstart
+sources:
+  - {name: gsm8k, path: ../examples/gsm8k.jsonl, preset: gsm8k}
+stages:
+  - clean: {min_chars: 20}
+  - dedup.exact
+  - verify: {math: {timeout: 5}}
+  - select: {threshold: 0.99}
+exports:
+  - {path: ../out/quickstart/am.jsonl, format: am}
+```
+Relative paths are resolved against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reasonmill.io.sources import SourceSpec
+from reasonmill.stages.base import get_stage, registered_stages
+
+
+class ConfigError(ValueError):
+    """A pipeline file is wrong; the message says where and how to fix it."""
+
+
+class ExportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["am", "messages", "sharegpt"] = "am"
+    #: validate every AM row before writing; invalid rows go to the ledger
+    validate_rows: bool = Field(True, alias="validate")
+
+    @field_validator("path")
+    @classmethod
+    def _known_suffix(cls, v: str) -> str:
+        if not v.endswith((".jsonl", ".jsonl.zst", ".jsonl.gz", ".parquet")):
+            raise ValueError(f"export path {v!r} must end in .jsonl, .jsonl.zst, .jsonl.gz or .parquet")
+        return v
+
+
+class StageSpec(BaseModel):
+    """One stage entry after parsing: the registered name, an optional label, settings."""
+
+    name: str
+    label: str
+    settings: dict[str, Any] = {}
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "pipeline"
+    workdir: str | None = None
+    shard_size: int = Field(10_000, ge=1)
+    workers: int | None = Field(None, ge=1, description="process-pool size; default: CPU count")
+    cache_dir: str | None = None
+    sources: list[SourceSpec]
+    stages: list[Any] = []
+    exports: list[ExportSpec] = []
+
+    # filled by load_pipeline
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    stage_specs: list[StageSpec] = Field(default=[], exclude=True)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_validation(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            valid = _valid_keys(model, e["loc"][:-1])
+            lines.append(
+                f"{where}: unknown key {loc!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}"
+            )
+        else:
+            lines.append(f"{where}: {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Walk the model along ``loc`` to list the keys valid at that position."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            current = None
+            break
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            for c in args:
+                inner = getattr(c, "__args__", ())
+                current = next((i for i in inner if isinstance(i, type) and issubclass(i, BaseModel)), None)
+                if current:
+                    break
+    if current is None:
+        return []
+    return sorted(f.alias or name for name, f in current.model_fields.items() if not f.exclude)
+
+
+def parse_stage_entry(entry: Any, where: str) -> StageSpec:
+    """``- clean``, ``- clean: {..}`` or ``- {stage: clean, as: clean2, ...}``."""
+    if isinstance(entry, str):
+        name, settings, label = entry, {}, entry
+    elif isinstance(entry, dict) and "stage" in entry:
+        settings = {k: v for k, v in entry.items() if k not in ("stage", "as")}
+        name, label = entry["stage"], entry.get("as", entry["stage"])
+    elif isinstance(entry, dict) and len(entry) == 1:
+        name, settings = next(iter(entry.items()))
+        settings = settings or {}
+        label = name
+    else:
+        raise ConfigError(f"{where}: a stage is `- name`, `- name: {{settings}}` or `- {{stage: name, ...}}`; got {entry!r}")
+    valid = registered_stages()
+    try:
+        cls = get_stage(name)
+    except KeyError:
+        raise ConfigError(f"{where}: unknown stage {name!r}{_suggest(name, valid)}; valid stages: {', '.join(valid)}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: settings of stage {name!r} must be a mapping, got {settings!r}")
+    try:
+        cls.Settings(**settings)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, f"{where} ({name})", cls.Settings)) from None
+    return StageSpec(name=name, label=label, settings=settings)
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"pipeline file not found: {path} (check the path; run from the folder it is relative to)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with sources, stages and exports")
+    return config_from_dict(raw, base_dir=path.resolve().parent, where=str(path))
+
+
+def config_from_dict(raw: dict, base_dir: Path | str = ".", where: str = "<pipeline>") -> PipelineConfig:
+    try:
+        cfg = PipelineConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, where, PipelineConfig)) from None
+    cfg.base_dir = Path(base_dir)
+    specs = [parse_stage_entry(e, f"{where}: stages[{i}]") for i, e in enumerate(cfg.stages)]
+    labels = [s.label for s in specs]
+    dupes = {label for label in labels if labels.count(label) > 1}
+    if dupes:
+        raise ConfigError(f"{where}: stage names must be unique; give repeats a label with `as:` ({', '.join(sorted(dupes))})")
+    cfg.stage_specs = specs
+    for i, src in enumerate(cfg.sources):
+        for p in _source_paths(src):
+            if not any(ch in p for ch in "*?[") and not (cfg.base_dir / p).exists():
+                raise ConfigError(f"{where}: sources[{i}] ({src.name}): file not found: {cfg.base_dir / p}")
+    return cfg
+
+
+def _source_paths(src: SourceSpec) -> list[str]:
+    path = getattr(src, "path", None)
+    if path is None:
+        return []
+    return [path] if isinstance(path, str) else list(path)

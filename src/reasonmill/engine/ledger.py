@@ -1,0 +1,45 @@
+"""The ledger: every dropped record or response, with the stage, reason, message, evidence.
+
+Ledger rows are written by the engine next to each stage's shards; this module turns
+``Drop`` objects into rows and reads them back for ``reasonmill inspect`` and reports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Iterable, Iterator
+
+from reasonmill.engine.workdir import Workdir
+from reasonmill.stages.base import Drop
+
+
+def drop_to_row(stage: str, drop: Drop) -> dict:
+    return {
+        "stage": stage,
+        "id": drop.id,
+        "kind": "response" if drop.response_index is not None else "record",
+        "response_index": drop.response_index,
+        "reason": drop.reason,
+        "message": drop.message,
+        "evidence": json.dumps(drop.evidence, ensure_ascii=False, default=str),
+        "record": json.dumps(drop.record, ensure_ascii=False, default=str) if drop.record is not None else None,
+    }
+
+
+def reason_counts(rows: Iterable[dict]) -> Counter:
+    return Counter(r["reason"] for r in rows)
+
+
+def iter_ledger(workdir: Workdir) -> Iterator[dict]:
+    for sd in workdir.stage_dirs():
+        yield from sd.iter_ledger()
+    export_ledger = workdir.root / "export" / "ledger.jsonl"
+    if export_ledger.exists():
+        with export_ledger.open(encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+
+def find_drops(workdir: Workdir, record_id: str) -> list[dict]:
+    return [row for row in iter_ledger(workdir) if row["id"] == record_id]

@@ -1,0 +1,431 @@
+"""The local engine: streams shards through the stages on one machine.
+
+- Ingest reads the sources once, in order, into Parquet shards of ``shard_size`` records.
+- Map stages run shard by shard in a process pool (``Resources.executor == "pool"``) or in
+  the driver (``"inline"``: stages with their own pools, sandboxes or network I/O).
+- Global stages build their index once (persisted as ``index.pkl``), then map.
+- Each stage's fingerprint chains its settings, its code version and its input's
+  fingerprint; a matching complete stage is skipped, completed shards of an interrupted
+  stage are kept, and a changed stage is redone with everything after it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import json
+import multiprocessing as mp
+import os
+import pickle
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import reasonmill
+from reasonmill.config import PipelineConfig, StageSpec
+from reasonmill.engine.ledger import drop_to_row
+from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint
+from reasonmill.io.sources import iter_source, source_fingerprint
+from reasonmill.stages.base import Stage, StageContext, get_stage
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class StopRun(Exception):
+    """Raised by a stage to stop the run cleanly (e.g. a spent budget); the run stays resumable."""
+
+
+@dataclass
+class StageReport:
+    label: str
+    records_in: int = 0
+    kept: int = 0
+    dropped: int = 0
+    dropped_responses: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    stats: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    resumed_shards: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["reasons"] = dict(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StageReport":
+        d = dict(d)
+        d["reasons"] = Counter(d.get("reasons") or {})
+        return cls(**d)
+
+
+@dataclass
+class RunResult:
+    workdir: Path
+    stages: list[StageReport]
+    exports: list[dict]
+    stopped: str | None = None
+
+    @property
+    def all_skipped(self) -> bool:
+        return all(s.skipped for s in self.stages)
+
+
+def code_version(cls: type) -> str:
+    """reasonmill's version plus a hash of the stage's module source: edits re-run the stage."""
+    try:
+        src = inspect.getsource(inspect.getmodule(cls))
+    except (OSError, TypeError):
+        src = ""
+    return fingerprint(reasonmill.__version__, getattr(cls, "version", "1"), src)
+
+
+def _accumulate(report: StageReport, stats: dict) -> None:
+    report.records_in += stats["in"]
+    report.kept += stats["kept"]
+    report.dropped += stats["dropped"]
+    report.dropped_responses += stats.get("dropped_responses", 0)
+    report.reasons.update(stats.get("reasons", {}))
+    for k, v in (stats.get("extra") or {}).items():
+        report.stats[k] = report.stats.get(k, 0) + v
+
+
+# --- worker side --------------------------------------------------------------------
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _load_index(path: str | None) -> Any:
+    if path is None:
+        return None
+    if _WORKER_CACHE.get("index_path") != path:
+        with open(path, "rb") as fh:
+            _WORKER_CACHE["index"] = pickle.load(fh)
+        _WORKER_CACHE["index_path"] = path
+    return _WORKER_CACHE["index"]
+
+
+def run_shard(
+    stage: Stage, label: str, in_dir: Path, out_dir: Path, shard: str, index: Any
+) -> dict:
+    """Process one shard and write its output, ledger and done marker. Returns its stats."""
+    records = StageDir(in_dir).read_shard(shard)
+    out = stage.process(records, index)
+    rows = [drop_to_row(label, d) for d in out.dropped]
+    record_drops = sum(1 for d in out.dropped if d.response_index is None)
+    if len(out.kept) + record_drops != len(records):
+        raise EngineError(
+            f"stage {label!r} broke the ledger invariant on shard {shard}: "
+            f"{len(records)} in, {len(out.kept)} kept, {record_drops} dropped"
+        )
+    stats = {
+        "in": len(records),
+        "kept": len(out.kept),
+        "dropped": record_drops,
+        "dropped_responses": len(out.dropped) - record_drops,
+        "reasons": dict(Counter(d.reason for d in out.dropped)),
+        "extra": out.stats,
+    }
+    StageDir(out_dir).write_shard(shard, out.kept, rows, stats)
+    return stats
+
+
+def _pool_task(args: tuple) -> dict:
+    cls, settings, ctx, label, in_dir, out_dir, shard, index_path = args
+    key = f"stage:{label}:{id(cls)}"
+    stage = _WORKER_CACHE.get(key)
+    if stage is None:
+        stage = cls(settings, ctx)
+        _WORKER_CACHE[key] = stage
+    return run_shard(stage, label, Path(in_dir), Path(out_dir), shard, _load_index(index_path))
+
+
+# --- driver side --------------------------------------------------------------------
+
+
+class LocalEngine:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        workdir: str | Path,
+        *,
+        workers: int | None = None,
+        progress: "Progress | None" = None,
+    ):
+        self.config = config
+        self.workdir = Workdir(workdir)
+        self.workers = workers or config.workers or os.cpu_count() or 1
+        self.progress = progress or NullProgress()
+        self._pool: cf.ProcessPoolExecutor | None = None
+        cache = config.cache_dir
+        self.cache_dir = (config.base_dir / cache) if cache else self.workdir.root / "cache"
+
+    # pool shared by every map stage of the run
+    def pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("forkserver"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def context(self, label: str) -> StageContext:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return StageContext(workdir=str(self.workdir.root), cache_dir=str(self.cache_dir), label=label)
+
+    def run(self, fresh: bool = False) -> RunResult:
+        if fresh and self.workdir.root.exists():
+            self.workdir.remove_from(0)
+            (self.workdir.root / "export" / "manifest.json").unlink(missing_ok=True)
+        self.workdir.root.mkdir(parents=True, exist_ok=True)
+        reports: list[StageReport] = []
+        stopped = None
+        try:
+            report, prev_dir, prev_fp = self.run_ingest()
+            reports.append(report)
+            for i, spec in enumerate(self.config.stage_specs, start=1):
+                try:
+                    report, prev_dir, prev_fp = self.run_stage(i, spec, prev_dir, prev_fp)
+                except StopRun as exc:
+                    stopped = f"{spec.label}: {exc}"
+                    reports.append(StageReport(label=spec.label))
+                    break
+                reports.append(report)
+            exports = [] if stopped else self.run_exports(prev_dir, prev_fp, reports)
+        finally:
+            self.close()
+        result = RunResult(self.workdir.root, reports, exports, stopped)
+        atomic_write_bytes(
+            self.workdir.summary_path,
+            json.dumps(
+                {"stages": [r.to_dict() for r in reports], "exports": exports, "stopped": stopped},
+                indent=2,
+                default=str,
+            ).encode(),
+        )
+        return result
+
+    # ingest ---------------------------------------------------------------------------
+
+    def run_ingest(self) -> tuple[StageReport, StageDir, str]:
+        cfg = self.config
+        sd = self.workdir.stage_dir(0, "ingest")
+        specs = [s.model_dump(mode="json") for s in cfg.sources]
+        fps = [source_fingerprint(s, cfg.base_dir) for s in cfg.sources]
+        fp = fingerprint("ingest", specs, fps, cfg.shard_size, reasonmill.__version__, code_version(type(self)))
+        manifest = sd.manifest()
+        if manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete":
+            report = StageReport.from_dict(manifest["report"])
+            report.skipped = True
+            self.progress.skipped(report)
+            return report, sd, fp
+        self.workdir.remove_from(0)
+        sd.reset()
+        sd.write_manifest({"stage": "ingest", "fingerprint": fp, "status": "running", "sources": specs})
+        report = StageReport(label="ingest")
+        start = time.monotonic()
+        task = self.progress.start("ingest", total=None)
+        buffer: list[dict] = []
+        ledger: list[dict] = []
+        shard_no = 0
+
+        def flush() -> None:
+            nonlocal shard_no, buffer, ledger
+            name = f"{shard_no:05d}"
+            stats = {
+                "in": len(buffer) + len(ledger),
+                "kept": len(buffer),
+                "dropped": len(ledger),
+                "reasons": dict(Counter(r["reason"] for r in ledger)),
+            }
+            sd.write_shard(name, buffer, ledger, stats)
+            _accumulate(report, stats)
+            self.progress.advance(task, stats["in"], report)
+            shard_no += 1
+            buffer, ledger = [], []
+
+        for spec in cfg.sources:
+            for item in iter_source(spec, cfg.base_dir):
+                if isinstance(item, dict):
+                    buffer.append(item)
+                else:  # a malformed input line kept in the ledger with its raw text
+                    ledger.append(
+                        {
+                            "stage": "ingest",
+                            "id": f"{spec.name}@{item.location}",
+                            "kind": "record",
+                            "response_index": None,
+                            "reason": "malformed",
+                            "message": f"{item.location}: {item.error}",
+                            "evidence": json.dumps({"location": item.location, "error": item.error}),
+                            "record": json.dumps({"raw": item.raw}, ensure_ascii=False),
+                        }
+                    )
+                if len(buffer) + len(ledger) >= cfg.shard_size:
+                    flush()
+        if buffer or ledger or shard_no == 0:
+            flush()
+        report.seconds = time.monotonic() - start
+        sd.write_manifest(
+            {"stage": "ingest", "fingerprint": fp, "status": "complete", "sources": specs, "report": report.to_dict()}
+        )
+        self.progress.finish(task, report)
+        return report, sd, fp
+
+    # stages ---------------------------------------------------------------------------
+
+    def run_stage(self, i: int, spec: StageSpec, prev: StageDir, prev_fp: str) -> tuple[StageReport, StageDir, str]:
+        cls = get_stage(spec.name)
+        settings = cls.Settings(**spec.settings)
+        fp = fingerprint(spec.name, settings.model_dump(mode="json"), prev_fp, code_version(cls))
+        sd = self.workdir.stage_dir(i, spec.label)
+        manifest = sd.manifest()
+        if manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete":
+            report = StageReport.from_dict(manifest["report"])
+            report.skipped = True
+            self.progress.skipped(report)
+            return report, sd, fp
+        if not manifest or manifest.get("fingerprint") != fp:
+            self.workdir.remove_from(i)
+            sd.reset()
+        sd.write_manifest(
+            {
+                "stage": spec.name,
+                "label": spec.label,
+                "fingerprint": fp,
+                "input_fingerprint": prev_fp,
+                "code_version": code_version(cls),
+                "settings": settings.model_dump(mode="json"),
+                "status": "running",
+            }
+        )
+        report = StageReport(label=spec.label)
+        done = sd.done_shards()
+        for stats in done.values():
+            _accumulate(report, stats)
+        report.resumed_shards = len(done)
+        shards = prev.shards()
+        todo = [s for s in shards if s not in done]
+        ctx = self.context(spec.label)
+        start = time.monotonic()
+        total = sum(json.loads(prev.done_path(s).read_text())["kept"] for s in shards)
+        task = self.progress.start(spec.label, total=total, completed=report.records_in)
+
+        index_path: str | None = None
+        index: Any = None
+        if cls.kind == "global":
+            index, index_path = self._global_index(cls, settings, ctx, prev, sd)
+
+        if cls.resources.executor == "inline" or self.workers == 1 or len(todo) <= 1:
+            stage = cls(settings, ctx)
+            ctx.progress = lambda n: self.progress.advance(task, n, None)
+            try:
+                for shard in todo:
+                    stats = run_shard(stage, spec.label, prev.path, sd.path, shard, index)
+                    _accumulate(report, stats)
+                    if cls.resources.executor != "inline":
+                        self.progress.advance(task, stats["in"], report)
+                    else:
+                        self.progress.update(task, report)
+            finally:
+                close = getattr(stage, "close", None)
+                if callable(close):
+                    close()
+        else:
+            pool = self.pool()
+            futures = [
+                pool.submit(_pool_task, (cls, settings, ctx, spec.label, str(prev.path), str(sd.path), s, index_path))
+                for s in todo
+            ]
+            try:
+                for fut in cf.as_completed(futures):
+                    stats = fut.result()
+                    _accumulate(report, stats)
+                    self.progress.advance(task, stats["in"], report)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        report.seconds = time.monotonic() - start
+        manifest = sd.manifest() or {}
+        manifest.update(status="complete", report=report.to_dict())
+        sd.write_manifest(manifest)
+        self.progress.finish(task, report)
+        return report, sd, fp
+
+    def _global_index(
+        self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, sd: StageDir
+    ) -> tuple[Any, str]:
+        if sd.index_path.exists():
+            with sd.index_path.open("rb") as fh:
+                return pickle.load(fh), str(sd.index_path)
+        builder = cls(settings, ctx)
+        task = self.progress.start(f"{ctx.label} (index)", total=None)
+        index = builder.build(prev.read_shard(s) for s in prev.shards())
+        atomic_write_bytes(sd.index_path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
+        self.progress.finish(task, None)
+        return index, str(sd.index_path)
+
+    # exports --------------------------------------------------------------------------
+
+    def run_exports(self, last: StageDir, last_fp: str, reports: list[StageReport]) -> list[dict]:
+        from reasonmill.io.writers import export_records
+
+        specs = self.config.exports
+        if not specs:
+            return []
+        paths = [self.config.base_dir / e.path for e in specs]
+        fp = fingerprint([e.model_dump(mode="json") for e in specs], [str(p) for p in paths], last_fp)
+        mpath = self.workdir.export_manifest
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            manifest = None
+        if manifest and manifest.get("fingerprint") == fp and all(p.exists() for p in paths):
+            report = StageReport.from_dict(manifest["report"])
+            report.skipped = True
+            self.progress.skipped(report)
+            reports.append(report)
+            return manifest["exports"]
+        task = self.progress.start("export", total=None)
+        start = time.monotonic()
+        exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export")
+        report.seconds = time.monotonic() - start
+        reports.append(report)
+        mpath.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            mpath,
+            json.dumps({"fingerprint": fp, "exports": exports, "report": report.to_dict()}, indent=2).encode(),
+        )
+        self.progress.finish(task, report)
+        return exports
+
+
+class NullProgress:
+    """Progress sink that shows nothing (library use, tests)."""
+
+    def start(self, label: str, total: int | None, completed: int = 0) -> Any:
+        return label
+
+    def advance(self, task: Any, n: int, report: StageReport | None) -> None:
+        pass
+
+    def update(self, task: Any, report: StageReport | None) -> None:
+        pass
+
+    def finish(self, task: Any, report: StageReport | None) -> None:
+        pass
+
+    def skipped(self, report: StageReport) -> None:
+        pass
+
+
+Progress = NullProgress
+ProgressFactory = Callable[[], NullProgress]

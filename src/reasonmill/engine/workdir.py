@@ -1,0 +1,163 @@
+"""The workdir: one folder per stage with Parquet shards, ledger shards and a manifest.
+
+```
+workdir/
+  00-ingest/part-00000.parquet  ledger-00000.parquet  part-00000.done  manifest.json
+  01-clean/...
+  export/manifest.json
+```
+
+A shard is complete when its ``.done`` marker exists; the marker is written after the
+data and ledger files were renamed into place, so a crash leaves either a complete shard
+or one that is redone. A stage whose manifest fingerprint matches is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reasonmill.records import SCHEMA, from_table, to_table
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("id", pa.string()),
+        ("kind", pa.string()),  # "record" or "response"
+        ("response_index", pa.int64()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+        ("evidence", pa.string()),  # JSON
+        ("record", pa.string()),  # JSON of what was dropped, so nothing is lost
+    ]
+)
+
+
+def fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:24]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+@dataclass
+class StageDir:
+    """One stage's folder in the workdir."""
+
+    path: Path
+
+    def shard_path(self, shard: str) -> Path:
+        return self.path / f"part-{shard}.parquet"
+
+    def ledger_path(self, shard: str) -> Path:
+        return self.path / f"ledger-{shard}.parquet"
+
+    def done_path(self, shard: str) -> Path:
+        return self.path / f"part-{shard}.done"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.pkl"
+
+    def manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_manifest(self, manifest: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest_path, manifest)
+
+    def done_shards(self) -> dict[str, dict]:
+        done = {}
+        for p in self.path.glob("part-*.done"):
+            try:
+                done[p.name[5:-5]] = json.loads(p.read_text())
+            except json.JSONDecodeError:
+                continue  # torn marker: redo the shard
+        return done
+
+    def shards(self) -> list[str]:
+        """Completed shard names in order."""
+        return sorted(self.done_shards())
+
+    def write_shard(self, shard: str, kept: list[dict], ledger_rows: list[dict], stats: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_table(self.shard_path(shard), to_table(kept))
+        write_table(self.ledger_path(shard), pa.Table.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
+        atomic_write_json(self.done_path(shard), stats)
+
+    def read_shard(self, shard: str) -> list[dict]:
+        return from_table(pq.read_table(self.shard_path(shard), schema=SCHEMA))
+
+    def iter_records(self) -> Iterator[dict]:
+        for shard in self.shards():
+            yield from self.read_shard(shard)
+
+    def iter_ledger(self) -> Iterator[dict]:
+        for shard in self.shards():
+            p = self.ledger_path(shard)
+            if p.exists():
+                yield from pq.read_table(p).to_pylist()
+
+    def reset(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+
+class Workdir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def stage_dir(self, index: int, label: str) -> StageDir:
+        return StageDir(self.root / f"{index:02d}-{label}")
+
+    def stage_dirs(self) -> list[StageDir]:
+        if not self.root.exists():
+            return []
+        return [StageDir(p) for p in sorted(self.root.iterdir()) if p.is_dir() and p.name[:2].isdigit()]
+
+    def remove_from(self, index: int) -> None:
+        """Drop the outputs of stage ``index`` and every later stage."""
+        for sd in self.stage_dirs():
+            if int(sd.path.name[:2]) >= index:
+                shutil.rmtree(sd.path)
+
+    @property
+    def export_manifest(self) -> Path:
+        return self.root / "export" / "manifest.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"

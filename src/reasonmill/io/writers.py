@@ -1,0 +1,159 @@
+"""Export writers: AM / messages / ShareGPT rows as JSONL (plain, .gz, .zst) or Parquet.
+
+Every AM row is checked with ``validate_am_row`` before it is written; a record none of
+whose rows is valid goes to the export ledger instead, so the invariant holds at export
+too. Parquet files carry a declared schema (no inference), because a published dataset
+with a mis-declared schema is one of the failures SPEC §4 lists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reasonmill.io.formats import EXPORT_FORMATS, validate_am_row
+
+_MSG = pa.struct([("role", pa.string()), ("content", pa.string()), ("info", pa.string())])
+_CONV = pa.struct([("from", pa.string()), ("value", pa.string())])
+_LABELS = [
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("category", pa.string()),
+    ("language", pa.string()),
+    ("difficulty", pa.float64()),
+    ("verify_score", pa.float64()),
+    ("model", pa.string()),
+]
+PARQUET_SCHEMAS = {
+    "am": pa.schema([("messages", pa.list_(_MSG))]),
+    "messages": pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))] + _LABELS),
+    "sharegpt": pa.schema([("conversations", pa.list_(_CONV))] + _LABELS),
+}
+
+
+def open_text(path: Path, mode: str = "wt") -> IO[str]:
+    """Open a text file, compressing by suffix (.gz, .zst/.zstd)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        return gzip.open(path, mode, encoding="utf-8")
+    if path.suffix in (".zst", ".zstd"):
+        import zstandard
+
+        raw = open(path, mode.replace("t", "b"))
+        if "w" in mode:
+            stream = zstandard.ZstdCompressor(level=6).stream_writer(raw, closefd=True)
+        else:
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        import io
+
+        return io.TextIOWrapper(stream, encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+class _JsonlSink:
+    def __init__(self, path: Path):
+        self.tmp = path.with_name(path.name + ".partial" + "".join(path.suffixes[-1:]))
+        self.path = path
+        self.fh = open_text(self.tmp, "wt")
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.fh.write(json.dumps(row, ensure_ascii=False))
+            self.fh.write("\n")
+
+    def close(self) -> None:
+        self.fh.close()
+        self.tmp.replace(self.path)
+
+
+class _ParquetSink:
+    def __init__(self, path: Path, fmt: str, batch: int = 5000):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fmt = fmt
+        self.schema = PARQUET_SCHEMAS[fmt]
+        self.tmp = path.with_name(path.name + ".partial")
+        self.path = path
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.buffer: list[dict] = []
+        self.batch = batch
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            if self.fmt == "am":
+                row = {
+                    "messages": [
+                        {"role": m["role"], "content": m["content"], "info": json.dumps(m.get("info"), ensure_ascii=False)}
+                        for m in row["messages"]
+                    ]
+                }
+            self.buffer.append(row)
+        if len(self.buffer) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+
+def _sink(path: Path, fmt: str) -> Any:
+    return _ParquetSink(path, fmt) if path.suffix == ".parquet" else _JsonlSink(path)
+
+
+def export_records(
+    records: Callable[[], Iterable[dict]], specs: list, paths: list[Path], ledger_dir: Path
+) -> tuple[list[dict], Any]:
+    """Write every export in one pass over the records. Returns (export infos, report)."""
+    from reasonmill.engine.local import StageReport
+
+    sinks = [_sink(p, s.format) for s, p in zip(specs, paths)]
+    counts = [0] * len(specs)
+    report = StageReport(label="export")
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    reasons: Counter = Counter()
+    with open(ledger_dir / "ledger.jsonl", "w", encoding="utf-8") as ledger:
+        for record in records():
+            report.records_in += 1
+            am_rows = list(EXPORT_FORMATS["am"](record))
+            errors = [e for row in am_rows for e in validate_am_row(row)]
+            if errors:
+                reasons["schema_invalid"] += 1
+                ledger.write(
+                    json.dumps(
+                        {
+                            "stage": "export",
+                            "id": record["id"],
+                            "kind": "record",
+                            "response_index": None,
+                            "reason": "schema_invalid",
+                            "message": "; ".join(sorted(set(errors))),
+                            "evidence": json.dumps({"errors": errors}),
+                            "record": json.dumps(record, ensure_ascii=False, default=str),
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+                continue
+            report.kept += 1
+            for k, (spec, sink) in enumerate(zip(specs, sinks)):
+                rows = am_rows if spec.format == "am" else list(EXPORT_FORMATS[spec.format](record))
+                sink.write(rows)
+                counts[k] += len(rows)
+    for sink in sinks:
+        sink.close()
+    report.dropped = sum(reasons.values())
+    report.reasons = reasons
+    exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(specs, paths, counts)]
+    return exports, report

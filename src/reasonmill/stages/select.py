@@ -1,0 +1,76 @@
+"""Select: keep responses whose verify_score passes the category threshold (SPEC §1 item 8).
+
+Responses below the threshold go to the ledger one by one (with their verdicts as
+evidence); a problem left with no passing response is dropped as ``no_passing_response``.
+Optionally only problems whose scores vary across samples are kept (DeepDistill).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
+
+DEFAULT_THRESHOLDS = {"math": 0.99, "code": 0.99, "science": 0.99, "instruction": 0.7, "chat": 0.7, "other": 0.7}
+
+
+class SelectSettings(StageSettings):
+    #: one global threshold; when set it overrides the per-category ones
+    threshold: float | None = None
+    #: per-category thresholds: a response is kept when verify_score >= threshold
+    thresholds: dict[str, float] = DEFAULT_THRESHOLDS
+    #: keep at most this many passing responses per problem
+    max_responses: int | None = None
+    #: DeepDistill: keep only problems whose scores vary (coefficient of variation > this)
+    min_score_cv: float | None = None
+
+
+@stage("select")
+class Select(Stage):
+    Settings = SelectSettings
+
+    def threshold(self, category: str | None) -> float:
+        if self.settings.threshold is not None:
+            return self.settings.threshold
+        return self.settings.thresholds.get(category or "other", self.settings.thresholds.get("other", 0.7))
+
+    def process(self, records: list[dict], index=None) -> StageOutput:
+        out = StageOutput()
+        s = self.settings
+        for r in records:
+            th = self.threshold(r.get("category"))
+            responses = r.get("responses") or []
+            scores = [resp.get("verify_score") for resp in responses]
+            if s.min_score_cv is not None:
+                vals = [x or 0.0 for x in scores]
+                mean = statistics.fmean(vals) if vals else 0.0
+                cv = statistics.pstdev(vals) / mean if mean > 0 and len(vals) > 1 else 0.0
+                if cv <= s.min_score_cv:
+                    out.drop(r, "low_score_variance", f"score CV {cv:.3f} <= {s.min_score_cv}", cv=cv, scores=scores)
+                    continue
+            kept = []
+            for i, resp in enumerate(responses):
+                score = resp.get("verify_score")
+                if score is None:
+                    out.drop_response(r, i, resp, "unverified", "no verify_score: add a verify stage before select")
+                elif score < th or resp.get("passed") is False:
+                    reasons = [v.get("reason") for v in resp.get("verdicts") or [] if not v.get("passed")]
+                    out.drop_response(
+                        r, i, resp, "below_threshold",
+                        f"verify_score {score:.3f} < {th} ({', '.join(reasons) or 'failed'})",
+                        score=score, threshold=th, failed=reasons,
+                    )
+                elif s.max_responses is not None and len(kept) >= s.max_responses:
+                    out.drop_response(r, i, resp, "over_max_responses", f"already kept {s.max_responses}")
+                else:
+                    kept.append(resp)
+            if not kept:
+                out.drop(
+                    r, "no_passing_response",
+                    f"none of {len(responses)} responses passed (threshold {th})",
+                    responses=len(responses), scores=scores,
+                )
+            else:
+                r["responses"] = kept
+                out.kept.append(r)
+        return out
