@@ -1,0 +1,280 @@
+"""Escape attempts against the sandbox, each checked from the host afterwards.
+
+Every test runs real hostile programs in the real sandbox (bubblewrap when it works here;
+the suite is also run on the rlimit fallback where that backend claims containment).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reasonmill.sandbox import Limits, get_runner
+from reasonmill.sandbox.backends import BwrapBackend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bwrap_works() -> bool:
+    try:
+        return BwrapBackend().probe() is None
+    except RuntimeError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _bwrap_works(), reason="bubblewrap not installed or not usable here (apt-get install bubblewrap)"
+)
+
+FAST = Limits(cpu_seconds=2, wall_timeout=3, memory_mb=512, nproc=32, output_cap_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="module", params=["bwrap", "rlimit"])
+def runner(request):
+    """Both backends: the fallback must contain everything below except file reads."""
+    return get_runner(request.param)
+
+
+def _one(runner, code: str, limits: Limits = FAST, kind: str = "stdin", stdin: str = "", expected: str = "ok"):
+    [res] = runner.run(code, [{"kind": kind, "input": stdin, "output": expected}], limits)
+    return res
+
+
+def _host_processes_with(marker: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+class _Server:
+    """A real TCP server on the host loopback that records every connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.hits = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            conn.sendall(b"SECRET-FROM-HOST\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def test_sanity_host_server_reachable_without_sandbox():
+    """The server works from the host, so a 0-hit count below means the sandbox blocked it."""
+    srv = _Server()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=2) as c:
+            assert c.recv(100).startswith(b"SECRET")
+        deadline = time.time() + 2
+        while srv.hits < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.hits == 1
+    finally:
+        srv.close()
+
+
+def test_no_network_to_host_loopback_or_outside(runner):
+    srv = _Server()
+    code = f"""
+import socket
+out = []
+for host, port in [("127.0.0.1", {srv.port}), ("1.1.1.1", 80), ("8.8.8.8", 53)]:
+    try:
+        s = socket.create_connection((host, port), timeout=1)
+        out.append("CONNECTED " + host + " " + s.recv(100).decode())
+    except OSError as e:
+        out.append("blocked " + host + " " + type(e).__name__)
+print("\\n".join(out))
+"""
+    try:
+        res = _one(runner, code)
+    finally:
+        srv.close()
+    assert "CONNECTED" not in res.stdout, res.stdout
+    assert res.stdout.count("blocked") == 3, (res.status, res.stdout, res.stderr)
+    assert srv.hits == 0
+
+
+def test_no_write_outside_scratch(runner, tmp_path):
+    target_repo = REPO / f"escape-{uuid.uuid4().hex}.txt"
+    target_tmp = tmp_path / "escape.txt"
+    code = f"""
+import os
+ok = []
+for p in [{str(target_repo)!r}, {str(target_tmp)!r}, "/usr/escape.txt", "/etc/escape.txt"]:
+    try:
+        with open(p, "w") as f:
+            f.write("pwned")
+        ok.append("WROTE " + p)
+    except OSError as e:
+        ok.append("denied " + type(e).__name__)
+with open("scratch.txt", "w") as f:  # the working dir is the writable scratch
+    f.write("fine")
+print("\\n".join(ok)); print(open("scratch.txt").read())
+"""
+    res = _one(runner, code)
+    assert "WROTE" not in res.stdout, res.stdout
+    assert res.stdout.count("denied") == 4, (res.stdout, res.stderr)
+    if runner.name == "bwrap":
+        assert "fine" in res.stdout
+    assert not target_repo.exists() and not target_tmp.exists()
+
+
+def test_cannot_read_secret_next_to_repo(runner):
+    if runner.name == "rlimit":
+        pytest.skip("the rlimit fallback does not hide host files (documented; it warns)")
+    secret = REPO.parent / f".reasonmill-secret-{uuid.uuid4().hex}"
+    token = uuid.uuid4().hex
+    secret.write_text(token)
+    secret.chmod(0o644)  # world-readable on the host: only the mount layout hides it
+    try:
+        code = f"""
+import os
+for p in [{str(secret)!r}, {str(REPO / "pyproject.toml")!r}, "/root/.bash_history", "/etc/shadow"]:
+    try:
+        print("READ", open(p).read()[:100])
+    except OSError as e:
+        print("denied", type(e).__name__)
+print(sorted(os.listdir("/")))
+"""
+        res = _one(runner, code)
+    finally:
+        secret.unlink()
+    assert token not in res.stdout and "READ" not in res.stdout, res.stdout
+    assert res.stdout.count("denied") == 4, (res.stdout, res.stderr)
+    assert "'work'" not in res.stdout
+
+
+def test_fork_bomb_is_stopped_by_nproc(runner):
+    code = """
+import os, time
+n = 0
+try:
+    for _ in range(100000):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("fork refused after", n, type(e).__name__)
+"""
+    t0 = time.monotonic()
+    res = _one(runner, code)
+    assert "fork refused after" in res.stdout, (res.status, res.stdout, res.stderr)
+    n = int(res.stdout.split("after")[1].split()[0])
+    assert n < FAST.nproc
+    assert time.monotonic() - t0 < FAST.wall_timeout + 5
+    time.sleep(0.3)
+    assert _host_processes_with("time.sleep(30)") == []
+
+
+def test_memory_bomb(runner):
+    code = """
+blocks = []
+while True:
+    blocks.append(bytearray(50 * 1024 * 1024))
+"""
+    t0 = time.monotonic()
+    res = _one(runner, code)
+    assert res.status == "error" and "MemoryError" in res.stderr, (res.status, res.stderr)
+    assert time.monotonic() - t0 < 10
+
+
+def test_memory_bomb_cpp(runner):
+    code = r"""
+#include <vector>
+#include <cstdio>
+int main(){ std::vector<char*> v; for(;;){ char* p = new char[64<<20]; for(int i=0;i<(64<<20);i+=4096) p[i]=1; v.push_back(p);} }
+"""
+    [res] = runner.run(code, [{"kind": "stdin", "input": "", "output": ""}], FAST, "cpp")
+    assert res.status in ("crashed", "error") and not res.passed, (res.status, res.message, res.stderr)
+
+
+def test_infinite_loop_and_sleep_time_out(runner):
+    t0 = time.monotonic()
+    spin = _one(runner, "while True:\n    pass\n")
+    t1 = time.monotonic()
+    sleep = _one(runner, "import time\ntime.sleep(600)\n")
+    t2 = time.monotonic()
+    assert spin.status == "timeout" and sleep.status == "timeout", (spin, sleep)
+    assert t1 - t0 < FAST.wall_timeout + 3 and t2 - t1 < FAST.wall_timeout + 3
+
+
+def test_infinite_loop_in_batch_blames_one_test(runner):
+    code = "def f(x):\n    while x == 2:\n        pass\n    return x\n"
+    tests = [{"kind": "assert", "input": f"assert f({i}) == {i}", "output": ""} for i in range(4)]
+    res = runner.run(code, tests, Limits(cpu_seconds=2, wall_timeout=1, nproc=32))
+    assert [r.status for r in res] == ["passed", "passed", "timeout", "passed"], [(r.status, r.message) for r in res]
+
+
+def test_one_gigabyte_of_stdout_is_capped_fast(runner):
+    code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n"
+    t0 = time.monotonic()
+    res = _one(runner, code)
+    assert res.status == "output_limit", res.status
+    assert len(res.stdout) <= 4096  # the stored copy is truncated too
+    assert time.monotonic() - t0 < 5
+
+
+def test_killing_the_parent(runner):
+    code = "import os, signal\nprint('ok', flush=True)\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(1)\nprint('still here')\n"
+    res = _one(runner, code, expected="ok still here")
+    # The sandbox's init ignores the signal; the run is reported normally.
+    assert res.status in ("passed", "failed", "crashed", "error"), res
+    assert "ok" in res.stdout
+    # Python batch harness too.
+    res2 = runner.run(
+        "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
+        [{"kind": "assert", "input": "assert f() == 1", "output": ""}, {"kind": "assert", "input": "assert 1", "output": ""}],
+        FAST,
+    )
+    assert len(res2) == 2 and res2[1].passed
+
+
+def test_daemon_does_not_survive(runner):
+    marker = f"reasonmill-daemon-{uuid.uuid4().hex[:12]}"
+    code = f"""
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sleep", ["{marker}", "300"])
+    os._exit(0)
+time.sleep(0.3)
+print("ok")
+"""
+    res = _one(runner, code)
+    assert res.passed, (res.status, res.stdout, res.stderr)
+    time.sleep(0.5)
+    assert _host_processes_with(marker) == []
