@@ -1,0 +1,355 @@
+"""Math answers checked for equivalence with math-verify, in an outside-killed process pool.
+
+Why this shape:
+
+- math-verify's ``parse``/``verify`` are called with their SIGALRM timeouts disabled
+  (``parsing_timeout=None``, ``timeout_seconds=None``): alarms only work in the main thread
+  and do not interrupt sympy's C-level loops. ``verify_many`` runs the checks in a
+  :class:`~reasonmill.verify.pool.VerifyPool`, which SIGKILLs a worker that overruns.
+- Our own extractor (:mod:`reasonmill.verify.extract`) finds the answer first, so a missing
+  answer (``no_answer_extracted``) is told apart from a wrong one and the ledger shows
+  what was compared and how it was found.
+- The gold answer is given as plain text (``\\frac{1}{2}``, ``42``, ``[1,2)``, ``x=3``),
+  sometimes with ``\\boxed{}``, ``$…$`` or as an OlympiadBench JSON list; it is wrapped in
+  ``\\boxed{}`` so math-verify's boxed normalization (units, ``\\text{}``, degrees) applies.
+- An optional judge (an LLM behind any callable) is asked only when math-verify says no.
+
+Reason codes: ``math_equal``, ``math_not_equal``, ``no_answer_extracted``,
+``no_reference``, ``timeout``, ``parse_error``, and ``judge_equal`` (math-verify said no,
+the judge said yes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable
+
+from reasonmill.verify.base import Verdict
+from reasonmill.verify.extract import Extraction, answer_region, extract_answer
+from reasonmill.verify.pool import PoolResult, VerifyPool
+
+#: ``judge(problem, reference, answer) -> (is_correct, reasoning)``
+Judge = Callable[[str, str, str], tuple[bool, str]]
+
+NAME = "math"
+_MAX_DETAIL = 300
+
+
+@dataclass(frozen=True)
+class MathSettings:
+    """math-verify comparison knobs (see ``math_verify.verify``)."""
+
+    float_rounding: int = 6
+    numeric_precision: int = 15
+    strict: bool = True
+    allow_set_relation_comp: bool = False
+
+
+# --- math-verify wrappers (imported lazily: sympy costs ~1 s to import) -------------------
+
+
+def _configs():
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+
+def _parse(text: str, configs=None) -> list:
+    from math_verify import parse
+
+    return parse(text, configs or _configs(), parsing_timeout=None)
+
+
+def _has_expr(parsed: list) -> bool:
+    """True when math-verify got a sympy object, not just the fallback string."""
+    return any(not isinstance(p, str) for p in parsed)
+
+
+def warmup() -> None:
+    """Worker initializer: import sympy/math-verify and fill their caches once, and
+    silence math-verify's "timeout is disabled" warning (we enforce timeouts outside)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    from math_verify import verify
+
+    for g, p in (("\\frac{1}{2}", "0.5"), ("[1,2)", "[1, 2)"), ("x=3", "3"), ("\\sqrt{2}", "1.41")):
+        verify(_parse(f"\\boxed{{{g}}}"), _parse(f"\\boxed{{{p}}}"), timeout_seconds=None)
+
+
+# --- gold and prediction ------------------------------------------------------------------
+
+
+def normalize_reference(reference: Any) -> str | None:
+    """The reference as one string: a list (OlympiadBench ``final_answer``) or a JSON list
+    of strings is joined with ", "; ``$…$`` around the whole is dropped. None when empty."""
+    if reference is None:
+        return None
+    if isinstance(reference, (list, tuple)):
+        parts = [str(x).strip() for x in reference if str(x).strip()]
+        reference = ", ".join(parts)
+    ref = str(reference).strip()
+    if ref.startswith('["') and ref.endswith("]"):
+        try:
+            items = json.loads(ref)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and all(isinstance(x, str) for x in items):
+            return normalize_reference(items)
+    if not ref:
+        return None
+    return ref
+
+
+def _strip_math_delims(s: str) -> str:
+    s = s.strip()
+    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(a) and s.endswith(b) and len(s) > len(a) + len(b):
+            inner = s[len(a) : -len(b)]
+            if a == "$" and "$" in inner:  # "$1$ and $2$": not one math span
+                return s
+            return inner.strip()
+    return s
+
+
+def parse_gold(reference: str) -> list:
+    """Parse the reference; wrapped in ``\\boxed{}`` unless it already carries delimiters."""
+    if "\\boxed" in reference or "\\fbox" in reference:
+        return _parse(reference)
+    inner = _strip_math_delims(reference)
+    if "$" in inner:  # several math spans: let math-verify join them
+        return _parse(reference)
+    parsed = _parse(f"\\boxed{{{inner}}}")
+    if not _has_expr(parsed):
+        parsed = parsed + [p for p in _parse(reference) if not isinstance(p, str)]
+    return parsed
+
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+")
+
+
+def _is_prose(s: str) -> bool:
+    """Words outside LaTeX commands ("Jane started 3 hours ago"): wrapping such text in
+    ``\\boxed{}`` would turn it into a product of symbols, so math-verify extracts instead."""
+    return len(_PROSE_WORD.findall(_LATEX_TEXT.sub(" ", s))) >= 2
+
+
+def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
+    """Parse the extracted answer; returns (parsed, the string that was parsed).
+
+    Tries, in order, and keeps the first that yields a sympy object: the extracted answer
+    wrapped in ``\\boxed{}`` (several boxed answers joined with ", "), the extracted text
+    as-is, then math-verify's own extraction over the whole answer region.
+    """
+    if ext.method == "boxed" and len(ext.all_boxed) > 1:
+        pred = ", ".join(ext.all_boxed)
+    else:
+        pred = ext.text
+    attempts: list[tuple[str, str]] = []  # (text to parse, label)
+    if ext.method == "last_number":  # no anchor: math-verify's last-expression logic first
+        attempts.append((region, "region"))
+    if not _UNESCAPED_DOLLAR.search(pred) and not _is_prose(pred):
+        attempts.append((f"\\boxed{{{pred}}}", "pred"))
+    attempts.append((pred, "pred"))
+    if ext.method != "last_number":
+        attempts.append((region, "region"))
+    first: tuple[list, str] | None = None
+    for text, label in attempts:
+        parsed = _parse(text)
+        shown = pred if label == "pred" else (parsed[-1] if parsed and isinstance(parsed[-1], str) else pred)
+        if _has_expr(parsed):
+            return parsed, shown
+        if parsed and first is None:
+            first = (parsed, shown)
+    return first or ([], pred)
+
+
+_TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+
+
+def _loose(s: str) -> str:
+    """Loose text form for the last-resort string comparison (``\\text{Evelyn}`` = ``Evelyn``)."""
+    s = _TEXT_RE.sub(r"\1", s)
+    s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\\[,;:! ]|~|\$|\s", "", s)
+    return s.lower().rstrip(".")
+
+
+def _short(x: Any) -> str:
+    s = str(x)
+    return s if len(s) <= _MAX_DETAIL else s[:_MAX_DETAIL] + "…"
+
+
+def check(reference: Any, response_text: str | None, settings: MathSettings = MathSettings()) -> Verdict:
+    """The verdict for one answer against one reference, in this process (no timeout).
+
+    Pure and picklable; ``MathVerifier.verify_many`` runs it in the pool.
+    """
+    from math_verify import verify
+
+    gold = normalize_reference(reference)
+    if gold is None:
+        return Verdict(0.0, False, "no_reference", {"gold": None}, NAME)
+    ext = extract_answer(response_text or "")
+    if ext is None:
+        return Verdict(0.0, False, "no_answer_extracted", {"gold": gold, "pred": None, "method": None}, NAME)
+    details: dict[str, Any] = {"gold": _short(gold), "pred": _short(ext.text), "method": ext.method}
+    try:
+        gold_parsed = parse_gold(gold)
+        if not gold_parsed:
+            details["error"] = "math-verify could not parse the reference"
+            return Verdict(0.0, False, "parse_error", details, NAME)
+        pred_parsed, pred = parse_prediction(answer_region(response_text or ""), ext)
+        details["pred"] = _short(pred)
+        details["parsed_gold"] = _short(gold_parsed[0])
+        details["parsed_pred"] = _short(pred_parsed[0]) if pred_parsed else None
+        equal = bool(
+            pred_parsed
+            and verify(
+                gold_parsed,
+                pred_parsed,
+                float_rounding=settings.float_rounding,
+                numeric_precision=settings.numeric_precision,
+                strict=settings.strict,
+                allow_set_relation_comp=settings.allow_set_relation_comp,
+                timeout_seconds=None,
+            )
+        )
+        if not equal and _loose(gold) and _loose(gold) == _loose(pred):
+            equal, details["via"] = True, "text"
+    except Exception as exc:  # math-verify swallows most errors; sympy may still raise
+        details["error"] = f"{type(exc).__name__}: {_short(exc)}"
+        return Verdict(0.0, False, "parse_error", details, NAME)
+    if equal:
+        return Verdict(1.0, True, "math_equal", details, NAME)
+    if not pred_parsed:
+        details["error"] = "math-verify could not parse the extracted answer"
+        return Verdict(0.0, False, "parse_error", details, NAME)
+    return Verdict(0.0, False, "math_not_equal", details, NAME)
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a worker runs: small and picklable (never the whole record)."""
+
+    settings: MathSettings
+
+    def __call__(self, item: tuple[Any, str | None]) -> Verdict:
+        reference, text = item
+        return check(reference, text, self.settings)
+
+
+def response_text(response: dict) -> str:
+    """``response["answer"]``, or ``response["raw"]`` when the answer part is empty."""
+    answer = response.get("answer")
+    if isinstance(answer, str) and answer.strip():
+        return answer
+    return response.get("raw") or ""
+
+
+class MathVerifier:
+    """Verifier for ``category == "math"``: ``verify(record, response) -> Verdict``.
+
+    ``verify`` runs in the calling process with no timeout (the contract: the caller's
+    worker is killed from outside). ``verify_many`` runs through a lazily started
+    :class:`VerifyPool` of ``workers`` processes with a ``timeout`` per response.
+    Use as a context manager, or call ``close()``, to stop the workers.
+    """
+
+    name: ClassVar[str] = NAME
+
+    def __init__(
+        self,
+        timeout: float = 5.0,
+        workers: int = 2,
+        judge: Judge | None = None,
+        *,
+        float_rounding: int = 6,
+        numeric_precision: int = 15,
+        strict: bool = True,
+        allow_set_relation_comp: bool = False,
+        mp_context: str = "spawn",
+    ) -> None:
+        self.timeout = timeout
+        self.workers = workers
+        self.judge = judge
+        self.mp_context = mp_context
+        self.settings = MathSettings(float_rounding, numeric_precision, strict, allow_set_relation_comp)
+        self._pool: VerifyPool | None = None
+
+    # pickling: workers never need the pool or the judge
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        state["judge"] = None
+        return state
+
+    def __enter__(self) -> "MathVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> VerifyPool:
+        if self._pool is None:
+            self._pool = VerifyPool(self.workers, self.timeout, initializer=warmup, mp_context=self.mp_context)
+        return self._pool
+
+    def cache_key(self, record: dict, response: dict) -> str:
+        """Content hash of everything the verdict depends on (for a verdict cache)."""
+        payload = json.dumps(
+            [NAME, self.settings.__dict__, normalize_reference(record.get("reference_answer")), response_text(response)],
+            ensure_ascii=False,
+            default=str,
+        )
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+    def verify(self, record: dict, response: dict) -> Verdict:
+        verdict = check(record.get("reference_answer"), response_text(response), self.settings)
+        return self._maybe_judge(record, response, verdict)
+
+    def verify_many(self, pairs: Iterable[tuple[dict, dict]]) -> list[Verdict]:
+        """Verdicts for many ``(record, response)`` pairs, in order, through the pool."""
+        pairs = list(pairs)
+        items = [(r.get("reference_answer"), response_text(resp)) for r, resp in pairs]
+        results = self.pool.map(_Task(self.settings), items)
+        out = []
+        for (record, response), res in zip(pairs, results):
+            out.append(self._maybe_judge(record, response, self._from_pool(res, record)))
+        return out
+
+    def _from_pool(self, res: PoolResult, record: dict) -> Verdict:
+        if res.ok:
+            return res.value
+        gold = normalize_reference(record.get("reference_answer"))
+        details = {"gold": _short(gold), "error": res.error, "elapsed": round(res.elapsed, 3)}
+        if res.status == "timeout":
+            return Verdict(0.0, False, "timeout", details, NAME)
+        return Verdict(0.0, False, "parse_error", details | {"status": res.status}, NAME)
+
+    def _maybe_judge(self, record: dict, response: dict, verdict: Verdict) -> Verdict:
+        """Ask the judge only when math-verify said no (not when there is no answer)."""
+        if self.judge is None or verdict.reason not in ("math_not_equal", "parse_error"):
+            return verdict
+        details = dict(verdict.details)
+        try:
+            ok, reasoning = self.judge(record.get("problem") or "", str(record.get("reference_answer")), response_text(response))
+        except Exception as exc:  # a failing judge must not lose the math verdict
+            details["judge_error"] = f"{type(exc).__name__}: {_short(exc)}"
+            return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+        details["judge_passed"] = bool(ok)
+        details["judge_reasoning"] = reasoning
+        details["math_reason"] = verdict.reason
+        if ok:
+            return Verdict(1.0, True, "judge_equal", details, NAME)
+        return Verdict(0.0, False, verdict.reason, details, NAME)
