@@ -1,0 +1,89 @@
+"""Hugging Face Hub datasets, read lazily through ``datasets`` in streaming mode.
+
+``datasets`` is imported only when a source uses ``hf:``, so the rest of reasonmill
+works without it. The same function also reads local files through ``datasets``'
+builders (``hf: json`` / ``parquet`` / ``csv`` with ``data_files``), which is how the code
+path is tested on a machine that cannot reach the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from reasonmill.io.readers import IngestError
+
+_LOCAL_BUILDERS = ("json", "parquet", "csv", "text", "arrow")
+
+
+def resolve_data_files(data_files: Any, base_dir: Path) -> Any:
+    """Relative local ``data_files`` are taken relative to the pipeline YAML's folder."""
+
+    def fix(p: str) -> str:
+        if "://" in p or p.startswith("hf://"):
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base_dir / path))
+
+    if data_files is None:
+        return None
+    if isinstance(data_files, str):
+        return fix(data_files)
+    if isinstance(data_files, list):
+        return [fix(p) for p in data_files]
+    if isinstance(data_files, dict):
+        return {k: resolve_data_files(v, base_dir) for k, v in data_files.items()}
+    return data_files
+
+
+def _help(name: str, exc: BaseException) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
+    return (
+        f"cannot load Hugging Face dataset {name!r}: {type(exc).__name__}: {str(exc).strip()[:400]}. "
+        + ("Offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so only datasets already in the "
+           "local cache can load; unset it to reach the Hub. " if offline else
+           "If the Hub is unreachable, set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use the local "
+           "cache. ")
+        + "For gated or private datasets set HF_TOKEN (or run `huggingface-cli login`). "
+        "Or download the files and point `path:` at them."
+    )
+
+
+def iter_hub(name: str, *, subset: str | None = None, split: str = "train", streaming: bool = True,
+             data_files: Any = None, revision: str | None = None, base_dir: Path = Path("."),
+             source: str | None = None) -> Iterator[tuple[dict, str]]:
+    """Yield ``(row, "hf:name/split#i")`` from ``datasets.load_dataset(..., streaming=True)``."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dev/hf extra
+        raise IngestError(
+            f"source {source!r} reads the Hugging Face dataset {name!r}, which needs the `datasets` "
+            "package: pip install 'reasonmill[hf]'"
+        ) from None
+    files = resolve_data_files(data_files, base_dir)
+    if name in _LOCAL_BUILDERS and files is None:
+        raise IngestError(f"source {source!r}: `hf: {name}` reads local files and needs `data_files:`")
+    kwargs: dict[str, Any] = {"split": split, "streaming": streaming}
+    if files is not None:
+        kwargs["data_files"] = files
+    if revision:
+        kwargs["revision"] = revision
+    label = f"hf:{name}" + (f"/{subset}" if subset else "") + f"/{split}"
+    try:
+        ds = datasets.load_dataset(name, subset, **kwargs)
+    except Exception as exc:  # network, auth, missing config/split: all need the same advice
+        raise IngestError(f"source {source!r}: " + _help(name, exc)) from None
+    i = 0
+    it = iter(ds)
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise IngestError(f"{label}#{i}: reading failed: {type(exc).__name__}: {str(exc)[:400]}. "
+                              "Check the dataset files, or read them with `path:` to get line-level errors "
+                              "and `on_error: skip`.") from None
+        yield row, f"{label}#{i}"
+        i += 1
