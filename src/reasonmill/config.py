@@ -18,6 +18,7 @@ Relative paths are resolved against the YAML file's folder.
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,8 @@ class PipelineConfig(BaseModel):
     shard_size: int = Field(10_000, ge=1)
     workers: int | None = Field(None, ge=1, description="process-pool size; default: CPU count")
     cache_dir: str | None = None
+    #: Python modules to import first: they register custom stages with ``@stage``
+    plugins: list[str] = []
     sources: list[SourceSpec]
     stages: list[Any] = []
     exports: list[ExportSpec] = []
@@ -164,6 +167,11 @@ def config_from_dict(raw: dict, base_dir: Path | str = ".", where: str = "<pipel
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, where, PipelineConfig)) from None
     cfg.base_dir = Path(base_dir)
+    for module in cfg.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{where}: plugin {module!r} cannot be imported ({exc}); is it on PYTHONPATH?") from None
     specs = [parse_stage_entry(e, f"{where}: stages[{i}]") for i, e in enumerate(cfg.stages)]
     labels = [s.label for s in specs]
     dupes = {label for label in labels if labels.count(label) > 1}

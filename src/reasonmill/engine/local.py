@@ -145,6 +145,18 @@ def _pool_task(args: tuple) -> dict:
     return run_shard(stage, label, Path(in_dir), Path(out_dir), shard, _load_index(index_path))
 
 
+def _unique_id(record: dict, seen: set[str]) -> None:
+    """Ids must be unique for the ledger and dedup: repeats (same text, no upstream id)
+    get a deterministic ``~N`` suffix, in input order."""
+    rid = record["id"]
+    if rid in seen:
+        n = 2
+        while f"{rid}~{n}" in seen:
+            n += 1
+        rid = record["id"] = f"{rid}~{n}"
+    seen.add(rid)
+
+
 # --- driver side --------------------------------------------------------------------
 
 
@@ -251,9 +263,11 @@ class LocalEngine:
             shard_no += 1
             buffer, ledger = [], []
 
+        seen_ids: set[str] = set()
         for spec in cfg.sources:
             for item in iter_source(spec, cfg.base_dir):
                 if isinstance(item, dict):
+                    _unique_id(item, seen_ids)
                     buffer.append(item)
                 else:  # a malformed input line kept in the ledger with its raw text
                     ledger.append(
