@@ -450,9 +450,6 @@ def code_functional(raw: dict, ctx: Context) -> dict:
         challenge = raw.get("challenge_test_list")
         if challenge:
             meta["challenge_test_list"] = challenge
-        name = _fn_name(raw.get("code")) if raw.get("code") else None
-        if name:
-            meta["fn_name"] = name
         return _record(ctx, raw, problem, "code", tests=tests, meta=_meta(raw, ctx, meta))
     if "prompt" in raw and isinstance(raw.get("test"), str):  # LeetCode contest (DeepSeek-Coder)
         problem = _problem(raw, "prompt_sft", "prompt")

@@ -19,7 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset
 from reasonmill.io.readers import IngestError, IngestErrorItem, read_file, skip_hint, snippet
-from reasonmill.records import CATEGORIES
+from reasonmill.records import CATEGORIES, stable_id
 
 PRESET_NAMES = (
     "auto",
@@ -245,6 +245,7 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     limit = spec.limit
     keep_origin = mapping != "am"  # AM rows round-trip exactly; origin would add to meta
     seen = 0
+    ids: set[int] = set()  # ids given so far: upstream ids repeat (AIMO-AMC), texts repeat
     if limit == 0:
         return
     for rows, file_label in iter_raw(spec, Path(base_dir)):
@@ -272,6 +273,10 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
                     item = IngestErrorItem(location=loc, raw=_dump(raw), error=f"{how}: {msg}", reason="unmappable",
                                            source=spec.name)
                 else:
+                    key = int(record["id"], 16) if len(record["id"]) == 16 else hash(record["id"])
+                    if key in ids:
+                        key = _disambiguate(record, ids, spec.name)
+                    ids.add(key)
                     if keep_origin:
                         record["meta"]["origin"] = loc
                     item = record
@@ -279,6 +284,23 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
             seen += 1
             if limit is not None and seen >= limit:
                 return
+
+
+def _disambiguate(record: dict, ids: set[int], source: str) -> int:
+    """A later row whose id was already given gets ``stable_id(source, "<id>#<n>")``, so that
+    every record of a source has its own id (the ledger and dedup key on it) and the id
+    stays the same from run to run for the same input. ``meta.duplicate_id_of`` keeps the
+    id it collided with."""
+    base = record["id"]
+    n = 1
+    while True:
+        new = stable_id(source, f"{base}#{n}")
+        key = int(new, 16)
+        if key not in ids:
+            record["id"] = new
+            record["meta"]["duplicate_id_of"] = base
+            return key
+        n += 1
 
 
 def _dump(raw: dict) -> str:
