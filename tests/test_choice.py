@@ -229,3 +229,12 @@ def test_mc_to_fill_in_synthetic():
     assert mc_to_fill_in("Pick one.", ["4", "5"], "5")[1] == "5"
     inline = "Compute 2+2. (A) 3 (B) 4 (C) 5 (D) 6"
     assert mc_to_fill_in(inline, None, "(B)") == ("Compute 2+2.\n\nGive the answer itself, not an option letter.", "4")
+
+
+def test_cache_key_follows_the_answer_not_the_think():
+    rec = new_record(source="t", problem="Which?\n(A) red\n(B) blue", reference_answer="B")
+    v = ChoiceVerifier()
+    a = new_response("<think>maybe A</think>\nAnswer: B")
+    assert v.cache_key(rec, a) == v.cache_key(rec, dict(a, think="maybe B"))
+    assert v.cache_key(rec, a) != v.cache_key(rec, dict(a, answer="Answer: A"))
+    assert v.cache_key(rec, a) != v.cache_key(dict(rec, reference_answer="A"), a)

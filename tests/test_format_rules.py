@@ -213,3 +213,12 @@ def test_boilerplate_counts_documents_not_repeats_within_one():
     texts = [BOILER * 30] + [f"unique text number {i} " * 5 for i in range(30)]
     assert find_boilerplate(texts).flagged == set()
     assert len(ngram_hashes("one two three", 20)[0]) == 0
+
+
+def test_format_cache_key_depends_on_settings_and_content():
+    rec = new_record(source="t", problem="Compute 2+2.", category="math")
+    resp = new_response("<think>four</think>\n$\\boxed{4}$")
+    a, b = FormatVerifier(), FormatVerifier({"max_chars": 10})
+    assert a.cache_key(rec, resp) == FormatVerifier().cache_key(rec, dict(resp))
+    assert a.cache_key(rec, resp) != b.cache_key(rec, resp)
+    assert a.cache_key(rec, resp) != a.cache_key(rec, dict(resp, finish_reason="length"))

@@ -13,6 +13,8 @@ same problem can be verified by exact answer instead of by letter.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
@@ -281,6 +283,15 @@ class ChoiceVerifier:
     """
 
     name: ClassVar[str] = "choice"
+
+    def cache_key(self, record: dict, response: dict) -> str:
+        """Content hash of everything the verdict depends on (for a verdict cache)."""
+        payload = json.dumps(
+            [self.name, record.get("problem"), (record.get("meta") or {}).get("choices"), record.get("reference_answer"),
+             response.get("answer"), response.get("think") is None and response.get("raw")],
+            ensure_ascii=False, default=str,
+        )
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
     def verify(self, record: dict, response: dict) -> Verdict:
         meta = record.get("meta") or {}

@@ -22,6 +22,8 @@ no_boxed       a math answer without ``\\boxed{}``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -273,6 +275,16 @@ class FormatVerifier:
         elif isinstance(settings, dict):
             settings = FormatSettings(**settings)
         self.settings = settings
+
+    def cache_key(self, record: dict, response: dict) -> str:
+        """Content hash of everything the verdict depends on (for a verdict cache)."""
+        keys = ("think", "answer", "finish_reason", "tokens")
+        payload = json.dumps(
+            [self.name, self.settings.model_dump(), record.get("problem"), record.get("language"),
+             record.get("category"), [response.get(k) for k in keys]],
+            ensure_ascii=False, default=str,
+        )
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
     def failures(self, record: dict, response: dict) -> list[RuleFailure]:
         out = []
