@@ -48,8 +48,14 @@ def fn_name_from_starter(starter_code: str | None) -> str | None:
 
 
 def _signal_status(rc: int | None) -> tuple[str, str]:
+    """Status for a non-zero exit. bubblewrap reports a child killed by signal N as
+    exit code 128+N, a direct child shows -N."""
+    sig = None
     if rc is not None and rc < 0:
         sig = -rc
+    elif rc is not None and 128 < rc <= 128 + 64:
+        sig = rc - 128
+    if sig is not None:
         if sig == 9:
             return "crashed", "killed (SIGKILL): memory, process or CPU limit"
         if sig == 24:
