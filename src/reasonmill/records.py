@@ -218,16 +218,18 @@ def to_table(records: list[dict]) -> pa.Table:
 
 
 def _load(value: str | None, default: Any) -> Any:
-    if value is None or value == "":
-        return default
+    if value is None or value == "" or value == "{}" or value == "[]":
+        return type(default)()
     return json.loads(value)
 
 
 def from_table(table: pa.Table) -> list[dict]:
     """Arrow table → records, undoing ``to_table``."""
     records = table.to_pylist()
+    has_meta = "meta" in table.column_names
     for r in records:
-        r["meta"] = _load(r.get("meta"), {})
+        if has_meta:
+            r["meta"] = _load(r.get("meta"), {})
         r["tests"] = r.get("tests") or []
         resps = r.get("responses") or []
         for resp in resps:

@@ -382,7 +382,7 @@ class LocalEngine:
                 return pickle.load(fh), str(sd.index_path)
         builder = cls(settings, ctx)
         task = self.progress.start(f"{ctx.label} (index)", total=None)
-        index = builder.build(prev.read_shard(s) for s in prev.shards())
+        index = builder.build(prev.read_shard(s, cls.build_columns) for s in prev.shards())
         atomic_write_bytes(sd.index_path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
         self.progress.finish(task, None)
         return index, str(sd.index_path)

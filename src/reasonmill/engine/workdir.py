@@ -117,7 +117,10 @@ class StageDir:
         write_table(self.ledger_path(shard), pa.Table.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
         atomic_write_json(self.done_path(shard), stats)
 
-    def read_shard(self, shard: str) -> list[dict]:
+    def read_shard(self, shard: str, columns: tuple[str, ...] | None = None) -> list[dict]:
+        """Records of one shard; with ``columns``, partial records holding only those fields."""
+        if columns is not None:
+            return from_table(pq.read_table(self.shard_path(shard), columns=list(columns)))
         return from_table(pq.read_table(self.shard_path(shard), schema=SCHEMA))
 
     def iter_records(self) -> Iterator[dict]:

@@ -82,6 +82,9 @@ class Stage:
     Settings: ClassVar[type[StageSettings]] = StageSettings
     resources: ClassVar[Resources] = Resources()
     resumable: ClassVar[bool] = True
+    #: global stages: the record fields ``build`` needs (engines read only these columns);
+    #: None reads whole records
+    build_columns: ClassVar[tuple[str, ...] | None] = None
     #: bump when the stage's logic changes so cached outputs are recomputed
     version: ClassVar[str] = "1"
 

@@ -35,34 +35,33 @@ def _text_hash(record: dict, settings: ExactDedupSettings) -> int:
 class ExactDedup(Stage):
     kind = "global"
     Settings = ExactDedupSettings
+    build_columns = ("id", "source", "category", "problem", "reference_answer", "tests", "difficulty", "responses")
 
-    def build(self, shards: Iterable[list[dict]]) -> dict[int, str]:
+    def build(self, shards: Iterable[list[dict]]) -> dict[str, tuple[str, int]]:
+        """Index: dropped record id → (representative id, text hash). Texts are not kept."""
         rank = {name: i for i, name in enumerate(self.settings.source_rank)}
         best: dict[int, tuple] = {}
-        counts: dict[int, int] = {}
+        members: list[tuple[int, str]] = []
         for records in shards:
             for r in records:
                 h = _text_hash(r, self.settings)
                 key = priority_key(r, rank)
+                members.append((h, r["id"]))
                 cur = best.get(h)
-                if cur is None:
+                if cur is None or key < cur:
                     best[h] = key
-                else:
-                    counts[h] = counts.get(h, 1) + 1
-                    if key < cur:
-                        best[h] = key
-        # priority_key ends with the record id: keep only the hashes that have duplicates
-        return {h: best[h][-1] for h in counts}
+        # priority_key ends with the record id
+        return {rid: (best[h][-1], h) for h, rid in members if best[h][-1] != rid}
 
-    def process(self, records: list[dict], index: dict[int, str] | None = None) -> StageOutput:
+    def process(self, records: list[dict], index: dict[str, tuple[str, int]] | None = None) -> StageOutput:
         out = StageOutput()
         index = index or {}
         for r in records:
-            h = _text_hash(r, self.settings)
-            rep = index.get(h)
-            if rep is None or rep == r["id"]:
+            hit = index.get(r["id"])
+            if hit is None:
                 out.kept.append(r)
             else:
+                rep, h = hit
                 out.drop(
                     r,
                     "duplicate_of",
