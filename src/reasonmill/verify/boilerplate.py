@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -45,13 +46,49 @@ def ngram_hashes(text: str, n: int) -> tuple[np.ndarray, int]:
     m = len(toks) - n + 1
     if m <= 0:
         return np.empty(0, dtype=np.uint64), len(toks)
-    h = np.fromiter((hash(t) for t in toks), dtype=np.int64, count=len(toks)).view(np.uint64)
+    h = np.fromiter(map(hash, toks), dtype=np.int64, count=len(toks)).view(np.uint64)
+    return _rolling(h, n), len(toks)
+
+
+def _rolling(h: np.ndarray, n: int) -> np.ndarray:
+    """Hash of every window of ``n`` consecutive token hashes (uint64 arithmetic wraps)."""
+    m = len(h) - n + 1
+    if m <= 0:
+        return np.empty(0, dtype=np.uint64)
     acc = h[:m].copy()
     with np.errstate(over="ignore"):
         for j in range(1, n):
             acc *= _P
             acc += h[j : j + m]
-        return _mix(acc), len(toks)
+        return _mix(acc)
+
+
+def _iter_unique_hashes(texts: Iterable[str], n: int, chunk: int = 256) -> Iterator[np.ndarray]:
+    """Per text, its distinct n-gram hashes. Texts are hashed ``chunk`` at a time in one
+    numpy pass over their concatenated tokens (windows that straddle two texts are cut
+    out), which removes most of numpy's per-call overhead on short texts."""
+    buf: list[str] = []
+
+    def flush() -> Iterator[np.ndarray]:
+        toks = [_TOKEN.findall(t or "") for t in buf]
+        lens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
+        flat = np.fromiter(map(hash, chain.from_iterable(toks)), dtype=np.int64, count=int(lens.sum())).view(np.uint64)
+        acc = _rolling(flat, n)
+        start = 0
+        for L in lens.tolist():
+            if L >= n:
+                yield np.unique(acc[start : start + L - n + 1])
+            else:
+                yield np.empty(0, dtype=np.uint64)
+            start += L
+        buf.clear()
+
+    for t in texts:
+        buf.append(t)
+        if len(buf) >= chunk:
+            yield from flush()
+    if buf:
+        yield from flush()
 
 
 @dataclass
@@ -105,13 +142,14 @@ def _reiterable(texts: Iterable[str]) -> Iterable[str]:
 
 
 def find_boilerplate(
-    texts: Iterable[str], n: int = 20, max_count: int = 20, partitions: int = 1
+    texts: Iterable[str], n: int = 20, max_count: int = 20, partitions: int = 1, cache_mb: float = 256
 ) -> BoilerplateResult:
     """Flag every text holding an ``n``-token n-gram found in more than ``max_count`` texts.
 
-    ``texts`` is read twice per partition; pass a list, or any re-iterable (a generator
-    function's result is materialized). Returns the flagged indexes and, for each, the
-    evidence ``{"ngram": text, "count": texts_holding_it, "hash": hex}``.
+    ``texts`` is read twice per partition; pass a list, or any re-iterable (a one-shot
+    iterator is materialized). Pass 1 keeps each text's distinct hashes while they fit in
+    ``cache_mb`` so pass 2 need not re-tokenize; past the budget it re-reads the texts.
+    Returns the flagged indexes and, for each, the evidence ``{"ngram": text, "count": texts_holding_it, "hash": hex}``.
     """
     if n < 1 or max_count < 1 or partitions < 1:
         raise ValueError(f"find_boilerplate: n, max_count and partitions must be >= 1 (got {n}, {max_count}, {partitions})")
@@ -119,15 +157,22 @@ def find_boilerplate(
     result = BoilerplateResult(n=n, max_count=max_count)
     best: dict[int, tuple[int, int]] = {}  # index -> (count, hash)
     k = np.uint64(partitions)
+    budget = cache_mb * 2**20 if partitions == 1 else 0
     for part in range(partitions):
         counter = _Counter()
+        cache: list[np.ndarray] | None = []
+        cached_bytes = 0
         n_texts = 0
-        for text in texts:
-            h, _ = ngram_hashes(text or "", n)
+        for h in _iter_unique_hashes(texts, n):
             if partitions > 1:
                 h = h[h % k == np.uint64(part)]
             if len(h):
-                counter.add(np.unique(h))
+                counter.add(h)
+            if cache is not None:
+                cached_bytes += h.nbytes + 100
+                cache.append(h)
+                if cached_bytes > budget:
+                    cache = None  # over budget: pass 2 re-reads the texts instead
             n_texts += 1
         counter.flush()
         result.texts = n_texts
@@ -137,8 +182,10 @@ def find_boilerplate(
         del counter
         if len(fkeys) == 0:
             continue
-        for i, text in enumerate(texts):
-            h, _ = ngram_hashes(text or "", n)
+        second = cache if cache is not None else _iter_unique_hashes(texts, n)
+        for i, h in enumerate(second):
+            if partitions > 1:
+                h = h[h % k == np.uint64(part)]
             if not len(h):
                 continue
             pos = np.searchsorted(fkeys, h)
