@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, Mapping, Sequence
 
 from reasonmill.verify.base import Verdict
@@ -103,6 +104,7 @@ def choices_from_meta(choices: Any) -> dict[str, str] | None:
 _LATEX_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\{([^{}]*)\}")
 
 
+@lru_cache(maxsize=8192)
 def _norm_text(s: str) -> str:
     s = _LATEX_WRAP.sub(r"\1", s)
     s = s.replace("$", "").replace("\\,", "").replace("\\ ", " ")
@@ -254,11 +256,17 @@ class ChoiceExtractor:
         return Extraction(None, "not_found")
 
 
+@lru_cache(maxsize=64)
+def extractor(letters: str = LETTERS) -> ChoiceExtractor:
+    """A shared extractor per letter range (compiling the patterns costs more than using them)."""
+    return ChoiceExtractor(letters)
+
+
 def extract_choice(text: str, options: Mapping[str, str] | None = None, letters: str | None = None) -> str | None:
     """The chosen letter in ``text`` or None. ``letters`` defaults to the option letters."""
     if letters is None:
         letters = "".join(sorted(options)) if options else LETTERS
-    return ChoiceExtractor(letters).extract(text, options).letter
+    return extractor(letters).extract(text, options).letter
 
 
 def reference_letter(reference: Any, options: Mapping[str, str] | None) -> str | None:
@@ -314,7 +322,7 @@ class ChoiceVerifier:
         text = response.get("answer")
         if not (text or "").strip() and response.get("think") is None:
             text = response.get("raw") or ""
-        ex = ChoiceExtractor(letters).extract(text or "", options)
+        ex = extractor(letters).extract(text or "", options)
         details = {"extracted": ex.letter, "method": ex.method, "reference": ref}
         if ex.letter is None:
             return Verdict(0.0, False, "no_choice_found", details, self.name)
