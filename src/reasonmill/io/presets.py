@@ -64,12 +64,17 @@ def _text(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
+_NONE_TEXTS = frozenset(("", "None", "null", "N/A"))
+
+
 def _answer(value: Any) -> str | None:
     """A reference answer; the placeholders some datasets use for 'none' become None."""
-    text = _text(value)
-    if text is None or text.strip() in ("None", "null", "N/A"):
-        return None
-    return text.strip()
+    if type(value) is not str:
+        value = _text(value)
+        if value is None:
+            return None
+    value = value.strip()
+    return None if value in _NONE_TEXTS else value
 
 
 def last_boxed(text: str | None) -> str | None:
@@ -111,9 +116,10 @@ def last_boxed(text: str | None) -> str | None:
 
 def _original_id(raw: dict) -> Any:
     for key in ID_FIELDS:
-        value = raw.get(key)
-        if value is not None and value != "":
-            return value
+        if key in raw:
+            value = raw[key]
+            if value is not None and value != "":
+                return value
     return None
 
 
@@ -143,6 +149,8 @@ def _get(raw: dict, name: str) -> Any:
 
 def _meta(raw: dict, ctx: Context, base: dict | None = None) -> dict:
     meta = base if base is not None else {}
+    if not ctx.meta_fields:
+        return meta
     for key in ctx.meta_fields:
         if key in raw:
             meta[key] = raw[key]
@@ -152,8 +160,10 @@ def _meta(raw: dict, ctx: Context, base: dict | None = None) -> dict:
 def _problem(raw: dict, *keys: str) -> str:
     for key in keys:
         value = raw.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        if type(value) is str:
+            value = value.strip()
+            if value:
+                return value
     raise MappingError(f"no problem text: none of the fields {', '.join(keys)} holds a non-empty string")
 
 
@@ -207,8 +217,11 @@ def math(raw: dict, ctx: Context) -> dict:
     reference = _answer(raw.get("answer"))
     if reference is None:
         reference = last_boxed(solution if isinstance(solution, str) else _text(solution))
-    meta = {k: raw[k] for k in _MATH_META if raw.get(k) is not None}
+    meta = {k: raw[k] for k in _MATH_META if k in raw and raw[k] is not None}
     return _record(ctx, raw, problem, "math", reference_answer=reference, meta=_meta(raw, ctx, meta))
+
+
+_PA_META = ("subject", "level", "unit", "answer_type", "url")
 
 
 def problem_answer(raw: dict, ctx: Context) -> dict:
@@ -216,12 +229,12 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     with ", " as in OlympiadBench). An OlympiadBench ``context`` is put before the question."""
     problem = _problem(raw, "problem", "question")
     context = raw.get("context")
-    if isinstance(context, str) and context.strip():
+    if context and isinstance(context, str) and context.strip():
         problem = context.strip() + "\n\n" + problem
     reference = _answer(raw.get("answer"))
     if reference is None:
         reference = _answer(raw.get("final_answer"))
-    meta = {k: raw[k] for k in ("subject", "level", "unit", "answer_type", "url") if raw.get(k) is not None}
+    meta = {k: raw[k] for k in _PA_META if k in raw and raw[k] is not None}
     return _record(ctx, raw, problem, None, reference_answer=reference, meta=_meta(raw, ctx, meta))
 
 

@@ -245,7 +245,8 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     limit = spec.limit
     keep_origin = mapping != "am"  # AM rows round-trip exactly; origin would add to meta
     seen = 0
-    ids: set[int] = set()  # ids given so far: upstream ids repeat (AIMO-AMC), texts repeat
+    ids: set[int | str] = set()  # the ids given so far (as ints): upstream ids and texts repeat
+    ids_add = ids.add
     if limit == 0:
         return
     for rows, file_label in iter_raw(spec, Path(base_dir)):
@@ -273,20 +274,29 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
                     item = IngestErrorItem(location=loc, raw=_dump(raw), error=f"{how}: {msg}", reason="unmappable",
                                            source=spec.name)
                 else:
-                    key = int(record["id"], 16) if len(record["id"]) == 16 else hash(record["id"])
+                    key = _id_key(record["id"])
                     if key in ids:
                         key = _disambiguate(record, ids, spec.name)
-                    ids.add(key)
+                    ids_add(key)
                     if keep_origin:
                         record["meta"]["origin"] = loc
                     item = record
             yield item
-            seen += 1
-            if limit is not None and seen >= limit:
-                return
+            if limit is not None:
+                seen += 1
+                if seen >= limit:
+                    return
 
 
-def _disambiguate(record: dict, ids: set[int], source: str) -> int:
+def _id_key(rid: str) -> int | str:
+    """A compact set key for an id: our ids are 16 hex digits, so an int of 8 bytes."""
+    try:
+        return int(rid, 16)
+    except (ValueError, TypeError):
+        return rid
+
+
+def _disambiguate(record: dict, ids: set, source: str) -> int | str:
     """A later row whose id was already given gets ``stable_id(source, "<id>#<n>")``, so that
     every record of a source has its own id (the ledger and dedup key on it) and the id
     stays the same from run to run for the same input. ``meta.duplicate_id_of`` keeps the
@@ -295,7 +305,7 @@ def _disambiguate(record: dict, ids: set[int], source: str) -> int:
     n = 1
     while True:
         new = stable_id(source, f"{base}#{n}")
-        key = int(new, 16)
+        key = _id_key(new)
         if key not in ids:
             record["id"] = new
             record["meta"]["duplicate_id_of"] = base
