@@ -166,7 +166,7 @@ def config_from_dict(raw: dict, base_dir: Path | str = ".", where: str = "<pipel
         cfg = PipelineConfig(**raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, where, PipelineConfig)) from None
-    cfg.base_dir = Path(base_dir)
+    cfg.base_dir = Path(base_dir).resolve()
     for module in cfg.plugins:
         try:
             importlib.import_module(module)

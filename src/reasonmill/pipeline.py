@@ -22,7 +22,7 @@ class Pipeline:
 
     def default_workdir(self) -> Path:
         if self.config.workdir:
-            return self.config.base_dir / self.config.workdir
+            return (self.config.base_dir / self.config.workdir).resolve()
         return Path("runs") / self.config.name
 
     def run(

@@ -395,7 +395,7 @@ class LocalEngine:
         specs = self.config.exports
         if not specs:
             return []
-        paths = [self.config.base_dir / e.path for e in specs]
+        paths = [(self.config.base_dir / e.path).resolve() for e in specs]
         fp = fingerprint([e.model_dump(mode="json") for e in specs], [str(p) for p in paths], last_fp)
         mpath = self.workdir.export_manifest
         try:

@@ -28,7 +28,7 @@ _LETTER = re.compile(r"^\(?([A-J])\)?$")
 class VerifySettings(StageSettings):
     #: MathVerifier options, e.g. {timeout: 5, workers: 2}
     math: dict[str, Any] = {}
-    #: CodeVerifier options, e.g. {max_tests: 10, workers: 2, backend: auto}
+    #: CodeVerifier options, e.g. {max_tests: 10, workers: 2, backend: auto, limits: {wall_timeout: 6}}
     code: dict[str, Any] = {}
     #: ChoiceVerifier options
     choice: dict[str, Any] = {}
@@ -131,9 +131,12 @@ class Verify(Stage):
                     judge = math_judge(**s.judge)
                 self._verifiers[kind] = MathVerifier(judge=judge, **s.math)
             elif kind == "code":
+                from reasonmill.sandbox.limits import Limits
                 from reasonmill.verify.code import CodeVerifier
 
-                self._verifiers[kind] = CodeVerifier(**s.code)
+                opts = dict(s.code)
+                limits = Limits(**(opts.pop("limits", None) or {}))
+                self._verifiers[kind] = CodeVerifier(limits=limits, **opts)
             elif kind == "choice":
                 from reasonmill.verify.choice import ChoiceVerifier
 
@@ -153,7 +156,7 @@ class Verify(Stage):
                 from reasonmill.verify.format import FormatVerifier
 
                 opts = s.format if isinstance(s.format, dict) else {}
-                self._verifiers[kind] = FormatVerifier(**opts)
+                self._verifiers[kind] = FormatVerifier(opts)
         return self._verifiers[kind]
 
     def _run(self, kind: str, pairs: list[tuple[dict, dict]]) -> list[Verdict]:
