@@ -426,7 +426,9 @@ def check_test(code: str, candidate: str | None = None) -> dict:
 
 def code_stdin(raw: dict, ctx: Context) -> dict:
     """LiveCodeBench (``tests`` with ``testtype`` stdin/functional, ``starter_code``),
-    CodeContests (``tests = {inputs, outputs}``), Codeforces (``tests`` list of {input, output})."""
+    CodeContests (``tests = {inputs, outputs}``), Codeforces (``tests`` list of {input, output}).
+    A problem without tests is kept (with none): whether that is acceptable is the clean
+    stage's call, not ingest's."""
     problem = _problem(raw, "problem", "question", "prompt", "description")
     starter = raw.get("starter_code") or None
     tests, meta = normalize_tests(raw.get("tests", raw.get("test_cases")))
@@ -435,8 +437,6 @@ def code_stdin(raw: dict, ctx: Context) -> dict:
         name = name or _fn_name(starter)
         if name:
             meta["fn_name"] = name
-    if not tests:
-        raise MappingError("no tests: `tests` is empty or missing")
     return _record(ctx, raw, problem, "code", tests=tests, starter_code=starter, meta=_meta(raw, ctx, meta))
 
 
@@ -477,8 +477,6 @@ def code_functional(raw: dict, ctx: Context) -> dict:
                        meta=_meta(raw, ctx, meta))
     problem = _problem(raw, "problem", "question", "prompt")  # LeetCode (rllm)
     tests, meta = normalize_tests(raw.get("tests"))
-    if not tests:
-        raise MappingError("no tests: `tests` is empty or missing")
     blocks = _PY_BLOCK.findall(problem) if "```python" in problem else []
     starter = blocks[-1] if blocks else None
     if raw.get("solutions"):
