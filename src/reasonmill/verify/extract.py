@@ -24,6 +24,8 @@ _ANSWER_IS_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
 _NUMBER_RE = re.compile(
     r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:\s*%)?(?![\w])"
 )
+#: How far from the end the last-number fallback looks.
+LAST_NUMBER_WINDOW = 600
 #: Longest text accepted as "the whole answer is the answer" (e.g. an ``<answer>`` part).
 SHORT_ANSWER_CHARS = 80
 
@@ -40,6 +42,7 @@ class Extraction:
     text: str
     method: str
     all_boxed: tuple[str, ...] = ()
+    scope: str = "answer"  # "full" when found outside the answer region
 
 
 def _brace_content(text: str, start: int) -> tuple[str, int] | None:
@@ -144,11 +147,33 @@ def _last_match(rx: re.Pattern, text: str) -> re.Match | None:
     return last
 
 
-def extract_answer(response: str | None) -> Extraction | None:
-    """The final answer of a response, or None when it has none we can find."""
-    if not response or not response.strip():
-        return None
-    text = answer_region(response)
+def _balanced(s: str) -> bool:
+    """Delimiters all closed: a short text cut off mid-formula is not an answer."""
+    depth = 0
+    for c in re.sub(r"\\[{}]", "", s):
+        depth += c == "{"
+        depth -= c == "}"
+        if depth < 0:
+            return False
+    return (
+        depth == 0
+        and s.count("\\(") == s.count("\\)")
+        and s.count("\\[") == s.count("\\]")
+    )
+
+
+def looks_truncated(text: str) -> bool:
+    """True when the text stops mid-sentence (no final punctuation or closing delimiter),
+    as a response cut off by the token limit does."""
+    t = _SPECIAL_TAIL.sub("", text).rstrip()
+    return not t or not (re.search(r"[.!?)\]}$*]$", t) or re.search(r"\d$", t)) or not _balanced(t.rsplit("\n\n", 1)[-1])
+
+
+_SPECIAL_TAIL = re.compile(r"(?:\s*<\|[a-z_]+\|>\s*(?:user|assistant|system)?)+\s*$")
+
+
+def _extract_from(text: str) -> Extraction | None:
+    text = _SPECIAL_TAIL.sub("", text)
     boxed = find_boxed(text)
     # Candidates as (position, priority, Extraction); the one stated last wins, because a
     # response that boxes an intermediate result and then says "The final answer is 12"
@@ -163,18 +188,41 @@ def extract_answer(response: str | None) -> Extraction | None:
         m = _last_match(rx, text)
         if m:
             ans = _clean_sentence(text[m.end() :])
-            if ans and not (boxed and ans.startswith("\\boxed")):
+            if ans and _balanced(ans):
                 cands.append((m.start(), prio, Extraction(ans, method)))
     if cands:
         cands.sort(key=lambda c: (-c[0], c[1]))
         return cands[0][2]
     stripped = text.strip()
-    if len(stripped) <= SHORT_ANSWER_CHARS and "\n" not in stripped:
+    if len(stripped) <= SHORT_ANSWER_CHARS and "\n" not in stripped and _balanced(stripped):
         whole = stripped.rstrip(".").strip()
         if whole.count("$") == 2 and whole.startswith("$") and whole.endswith("$"):
             whole = whole[1:-1].strip()
         return Extraction(whole, "whole")
-    nums = _NUMBER_RE.findall(text[-2000:])
-    if nums:
-        return Extraction(nums[-1].strip(), "last_number")
+    if looks_truncated(text):
+        return None
+    # Unanchored but complete ("... so there are 12 of them. I think that's right."):
+    # the last number near the end, as the Qwen2.5-Math grader does.
+    tail = text[-LAST_NUMBER_WINDOW:]
+    last = _last_match(_NUMBER_RE, tail)
+    if last is not None:
+        return Extraction(last.group(0).strip(), "last_number")
     return None
+
+
+def extract_answer(response: str | None) -> Extraction | None:
+    """The final answer of a response, or None when it has none we can find.
+
+    The answer region (``<answer>``/solution part) is searched first; when it has no
+    answer (e.g. a solution part cut off by the token limit) the whole response is, and
+    the extraction is marked ``scope="full"``.
+    """
+    if not response or not response.strip():
+        return None
+    region = answer_region(response)
+    found = _extract_from(region)
+    if found is None and region != response:
+        found = _extract_from(response)
+        if found is not None:
+            found = Extraction(found.text, found.method, found.all_boxed, "full")
+    return found

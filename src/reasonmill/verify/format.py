@@ -28,9 +28,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from reasonmill.verify.base import Verdict
+from reasonmill.verify.boilerplate import ngram_hashes
 
 
 class FormatSettings(BaseModel):
@@ -109,13 +111,12 @@ def cjk_share(text: str) -> float:
 
 
 def repeated_ngram_ratio(text: str, n: int) -> tuple[float, int]:
-    """``1 - distinct/total`` over word n-grams and the number of n-grams."""
-    toks = tokens_of(text)
-    total = len(toks) - n + 1
-    if total <= 0:
+    """``1 - distinct/total`` over ``n``-token n-grams (64-bit hashes), and the number of n-grams."""
+    hashes, _ = ngram_hashes(text, n)
+    total = len(hashes)
+    if total == 0:
         return 0.0, 0
-    grams = {hash(tuple(toks[i : i + n])) for i in range(total)}
-    return 1 - len(grams) / total, total
+    return 1 - len(np.unique(hashes)) / total, total
 
 
 def tail_loop(text: str, window: int = 6000, min_repeats: int = 3, min_span: int = 200) -> dict | None:

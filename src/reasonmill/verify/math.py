@@ -150,8 +150,8 @@ def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
     else:
         pred = ext.text
     attempts: list[tuple[str, str]] = []  # (text to parse, label)
-    if ext.method == "last_number":  # no anchor: math-verify's last-expression logic first
-        attempts.append((region, "region"))
+    if ext.method == "last_number":  # no anchor: math-verify's last-expression logic on the end
+        attempts.append((region[-300:], "region"))
     if not _UNESCAPED_DOLLAR.search(pred) and not _is_prose(pred):
         attempts.append((f"\\boxed{{{pred}}}", "pred"))
     attempts.append((pred, "pred"))

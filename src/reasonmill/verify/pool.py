@@ -253,7 +253,9 @@ class VerifyPool:
         except (EOFError, OSError):
             raise PoolError(
                 f"verify worker pid {w.pid} died during start-up (exit code {w.proc.exitcode}); "
-                "check that the initializer imports work in a fresh interpreter"
+                "check that the initializer imports work in a fresh interpreter, and that a script "
+                "using the pool guards its top-level code with `if __name__ == '__main__':` "
+                "(workers are spawned and re-import the main module)"
             ) from None
         if msg[0] == "init_error":
             raise PoolError(f"verify worker initializer failed:\n{msg[1]}")
