@@ -203,7 +203,8 @@ def gsm8k(raw: dict, ctx: Context) -> dict:
     head, sep, tail = full.rpartition("####")
     reference = tail.strip().replace(",", "") if sep else _answer(full)
     meta = {"solution": head.strip()} if sep else {}
-    return _record(ctx, raw, problem, "math", reference_answer=reference or None, meta=_meta(raw, ctx, meta))
+    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw),
+                      category=ctx.category or "math", reference_answer=reference or None, meta=_meta(raw, ctx, meta))
 
 
 _MATH_META = ("level", "subject", "type", "unique_id")
@@ -217,8 +218,12 @@ def math(raw: dict, ctx: Context) -> dict:
     reference = _answer(raw.get("answer"))
     if reference is None:
         reference = last_boxed(solution if isinstance(solution, str) else _text(solution))
-    meta = {k: raw[k] for k in _MATH_META if k in raw and raw[k] is not None}
-    return _record(ctx, raw, problem, "math", reference_answer=reference, meta=_meta(raw, ctx, meta))
+    meta = {}
+    for k in _MATH_META:
+        if k in raw and raw[k] is not None:
+            meta[k] = raw[k]
+    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw),
+                      category=ctx.category or "math", reference_answer=reference, meta=_meta(raw, ctx, meta))
 
 
 _PA_META = ("subject", "level", "unit", "answer_type", "url")
@@ -234,8 +239,12 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     reference = _answer(raw.get("answer"))
     if reference is None:
         reference = _answer(raw.get("final_answer"))
-    meta = {k: raw[k] for k in _PA_META if k in raw and raw[k] is not None}
-    return _record(ctx, raw, problem, None, reference_answer=reference, meta=_meta(raw, ctx, meta))
+    meta = {}
+    for k in _PA_META:
+        if k in raw and raw[k] is not None:
+            meta[k] = raw[k]
+    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw), category=ctx.category,
+                      reference_answer=reference, meta=_meta(raw, ctx, meta))
 
 
 # --- existing responses ---------------------------------------------------------------
