@@ -145,11 +145,11 @@ class Verify(Stage):
                 if s.reward:
                     from reasonmill.verify.reward import RewardVerifier
 
-                    self._verifiers[kind] = RewardVerifier(**s.reward)
+                    self._verifiers[kind] = RewardVerifier.from_settings(dict(s.reward))
                 elif s.judge:
-                    from reasonmill.verify.reward import JudgeVerifier
+                    from reasonmill.verify.reward import JudgeScorer
 
-                    self._verifiers[kind] = JudgeVerifier(**s.judge)
+                    self._verifiers[kind] = JudgeScorer.from_settings(dict(s.judge))
                 else:
                     self._verifiers[kind] = None
             elif kind == "format":

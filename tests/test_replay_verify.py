@@ -1,0 +1,52 @@
+"""Replay + math verification on real SkyThought traces agrees with the upstream labels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reasonmill import Pipeline
+
+MATH500_TRACES = [
+    "sky-t1-math-correct-5k-32b-short_math500.jsonl",
+    "sky-t1-math-correct-5k-27b_math500.jsonl",
+]
+
+
+@pytest.mark.parametrize("name", MATH500_TRACES)
+def test_replay_and_math_verification_agree_with_upstream_labels(shared_data, tmp_path, name):
+    path = shared_data / "reasoning_traces_skythought" / name
+    cfg = {
+        "name": "sky",
+        "workdir": str(tmp_path / "work"),
+        "sources": [{"name": "sky", "path": str(path), "preset": "qwen_eval"}],
+        "stages": ["replay", {"verify": {"math": {"workers": 2, "timeout": 10}}}],
+    }
+    result = Pipeline.from_dict(cfg, base_dir=tmp_path).run()
+    assert result.stages[0].kept == 500
+    records = list(__import__("reasonmill.engine.workdir", fromlist=["Workdir"]).Workdir(tmp_path / "work").stage_dirs()[-1].iter_records())
+    pairs = [
+        (resp["meta"]["upstream_label"], resp["verdicts"][0]["passed"])
+        for r in records
+        for resp in r["responses"]
+    ]
+    assert len(pairs) == 500
+    agreement = sum(a == b for a, b in pairs) / len(pairs)
+    assert agreement >= 0.95, f"agreement {agreement:.3f}"
+
+
+def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
+    path = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-14b_amc23.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "reasonmill.cli", "verify", str(path), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["records"] == 40 and summary["math_responses"] == 40
+    assert summary["agreement_with_upstream"] >= 0.9
+    lines = (tmp_path / "verdicts.jsonl").read_text().splitlines()
+    assert len(lines) == 40 and {"verify_score", "passed", "verdicts"} <= set(json.loads(lines[0]))
