@@ -165,6 +165,7 @@ BUILTIN_STAGE_MODULES = (
     "reasonmill.stages.near_dedup",
     "reasonmill.stages.replay",
     "reasonmill.stages.verify",
+    "reasonmill.stages.boilerplate",
     "reasonmill.stages.select",
     "reasonmill.stages.label",
     "reasonmill.stages.generate",
