@@ -20,7 +20,9 @@ LIM = Limits(cpu_seconds=4, wall_timeout=6, nproc=32)
 
 #: MBPP reference solutions that fail their own tests, with the reason (see
 #: bench/results/sandbox.md). Keyed by task_id.
-MBPP_KNOWN_BAD: dict[int, str] = {}
+MBPP_KNOWN_BAD: dict[int, str] = {
+    123: "O(n^2) reference: amicable_numbers_sum(9999) needs ~50M loop steps, over the 6 s per-test limit here",
+}
 
 
 def _need(path: Path) -> Path:
@@ -271,3 +273,14 @@ def test_cpp_response_end_to_end(verifier):
     code = "#include <iostream>\nint main(){int n; std::cin>>n; long s=0; while(n--){long x; std::cin>>x; s+=x;} std::cout<<s;}"
     v = verifier.verify(rec, _fenced(code, "c++"))
     assert v.passed and v.details["language"] == "cpp"
+
+
+def test_settings_build_a_verifier_and_reject_typos():
+    from pydantic import ValidationError
+
+    from reasonmill.verify.code import CodeVerifierSettings
+
+    v = CodeVerifierSettings.model_validate({"limits": {"wall_timeout": 2}, "max_tests": 4, "backend": "rlimit"}).build()
+    assert (v.limits.wall_timeout, v.max_tests, v.backend) == (2, 4, "rlimit")
+    with pytest.raises(ValidationError, match="wall_timout"):
+        CodeVerifierSettings.model_validate({"limits": {"wall_timout": 2}})

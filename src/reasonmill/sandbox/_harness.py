@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import time
 
 MSG_CAP = 2000
 
@@ -154,6 +155,7 @@ def main(argv: list[str]) -> int:
         i = test["i"]
         _emit(fd, {"event": "start", "i": i})
         sys.stdout = buf = io.StringIO()
+        t0 = time.perf_counter()
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout)
             status, message = _run_test(ns, test, spec.get("fn_name"))
@@ -166,7 +168,8 @@ def main(argv: list[str]) -> int:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             sys.stdout = real_stdout
-        _emit(fd, {"event": "done", "i": i, "status": status, "message": message, "stdout": _short(buf.getvalue())})
+        _emit(fd, {"event": "done", "i": i, "status": status, "message": message,
+                   "stdout": _short(buf.getvalue()), "duration_s": round(time.perf_counter() - t0, 4)})
     return 0
 
 

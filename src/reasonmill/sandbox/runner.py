@@ -221,7 +221,8 @@ class Runner:
                     i = ev["i"]
                     st = ev.get("status") if ev.get("status") in ("passed", "failed", "error", "timeout", "unsupported") else "error"
                     out[i] = self._result(i, by_index[i], st, str(ev.get("message", ""))[:TEXT_CAP],
-                                          stdout=_text(ev.get("stdout", "")), duration_s=0.0)  # fmt: skip
+                                          stdout=_text(ev.get("stdout", "")),
+                                          duration_s=float(ev.get("duration_s") or 0.0))  # fmt: skip
                     running = None
                 elif ev.get("event") == "load_failed":
                     load_failure = ev

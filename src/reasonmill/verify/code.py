@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasonmill.sandbox import Limits, Runner, TestResult, fn_name_from_starter, get_runner, normalize_language
 from reasonmill.verify.base import Verdict
@@ -42,14 +45,22 @@ def extract_code(answer: str | None, raw: str | None = None) -> tuple[str | None
         if last_lang not in _NON_CODE_TAGS:
             return None, last_lang, "unsupported_language"
     if answer and answer.strip():
-        try:
-            ast.parse(answer)
-        except (SyntaxError, ValueError):
-            pass
-        else:
+        if _parses(answer) is None:
             if re.search(r"^\s*(def |class |import |from |print\()", answer, re.M):
                 return answer, "python", "whole_answer"
     return None, "python", "no_code_block"
+
+
+def _parses(code: str) -> SyntaxError | ValueError | None:
+    """Parse on the host to report syntax errors without starting a sandbox (quietly:
+    model code is full of invalid escape sequences)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError) as e:
+            return e
+    return None
 
 
 def _short(s: str) -> str:
@@ -108,9 +119,8 @@ class CodeVerifier:
         if not tests:
             return self._verdict(0.0, "no_tests", language=language, code_from=how)
         if language == "python":
-            try:
-                ast.parse(code)
-            except (SyntaxError, ValueError) as e:
+            e = _parses(code)
+            if e is not None:
                 return self._verdict(0.0, "syntax_error", language=language, code_from=how,
                                      message=_short(f"{type(e).__name__}: {e}"), n_tests=len(tests))  # fmt: skip
         meta = record.get("meta") or {}
@@ -153,3 +163,18 @@ class CodeVerifier:
             return [self.verify(rec, resp) for rec, resp in items]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(lambda it: self.verify(*it), items))
+
+
+class CodeVerifierSettings(BaseModel):
+    """YAML settings for the code verifier (``verify.code`` in a pipeline config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: Limits = Field(default_factory=Limits)
+    max_tests: int = Field(10, gt=0)
+    workers: int = Field(2, gt=0)
+    backend: Literal["auto", "bwrap", "rlimit"] = "auto"
+    python: str | None = None
+
+    def build(self) -> CodeVerifier:
+        return CodeVerifier(self.limits, self.max_tests, self.workers, self.backend, self.python)

@@ -1,0 +1,107 @@
+"""Sandbox overhead: executions/s on the 164 HumanEval canonical solutions.
+
+Compares, at the same parallelism (threads driving child processes):
+
+- ``bare``: the naive executor, ``subprocess.run([python, script])`` per problem, with
+  the same interpreter and the same script (prelude + prompt + solution + test +
+  ``check(entry_point)``); no isolation, no limits;
+- ``bwrap``: ``Runner.run`` on the bubblewrap backend (namespaces, rlimits, throwaway
+  uid, harness with per-test results);
+- ``rlimit``: the fallback backend (rlimits + unshare).
+
+Prints executions/s and the overhead ratio vs bare (goal for bwrap: <= 1.5x).
+
+    .venv/bin/python bench/bench_sandbox.py [--workers 2] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from reasonmill.sandbox import Limits, get_runner
+from reasonmill.sandbox._harness import PRELUDE
+from reasonmill.sandbox.backends import default_python
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+
+
+def load() -> list[dict]:
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: the benchmark needs ../shared/data (see SOURCES.md)")
+    with gzip.open(DATA, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def bare(problems: list[dict], workers: int, python: str) -> tuple[float, int]:
+    tmp = tempfile.mkdtemp(prefix="bench-bare-")
+    paths = []
+    for k, p in enumerate(problems):
+        path = os.path.join(tmp, f"p{k}.py")
+        Path(path).write_text(
+            PRELUDE + p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        )
+        paths.append(path)
+
+    def one(path: str) -> bool:
+        r = subprocess.run([python, "-I", path], capture_output=True, timeout=30, cwd=tmp)
+        return r.returncode == 0
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        ok = sum(pool.map(one, paths))
+    return time.perf_counter() - t0, ok
+
+
+def sandboxed(problems: list[dict], workers: int, backend: str) -> tuple[float, int]:
+    runner = get_runner(backend)  # type: ignore[arg-type]
+    limits = Limits()
+
+    def one(p: dict) -> bool:
+        test = {"kind": "check", "input": p["test"], "output": p["entry_point"]}
+        return runner.run(p["prompt"] + p["canonical_solution"], [test], limits)[0].passed
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        ok = sum(pool.map(one, problems))
+    return time.perf_counter() - t0, ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
+    ap.add_argument("--backends", default="bwrap,rlimit")
+    args = ap.parse_args()
+    problems = load()
+    python = default_python()
+    n = len(problems)
+    print(f"{n} HumanEval canonical solutions, {args.workers} workers, interpreter {python}")
+    # Rounds interleave the methods so a load spike on a shared machine hits all of
+    # them; each method keeps its best round.
+    backends = args.backends.split(",")
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(args.repeat):
+        runs = [("bare subprocess (no isolation)", lambda: bare(problems, args.workers, python))]
+        runs += [(f"sandbox backend={b}", lambda b=b: sandboxed(problems, args.workers, b)) for b in backends]
+        for name, fn in runs:
+            t, ok = fn()
+            if name not in best or t < best[name][0]:
+                best[name] = (t, ok)
+    rows = [(name, t, ok) for name, (t, ok) in best.items()]
+    base_t = rows[0][1]
+    print(f"{'method':34} {'seconds':>8} {'exec/s':>8} {'passed':>7} {'ratio':>6}")
+    for name, t, ok in rows:
+        print(f"{name:34} {t:8.2f} {n / t:8.1f} {ok:4d}/{n} {t / base_t:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
