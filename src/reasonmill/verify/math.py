@@ -114,8 +114,17 @@ def _strip_math_delims(s: str) -> str:
     return s
 
 
+_CURRENCY = re.compile(r"\\\$\s*")
+
+
+def _drop_currency(s: str) -> str:
+    """``\\$18.90`` -> ``18.90``: an escaped dollar sign is a unit, and it breaks parsing."""
+    return _CURRENCY.sub("", s)
+
+
 def parse_gold(reference: str) -> list:
     """Parse the reference; wrapped in ``\\boxed{}`` unless it already carries delimiters."""
+    reference = _drop_currency(reference)
     if "\\boxed" in reference or "\\fbox" in reference:
         return _parse(reference)
     inner = _strip_math_delims(reference)
@@ -149,6 +158,7 @@ def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
         pred = ", ".join(ext.all_boxed)
     else:
         pred = ext.text
+    pred = _drop_currency(pred)
     attempts: list[tuple[str, str]] = []  # (text to parse, label)
     if ext.method == "last_number":  # no anchor: math-verify's last-expression logic on the end
         attempts.append((region[-300:], "region"))
@@ -177,6 +187,19 @@ def _loose(s: str) -> str:
     s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = re.sub(r"\\[,;:! ]|~|\$|\s", "", s)
     return s.lower().rstrip(".")
+
+
+_CHOICE = re.compile(r"^\(?([a-e])\)?(?![a-z0-9])")
+
+
+def _same_choice(gold: str, pred: str) -> bool:
+    """Gold ``(C)`` and answer ``\\text{(C) Plane}``: the same multiple-choice option."""
+    g, p = _loose(gold), _loose(pred)
+    mg = _CHOICE.match(g)
+    if not mg or mg.end() != len(g):
+        return False
+    mp = _CHOICE.match(p)
+    return bool(mp and mp.group(1) == mg.group(1) and (len(p) == mp.end() or p.startswith("(")))
 
 
 def _short(x: Any) -> str:
@@ -219,8 +242,15 @@ def check(reference: Any, response_text: str | None, settings: MathSettings = Ma
                 timeout_seconds=None,
             )
         )
+        if not equal and pred_parsed and "%" in pred and "%" not in gold:
+            # "what percent ...": gold 17.5 and answer 17.5\% mean the same
+            no_pct = _parse("\\boxed{" + re.sub(r"\\?%", "", pred) + "}")
+            if no_pct and verify(gold_parsed, no_pct, float_rounding=settings.float_rounding, timeout_seconds=None):
+                equal, details["via"] = True, "percent"
         if not equal and _loose(gold) and _loose(gold) == _loose(pred):
             equal, details["via"] = True, "text"
+        if not equal and _same_choice(gold, pred):
+            equal, details["via"] = True, "choice"
     except Exception as exc:  # math-verify swallows most errors; sympy may still raise
         details["error"] = f"{type(exc).__name__}: {_short(exc)}"
         return Verdict(0.0, False, "parse_error", details, NAME)
