@@ -20,8 +20,12 @@ prompt force behaviours: ``[[answer=X]]`` answers ``\\boxed{X}``;
 finishes with ``length``; ``[[reasoning_content]]`` puts the thinking in the separate
 ``reasoning_content`` field.
 
-Every *completed* reply (fully written) is logged as one JSON line:
+A request whose client hung up before the reply was ready is abandoned, as vLLM
+aborts a disconnected request. Every *completed* reply is logged as one JSON line:
 ``{"prompt": <hash of messages>, "sample": <index>, "key": <cache key header>, "t": <time>}``.
+Completed means received: the client sent its next request on the connection or closed
+it cleanly. A reply the client never read (it was killed and its kernel reset the
+connection) is logged with ``"status": "unread"``.
 
 Run: ``python tests/fault_server.py --port 8099 --fault-rate 0.2 --log /tmp/log.jsonl``
 """
@@ -53,6 +57,7 @@ class FaultConfig:
     log_path: str | None = None
     seed: int | None = None
     model: str = "fault-teacher"
+    api_key: str | None = None  # when set, other keys get 401
 
     @classmethod
     def uniform(cls, rate: float, **kw) -> "FaultConfig":
@@ -86,7 +91,7 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, "ok", "requests")}
+        self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, "ok", "requests", "abandoned", "unread")}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -147,12 +152,25 @@ class FaultServer:
     # -- HTTP -----------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Replies written on this connection whose delivery is not yet confirmed. A reply
+        # counts as completed once the client sends its next request or closes the
+        # connection cleanly (FIN). A client killed with the reply still unread in its
+        # socket makes the kernel answer with RST: that reply was never received, so it
+        # is logged as ``unread``, not completed.
+        pending: list[dict] = []
         try:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                except asyncio.IncompleteReadError:
+                    self._flush(pending, "completed")
                     return
+                except ConnectionError:
+                    self._flush(pending, "unread")
+                    return
+                except asyncio.LimitOverrunError:
+                    return
+                self._flush(pending, "completed")
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {}
@@ -162,10 +180,15 @@ class FaultServer:
                         headers[k.strip().lower()] = v.strip()
                 length = int(headers.get("content-length") or 0)
                 body = await reader.readexactly(length) if length else b""
-                keep = await self._dispatch(method, path, headers, body, writer)
+                keep = await self._dispatch(method, path, headers, body, writer, reader, pending)
                 if not keep or headers.get("connection", "").lower() == "close":
+                    self._flush(pending, "completed")
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._flush(pending, "unread")
+            return
+        except asyncio.CancelledError:  # server shutdown: the client is alive
+            self._flush(pending, "completed")
             return
         finally:
             try:
@@ -174,7 +197,7 @@ class FaultServer:
                 pass
 
     async def _send(self, writer, status: int, payload: bytes, extra: dict | None = None, ctype="application/json"):
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error"}
         head = [f"HTTP/1.1 {status} {reason.get(status, 'Status')}", f"Content-Type: {ctype}", f"Content-Length: {len(payload)}"]
         for k, v in (extra or {}).items():
             head.append(f"{k}: {v}")
@@ -185,7 +208,9 @@ class FaultServer:
         rate = self.config.rates.get(fault, 0.0)
         return rate > 0 and self._rng.random() < rate
 
-    async def _dispatch(self, method: str, path: str, headers: dict, body: bytes, writer) -> bool:
+    async def _dispatch(
+        self, method: str, path: str, headers: dict, body: bytes, writer, reader=None, pending: list | None = None
+    ) -> bool:
         """Answer one request; returns whether the connection stays open."""
         if method == "GET" and path.rstrip("/").endswith("/models"):
             payload = {"object": "list", "data": [{"id": self.config.model, "object": "model"}]}
@@ -195,6 +220,9 @@ class FaultServer:
             await self._send(writer, 404, b'{"error": {"message": "not found"}}')
             return True
         self.counts["requests"] += 1
+        if self.config.api_key and headers.get("authorization") != f"Bearer {self.config.api_key}":
+            await self._send(writer, 401, b'{"error": {"message": "invalid api key"}}')
+            return True
         try:
             request = json.loads(body)
             messages = request["messages"]
@@ -230,6 +258,11 @@ class FaultServer:
         if self._roll("slow"):
             self.counts["slow"] += 1
             await asyncio.sleep(cfg.slow_seconds)
+        if reader is not None and reader.at_eof():
+            # the client hung up while we "generated" (it was killed or timed out): like
+            # vLLM, abort the request instead of completing it for nobody
+            self.counts["abandoned"] += 1
+            return False
         malformed = self._roll("malformed")
         cut = not malformed and self._roll("cut")
 
@@ -296,7 +329,11 @@ class FaultServer:
                 return False
             await self._send(writer, 200, payload)
         self.counts["ok"] += 1
-        self._record(messages, sample, headers.get("x-reasonmill-cache-key"), stream)
+        entry = {"prompt": prompt_hash(messages), "sample": sample, "key": headers.get("x-reasonmill-cache-key"), "stream": stream, "t": time.time()}
+        if pending is None:
+            self._flush([entry], "completed")
+        else:
+            pending.append(entry)
         return True
 
     @staticmethod
@@ -316,18 +353,27 @@ class FaultServer:
             writer.write(b"0\r\n\r\n")
         await writer.drain()
 
-    def _record(self, messages: list[dict], sample: int, key: str | None, stream: bool) -> None:
+    def _flush(self, pending: list[dict], status: str) -> None:
+        """Log the connection's pending replies as ``completed`` or ``unread``."""
+        if status == "unread":
+            self.counts["unread"] += len(pending)
         if self._log is not None:
-            entry = {"prompt": prompt_hash(messages), "sample": sample, "key": key, "stream": stream, "t": time.time()}
-            self._log.write(json.dumps(entry) + "\n")
+            for entry in pending:
+                if status == "completed":
+                    self._log.write(json.dumps(entry) + "\n")
+                else:
+                    self._log.write(json.dumps({**entry, "status": "unread"}) + "\n")
             self._log.flush()
+        pending.clear()
 
 
-def read_log(path: str | Path) -> list[dict]:
+def read_log(path: str | Path, status: str = "completed") -> list[dict]:
+    """Entries of the log with that status (``completed`` or ``unread``)."""
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return [e for e in entries if e.get("status", "completed") == status]
 
 
 def main(argv: list[str] | None = None) -> None:
