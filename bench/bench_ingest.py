@@ -74,7 +74,9 @@ def run(name: str, path: Path, n: int) -> tuple[float, float]:
         + CONTENDERS[name]
         + f"\nassert n == {n}, n\nprint(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return float(out[0]), float(out[1]) / 1024
 
 

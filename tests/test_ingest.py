@@ -23,7 +23,7 @@ from reasonmill.io.sources import SourceConfigError, SourceSpec, iter_source, so
 ROWS = [
     {"problem": "What is 1+1?", "answer": "2", "id": 1},
     {"problem": "Compute 3 × 4, then add 1,000.", "answer": "1012", "id": 2},
-    {"problem": "A line with a \"quote\",\na newline and ü", "answer": "\\frac{1}{2}", "id": 3},
+    {"problem": 'A line with a "quote",\na newline and ü', "answer": "\\frac{1}{2}", "id": 3},
     {"problem": "中文题目：2 的平方是多少？", "answer": "4", "id": 4},
     {"problem": "Last one", "answer": "-7", "id": 5},
 ]
@@ -110,14 +110,12 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
 
 def test_on_error_skip_yields_malformed_items_with_raw_text(tmp_path):
     text = (
-        '{"problem": "a", "answer": "1"}\n'
-        "not json at all\n"
-        "\n"
-        '["a", "list"]\n'
-        '{"problem": "d", "answer": "4"}\n'
+        '{"problem": "a", "answer": "1"}\nnot json at all\n\n["a", "list"]\n{"problem": "d", "answer": "4"}\n'
     )
     _write(tmp_path, "bad.jsonl.zst", _compress(text.encode(), "zst"))
-    items = _records({"name": "s", "path": "bad.jsonl.zst", "on_error": "skip", "preset": "problem_answer"}, tmp_path)
+    items = _records(
+        {"name": "s", "path": "bad.jsonl.zst", "on_error": "skip", "preset": "problem_answer"}, tmp_path
+    )
     assert [type(i).__name__ for i in items] == ["dict", "IngestErrorItem", "IngestErrorItem", "dict"]
     bad = items[1]
     assert isinstance(bad, IngestErrorItem)
@@ -132,7 +130,9 @@ def test_unmappable_row_fails_or_goes_to_ledger(tmp_path):
     _write(tmp_path, "x.jsonl", text.encode())
     with pytest.raises(IngestError, match=r"x\.jsonl:2: cannot map the row .*no problem text"):
         _records({"name": "s", "path": "x.jsonl", "preset": "problem_answer"}, tmp_path)
-    items = _records({"name": "s", "path": "x.jsonl", "preset": "problem_answer", "on_error": "skip"}, tmp_path)
+    items = _records(
+        {"name": "s", "path": "x.jsonl", "preset": "problem_answer", "on_error": "skip"}, tmp_path
+    )
     assert isinstance(items[1], IngestErrorItem) and items[1].reason == "unmappable"
     assert json.loads(items[1].raw) == {"problem": "", "answer": "2"}
 
@@ -158,16 +158,25 @@ def test_csv_cells_holding_json_tests(tmp_path):
 
 
 def test_json_shapes(tmp_path):
-    keyed = {"What is 2+2?": {"problem": "What is 2+2?", "answer": "4"},
-             "What is 3+3?": {"problem": "What is 3+3?", "answer": "6"}}
+    keyed = {
+        "What is 2+2?": {"problem": "What is 2+2?", "answer": "4"},
+        "What is 3+3?": {"problem": "What is 3+3?", "answer": "6"},
+    }
     _write(tmp_path, "keyed.json", json.dumps(keyed).encode())
-    assert [r["reference_answer"] for r in _records({"name": "k", "path": "keyed.json"}, tmp_path)] == ["4", "6"]
+    assert [r["reference_answer"] for r in _records({"name": "k", "path": "keyed.json"}, tmp_path)] == [
+        "4",
+        "6",
+    ]
 
     single = {"problem": "Only one", "answer": "1", "extra": {"a": 1}}
     _write(tmp_path, "single.jsonl", json.dumps(single, indent=2).encode())  # pretty-printed, .jsonl name
     assert [r["problem"] for r in _records({"name": "s", "path": "single.jsonl"}, tmp_path)] == ["Only one"]
 
-    two = json.dumps({"problem": "p1", "answer": "1"}, indent=2) + "\n" + json.dumps({"problem": "p2", "answer": "2"}, indent=2)
+    two = (
+        json.dumps({"problem": "p1", "answer": "1"}, indent=2)
+        + "\n"
+        + json.dumps({"problem": "p2", "answer": "2"}, indent=2)
+    )
     _write(tmp_path, "two.json", two.encode())
     recs = _records({"name": "t", "path": "two.json"}, tmp_path)
     assert [r["problem"] for r in recs] == ["p1", "p2"] and recs[1]["meta"]["origin"] == "two.json:5"
@@ -175,7 +184,9 @@ def test_json_shapes(tmp_path):
     lines = '{"problem": "l1", "answer": "1"}\n{"problem": "l2", "answer": "2"}\n'
     _write(tmp_path, "lines.json", lines.encode())  # JSONL under a .json name (as MATH test upstream)
     assert [r["meta"]["origin"] for r in _records({"name": "l", "path": "lines.json"}, tmp_path)] == [
-        "lines.json:1", "lines.json:2"]
+        "lines.json:1",
+        "lines.json:2",
+    ]
 
     wrapped = {"data": [{"problem": "w1", "answer": "1"}]}
     _write(tmp_path, "wrapped.json", json.dumps(wrapped).encode())
@@ -193,7 +204,11 @@ def test_broken_json_document_is_an_error_with_line(tmp_path):
 
 def test_limit_globs_lists_and_missing_files(tmp_path):
     for i in range(3):
-        _write(tmp_path, f"part-{i}.jsonl", _encode([{"problem": f"f{i}-{j}", "answer": "1"} for j in range(4)], "jsonl"))
+        _write(
+            tmp_path,
+            f"part-{i}.jsonl",
+            _encode([{"problem": f"f{i}-{j}", "answer": "1"} for j in range(4)], "jsonl"),
+        )
     recs = _records({"name": "g", "path": "part-*.jsonl"}, tmp_path)
     assert [r["problem"] for r in recs][:5] == ["f0-0", "f0-1", "f0-2", "f0-3", "f1-0"] and len(recs) == 12
     recs = _records({"name": "g", "path": ["part-2.jsonl", "part-*.jsonl"], "limit": 6}, tmp_path)
@@ -208,14 +223,29 @@ def test_limit_globs_lists_and_missing_files(tmp_path):
 
 
 def test_category_override_meta_fields_and_model(tmp_path):
-    row = {"question": "Why is the sky blue?", "response": "<think>light scatters</think>Rayleigh scattering.",
-           "label": True, "source": "upstream", "score": {"a": 1}, "nested": {"proof": "deep"}}
+    row = {
+        "question": "Why is the sky blue?",
+        "response": "<think>light scatters</think>Rayleigh scattering.",
+        "label": True,
+        "source": "upstream",
+        "score": {"a": 1},
+        "nested": {"proof": "deep"},
+    }
     _write(tmp_path, "r.jsonl", _encode([row], "jsonl"))
-    spec = {"name": "chat", "path": "r.jsonl", "category": "science", "model": "R1",
-            "columns": {"problem": "question", "response": "response", "label": "label"},
-            "meta_fields": ["source", "score"]}
+    spec = {
+        "name": "chat",
+        "path": "r.jsonl",
+        "category": "science",
+        "model": "R1",
+        "columns": {"problem": "question", "response": "response", "label": "label"},
+        "meta_fields": ["source", "score"],
+    }
     (rec,) = _records(spec, tmp_path)
-    assert rec["category"] == "science" and rec["meta"]["source"] == "upstream" and rec["meta"]["score"] == {"a": 1}
+    assert (
+        rec["category"] == "science"
+        and rec["meta"]["source"] == "upstream"
+        and rec["meta"]["score"] == {"a": 1}
+    )
     (resp,) = rec["responses"]
     assert resp["think"] == "light scatters" and resp["answer"] == "Rayleigh scattering."
     assert resp["model"] == "R1" and resp["meta"] == {"upstream_label": True}
@@ -240,7 +270,9 @@ def test_source_spec_errors_name_the_key_and_the_valid_keys():
     msg = str(exc.value)
     assert "pipe.yaml sources[0]: unknown key 'presett' (did you mean 'preset'?)" in msg
     assert "valid keys: name, path, hf, split, subset, config," in msg
-    with pytest.raises(SourceConfigError, match="unknown preset 'gsm8kk' \\(did you mean 'gsm8k'\\?\\); valid presets: auto"):
+    with pytest.raises(
+        SourceConfigError, match="unknown preset 'gsm8kk' \\(did you mean 'gsm8k'\\?\\); valid presets: auto"
+    ):
         SourceSpec.parse({"name": "x", "path": "a", "preset": "gsm8kk"})
     with pytest.raises(SourceConfigError, match="unknown column target 'problme'.*valid targets: problem"):
         SourceSpec.parse({"name": "x", "path": "a", "columns": {"problme": "q"}})
@@ -255,8 +287,17 @@ def test_source_spec_errors_name_the_key_and_the_valid_keys():
 
 def test_hub_path_streams_local_json_files(tmp_path):
     pytest.importorskip("datasets")
-    _write(tmp_path, "train.jsonl", _encode([{"question": "Q1 ok?", "answer": "x\n#### 1,234"},
-                                            {"question": "Q2 ok?", "answer": "y\n#### 7"}], "jsonl"))
+    _write(
+        tmp_path,
+        "train.jsonl",
+        _encode(
+            [
+                {"question": "Q1 ok?", "answer": "x\n#### 1,234"},
+                {"question": "Q2 ok?", "answer": "y\n#### 7"},
+            ],
+            "jsonl",
+        ),
+    )
     spec = SourceSpec(name="hub", hf="json", data_files="train.jsonl", preset="gsm8k")
     recs = list(iter_source(spec, tmp_path))
     assert [r["reference_answer"] for r in recs] == ["1234", "7"]
@@ -277,6 +318,8 @@ def test_hub_unreachable_error_names_dataset_and_token():
         "    print(type(e).__name__, e)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120
+    ).stdout
     assert out.startswith("IngestError")
     assert "'no-such-org/no-such-dataset'" in out and "HF_TOKEN" in out and "Offline mode is on" in out

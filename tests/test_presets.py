@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from reasonmill.io.presets import Context, MappingError, check_test, detect_preset, last_boxed, normalize_tests
+from reasonmill.io.presets import (
+    Context,
+    MappingError,
+    check_test,
+    detect_preset,
+    last_boxed,
+    normalize_tests,
+)
 from reasonmill.io.readers import IngestErrorItem, read_file
 from reasonmill.io.sources import SourceSpec, iter_source
 from reasonmill.records import validate_record
@@ -34,7 +41,12 @@ SHARED = [
     ("gsm8k/gsm8k_test.jsonl", {}, 1319, "gsm8k"),
     ("livecodebench/lcb_test_2408-2501_with_private_tests.json", {}, 279, "code_stdin"),
     ("livecodebench/lcb_train_pre2408.json", {}, 580, "code_stdin"),
-    ("livecodebench/qwq_livecodebench_v5_prompts.jsonl", {"columns": {"problem": "prompt", "id": "question_id"}}, 279, None),
+    (
+        "livecodebench/qwq_livecodebench_v5_prompts.jsonl",
+        {"columns": {"problem": "prompt", "id": "question_id"}},
+        279,
+        None,
+    ),
     ("humaneval/HumanEval.jsonl.gz", {}, 164, "code_functional"),
     ("mbpp/mbpp.jsonl", {}, 974, "code_functional"),
     ("leetcode_contest/leetcode_20240121-Jul.jsonl", {}, 180, "code_functional"),
@@ -55,19 +67,46 @@ SHARED = [
     ("aimo_validation/aimo-validation-amc.jsonl", {}, 83, "problem_answer"),
     ("deepseek_math_v2_proofs/inputs/Putnam2024.json", {}, 12, "problem_answer"),
     ("deepseek_math_v2_proofs/inputs/CMO2025.json", {}, 6, "problem_answer"),
-    ("deepseek_math_v2_proofs/outputs/IMO2025.jsonl",
-     {"columns": {"problem": "question", "response": "model_prediction.proof", "id": "problem_idx"}}, 6, None),
-    ("deepseek_math_v2_proofs/outputs/IMO-ProofBench-Basic.jsonl",
-     {"columns": {"problem": "question", "response": "model_prediction.proof", "id": "problem_idx"}}, 30, None),
+    (
+        "deepseek_math_v2_proofs/outputs/IMO2025.jsonl",
+        {"columns": {"problem": "question", "response": "model_prediction.proof", "id": "problem_idx"}},
+        6,
+        None,
+    ),
+    (
+        "deepseek_math_v2_proofs/outputs/IMO-ProofBench-Basic.jsonl",
+        {"columns": {"problem": "question", "response": "model_prediction.proof", "id": "problem_idx"}},
+        30,
+        None,
+    ),
     ("contamination_pairs/clean_baseline.jsonl", {}, 100, "math"),
-    ("contamination_pairs/openthoughts_c_lex.jsonl", {"columns": {"problem": "train_problem", "id": "train_id"}}, 93, None),
-    ("contamination_pairs/s1_c_sem.jsonl", {"columns": {"problem": "train_problem", "id": "train_id"}}, 1, None),
-    ("star1_r1_safety_traces/STAR-1_shared_800.json",
-     {"columns": {"problem": "question", "response": "response", "id": "id"}}, 800, None),
+    (
+        "contamination_pairs/openthoughts_c_lex.jsonl",
+        {"columns": {"problem": "train_problem", "id": "train_id"}},
+        93,
+        None,
+    ),
+    (
+        "contamination_pairs/s1_c_sem.jsonl",
+        {"columns": {"problem": "train_problem", "id": "train_id"}},
+        1,
+        None,
+    ),
+    (
+        "star1_r1_safety_traces/STAR-1_shared_800.json",
+        {"columns": {"problem": "question", "response": "response", "id": "id"}},
+        800,
+        None,
+    ),
     ("model_outputs_qwen_math/math_cot_100_rm_maj_example.jsonl", {}, 100, "qwen_eval"),
     ("reasoning_traces_skythought/qwen2.5-32b-instruct_still2-sys_math500.json", {}, 500, "qwen_eval"),
     ("reasoning_traces_skythought/sky-t1-math-correct-5k-27b_math500.jsonl", {}, 500, "qwen_eval"),
-    ("reasoning_traces_skythought/sky-t1-math-correct-5k-32b-short_olympiadbench.jsonl", {}, 675, "qwen_eval"),
+    (
+        "reasoning_traces_skythought/sky-t1-math-correct-5k-32b-short_olympiadbench.jsonl",
+        {},
+        675,
+        "qwen_eval",
+    ),
     ("reasoning_traces_skythought/sky-t1-math-wrong-5k-14b_amc23.jsonl", {}, 40, "qwen_eval"),
 ]
 
@@ -131,7 +170,9 @@ def test_humaneval_check_test():
     r = recs[0]
     assert r["category"] == "code" and r["starter_code"].strip() == r["problem"]
     (t,) = r["tests"]
-    assert t["kind"] == "check" and t["output"] == "has_close_elements" and "def check(candidate):" in t["input"]
+    assert (
+        t["kind"] == "check" and t["output"] == "has_close_elements" and "def check(candidate):" in t["input"]
+    )
     assert r["meta"]["solution"].startswith(r["starter_code"])
 
 
@@ -143,19 +184,25 @@ def test_mbpp_asserts_and_setup_code():
     assert r["tests"][0]["input"] == "assert min_cost([[1, 2, 3], [4, 8, 2], [1, 5, 3]], 2, 2) == 8"
     assert "assert min_cost" in r["problem"] and "def min_cost" in r["meta"]["solution"]
     with_setup = [r for r in recs if r["meta"].get("test_setup_code")]
-    assert len(with_setup) == 2 and all(t["input"].startswith("root = Node(1)") for t in with_setup[0]["tests"])
+    assert len(with_setup) == 2 and all(
+        t["input"].startswith("root = Node(1)") for t in with_setup[0]["tests"]
+    )
 
 
 @needs_data
 def test_leetcode_shapes():
     rllm = ingest("leetcode_rllm/leetcode_test_rllm.json")[0]
     (t,) = rllm["tests"]
-    assert t == check_test(json.loads((DATA / "leetcode_rllm/leetcode_test_rllm.json").read_text())[0]["tests"]["functional"])
+    assert t == check_test(
+        json.loads((DATA / "leetcode_rllm/leetcode_test_rllm.json").read_text())[0]["tests"]["functional"]
+    )
     assert t["output"] == "Solution().minOperations" and "check(Solution" not in t["input"]
     assert rllm["starter_code"].startswith("class Solution:")
     contest = ingest("leetcode_contest/leetcode_20240121-Jul.jsonl")[0]
     assert contest["starter_code"].startswith("class Solution:\n    def minimumPushes")
-    assert contest["tests"][0]["kind"] == "assert" and "my_solution = Solution()" in contest["tests"][0]["input"]
+    assert (
+        contest["tests"][0]["kind"] == "assert" and "my_solution = Solution()" in contest["tests"][0]["input"]
+    )
 
 
 @needs_data
@@ -166,9 +213,17 @@ def test_code_stdin_shapes():
     fn = [r for r in lcb if r["starter_code"]]
     assert len(fn) == 104 and all(r["meta"]["fn_name"] for r in fn)
     assert fn[0]["meta"]["fn_name"] == "shortestDistanceAfterQueries"
-    assert fn[0]["tests"][0] == {"input": "5\n[[2, 4], [0, 2], [0, 4]]", "output": "[3, 2, 1]", "kind": "functional"}
+    assert fn[0]["tests"][0] == {
+        "input": "5\n[[2, 4], [0, 2], [0, 4]]",
+        "output": "[3, 2, 1]",
+        "kind": "functional",
+    }
     cc = ingest("code_contests/code_contests_test_rllm.json")
-    assert cc[0]["tests"][0] == {"input": "5 2\nAA\nAB\nBB\nBA\nAZ\n", "output": "5 2 1 3 4 \n", "kind": "stdin"}
+    assert cc[0]["tests"][0] == {
+        "input": "5 2\nAA\nAB\nBB\nBA\nAZ\n",
+        "output": "5 2 1 3 4 \n",
+        "kind": "stdin",
+    }
     assert sum(len(r["tests"]) for r in cc) == 1837
     cf = ingest("codeforces/codeforces_test_rllm.json")
     assert cf[0]["tests"][0]["kind"] == "stdin" and cf[0]["tests"][0]["output"].startswith("1 9\n4 8")
@@ -176,16 +231,29 @@ def test_code_stdin_shapes():
 
 @needs_data
 def test_qwen_eval_responses_and_labels():
-    recs = ingest("model_outputs_qwen_math/math_cot_100_rm_maj_example.jsonl", model="Qwen2.5-Math-7B-Instruct")
+    recs = ingest(
+        "model_outputs_qwen_math/math_cot_100_rm_maj_example.jsonl", model="Qwen2.5-Math-7B-Instruct"
+    )
     assert all(len(r["responses"]) == 8 for r in recs)
     r = recs[6]
     assert r["reference_answer"] == "\\frac{3}{8}"
-    assert [x["meta"]["upstream_label"] for x in r["responses"]] == [False, True, True, False, True, False, False, False]
+    assert [x["meta"]["upstream_label"] for x in r["responses"]] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert r["responses"][0]["meta"]["upstream_pred"] == "\\frac{5}{16}"
     assert r["responses"][0]["model"] == "Qwen2.5-Math-7B-Instruct" and r["responses"][0]["answer"]
 
     sky = ingest("reasoning_traces_skythought/sky-t1-math-correct-5k-27b_math500.jsonl")
-    raw0 = json.loads((DATA / "reasoning_traces_skythought/sky-t1-math-correct-5k-27b_math500.jsonl").open().readline())
+    raw0 = json.loads(
+        (DATA / "reasoning_traces_skythought/sky-t1-math-correct-5k-27b_math500.jsonl").open().readline()
+    )
     resp = sky[0]["responses"][0]
     assert sky[0]["reference_answer"] == raw0["gt"] == "(3,\\frac{\\pi}{2})"
     assert resp["raw"] == raw0["code"][0] and resp["meta"]["upstream_label"] is True
@@ -196,7 +264,9 @@ def test_qwen_eval_responses_and_labels():
     assert r0["reference_answer"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
     (resp,) = r0["responses"]
     assert resp["meta"] == {"temperature": "0.0", "upstream_label": True} and resp["tokens"] == 387
-    assert resp["think"].startswith("Hmm..., let's start") and "\\boxed{(3, \\frac{\\pi}{2})}" in resp["answer"]
+    assert (
+        resp["think"].startswith("Hmm..., let's start") and "\\boxed{(3, \\frac{\\pi}{2})}" in resp["answer"]
+    )
     labels = collections.Counter(r["responses"][0]["meta"]["upstream_label"] for r in still)
     assert labels == {True: 370, False: 130}
 
@@ -229,27 +299,54 @@ def _map(preset: str, raw: dict, **ctx) -> dict:
 
 
 def test_messages_with_reasoning_content_and_system():
-    raw = {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What is 2+3?"},
-        {"role": "assistant", "content": "The answer is \\boxed{5}.", "reasoning_content": "2 plus 3 is 5."},
-    ], "answer": "5"}
+    raw = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 2+3?"},
+            {
+                "role": "assistant",
+                "content": "The answer is \\boxed{5}.",
+                "reasoning_content": "2 plus 3 is 5.",
+            },
+        ],
+        "answer": "5",
+    }
     assert detect_preset(raw) == "messages"
     r = _map("messages", raw, model="R1")
-    assert r["problem"] == "What is 2+3?" and r["reference_answer"] == "5" and r["meta"]["system"] == "Be brief."
+    assert (
+        r["problem"] == "What is 2+3?" and r["reference_answer"] == "5" and r["meta"]["system"] == "Be brief."
+    )
     (resp,) = r["responses"]
-    assert resp["think"] == "2 plus 3 is 5." and resp["answer"] == "The answer is \\boxed{5}." and resp["model"] == "R1"
-    think_tags = _map("messages", {"messages": [{"role": "user", "content": "q"},
-                                                {"role": "assistant", "content": "<think>t</think>\na"}]})
+    assert (
+        resp["think"] == "2 plus 3 is 5."
+        and resp["answer"] == "The answer is \\boxed{5}."
+        and resp["model"] == "R1"
+    )
+    think_tags = _map(
+        "messages",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "<think>t</think>\na"},
+            ]
+        },
+    )
     assert (think_tags["responses"][0]["think"], think_tags["responses"][0]["answer"]) == ("t", "a")
     with pytest.raises(MappingError, match="no user turn"):
         _map("messages", {"messages": [{"role": "assistant", "content": "x"}]})
 
 
 def test_sharegpt_conversations():
-    raw = {"conversations": [{"from": "human", "value": "Name a prime."},
-                             {"from": "gpt", "value": "<|begin_of_thought|>small ones<|end_of_thought|>\n"
-                                                      "<|begin_of_solution|>2<|end_of_solution|>"}]}
+    raw = {
+        "conversations": [
+            {"from": "human", "value": "Name a prime."},
+            {
+                "from": "gpt",
+                "value": "<|begin_of_thought|>small ones<|end_of_thought|>\n"
+                "<|begin_of_solution|>2<|end_of_solution|>",
+            },
+        ]
+    }
     assert detect_preset(raw) == "sharegpt"
     r = _map("sharegpt", raw)
     assert r["problem"] == "Name a prime." and r["responses"][0]["think"] == "small ones"
@@ -260,9 +357,17 @@ def test_am_round_trip_through_ingest(tmp_path):
     from reasonmill.io.formats import to_am
 
     # to_am writes the AM content form, so the response starts in that form (raw = join_think)
-    src = _map("qwen_eval", {"idx": 3, "question": "1+1?", "gt": "2",
-                             "code": ["<think>\neasy\n</think>\n<answer>\n\\boxed{2}\n</answer>"],
-                             "score": [True]}, source="sky")
+    src = _map(
+        "qwen_eval",
+        {
+            "idx": 3,
+            "question": "1+1?",
+            "gt": "2",
+            "code": ["<think>\neasy\n</think>\n<answer>\n\\boxed{2}\n</answer>"],
+            "score": [True],
+        },
+        source="sky",
+    )
     src["language"] = "en"
     src["difficulty"] = 0.25
     src["responses"][0]["verify_score"] = 1.0
@@ -276,29 +381,45 @@ def test_am_round_trip_through_ingest(tmp_path):
 
 
 def test_normalize_tests_shapes():
-    assert normalize_tests({"inputs": ["1\n"], "outputs": ["2\n"]})[0] == [{"input": "1\n", "output": "2\n", "kind": "stdin"}]
-    assert normalize_tests(["assert f(1) == 2"])[0] == [{"input": "assert f(1) == 2", "output": "", "kind": "assert"}]
+    assert normalize_tests({"inputs": ["1\n"], "outputs": ["2\n"]})[0] == [
+        {"input": "1\n", "output": "2\n", "kind": "stdin"}
+    ]
+    assert normalize_tests(["assert f(1) == 2"])[0] == [
+        {"input": "assert f(1) == 2", "output": "", "kind": "assert"}
+    ]
     assert normalize_tests('[{"input": "[1]", "output": 3, "testtype": "functional"}]')[0] == [
-        {"input": "[1]", "output": "3", "kind": "functional"}]
-    (t,), _ = normalize_tests({"functional": "def check(candidate):\n    assert candidate(1)\n\ncheck(Solution().f)\n"})
-    assert t == {"input": "def check(candidate):\n    assert candidate(1)\n", "output": "Solution().f", "kind": "check"}
+        {"input": "[1]", "output": "3", "kind": "functional"}
+    ]
+    (t,), _ = normalize_tests(
+        {"functional": "def check(candidate):\n    assert candidate(1)\n\ncheck(Solution().f)\n"}
+    )
+    assert t == {
+        "input": "def check(candidate):\n    assert candidate(1)\n",
+        "output": "Solution().f",
+        "kind": "check",
+    }
     with pytest.raises(MappingError, match="unknown tests shape"):
         normalize_tests({"fname": "559.json"})
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("so \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
-    ("first \\boxed{1} then \\boxed{\\left\\{ 1, 2 \\right\\}}", "\\left\\{ 1, 2 \\right\\}"),
-    ("\\boxed{\\text{(C)}\\ \\{x\\}}", "\\text{(C)}\\ \\{x\\}"),
-    ("$\\boxed 5$", "5"),
-    ("\\fbox{7}", "7"),
-    ("no box", None),
-    ("truncated \\boxed{\\frac{1}{", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("so \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+        ("first \\boxed{1} then \\boxed{\\left\\{ 1, 2 \\right\\}}", "\\left\\{ 1, 2 \\right\\}"),
+        ("\\boxed{\\text{(C)}\\ \\{x\\}}", "\\text{(C)}\\ \\{x\\}"),
+        ("$\\boxed 5$", "5"),
+        ("\\fbox{7}", "7"),
+        ("no box", None),
+        ("truncated \\boxed{\\frac{1}{", None),
+    ],
+)
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
 
 
 def test_detect_preset_failure_explains_the_fix():
-    with pytest.raises(MappingError, match="cannot detect a preset from the fields \\['gold', 'pred'\\].*columns:"):
+    with pytest.raises(
+        MappingError, match="cannot detect a preset from the fields \\['gold', 'pred'\\].*columns:"
+    ):
         detect_preset({"gold": "1", "pred": "1"})

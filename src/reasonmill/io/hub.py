@@ -9,8 +9,9 @@ path is tested on a machine that cannot reach the Hub.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from reasonmill.io.readers import IngestError
 
@@ -41,18 +42,29 @@ def _help(name: str, exc: BaseException) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
     return (
         f"cannot load Hugging Face dataset {name!r}: {type(exc).__name__}: {str(exc).strip()[:400]}. "
-        + ("Offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so only datasets already in the "
-           "local cache can load; unset it to reach the Hub. " if offline else
-           "If the Hub is unreachable, set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use the local "
-           "cache. ")
+        + (
+            "Offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so only datasets already in the "
+            "local cache can load; unset it to reach the Hub. "
+            if offline
+            else "If the Hub is unreachable, set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use the local "
+            "cache. "
+        )
         + "For gated or private datasets set HF_TOKEN (or run `huggingface-cli login`). "
         "Or download the files and point `path:` at them."
     )
 
 
-def iter_hub(name: str, *, subset: str | None = None, split: str = "train", streaming: bool = True,
-             data_files: Any = None, revision: str | None = None, base_dir: Path = Path("."),
-             source: str | None = None) -> Iterator[tuple[dict, str]]:
+def iter_hub(
+    name: str,
+    *,
+    subset: str | None = None,
+    split: str = "train",
+    streaming: bool = True,
+    data_files: Any = None,
+    revision: str | None = None,
+    base_dir: Path = Path("."),
+    source: str | None = None,
+) -> Iterator[tuple[dict, str]]:
     """Yield ``(row, "hf:name/split#i")`` from ``datasets.load_dataset(..., streaming=True)``."""
     try:
         import datasets
@@ -82,8 +94,10 @@ def iter_hub(name: str, *, subset: str | None = None, split: str = "train", stre
         except StopIteration:
             return
         except Exception as exc:
-            raise IngestError(f"{label}#{i}: reading failed: {type(exc).__name__}: {str(exc)[:400]}. "
-                              "Check the dataset files, or read them with `path:` to get line-level errors "
-                              "and `on_error: skip`.") from None
+            raise IngestError(
+                f"{label}#{i}: reading failed: {type(exc).__name__}: {str(exc)[:400]}. "
+                "Check the dataset files, or read them with `path:` to get line-level errors "
+                "and `on_error: skip`."
+            ) from None
         yield row, f"{label}#{i}"
         i += 1

@@ -14,8 +14,9 @@ verifier's agreement with them can be measured.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -177,19 +178,30 @@ def _label(value: Any) -> bool | None:
     return None
 
 
-def _response(text: Any, ctx: Context, label: Any = None, reasoning: str | None = None,
-              extra: dict | None = None) -> dict:
+def _response(
+    text: Any, ctx: Context, label: Any = None, reasoning: str | None = None, extra: dict | None = None
+) -> dict:
     meta = dict(extra) if extra else {}
     upstream = _label(label)
     if upstream is not None:
         meta["upstream_label"] = upstream
-    return new_response(text if isinstance(text, str) else _text(text) or "", model=ctx.model, source=ctx.source,
-                        meta=meta, reasoning_content=reasoning)
+    return new_response(
+        text if isinstance(text, str) else _text(text) or "",
+        model=ctx.model,
+        source=ctx.source,
+        meta=meta,
+        reasoning_content=reasoning,
+    )
 
 
 def _record(ctx: Context, raw: dict, problem: str, category: str | None, **kw: Any) -> dict:
-    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw),
-                      category=ctx.category or category, **kw)
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=_original_id(raw),
+        category=ctx.category or category,
+        **kw,
+    )
 
 
 # --- math shapes ------------------------------------------------------------------------
@@ -203,8 +215,14 @@ def gsm8k(raw: dict, ctx: Context) -> dict:
     head, sep, tail = full.rpartition("####")
     reference = tail.strip().replace(",", "") if sep else _answer(full)
     meta = {"solution": head.strip()} if sep else {}
-    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw),
-                      category=ctx.category or "math", reference_answer=reference or None, meta=_meta(raw, ctx, meta))
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=_original_id(raw),
+        category=ctx.category or "math",
+        reference_answer=reference or None,
+        meta=_meta(raw, ctx, meta),
+    )
 
 
 _MATH_META = ("level", "subject", "type", "unique_id")
@@ -222,8 +240,14 @@ def math(raw: dict, ctx: Context) -> dict:
     for k in _MATH_META:
         if k in raw and raw[k] is not None:
             meta[k] = raw[k]
-    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw),
-                      category=ctx.category or "math", reference_answer=reference, meta=_meta(raw, ctx, meta))
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=_original_id(raw),
+        category=ctx.category or "math",
+        reference_answer=reference,
+        meta=_meta(raw, ctx, meta),
+    )
 
 
 _PA_META = ("subject", "level", "unit", "answer_type", "url")
@@ -243,8 +267,14 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     for k in _PA_META:
         if k in raw and raw[k] is not None:
             meta[k] = raw[k]
-    return new_record(source=ctx.source, problem=problem, original_id=_original_id(raw), category=ctx.category,
-                      reference_answer=reference, meta=_meta(raw, ctx, meta))
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=_original_id(raw),
+        category=ctx.category,
+        reference_answer=reference,
+        meta=_meta(raw, ctx, meta),
+    )
 
 
 # --- existing responses ---------------------------------------------------------------
@@ -259,8 +289,15 @@ def _reference(raw: dict) -> str | None:
     return None
 
 
-def _chat(raw: dict, ctx: Context, turns: list, role_key: str, text_key: str, user_roles: tuple,
-          assistant_roles: tuple) -> dict:
+def _chat(
+    raw: dict,
+    ctx: Context,
+    turns: list,
+    role_key: str,
+    text_key: str,
+    user_roles: tuple,
+    assistant_roles: tuple,
+) -> dict:
     """Shared by ``messages`` and ``sharegpt``: the first user turn is the problem, the
     assistant turns that answer it are the responses; later turns are counted in meta."""
     problem = None
@@ -294,8 +331,15 @@ def _chat(raw: dict, ctx: Context, turns: list, role_key: str, text_key: str, us
         meta["system"] = system
     if extra_turns:
         meta["extra_turns"] = extra_turns
-    return _record(ctx, raw, problem.strip(), None, reference_answer=_reference(raw), responses=responses,
-                   meta=_meta(raw, ctx, meta))
+    return _record(
+        ctx,
+        raw,
+        problem.strip(),
+        None,
+        reference_answer=_reference(raw),
+        responses=responses,
+        meta=_meta(raw, ctx, meta),
+    )
 
 
 def messages(raw: dict, ctx: Context) -> dict:
@@ -312,7 +356,9 @@ def sharegpt(raw: dict, ctx: Context) -> dict:
     turns = _maybe_json(raw.get(ctx.columns.get("conversations", "conversations")))
     if not isinstance(turns, list):
         raise MappingError("`conversations` is not a list of {from, value}")
-    return _chat(raw, ctx, turns, "from", "value", ("human", "user"), ("gpt", "assistant", "model", "chatgpt"))
+    return _chat(
+        raw, ctx, turns, "from", "value", ("human", "user"), ("gpt", "assistant", "model", "chatgpt")
+    )
 
 
 def qwen_eval(raw: dict, ctx: Context) -> dict:
@@ -343,23 +389,28 @@ def qwen_eval(raw: dict, ctx: Context) -> dict:
             for temp, item in by_temp.items():
                 if not isinstance(item, dict):
                     continue
-                resp = _response(item.get("content"), ctx, item.get("correctness"), extra={"temperature": temp})
+                resp = _response(
+                    item.get("content"), ctx, item.get("correctness"), extra={"temperature": temp}
+                )
                 usage = usages.get(temp)
                 if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                     resp["tokens"] = usage["completion_tokens"]
                 responses.append(resp)
         else:
-            raise MappingError("no responses: expected `code` (a list) or `responses` (a dict by temperature)")
+            raise MappingError(
+                "no responses: expected `code` (a list) or `responses` (a dict by temperature)"
+            )
     meta = {k: raw[k] for k in ("level", "subject", "type", "unique_id") if raw.get(k) is not None}
-    return _record(ctx, raw, problem, "math", reference_answer=reference, responses=responses,
-                   meta=_meta(raw, ctx, meta))
+    return _record(
+        ctx, raw, problem, "math", reference_answer=reference, responses=responses, meta=_meta(raw, ctx, meta)
+    )
 
 
 # --- code shapes ----------------------------------------------------------------------------
 
 _DEF_NAME = re.compile(r"def\s+([A-Za-z_]\w*)\s*\(")
 _CHECK_CALL = re.compile(r"^\s*check\((.+)\)\s*$")
-_PY_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+_PY_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def _fn_name(starter: str | None) -> str | None:
@@ -429,7 +480,9 @@ def check_test(code: str, candidate: str | None = None) -> dict:
         candidate = candidate or m.group(1).strip()
         code = "\n".join(lines[:-1]).rstrip() + "\n"
     if not candidate:
-        raise MappingError("check test names no candidate: expected a trailing `check(...)` call or an entry point")
+        raise MappingError(
+            "check test names no candidate: expected a trailing `check(...)` call or an entry point"
+        )
     return {"input": code, "output": candidate, "kind": "check"}
 
 
@@ -457,12 +510,16 @@ def code_functional(raw: dict, ctx: Context) -> dict:
         meta = {"fn_name": raw["entry_point"]}
         if raw.get("canonical_solution"):
             meta["solution"] = raw["prompt"] + raw["canonical_solution"]
-        return _record(ctx, raw, prompt, "code", tests=[test], starter_code=raw["prompt"], meta=_meta(raw, ctx, meta))
+        return _record(
+            ctx, raw, prompt, "code", tests=[test], starter_code=raw["prompt"], meta=_meta(raw, ctx, meta)
+        )
     if "test_list" in raw:  # MBPP: the asserts name the function, so the problem shows them
         text = _problem(raw, "text", "prompt", "problem")
         asserts = [a for a in _maybe_json(raw["test_list"]) or [] if isinstance(a, str)]
         setup = raw.get("test_setup_code") or ""
-        tests = [{"input": (setup + "\n" + a) if setup else a, "output": "", "kind": "assert"} for a in asserts]
+        tests = [
+            {"input": (setup + "\n" + a) if setup else a, "output": "", "kind": "assert"} for a in asserts
+        ]
         problem = text + "\nYour code should pass these tests:\n\n" + "\n".join(asserts)
         meta: dict = {}
         if raw.get("code"):
@@ -482,8 +539,9 @@ def code_functional(raw: dict, ctx: Context) -> dict:
             meta["leetcode_difficulty"] = raw["meta"]["difficulty"]
         starter = starter.strip("\n") if sep else None
         test = {"input": raw["test"], "output": "", "kind": "assert"}
-        return _record(ctx, raw, problem, "code", tests=[test], starter_code=starter or None,
-                       meta=_meta(raw, ctx, meta))
+        return _record(
+            ctx, raw, problem, "code", tests=[test], starter_code=starter or None, meta=_meta(raw, ctx, meta)
+        )
     problem = _problem(raw, "problem", "question", "prompt")  # LeetCode (rllm)
     tests, meta = normalize_tests(raw.get("tests"))
     blocks = _PY_BLOCK.findall(problem) if "```python" in problem else []
@@ -560,12 +618,23 @@ def columns(raw: dict, ctx: Context) -> dict:
     try:
         difficulty = float(difficulty) if difficulty is not None else None
     except (TypeError, ValueError):
-        raise MappingError(f"difficulty {difficulty!r} in field {cols['difficulty']!r} is not a number") from None
+        raise MappingError(
+            f"difficulty {difficulty!r} in field {cols['difficulty']!r} is not a number"
+        ) from None
     original_id = _get(raw, cols["id"]) if "id" in cols else _original_id(raw)
-    return new_record(source=ctx.source, problem=problem, original_id=original_id,
-                      category=ctx.category or category, language=language, difficulty=difficulty,
-                      reference_answer=reference, tests=tests, starter_code=starter, responses=responses,
-                      meta=_meta(raw, ctx, meta))
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=original_id,
+        category=ctx.category or category,
+        language=language,
+        difficulty=difficulty,
+        reference_answer=reference,
+        tests=tests,
+        starter_code=starter,
+        responses=responses,
+        meta=_meta(raw, ctx, meta),
+    )
 
 
 PRESETS: dict[str, Preset] = {

@@ -16,9 +16,10 @@ import io
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Literal
+from typing import IO, Literal
 
 import orjson
 
@@ -101,8 +102,13 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def read_jsonl(path: Path, compression: str, on_error: OnError = "fail", source: str | None = None,
-               label: str | None = None) -> Iterator[Item | IngestErrorItem]:
+def read_jsonl(
+    path: Path,
+    compression: str,
+    on_error: OnError = "fail",
+    source: str | None = None,
+    label: str | None = None,
+) -> Iterator[Item | IngestErrorItem]:
     """One JSON object per line. Blank lines are skipped; a file that turns out to hold
     pretty-printed objects (first line ``{`` alone) is read as a JSON document instead."""
     label = label or str(path)
@@ -131,22 +137,33 @@ def read_jsonl(path: Path, compression: str, on_error: OnError = "fail", source:
             if type(obj) is dict:
                 yield obj, f"{label}:{lineno}"
             else:
-                yield _bad(f"{label}:{lineno}", _decode(line), f"expected a JSON object, got {type(obj).__name__}",
-                           on_error, source)
+                yield _bad(
+                    f"{label}:{lineno}",
+                    _decode(line),
+                    f"expected a JSON object, got {type(obj).__name__}",
+                    on_error,
+                    source,
+                )
         else:
             return
     yield from read_json(path, compression, on_error, source, label)
 
 
-def _bad(location: str, raw: str, error: str, on_error: OnError, source: str | None,
-         reason: str = "malformed") -> IngestErrorItem:
+def _bad(
+    location: str, raw: str, error: str, on_error: OnError, source: str | None, reason: str = "malformed"
+) -> IngestErrorItem:
     if on_error == "fail":
         raise IngestError(f"{location}: {error}: {snippet(raw)!r}. {skip_hint(source)}")
     return IngestErrorItem(location=location, raw=raw, error=error, reason=reason, source=source)
 
 
-def read_json(path: Path, compression: str, on_error: OnError = "fail", source: str | None = None,
-              label: str | None = None) -> Iterator[Item | IngestErrorItem]:
+def read_json(
+    path: Path,
+    compression: str,
+    on_error: OnError = "fail",
+    source: str | None = None,
+    label: str | None = None,
+) -> Iterator[Item | IngestErrorItem]:
     """A JSON document: an array of records, a dict of records keyed by anything (e.g.
     SkyThought's file keyed by problem text), a ``{"data": [...]}`` wrapper, a single
     object, or several pretty-printed objects one after another. Files that are really
@@ -176,25 +193,42 @@ def read_json(path: Path, compression: str, on_error: OnError = "fail", source: 
             if type(obj) is dict:
                 yield obj, f"{label}:{lineno}"
             else:
-                yield _bad(f"{label}:{lineno}", _decode(text), f"expected a JSON object, got {type(obj).__name__}",
-                           on_error, source)
+                yield _bad(
+                    f"{label}:{lineno}",
+                    _decode(text),
+                    f"expected a JSON object, got {type(obj).__name__}",
+                    on_error,
+                    source,
+                )
         return
     del data
     yield from _records_of(doc, label, on_error, source)
 
 
-def _records_of(doc: object, label: str, on_error: OnError, source: str | None) -> Iterator[Item | IngestErrorItem]:
+def _records_of(
+    doc: object, label: str, on_error: OnError, source: str | None
+) -> Iterator[Item | IngestErrorItem]:
     if isinstance(doc, list):
         for i, obj in enumerate(doc):
             if type(obj) is dict:
                 yield obj, f"{label}[{i}]"
             else:
-                yield _bad(f"{label}[{i}]", orjson.dumps(obj).decode(), f"expected a JSON object, got {type(obj).__name__}",
-                           on_error, source)
+                yield _bad(
+                    f"{label}[{i}]",
+                    orjson.dumps(obj).decode(),
+                    f"expected a JSON object, got {type(obj).__name__}",
+                    on_error,
+                    source,
+                )
         return
     if isinstance(doc, dict):
         values = list(doc.values())
-        if len(values) == 1 and isinstance(values[0], list) and values[0] and all(type(v) is dict for v in values[0]):
+        if (
+            len(values) == 1
+            and isinstance(values[0], list)
+            and values[0]
+            and all(type(v) is dict for v in values[0])
+        ):
             key = next(iter(doc))
             yield from _records_of(values[0], f"{label}[{key!r}]", on_error, source)
             return
@@ -204,8 +238,13 @@ def _records_of(doc: object, label: str, on_error: OnError, source: str | None) 
             return
         yield doc, f"{label}[0]"
         return
-    yield _bad(f"{label}[0]", orjson.dumps(doc).decode(), f"expected JSON records, got {type(doc).__name__}",
-               on_error, source)
+    yield _bad(
+        f"{label}[0]",
+        orjson.dumps(doc).decode(),
+        f"expected JSON records, got {type(doc).__name__}",
+        on_error,
+        source,
+    )
 
 
 def _first_line_is_object(data: bytes) -> bool:
@@ -245,8 +284,13 @@ def _split_documents(data: bytes) -> list[tuple[object, bytes, int]] | None:
         pos = end
 
 
-def read_csv(path: Path, compression: str, on_error: OnError = "fail", source: str | None = None,
-             label: str | None = None) -> Iterator[Item | IngestErrorItem]:
+def read_csv(
+    path: Path,
+    compression: str,
+    on_error: OnError = "fail",
+    source: str | None = None,
+    label: str | None = None,
+) -> Iterator[Item | IngestErrorItem]:
     """A header row then records; cells are strings (empty cell → None)."""
     label = label or str(path)
     if csv.field_size_limit() < sys.maxsize // 2:  # reasoning traces exceed the 128 KiB default
@@ -277,14 +321,24 @@ def read_csv(path: Path, compression: str, on_error: OnError = "fail", source: s
                 continue
             if len(row) != width:
                 raw = ",".join(row)
-                yield _bad(f"{label}:{start}", raw, f"row has {len(row)} fields, the header has {width}",
-                           on_error, source)
+                yield _bad(
+                    f"{label}:{start}",
+                    raw,
+                    f"row has {len(row)} fields, the header has {width}",
+                    on_error,
+                    source,
+                )
                 continue
             yield {k: (v if v != "" else None) for k, v in zip(header, row)}, f"{label}:{start}"
 
 
-def read_parquet(path: Path, compression: str, on_error: OnError = "fail", source: str | None = None,
-                 label: str | None = None) -> Iterator[Item | IngestErrorItem]:
+def read_parquet(
+    path: Path,
+    compression: str,
+    on_error: OnError = "fail",
+    source: str | None = None,
+    label: str | None = None,
+) -> Iterator[Item | IngestErrorItem]:
     """Row-group batches, never the whole file at once. A compressed Parquet file is first
     decompressed to a temporary file, because Parquet needs random access."""
     import pyarrow.parquet as pq
@@ -300,7 +354,9 @@ def read_parquet(path: Path, compression: str, on_error: OnError = "fail", sourc
         try:
             pf = pq.ParquetFile(tmp if tmp is not None else path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad files
-            raise IngestError(f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`") from None
+            raise IngestError(
+                f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`"
+            ) from None
         row = 0
         for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
             for obj in batch.to_pylist():
@@ -314,8 +370,14 @@ def read_parquet(path: Path, compression: str, on_error: OnError = "fail", sourc
 READERS = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet}
 
 
-def read_file(path: Path, fmt: str = "auto", compression: str = "auto", on_error: OnError = "fail",
-              source: str | None = None, label: str | None = None) -> Iterator[Item | IngestErrorItem]:
+def read_file(
+    path: Path,
+    fmt: str = "auto",
+    compression: str = "auto",
+    on_error: OnError = "fail",
+    source: str | None = None,
+    label: str | None = None,
+) -> Iterator[Item | IngestErrorItem]:
     """Read one file of any supported format; see the module docstring for what comes out."""
     fmt, comp = detect_format(path, fmt, compression)
     if not Path(path).is_file():

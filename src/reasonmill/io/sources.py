@@ -10,12 +10,20 @@ from __future__ import annotations
 import difflib
 import glob as globmod
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import orjson
-
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset
 from reasonmill.io.readers import IngestError, IngestErrorItem, read_file, skip_hint, snippet
@@ -71,8 +79,12 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     name: str = Field(description="label written to every record's `source` field")
-    path: str | list[str] | None = Field(None, description="file, glob, or list of them (relative to the YAML)")
-    hf: str | None = Field(None, description="Hugging Face dataset name, e.g. openai/gsm8k, or json/parquet/csv")
+    path: str | list[str] | None = Field(
+        None, description="file, glob, or list of them (relative to the YAML)"
+    )
+    hf: str | None = Field(
+        None, description="Hugging Face dataset name, e.g. openai/gsm8k, or json/parquet/csv"
+    )
     split: str = "train"
     subset: str | None = Field(None, validation_alias=AliasChoices("subset", "config"))
     revision: str | None = None
@@ -100,7 +112,9 @@ class SourceSpec(BaseModel):
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
         if v is not None and v not in PRESET_NAMES:
-            raise ValueError(f"unknown preset {v!r}{_did_you_mean(v, PRESET_NAMES)}; valid presets: {', '.join(PRESET_NAMES)}")
+            raise ValueError(
+                f"unknown preset {v!r}{_did_you_mean(v, PRESET_NAMES)}; valid presets: {', '.join(PRESET_NAMES)}"
+            )
         return v
 
     @field_validator("columns")
@@ -126,7 +140,7 @@ class SourceSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_origin(self) -> "SourceSpec":
+    def _one_origin(self) -> SourceSpec:
         if (self.path is None) == (self.hf is None):
             raise ValueError("give exactly one of `path` (local files) or `hf` (a Hugging Face dataset)")
         if self.preset is not None and self.columns is not None:
@@ -141,7 +155,7 @@ class SourceSpec(BaseModel):
         return self.preset or "auto"
 
     @classmethod
-    def parse(cls, data: Any, where: str = "source") -> "SourceSpec":
+    def parse(cls, data: Any, where: str = "source") -> SourceSpec:
         """Validate one YAML entry; errors name ``where``, the bad key and the valid keys."""
         try:
             return cls.model_validate(data)
@@ -169,7 +183,9 @@ def explain(exc: ValidationError, where: str = "source") -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             bad = str(err["loc"][-1])
-            lines.append(f"{where}: unknown key {bad!r}{_did_you_mean(bad, keys)}; valid keys: {', '.join(keys)}")
+            lines.append(
+                f"{where}: unknown key {bad!r}{_did_you_mean(bad, keys)}; valid keys: {', '.join(keys)}"
+            )
         elif err["type"] == "missing":
             lines.append(f"{where}: missing required key {loc!r}")
         else:
@@ -199,7 +215,9 @@ def resolve_paths(spec: SourceSpec, base_dir: Path) -> list[Path]:
             anchor = Path(full.anchor)
             matches = sorted(x for x in anchor.glob(str(full.relative_to(anchor))) if x.is_file())
             if not matches:
-                raise IngestError(f"source {spec.name!r}: no file matches {pattern!r} (looked in {full.parent})")
+                raise IngestError(
+                    f"source {spec.name!r}: no file matches {pattern!r} (looked in {full.parent})"
+                )
         else:
             if not full.is_file():
                 raise IngestError(f"source {spec.name!r}: file not found: {full}")
@@ -223,8 +241,16 @@ def iter_raw(spec: SourceSpec, base_dir: Path) -> Iterator[tuple[Iterator, str]]
     if spec.hf is not None:
         from reasonmill.io.hub import iter_hub
 
-        rows = iter_hub(spec.hf, subset=spec.subset, split=spec.split, streaming=spec.streaming,
-                        data_files=spec.data_files, revision=spec.revision, base_dir=base_dir, source=spec.name)
+        rows = iter_hub(
+            spec.hf,
+            subset=spec.subset,
+            split=spec.split,
+            streaming=spec.streaming,
+            data_files=spec.data_files,
+            revision=spec.revision,
+            base_dir=base_dir,
+            source=spec.name,
+        )
         yield rows, f"hf:{spec.hf}"
         return
     for path in resolve_paths(spec, base_dir):
@@ -271,8 +297,13 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
                             f"{loc}: cannot map the row with {how}: {msg}. Row: {snippet(_dump(raw))!r}. "
                             f"Choose another `preset:` or a `columns:` map. {skip_hint(spec.name)}"
                         ) from None
-                    item = IngestErrorItem(location=loc, raw=_dump(raw), error=f"{how}: {msg}", reason="unmappable",
-                                           source=spec.name)
+                    item = IngestErrorItem(
+                        location=loc,
+                        raw=_dump(raw),
+                        error=f"{how}: {msg}",
+                        reason="unmappable",
+                        source=spec.name,
+                    )
                 else:
                     key = _id_key(record["id"])
                     if key in ids:
