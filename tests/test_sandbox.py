@@ -183,3 +183,11 @@ def test_auto_picks_bwrap_when_it_works():
 def test_bad_backend_name():
     with pytest.raises(ValueError, match="sandbox backend"):
         get_runner("docker")  # type: ignore[arg-type]
+
+
+def test_program_that_closes_its_pipes_still_gets_the_wall_clock(runner):
+    code = "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(0.5)\nos._exit(0)\n"
+    res = runner.run(code, [{"kind": "stdin", "input": "", "output": ""}], LIM)
+    assert res[0].passed, res[0]  # exited 0 after 0.5 s, not killed when the pipes closed
+    hang = runner.run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", [{"kind": "stdin", "input": "", "output": ""}], LIM)
+    assert hang[0].status == "timeout"

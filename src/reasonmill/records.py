@@ -23,6 +23,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
+import orjson
 import pyarrow as pa
 
 CATEGORIES = ("math", "code", "science", "instruction", "chat", "other")
@@ -196,7 +197,12 @@ def join_think(think: str | None, answer: str | None) -> str:
 def _dump(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except TypeError:  # a value orjson does not know (sets, numpy scalars...)
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def to_table(records: list[dict]) -> pa.Table:
@@ -220,7 +226,7 @@ def to_table(records: list[dict]) -> pa.Table:
 def _load(value: str | None, default: Any) -> Any:
     if value is None or value == "" or value == "{}" or value == "[]":
         return type(default)()
-    return json.loads(value)
+    return orjson.loads(value)
 
 
 def from_table(table: pa.Table) -> list[dict]:
