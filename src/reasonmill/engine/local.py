@@ -231,7 +231,9 @@ class LocalEngine:
         sd = self.workdir.stage_dir(0, "ingest")
         specs = [s.model_dump(mode="json") for s in cfg.sources]
         fps = [source_fingerprint(s, cfg.base_dir) for s in cfg.sources]
-        fp = fingerprint("ingest", specs, fps, cfg.shard_size, reasonmill.__version__, code_version(type(self)))
+        # LocalEngine, not type(self): every engine writes the same ingest shards, so a run
+        # started on one engine resumes on another
+        fp = fingerprint("ingest", specs, fps, cfg.shard_size, reasonmill.__version__, code_version(LocalEngine))
         manifest = sd.manifest()
         if manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete":
             report = StageReport.from_dict(manifest["report"])
@@ -337,12 +339,40 @@ class LocalEngine:
         if cls.kind == "global":
             index, index_path = self._global_index(cls, settings, ctx, prev, sd)
 
+        self._execute_shards(cls, settings, ctx, spec.label, prev, sd, todo, index, index_path, report, task)
+        report.seconds = time.monotonic() - start
+        manifest = sd.manifest() or {}
+        manifest.update(status="complete", report=report.to_dict())
+        sd.write_manifest(manifest)
+        self.progress.finish(task, report)
+        return report, sd, fp
+
+    def _execute_shards(
+        self,
+        cls: type[Stage],
+        settings: Any,
+        ctx: StageContext,
+        label: str,
+        prev: StageDir,
+        sd: StageDir,
+        todo: list[str],
+        index: Any,
+        index_path: str | None,
+        report: StageReport,
+        task: Any,
+    ) -> None:
+        """Run ``todo`` shards of one stage, accumulating their stats into ``report``.
+
+        The hook other engines override (the Ray engine runs them as Ray Data tasks);
+        every implementation writes each shard with :func:`run_shard`, so the workdir is
+        the same whichever engine ran it.
+        """
         if cls.resources.executor == "inline" or self.workers == 1 or len(todo) <= 1:
             stage = cls(settings, ctx)
             ctx.progress = lambda n: self.progress.advance(task, n, None)
             try:
                 for shard in todo:
-                    stats = run_shard(stage, spec.label, prev.path, sd.path, shard, index)
+                    stats = run_shard(stage, label, prev.path, sd.path, shard, index)
                     _accumulate(report, stats)
                     if cls.resources.executor != "inline":
                         self.progress.advance(task, stats["in"], report)
@@ -355,7 +385,7 @@ class LocalEngine:
         else:
             pool = self.pool()
             futures = [
-                pool.submit(_pool_task, (cls, settings, ctx, spec.label, str(prev.path), str(sd.path), s, index_path))
+                pool.submit(_pool_task, (cls, settings, ctx, label, str(prev.path), str(sd.path), s, index_path))
                 for s in todo
             ]
             try:
@@ -367,12 +397,6 @@ class LocalEngine:
                 for f in futures:
                     f.cancel()
                 raise
-        report.seconds = time.monotonic() - start
-        manifest = sd.manifest() or {}
-        manifest.update(status="complete", report=report.to_dict())
-        sd.write_manifest(manifest)
-        self.progress.finish(task, report)
-        return report, sd, fp
 
     def _global_index(
         self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, sd: StageDir
@@ -380,12 +404,16 @@ class LocalEngine:
         if sd.index_path.exists():
             with sd.index_path.open("rb") as fh:
                 return pickle.load(fh), str(sd.index_path)
-        builder = cls(settings, ctx)
         task = self.progress.start(f"{ctx.label} (index)", total=None)
-        index = builder.build(prev.read_shard(s, cls.build_columns) for s in prev.shards())
+        index = self._build_index(cls, settings, ctx, prev)
         atomic_write_bytes(sd.index_path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
         self.progress.finish(task, None)
         return index, str(sd.index_path)
+
+    def _build_index(self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir) -> Any:
+        """Build a global stage's index from the previous stage's shards (engine hook)."""
+        builder = cls(settings, ctx)
+        return builder.build(prev.read_shard(s, cls.build_columns) for s in prev.shards())
 
     # exports --------------------------------------------------------------------------
 
@@ -408,11 +436,18 @@ class LocalEngine:
             self.progress.skipped(report)
             reports.append(report)
             return manifest["exports"]
+        from reasonmill.engine.ledger import iter_ledger
+        from reasonmill.report.card import CardStats, removal_report, write_card
+
         task = self.progress.start("export", total=None)
         start = time.monotonic()
-        exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export")
+        card = CardStats()
+        exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export", card)
         report.seconds = time.monotonic() - start
         reports.append(report)
+        card_path = paths[0].parent / "DATASET_CARD.md"
+        write_card(card_path, self.config.name, card, reports, removal_report(iter_ledger(self.workdir)), exports)
+        exports.append({"path": str(card_path), "format": "card", "rows": card.records})
         mpath.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
             mpath,

@@ -112,9 +112,11 @@ def _sink(path: Path, fmt: str) -> Any:
 
 
 def export_records(
-    records: Callable[[], Iterable[dict]], specs: list, paths: list[Path], ledger_dir: Path
+    records: Callable[[], Iterable[dict]], specs: list, paths: list[Path], ledger_dir: Path, card: Any = None
 ) -> tuple[list[dict], Any]:
-    """Write every export in one pass over the records. Returns (export infos, report)."""
+    """Write every export in one pass over the records. Returns (export infos, report).
+
+    ``card`` (a ``report.card.CardStats``) accumulates the dataset card's counts."""
     from reasonmill.engine.local import StageReport
 
     sinks = [_sink(p, s.format) for s, p in zip(specs, paths)]
@@ -147,6 +149,8 @@ def export_records(
                 )
                 continue
             report.kept += 1
+            if card is not None:
+                card.add(record)
             for k, (spec, sink) in enumerate(zip(specs, sinks)):
                 rows = am_rows if spec.format == "am" else list(EXPORT_FORMATS[spec.format](record))
                 sink.write(rows)

@@ -1,0 +1,116 @@
+"""The dataset card written beside the exports (SPEC §1 item 9).
+
+Counts per source, category, language and difficulty of what was exported; drop reasons
+per stage; length histograms of think and answer parts; and what dedup and
+decontamination removed, per source and per benchmark, read back from the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+LENGTH_BINS = (0, 256, 1024, 4096, 16384, 65536)
+
+
+def _bin(n: int) -> str:
+    for lo, hi in zip(LENGTH_BINS, LENGTH_BINS[1:]):
+        if n < hi:
+            return f"{lo}–{hi}"
+    return f"≥{LENGTH_BINS[-1]}"
+
+
+@dataclass
+class CardStats:
+    """Accumulated while exporting, so the card costs no extra pass over the data."""
+
+    records: int = 0
+    responses: int = 0
+    by_source: Counter = field(default_factory=Counter)
+    by_category: Counter = field(default_factory=Counter)
+    by_language: Counter = field(default_factory=Counter)
+    by_difficulty: Counter = field(default_factory=Counter)
+    think_chars: Counter = field(default_factory=Counter)
+    answer_chars: Counter = field(default_factory=Counter)
+
+    def add(self, record: dict) -> None:
+        self.records += 1
+        self.by_source[record.get("source") or "?"] += 1
+        self.by_category[record.get("category") or "unlabelled"] += 1
+        self.by_language[record.get("language") or "unlabelled"] += 1
+        d = record.get("difficulty")
+        self.by_difficulty["unlabelled" if d is None else f"{round(d)}"] += 1
+        for resp in record.get("responses") or []:
+            self.responses += 1
+            self.think_chars[_bin(len(resp.get("think") or ""))] += 1
+            self.answer_chars[_bin(len(resp.get("answer") or ""))] += 1
+
+
+DEDUP_STAGES = ("dedup", "decontaminate")
+
+
+def removal_report(ledger_rows: Iterable[dict]) -> dict:
+    """What dedup and decontamination removed, per stage × source, and per benchmark."""
+    per_source: dict[str, Counter] = defaultdict(Counter)
+    per_benchmark: Counter = Counter()
+    for row in ledger_rows:
+        stage = row["stage"]
+        if not stage.startswith(DEDUP_STAGES) or row["kind"] != "record":
+            continue
+        try:
+            source = json.loads(row["record"] or "{}").get("source") or "?"
+        except json.JSONDecodeError:
+            source = "?"
+        per_source[stage][source] += 1
+        if stage.startswith("decontaminate"):
+            ev = json.loads(row["evidence"] or "{}")
+            per_benchmark[ev.get("benchmark") or "?"] += 1
+    return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
+
+
+def _table(title: str, counts: Counter) -> str:
+    if not counts:
+        return ""
+    lines = [f"### {title}", "", "| value | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in counts.most_common()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(path: Path, name: str, stats: CardStats, stage_reports: list, removals: dict, exports: list[dict]) -> None:
+    parts = [
+        f"# {name}: dataset card",
+        "",
+        f"Built with reasonmill. {stats.records} problems, {stats.responses} verified responses.",
+        "",
+        "## Files",
+        "",
+        *[f"- `{Path(e['path']).name}`: {e['rows']} rows, {e['format']} format" for e in exports],
+        "",
+        "## Contents",
+        "",
+        _table("Per source", stats.by_source),
+        _table("Per category", stats.by_category),
+        _table("Per language", stats.by_language),
+        _table("Per difficulty", stats.by_difficulty),
+        _table("Think length (characters)", stats.think_chars),
+        _table("Answer length (characters)", stats.answer_chars),
+        "## What was dropped, per stage",
+        "",
+        "| stage | in | kept | dropped | reasons |",
+        "|---|---|---|---|---|",
+    ]
+    for r in stage_reports:
+        reasons = ", ".join(f"{k} {v}" for k, v in Counter(r.reasons).most_common())
+        parts.append(f"| {r.label} | {r.records_in} | {r.kept} | {r.dropped} | {reasons} |")
+    parts.append("")
+    if removals["per_source"]:
+        parts += ["## Dedup and decontamination, per source", ""]
+        for stage, counts in removals["per_source"].items():
+            parts.append(_table(stage, Counter(counts)))
+    if removals["per_benchmark"]:
+        parts += ["## Decontamination, per benchmark", "", _table("removed per benchmark", Counter(removals["per_benchmark"]))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(p for p in parts if p is not None), encoding="utf-8")
