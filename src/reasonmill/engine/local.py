@@ -28,15 +28,11 @@ from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
 from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint
 from reasonmill.io.sources import iter_source, source_fingerprint
-from reasonmill.stages.base import Stage, StageContext, get_stage
+from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
 
 
 class EngineError(RuntimeError):
     pass
-
-
-class StopRun(Exception):
-    """Raised by a stage to stop the run cleanly (e.g. a spent budget); the run stays resumable."""
 
 
 @dataclass
@@ -367,14 +363,15 @@ class LocalEngine:
         every implementation writes each shard with :func:`run_shard`, so the workdir is
         the same whichever engine ran it.
         """
-        if cls.resources.executor == "inline" or self.workers == 1 or len(todo) <= 1:
+        inline = cls.executor_for(settings) == "inline"
+        if inline or self.workers == 1 or len(todo) <= 1:
             stage = cls(settings, ctx)
             ctx.progress = lambda n: self.progress.advance(task, n, None)
             try:
                 for shard in todo:
                     stats = run_shard(stage, label, prev.path, sd.path, shard, index)
                     _accumulate(report, stats)
-                    if cls.resources.executor != "inline":
+                    if not inline:
                         self.progress.advance(task, stats["in"], report)
                     else:
                         self.progress.update(task, report)

@@ -20,6 +20,13 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict
 
 
+class StopRun(Exception):
+    """Raised by a stage to stop the run cleanly (e.g. a spent budget).
+
+    The engine keeps every completed shard, marks the stage unfinished and returns; the
+    same command resumes the run."""
+
+
 class StageSettings(BaseModel):
     """Base for stage settings: unknown keys are errors, so typos never pass silently."""
 
@@ -106,6 +113,11 @@ class Stage:
 
     def summary(self, output_stats: dict) -> str:
         return ""
+
+    @classmethod
+    def executor_for(cls, settings: StageSettings) -> str:
+        """Where shards run for these settings: ``pool`` or ``inline`` (see Resources)."""
+        return cls.resources.executor
 
 
 @dataclass
