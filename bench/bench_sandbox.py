@@ -75,6 +75,27 @@ def sandboxed(problems: list[dict], workers: int, backend: str) -> tuple[float, 
     return time.perf_counter() - t0, ok
 
 
+def fixed_cost(backend: str, n: int = 40) -> tuple[float, float]:
+    """Median seconds for ``/bin/true`` bare vs wrapped: the per-process price of isolation."""
+    import statistics
+
+    from reasonmill.sandbox.process import execute
+
+    runner = get_runner(backend)  # type: ignore[arg-type]
+    box = tempfile.mkdtemp(prefix="bench-box-")
+    os.chmod(box, 0o755)
+    bare_t, wrapped_t = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(["/bin/true"], check=True)
+        bare_t.append(time.perf_counter() - t0)
+        w = runner.backend.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
+        t0 = time.perf_counter()
+        execute(w.argv, wall_timeout=10, output_cap=1 << 20, env=w.env, cwd=w.cwd)
+        wrapped_t.append(time.perf_counter() - t0)
+    return statistics.median(bare_t), statistics.median(wrapped_t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -101,6 +122,10 @@ def main() -> None:
     print(f"{'method':34} {'seconds':>8} {'exec/s':>8} {'passed':>7} {'ratio':>6}")
     for name, t, ok in rows:
         print(f"{name:34} {t:8.2f} {n / t:8.1f} {ok:4d}/{n} {t / base_t:6.2f}x")
+    print("\nfixed cost per process (/bin/true, median of 40):")
+    for b in backends:
+        bt, wt = fixed_cost(b)
+        print(f"  {b:8} bare {bt * 1000:6.1f} ms   sandboxed {wt * 1000:6.1f} ms   (+{(wt - bt) * 1000:.1f} ms)")
 
 
 if __name__ == "__main__":

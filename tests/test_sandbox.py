@@ -137,7 +137,7 @@ def test_cpu_limit_kills_busy_stdin_program(runner):
 
 @needs_gxx
 def test_cpp_compile_once_and_run(runner):
-    code = "#include <bits/stdc++.h>\nint main(){long long a,b; std::cin>>a>>b; std::cout<<a*b<<\"\\n\";}\n"
+    code = "#include <iostream>\nint main(){long long a,b; std::cin>>a>>b; std::cout<<a*b<<\"\\n\";}\n"
     tests = [
         {"kind": "stdin", "input": "6 7\n", "output": "42\n"},
         {"kind": "stdin", "input": "100000 100000\n", "output": "10000000000\n"},

@@ -138,6 +138,13 @@ def execute(
                     break
             if capped:
                 break
+        if not (capped or stalled or timed_out) and proc.poll() is None:
+            # Every pipe closed but the process lives on (it closed its own fds): it
+            # still gets its wall clock.
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
     finally:
         kill_group(proc)
         sel.close()
