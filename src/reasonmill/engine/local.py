@@ -274,7 +274,7 @@ class LocalEngine:
                             "id": f"{spec.name}@{item.location}",
                             "kind": "record",
                             "response_index": None,
-                            "reason": "malformed",
+                            "reason": getattr(item, "reason", "malformed"),
                             "message": f"{item.location}: {item.error}",
                             "evidence": json.dumps({"location": item.location, "error": item.error}),
                             "record": json.dumps({"raw": item.raw}, ensure_ascii=False),

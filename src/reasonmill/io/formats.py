@@ -34,7 +34,7 @@ def to_am(record: dict) -> Iterator[dict]:
         return
     for resp in responses:
         info: dict[str, Any] = {
-            "source": resp.get("source") or record.get("source"),
+            "source": resp.get("source"),
             "think_content": resp.get("think") or "",
             "answer_content": resp.get("answer") or "",
             "verify_score": resp.get("verify_score"),
@@ -43,6 +43,8 @@ def to_am(record: dict) -> Iterator[dict]:
         for key in _RESPONSE_INFO_KEYS:
             info[key] = resp.get(key)
         content = join_think(resp.get("think"), resp.get("answer"))
+        if resp.get("raw") is not None and resp["raw"] != content:
+            info["raw"] = resp["raw"]  # the original text, when it differs from the AM form
         yield {"messages": [user, {"role": "assistant", "content": content, "info": info}]}
 
 
@@ -76,7 +78,7 @@ def from_am(row: dict) -> dict:
             finish_reason=info.get("finish_reason"),
             meta=info.get("meta"),
         )
-        resp["raw"] = join_think(resp["think"], resp["answer"])
+        resp["raw"] = info.get("raw") or join_think(resp["think"], resp["answer"])
         resp["verify_score"] = info.get("verify_score")
         resp["passed"] = info.get("passed")
         resp["verdicts"] = info.get("verdicts") or []
