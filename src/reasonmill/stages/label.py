@@ -1,0 +1,330 @@
+"""The label stage: category, language and difficulty, and down-sampling of easy items.
+
+The reference labelled categories with an LLM classifier and used rules as a fallback;
+here the rules are the default because they are free, deterministic and accurate on the
+usual shapes (a problem with tests is code, one with ``\\boxed``/LaTeX/numbers is math).
+Difficulty comes, in order of preference, from the record itself (kept as is), from the
+pass rate of already-verified responses, or from an LLM rating on 5 levels over an
+OpenAI-compatible endpoint (off by default: it costs a request per problem).
+
+Easy items are down-sampled by a hash of the record id, so the same record is kept or
+dropped on every run and on every engine, whatever the shard layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
+from reasonmill.text import detect_language
+
+# --- rule-based category classifier ----------------------------------------------------
+
+# Everything below runs on the lower-cased text: single words are looked up in sets
+# (one tokenization), phrases with substring tests (C speed, no regex alternation).
+_WORD_RE = re.compile(r"[a-z]+")
+_CODE_PHRASES = (
+    "```", "class solution", "write a function", "write function", "write a python", "write a program",
+    "write a c++", "write a java", "write an efficient", "write a recursive", "write a method",
+    "implement a ", "implement an ", "implement the ", "standard input", "standard output",
+    "sample input", "input format", "output format", "the first line contains",
+    "the first line of input", "time limit", "0-indexed", "1-indexed", "function signature",
+    "return true", "return false", "编写函数", "编写程序", "输入格式", "输出格式",
+)
+# Weak code signals: each also occurs in math or word problems, so two are needed.
+_WEAK_CODE_PHRASES = (
+    "return the ", "return an ", "return a ", "integer array", "array of integers",
+    "array of strings", "binary string", "2d array", "2d integer array", "subarray", "substring",
+    "0 <= ", "1 <= ", "string s", "integer n", "integer k",
+)
+_INDEX_RE = re.compile(r"\b[a-z_]\w*\[[ijk]\]")
+_CODE_WORDS = frozenset("python stdin stdout javascript java cpp golang rust sql leetcode nums".split())
+_DEF_RE = re.compile(r"(?:^|\s)def \w+\(")
+_SCIENCE_WORDS = frozenset(
+    """physics velocity acceleration force momentum energy kinetic electron proton neutron photon
+    quantum magnetic electric charge voltage current resistance wavelength frequency temperature
+    entropy thermodynamic thermodynamics gravity gravitational friction newton joule joules
+    relativity chemistry chemical molecule molecules molecular reaction reactions compound
+    compounds acid acids ph mole moles molar atom atoms atomic ion ions isotope bond bonds
+    catalyst oxidation synthesis organic enthalpy biology biological cell cells protein proteins
+    gene genes genetic dna rna enzyme enzymes organism organisms species mutation evolution
+    bacteria virus tissue metabolism chromosome chromosomes allele alleles astronomy galaxy
+    spectrum spectroscopy nmr""".split()
+)
+_MATH_WORDS = frozenset(
+    """find compute calculate evaluate simplify solve integer integers prime primes equation
+    equations polynomial triangle circle probability sum product real remainder digit digits
+    fraction percent ratio area perimeter volume angle sequence maximum minimum expected
+    divisible divisor divisors factorial inequality radius diameter rectangle square cube
+    numbers number dollars cents total average two three four five six seven eight nine ten
+    twelve twenty hundred thousand half twice""".split()
+)
+_MATH_PHRASES = ("how many", "how much", "how old", "how long", "how far", "what fraction",
+                 "what percent", "what is the value")
+_MATH_SYMBOLS = ("\\boxed", "$", "\\(", "\\[", "\\frac", "\\sqrt", "^", "求", "计算", "证明", "已知",
+                 "整数", "函数", "三角形", "概率")
+_CHOICE_RE = re.compile(r"(?:^|\s)\(?[a-d][).:]\s+\S")
+_CHOICE_PHRASES = ("answer choices", "choose the correct", "which of the following")
+_INSTRUCTION_PHRASES = (
+    "write an essay", "write a poem", "write a story", "write a letter", "write an email",
+    "write an e-mail", "write a blog", "write an article", "write a summary", "write a review",
+    "write a speech", "write a song", "write a haiku", "write a limerick", "write a tweet",
+    "write a paragraph", "write a report", "your response should", "your entire response",
+    "your answer must", "wrap your entire", "do not use any commas", "all lowercase",
+    "all capital letters", "bullet points", "in json format", "title wrapped",
+    "highlight at least", "end your response with", "translate the following",
+    "translate this", "paraphrase", "summarize",
+)
+_LENGTH_CONSTRAINT_RE = re.compile(
+    r"\b(?:at most|at least|exactly|fewer than|less than|no more than|more than) \d+ "
+    r"(?:words|sentences|paragraphs|bullet points|characters)\b"
+)
+_CHAT_PHRASES = (
+    "can you", "could you", "would you", "do you", "are you", "tell me", "what do you think",
+    "how do i", "how can i", "how should i", "i want", "i need", "help me", "explain",
+    "recommend", "suggest", "advice", "your opinion",
+)
+_CHAT_START = ("hi", "hello", "hey", "thanks", "thank you")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def classify_category(record: dict) -> str:
+    """The category by rules: math, code, science, instruction, chat or other.
+
+    Order matters: tests or starter code make a problem code whatever its text says
+    (competitive-programming statements are full of math); a multiple-choice question
+    with science vocabulary is science; IFEval-style constraints make instruction
+    following; math signals (LaTeX, ``\\boxed``, math words with numbers, a short
+    reference answer) make math; conversational phrasing makes chat.
+    """
+    if record.get("tests") or record.get("starter_code"):
+        return "code"
+    text = record.get("problem") or ""
+    low = text[:4000].lower()
+    words = set(_WORD_RE.findall(low))
+    if words & _CODE_WORDS or any(p in low for p in _CODE_PHRASES) or _DEF_RE.search(low):
+        return "code"
+    if sum(p in low for p in _WEAK_CODE_PHRASES) + (_INDEX_RE.search(low) is not None) >= 2:
+        return "code"
+    science = len(words & _SCIENCE_WORDS)
+    if science >= 2:
+        choices = any(p in low for p in _CHOICE_PHRASES) or len(_CHOICE_RE.findall(low)) >= 2
+        if choices or science >= 4:
+            return "science"
+    if any(p in low for p in _INSTRUCTION_PHRASES) or _LENGTH_CONSTRAINT_RE.search(low):
+        return "instruction"
+    has_digit = _DIGIT_RE.search(low) is not None
+    math = (len(words & _MATH_WORDS) + sum(sym in low for sym in _MATH_SYMBOLS)
+            + sum(p in low for p in _MATH_PHRASES))
+    if math >= 2 or (math and has_digit):
+        return "math"
+    answer = record.get("reference_answer")
+    if answer and len(str(answer)) <= 40 and has_digit:
+        return "math"
+    if science >= 2:
+        return "science"
+    if low.startswith(_CHAT_START) or any(p in low for p in _CHAT_PHRASES):
+        return "chat"
+    if math or (has_digit and "?" in low):
+        return "math"
+    return "other"
+
+
+# --- difficulty ------------------------------------------------------------------------
+
+
+def pass_rate_difficulty(pass_rate: float) -> float:
+    """Map a pass rate in [0, 1] to difficulty 1..5: all pass → 1, none pass → 5."""
+    return round(1.0 + 4.0 * (1.0 - pass_rate), 3)
+
+
+def hash_fraction(record_id: str, seed: int) -> float:
+    """A uniform number in [0, 1) fixed by the record id and the seed."""
+    digest = hashlib.blake2b(f"{seed}\x00{record_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+_LLM_PROMPT = (
+    "Rate the difficulty of the following problem on a scale from 1 (very easy, a single "
+    "routine step) to 5 (very hard, competition or research level). Reply with the single "
+    "digit only.\n\nProblem:\n{problem}"
+)
+_RATING_RE = re.compile(r"\b([1-5])\b")
+
+
+class LLMDifficulty(StageSettings):
+    """An OpenAI-compatible chat endpoint rating difficulty on 1..5."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    prompt: str = _LLM_PROMPT
+    temperature: float = 0.0
+    max_tokens: int = 8
+    timeout_s: float = 60.0
+    concurrency: int = 8
+    retries: int = 2
+
+
+class DifficultySettings(StageSettings):
+    method: Literal["keep", "pass_rate", "llm"] = "keep"
+    #: replace a difficulty the record already has
+    overwrite: bool = False
+    #: pass_rate: a response passes when ``passed`` is True; need at least this many
+    min_responses: int = 1
+    llm: LLMDifficulty | None = None
+    # flat form accepted for the LLM method: {method: llm, base_url: ..., model: ...}
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+
+    def llm_settings(self) -> LLMDifficulty:
+        if self.llm is not None:
+            return self.llm
+        if not self.base_url or not self.model:
+            raise ValueError(
+                "label.difficulty.method 'llm' needs base_url and model "
+                "(e.g. difficulty: {method: llm, base_url: http://localhost:8000/v1, model: Qwen2.5-7B-Instruct})"
+            )
+        return LLMDifficulty(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env)
+
+
+class DownsampleEasy(StageSettings):
+    max_difficulty: float = 2.0
+    keep_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class LabelSettings(StageSettings):
+    #: label categories by rules; only records without a category unless ``overwrite``
+    category: bool = True
+    overwrite: bool = False
+    #: label the language (zh / en / other); kept when already set unless ``overwrite``
+    language: bool = True
+    difficulty: DifficultySettings = DifficultySettings()
+    downsample_easy: DownsampleEasy | None = None
+
+
+@stage("label")
+class Label(Stage):
+    """Category, language and difficulty labels; deterministic down-sampling of easy items."""
+
+    Settings = LabelSettings
+    version = "1"
+
+    def __init__(self, settings: Any = None, context: Any = None):
+        super().__init__(settings, context)
+        self._llm: LLMDifficulty | None = None
+        if self.settings.difficulty.method == "llm":
+            self._llm = self.settings.difficulty.llm_settings()
+            # network-bound: run in the driver with a thread pool, not in a process pool
+            self.resources = Resources(cpus=0.1, concurrency=self._llm.concurrency, executor="inline")
+
+    def process(self, records: list[dict], index: Any = None) -> StageOutput:
+        s = self.settings
+        out = StageOutput()
+        labelled = []
+        for record in records:
+            r = dict(record)
+            if s.category and (s.overwrite or not r.get("category")):
+                r["category"] = classify_category(r)
+            if s.language and (s.overwrite or not r.get("language")):
+                r["language"] = detect_language(r.get("problem"))
+            if s.difficulty.method == "pass_rate":
+                self._pass_rate(r)
+            labelled.append(r)
+        if self._llm is not None:
+            self._rate_with_llm(labelled)
+        ds = s.downsample_easy
+        for r in labelled:
+            d = r.get("difficulty")
+            if ds is not None and d is not None and d <= ds.max_difficulty:
+                u = hash_fraction(r["id"], ds.seed)
+                if u >= ds.keep_fraction:
+                    out.drop(
+                        r,
+                        "downsampled_easy",
+                        f"difficulty {d:g} <= {ds.max_difficulty:g}: easy items are kept with "
+                        f"probability {ds.keep_fraction:g} (seeded by id)",
+                        difficulty=d,
+                        hash_fraction=round(u, 6),
+                        keep_fraction=ds.keep_fraction,
+                        seed=ds.seed,
+                    )
+                    continue
+            out.kept.append(r)
+        return out
+
+    # -- difficulty sources ------------------------------------------------------------
+
+    def _pass_rate(self, r: dict) -> None:
+        judged = [resp.get("passed") for resp in r.get("responses") or [] if resp.get("passed") is not None]
+        if len(judged) < self.settings.difficulty.min_responses:
+            return
+        rate = sum(bool(p) for p in judged) / len(judged)
+        meta = dict(r.get("meta") or {})
+        meta["pass_rate"] = rate
+        meta["pass_rate_k"] = len(judged)
+        r["meta"] = meta
+        if r.get("difficulty") is None or self.settings.difficulty.overwrite:
+            r["difficulty"] = pass_rate_difficulty(rate)
+            meta["difficulty_method"] = "pass_rate"
+
+    def _rate_with_llm(self, records: list[dict]) -> None:
+        todo = [r for r in records if r.get("difficulty") is None or self.settings.difficulty.overwrite]
+        if not todo:
+            return
+        import httpx  # only needed for this method
+
+        cfg = self._llm
+        assert cfg is not None
+        headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise RuntimeError(
+                    f"label.difficulty: environment variable {cfg.api_key_env} (api_key_env) is not set"
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        url = cfg.base_url.rstrip("/") + "/chat/completions"
+        with httpx.Client(timeout=cfg.timeout_s, headers=headers) as client:
+
+            def rate(r: dict) -> None:
+                body = {
+                    "model": cfg.model,
+                    "messages": [{"role": "user", "content": cfg.prompt.format(problem=r.get("problem") or "")}],
+                    "temperature": cfg.temperature,
+                    "max_tokens": cfg.max_tokens,
+                }
+                error = None
+                for _ in range(cfg.retries + 1):
+                    try:
+                        resp = client.post(url, json=body)
+                        resp.raise_for_status()
+                        content = resp.json()["choices"][0]["message"]["content"] or ""
+                    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                        continue
+                    m = _RATING_RE.search(content)
+                    meta = dict(r.get("meta") or {})
+                    if m:
+                        r["difficulty"] = float(m.group(1))
+                        meta["difficulty_method"] = "llm"
+                        meta.pop("difficulty_error", None)
+                    else:
+                        meta["difficulty_error"] = f"no rating 1-5 in reply {content[:80]!r}"
+                    r["meta"] = meta
+                    return
+                meta = dict(r.get("meta") or {})
+                meta["difficulty_error"] = f"{url}: {error}"
+                r["meta"] = meta
+
+            with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
+                list(pool.map(rate, todo))
+

@@ -1,0 +1,504 @@
+"""Shared text utilities for cleaning, dedup and labelling.
+
+Every function here is pure, rule-based and cheap: the clean stage calls most of them on
+every record and must sustain tens of thousands of records per second per core. So all
+regexes are compiled once at import time, character counting is done with
+``len(text) - len(RE.sub("", text))`` (a C loop, no Python-level iteration), and the
+language detector looks only at a bounded prefix of the text.
+
+The ``find_*`` functions return the matched evidence (or ``None``) so that a dropped
+record can show *why* in the ledger; the ``has_*``/``looks_*`` functions are their
+boolean forms.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = [
+    "normalize_for_hash",
+    "cjk_ratio",
+    "detect_language",
+    "unusual_char_ratio",
+    "find_unusual_chars",
+    "find_mojibake",
+    "looks_mojibake",
+    "find_url",
+    "has_url",
+    "find_table",
+    "has_table",
+    "find_image_ref",
+    "has_image_ref",
+    "has_asy_figure",
+    "truncation_reason",
+    "looks_truncated",
+    "is_proof_only",
+    "count_subquestions",
+]
+
+# --- normalization for exact dedup -------------------------------------------------
+
+# whitespace next to punctuation (but not between word characters): "a , b" == "a, b",
+# "( x )" == "(x)". Digits are word characters, so "3,4,5" stays distinct from "5,12,13".
+# Only whitespace runs are matched, so a text without such runs costs one scan.
+_PUNCT_SPACE_RE = re.compile(r" (?:(?=[^\w ])|(?<=[^\w ] ))")
+
+
+def normalize_for_hash(text: str | None) -> str:
+    """Canonical form for exact-duplicate hashing.
+
+    NFKC folds full-width and compatibility forms (``ＡＢＣ`` → ``abc``, ``①`` → ``1``),
+    case is folded, runs of whitespace collapse, and whitespace next to punctuation is
+    removed so that spacing variants of the same problem hash alike. Digits and
+    punctuation themselves are kept: changing a number changes the problem.
+    """
+    if not text:
+        return ""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = " ".join(text.lower().split())
+    return _PUNCT_SPACE_RE.sub("", text)
+
+
+# --- scripts and language ------------------------------------------------------------
+
+# Han ideographs (with extensions and compatibility), CJK punctuation, kana, hangul.
+_CJK_CLASS = (
+    "\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff"
+    "\u3200-\u33ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f"
+    "\uff00-\uffef\U00020000-\U0002fa1f"
+)
+_CJK_RE = re.compile(f"[{_CJK_CLASS}]")
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_KANA_RE = re.compile("[\u3040-\u30ff]")
+_HANGUL_RE = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_SPACE_RE = re.compile(r"\s")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# Letters of other alphabetic scripts (Greek is excluded: it is math notation here).
+_OTHER_SCRIPT_RE = re.compile("[\u0400-\u052f\u0530-\u058f\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
+# LaTeX math and commands carry Latin letters that say nothing about the language.
+_MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|\\[A-Za-z]+", re.S)
+_WORD_RE = re.compile(r"[a-z']+")
+_EN_STOPWORDS = frozenset(
+    """the of and a an to in is are be that this it for on with as by at from or if
+    what which how many much find let there their its was were has have not than then
+    each all any given such when where who whose can will would should number numbers
+    your you we our one two integer integers value values sum real positive""".split()
+)
+# Frequent function words of other Latin-script languages (fr, de, es, it, pt, nl, id).
+_OTHER_STOPWORDS = frozenset(
+    """le la les des du une est et dans pour que qui sur avec sont der die das und ist
+    nicht ein eine mit den dem zu von el los las del por con para una es y que se lo
+    il della di che per non sono gli o da em um uma os não com het een van zijn niet
+    yang dan dengan untuk adalah ini itu""".split()
+)
+_LANG_SAMPLE = 1500
+_WORDS_SAMPLE = 500
+
+
+def cjk_ratio(text: str | None) -> float:
+    """Share of non-whitespace characters that are CJK (Han, kana, hangul, CJK punctuation)."""
+    if not text or text.isascii():
+        return 0.0
+    visible = len(_SPACE_RE.sub("", text))
+    if not visible:
+        return 0.0
+    return (len(text) - len(_CJK_RE.sub("", text))) / visible
+
+
+def _count(pattern: re.Pattern, text: str) -> int:
+    return len(text) - len(pattern.sub("", text))
+
+
+def detect_language(text: str | None) -> str:
+    """``"zh"``, ``"en"`` or ``"other"``, from scripts and English function words.
+
+    Math spans and LaTeX commands are removed first, so a Chinese problem full of
+    ``$x^2$`` is still Chinese. Japanese (kana) and Korean (hangul) are ``other``.
+    Latin-script text is English when English function words dominate those of other
+    European languages. Text with no letters at all (a bare formula) is ``other``.
+    """
+    if not text:
+        return "other"
+    sample = text[:_LANG_SAMPLE]
+    prose = _MATH_SPAN_RE.sub(" ", sample)
+    if not prose.isascii():
+        han = _count(_HAN_RE, prose)
+        if han:
+            kana = _count(_KANA_RE, prose)
+            if kana * 5 > han:
+                return "other"
+            latin = _count(_LATIN_LETTER_RE, prose)
+            # Chinese words are 1-2 characters, English ones about 5 letters: weigh so.
+            if han * 3 >= latin or han >= 20:
+                return "zh"
+        elif _count(_HANGUL_RE, prose):
+            return "other"
+        other = _count(_OTHER_SCRIPT_RE, prose)
+        if other and other * 2 > _count(_LATIN_LETTER_RE, prose):
+            return "other"
+    words = _WORD_RE.findall(prose.lower(), 0, _WORDS_SAMPLE)
+    if not words:
+        # A bare formula, or a code snippet: fall back to the raw text's words.
+        words = _WORD_RE.findall(sample.lower(), 0, _WORDS_SAMPLE)
+        if not words:
+            return "other"
+    en = sum(map(_EN_STOPWORDS.__contains__, words))
+    other = sum(map(_OTHER_STOPWORDS.__contains__, words))
+    if en and en >= other:
+        return "en"
+    if other:
+        return "other"
+    # No function words at all (titles, identifiers): English if plain ASCII letters.
+    return "en" if prose.isascii() and len(words) <= 8 else "other"
+
+
+# --- unusual characters and mojibake -----------------------------------------------
+
+# Characters that are *usual* in problems: printable ASCII and whitespace, Latin
+# (accents, IPA), Greek, Cyrillic, Armenian, Hebrew, Arabic, Indic, Thai, Georgian,
+# general punctuation, super/subscripts, currency, letterlike, number forms, arrows,
+# mathematical operators, technical symbols, enclosed alphanumerics (①), box drawing,
+# geometric shapes, misc symbols (☆ ♠), the math blocks, CJK, full-width forms, and
+# the mathematical alphanumeric symbols (𝔽, 𝒜). Everything else (C0/C1 controls,
+# private use, U+FFFD, emoji, format characters such as U+202E) is unusual.
+_USUAL_CLASS = (
+    "\t\n\r\x20-\x7e\u00a0-\u036f\u0370-\u03ff\u0400-\u052f\u0530-\u058f\u0590-\u06ff"
+    "\u0900-\u0dff\u0e00-\u0e7f\u10a0-\u10ff\u1100-\u11ff\u1e00-\u1fff\u2000-\u200a"
+    "\u2010-\u2027\u2030-\u205e\u2070-\u209f\u20a0-\u20cf\u20d0-\u20ff\u2100-\u23ff"
+    "\u2460-\u27ff\u2900-\u2bff" + _CJK_CLASS + "\ufe50-\ufe6f\U0001d400-\U0001d7ff"
+)
+_UNUSUAL_RE = re.compile(f"[^{_USUAL_CLASS}]")
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+# Classic mojibake: UTF-8 read as Latin-1/CP-1252 ("Ã©", "â€™", "Â°"), the UTF-8 bytes
+# of U+FFFD read as Latin-1 ("ï¿½"), the GBK rendering of U+FFFD pairs ("锟斤拷"), UTF-8
+# punctuation read as GBK ("鈥"), C1 control characters, and U+FFFD itself.
+_MOJIBAKE_RE = re.compile(
+    "\ufffd|ï¿½|锟斤拷|鈥[檚渭滄攣]|[\u0080-\u009f]"
+    "|Ã[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+    "|â€[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+    "|Â[\u00a0-\u00bf]"
+)
+
+
+def unusual_char_ratio(text: str | None) -> float:
+    """Share of characters outside the common scripts, punctuation and math symbols.
+
+    LaTeX (ASCII) and math Unicode (≤ ∑ π ℝ 𝔽 ①) are usual; so are CJK and the common
+    alphabets. Control characters, private-use code points, U+FFFD and emoji are not.
+    """
+    if not text:
+        return 0.0
+    if text.isascii():
+        return _count(_ASCII_CONTROL_RE, text) / len(text)
+    return _count(_UNUSUAL_RE, text) / len(text)
+
+
+def find_unusual_chars(text: str, limit: int = 10) -> list[str]:
+    """The first distinct unusual characters, as ``U+XXXX`` codes (ledger evidence)."""
+    found: list[str] = []
+    for m in (_ASCII_CONTROL_RE if text.isascii() else _UNUSUAL_RE).finditer(text):
+        code = f"U+{ord(m.group()):04X}"
+        if code not in found:
+            found.append(code)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def find_mojibake(text: str | None) -> str | None:
+    """The first mojibake sequence with a little context, or None."""
+    if not text or text.isascii():
+        return None
+    m = _MOJIBAKE_RE.search(text)
+    if m is None:
+        return None
+    return text[max(0, m.start() - 15) : m.end() + 15]
+
+
+def looks_mojibake(text: str | None) -> bool:
+    """True when the text shows signs of a wrong decoding (``Ã©``, ``â€™``, U+FFFD)."""
+    return find_mojibake(text) is not None
+
+
+# --- URLs, tables, images --------------------------------------------------------------
+
+_URL_RE = re.compile(
+    r"(?<![\w@/.\"'`])(?:https?://|ftp://|www\.)[^\s<>()\[\]{}\"'`]+"
+    r"|(?<![\w@/.\"'`-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|io|ai|cn)/[^\s<>()\"'`]*",
+    re.I,
+)
+
+
+_TLD_SLASH = (".com/", ".org/", ".net/", ".edu/", ".gov/", ".io/", ".ai/", ".cn/")
+
+
+def find_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool = False) -> str | None:
+    """The first URL that is a *reference* (not data inside quotes or backticks).
+
+    A URL directly after a quote or backtick is data of the problem ("decode the string
+    'https://…'"), so it does not count; neither do e-mail addresses. URLs containing
+    one of the ``allow`` strings (e.g. ``wikipedia.org``: Codeforces links the
+    definition of XOR) are skipped. With ``markdown_links``, the target of a markdown
+    link ``[text](url)`` is skipped too: its text says what it links to (Codeforces
+    statements open with a ``[song](https://soundcloud…)`` link that adds nothing).
+    Markdown *images* ``![](url)`` are not skipped here, but :func:`find_image_ref`
+    reports them first in the clean stage.
+    """
+    if not text:
+        return None
+    if "://" not in text and "www." not in text and not any(t in text for t in _TLD_SLASH):
+        return None
+    for m in _URL_RE.finditer(text):
+        url = m.group().rstrip(".,;:")
+        low = url.lower()
+        if any(a in low for a in allow):
+            continue
+        if markdown_links and m.start() >= 2 and text[m.start() - 2 : m.start()] == "](":
+            continue  # [text](url): the link text carries the meaning
+        return url
+    return None
+
+
+def has_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool = False) -> bool:
+    return find_url(text, allow, markdown_links) is not None
+
+
+_MD_TABLE_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$", re.M)
+_HTML_TABLE_RE = re.compile(r"<table\b|<tr\b|<td\b", re.I)
+_ASCII_TABLE_RE = re.compile(r"^[ \t]*\+(?:-{2,}\+){2,}[ \t]*$", re.M)
+_LATEX_TABLE_RE = re.compile(r"\\begin\{(?:tabular|array)\}")
+
+
+def find_table(text: str | None, latex: bool = False) -> str | None:
+    """The kind of table found: ``markdown``, ``html``, ``ascii``, ``latex`` or None.
+
+    LaTeX ``tabular``/``array`` only counts when ``latex`` is True: MATH states data
+    tables that way, and the text fully carries them.
+    """
+    if not text:
+        return None
+    if "|" in text or "+" in text or "<" in text:
+        if "---" in text and _MD_TABLE_RE.search(text):
+            return "markdown"
+        if "<" in text and _HTML_TABLE_RE.search(text):
+            return "html"
+        if "+--" in text and _ASCII_TABLE_RE.search(text):
+            return "ascii"
+    if latex and "\\begin{" in text and _LATEX_TABLE_RE.search(text):
+        return "latex"
+    return None
+
+
+def has_table(text: str | None, latex: bool = False) -> bool:
+    return find_table(text, latex) is not None
+
+
+# Matched on the lower-cased text. "is/are shown below" alone is not a signal (the
+# rows of a triangle or a list usually follow in the text); "as shown" and any mention
+# of a figure/diagram/picture are.
+_IMAGE_RE = re.compile(
+    r"!\[[^\]]*\]\([^)]*\)|<img\b|\\includegraphics|\[(?:figure|image|img|diagram)\]"
+    r"|\bsee (?:also )?(?:the )?(?:figure|fig\.|diagram|picture|image|illustration)"
+    r"|\bas (?:shown|illustrated|depicted|pictured)\b|\bpictured\b"
+    r"|\b(?:shown|illustrated|depicted|drawn) (?:in|on|below|above) (?:the )?(?:figure|diagram|picture|image|illustration)"
+    r"|\b(?:in|on) the (?:figure|diagram|picture|illustration)\b"
+    r"|\b(?:following|accompanying|attached|adjacent) (?:figure|diagram|picture|image|illustration)"
+    r"|\b(?:the|this) (?:figure|diagram|picture|image|illustration) (?:below|above|shows|on the (?:left|right))"
+    r"|\b(?:figure|fig\.) \d"
+    r"|如图|见图|下图|上图|图中|图示"
+)
+_IMAGE_KEYS = ("shown", "figure", "fig.", "diagram", "picture", "image", "illustrat", "depicted",
+               "![", "<img", "\\includegraphics", "图")
+_ASY_RE = re.compile(r"\[asy\]", re.I)
+
+
+def find_image_ref(text: str | None) -> str | None:
+    """The phrase that refers to a picture the text does not contain, or None.
+
+    A problem that draws its figure in Asymptote (``[asy]…[/asy]``, as MATH does)
+    carries the figure, so its "as shown" is not a missing image; use
+    :func:`has_asy_figure` to filter those separately.
+    """
+    if not text:
+        return None
+    low = text.lower()
+    for key in _IMAGE_KEYS:
+        if key in low:
+            break
+    else:
+        return None
+    m = _IMAGE_RE.search(low)
+    if m is None:
+        return None
+    found = text[m.start() : m.end()]
+    if found.startswith(("!", "<", "\\", "[")):
+        return found
+    if "[asy]" in low:
+        return None
+    return found
+
+
+def has_image_ref(text: str | None) -> bool:
+    return find_image_ref(text) is not None
+
+
+def has_asy_figure(text: str | None) -> bool:
+    """True when the problem draws a figure in Asymptote code (``[asy]``)."""
+    return bool(text) and _ASY_RE.search(text) is not None
+
+
+# --- truncation ------------------------------------------------------------------------
+
+_DANGLING_WORDS = frozenset(
+    """the of a an and or to is are was were be with by for in that if then from as than
+    at on its their which where whose into such let""".split()
+)
+_DANGLING_CHARS = frozenset(",([{=+-*/^\\的和与是在为，、")
+_LAST_WORD_RE = re.compile(r"[A-Za-z]+$")
+_MATH_AFTER_RE = re.compile(r"\\[A-Za-z]+|[{}]")
+
+
+def truncation_reason(text: str | None) -> str | None:
+    """Why the text looks cut off, or None.
+
+    Signals, chosen to be near-silent on complete benchmark problems (many of which end
+    without punctuation, e.g. a list or a formula): the text ends on a dangling function
+    word, comma, operator or opening bracket; a ``\\begin{…}`` is never closed; braces
+    are unbalanced on the open side; or the last ``$`` opens a math span that never
+    closes and contains LaTeX (so "$5 per apple" money is not a signal).
+    """
+    if not text:
+        return None
+    stripped = text.rstrip()
+    if not stripped:
+        return None
+    if stripped[-1] in _DANGLING_CHARS:
+        return "ends_mid_sentence"
+    last = _LAST_WORD_RE.search(stripped[-12:])
+    if last is not None and last.group().lower() in _DANGLING_WORDS:
+        return "ends_mid_sentence"
+    if "\\begin{" in text and text.count("\\begin{") > text.count("\\end{"):
+        return "unclosed_environment"
+    if "{" in text:
+        opened = text.count("{") - text.count("\\{")
+        closed = text.count("}") - text.count("\\}")
+        if opened - closed >= 1 and stripped[-1] not in "}":
+            return "unbalanced_braces"
+    if "$" in text:
+        if (text.count("$") - text.count("\\$")) % 2:
+            last = text.rfind("$")
+            after = text[last + 1 :]
+            if after.strip() and _MATH_AFTER_RE.search(after) and "$" not in after:
+                return "unclosed_math"
+    return None
+
+
+def looks_truncated(text: str | None) -> bool:
+    return truncation_reason(text) is not None
+
+
+# --- answerability ---------------------------------------------------------------------
+
+_PROOF_KEYS = ("prove", "show", "demonstrat", "verify", "establish", "justify", "证")
+_PROOF_RE = re.compile(
+    r"\b(?:prove|show|demonstrate|verify|establish|justify)\b(?: that| the| rigorously|:)?|证明|求证"
+)
+_TARGET_RE = re.compile(
+    r"\b(?:find|compute|calculate|determine|evaluate|what|how many|how much|which|simplify|"
+    r"solve|express|give|list|write|enter|estimate|count|sum of|value of|number of|"
+    r"maximum|minimum|largest|smallest|greatest|least)\b|\?|求(?!证)|计算|多少|是否|几"
+)
+
+
+def is_proof_only(text: str | None) -> bool:
+    """True for a problem that asks only for a proof, with nothing to compute or find.
+
+    "Prove that … and find the minimum" has a checkable target, so it is not proof-only;
+    "Determine whether …" counts as a target too (a yes/no answer can be checked).
+    """
+    if not text:
+        return False
+    low = text.lower()
+    for key in _PROOF_KEYS:
+        if key in low:
+            break
+    else:
+        return False
+    if _PROOF_RE.search(low) is None:
+        return False
+    return _TARGET_RE.search(_PROOF_RE.sub(" ", low)) is None
+
+
+# Sub-question labels: "(a)", "(1)", "(i)", "（1）", "①" anywhere (after a space or
+# punctuation, not "f(1)"), and "a)", "1.", "Part 1" at the start of a line. Two
+# patterns with a literal first character, so the regex engine skips ahead quickly.
+_PAREN_LABEL_RE = re.compile(r"\(([a-h1-9]|i{1,3}|iv|vi{0,3})\)|（([1-9一二三四五六])）|([①-⑨])")
+_LINE_LABEL_RE = re.compile(r"\n[ \t]*(?:[Pp]art[ \t]*)?(?:\(([a-h1-9])\)|([a-h1-9])[.)])(?=[ \t])")
+_ORDER = {c: i for i, c in enumerate("abcdefgh")}
+_ORDER.update({str(i): i - 1 for i in range(1, 10)})
+_ORDER.update({r: i for i, r in enumerate(("i", "ii", "iii", "iv", "v", "vi", "vii", "viii"))})
+_ORDER.update({c: i for i, c in enumerate("一二三四五六")})
+_ORDER.update({chr(0x2460 + i): i for i in range(9)})
+# What makes a labelled part a question (on the lower-cased part); relative "which" or
+# "what he owes" in a labelled *condition* must not count.
+_ASKING_RE = re.compile(
+    r"\b(?:find|compute|calculate|determine|evaluate|prove|show that|simplify|solve|express|"
+    r"estimate|explain why|is there|are there|what (?:is|are|was|were|will|would|must|should|can|"
+    r"do|does)|how (?:many|much|long|far|large|big|small|often)|which (?:is|are|of|one))\b"
+    r"|\?|求|证明|计算|多少|判断|是否"
+)
+_PART_END_RE = re.compile(r"\n|[.;。；](?=\s+[A-Z])")
+
+
+def count_subquestions(text: str | None) -> int:
+    """How many labelled parts of the problem each ask something (0 or 1: a single question).
+
+    A run of labels in order — (a) (b) (c), (1) (2), (i) (ii), ①②, "Part 1" — splits
+    the text into parts. A part counts only if it asks something (a question mark, or
+    find/compute/prove/求…), so labelled *conditions* ("such that (i) f(1)=1, (ii) …")
+    and answer choices in upper case do not make a problem multi-question.
+    """
+    if not text or len(text) < 20:
+        return 0
+    labels = []
+    for m in _PAREN_LABEL_RE.finditer(text):
+        start = m.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] in "_^\\"):
+            continue  # f(1), a_(i): an argument, not a label
+        labels.append((start, m.end(), m.group(1) or m.group(2) or m.group(3)))
+    if "\n" in text:
+        for m in _LINE_LABEL_RE.finditer("\n" + text):
+            labels.append((m.start(), m.end() - 1, m.group(1) or m.group(2)))
+        labels.sort()
+    if len(labels) < 2:
+        return 0
+    best = 0
+    run: list[tuple[int, int]] = []  # (start, end) of the labels of the current run
+    expected = 0
+    for start, end, label in labels:
+        order = _ORDER.get(label)
+        if order == 0:
+            best = max(best, _asking_parts(text, run))
+            run, expected = [(start, end)], 1
+        elif order == expected and run:
+            run.append((start, end))
+            expected += 1
+    return max(best, _asking_parts(text, run))
+
+
+def _asking_parts(text: str, run: list[tuple[int, int]]) -> int:
+    if len(run) < 2:
+        return 0
+    asking = 0
+    for k, (_, end) in enumerate(run):
+        if k + 1 < len(run):
+            stop = run[k + 1][0]
+        else:  # the last part ends with its line or sentence: the common question follows
+            m = _PART_END_RE.search(text, end)
+            stop = m.start() + 1 if m else len(text)
+        if _ASKING_RE.search(text[end:stop].lower()):
+            asking += 1
+    return asking
