@@ -22,8 +22,10 @@ _GSM8K_RE = re.compile(r"####\s*([^\n]+)")
 _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*:?\s*", re.I)
 _ANSWER_IS_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
 _NUMBER_RE = re.compile(
-    r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:\s*%)?(?![\w])"
+    r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:\s*%)?(?![\d])"
 )
+#: Responses shorter than this are never considered truncated.
+SHORT_RESPONSE_CHARS = 300
 #: How far from the end the last-number fallback looks.
 LAST_NUMBER_WINDOW = 600
 #: Longest text accepted as "the whole answer is the answer" (e.g. an ``<answer>`` part).
@@ -147,6 +149,16 @@ def _last_match(rx: re.Pattern, text: str) -> re.Match | None:
     return last
 
 
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+")
+
+
+def is_prose(s: str) -> bool:
+    """Words outside LaTeX commands ("Jane started 3 hours ago"): wrapping such text in
+    ``\\boxed{}`` would turn it into a product of symbols, so math-verify extracts instead."""
+    return len(_PROSE_WORD.findall(_LATEX_TEXT.sub(" ", s))) >= 2
+
+
 def _balanced(s: str) -> bool:
     """Delimiters all closed: a short text cut off mid-formula is not an answer."""
     depth = 0
@@ -166,7 +178,9 @@ def looks_truncated(text: str) -> bool:
     """True when the text stops mid-sentence (no final punctuation or closing delimiter),
     as a response cut off by the token limit does."""
     t = _SPECIAL_TAIL.sub("", text).rstrip()
-    return not t or not (re.search(r"[.!?)\]}$*]$", t) or re.search(r"\d$", t)) or not _balanced(t.rsplit("\n\n", 1)[-1])
+    if len(t) < SHORT_RESPONSE_CHARS:  # a short reply ("it is 1,000.99€") is not cut off
+        return not t
+    return not (re.search(r"[.!?)\]}$*]$", t) or re.search(r"\d$", t)) or not _balanced(t.rsplit("\n\n", 1)[-1])
 
 
 _SPECIAL_TAIL = re.compile(r"(?:\s*<\|[a-z_]+\|>\s*(?:user|assistant|system)?)+\s*$")
@@ -194,7 +208,7 @@ def _extract_from(text: str) -> Extraction | None:
         cands.sort(key=lambda c: (-c[0], c[1]))
         return cands[0][2]
     stripped = text.strip()
-    if len(stripped) <= SHORT_ANSWER_CHARS and "\n" not in stripped and _balanced(stripped):
+    if len(stripped) <= SHORT_ANSWER_CHARS and "\n" not in stripped and _balanced(stripped) and not is_prose(stripped):
         whole = stripped.rstrip(".").strip()
         if whole.count("$") == 2 and whole.startswith("$") and whole.endswith("$"):
             whole = whole[1:-1].strip()

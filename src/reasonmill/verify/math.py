@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable
 
 from reasonmill.verify.base import Verdict
-from reasonmill.verify.extract import Extraction, answer_region, extract_answer
+from reasonmill.verify.extract import Extraction, answer_region, extract_answer, is_prose
 from reasonmill.verify.pool import PoolResult, VerifyPool
 
 #: ``judge(problem, reference, answer) -> (is_correct, reasoning)``
@@ -137,16 +137,6 @@ def parse_gold(reference: str) -> list:
 
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
-_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+")
-
-
-def _is_prose(s: str) -> bool:
-    """Words outside LaTeX commands ("Jane started 3 hours ago"): wrapping such text in
-    ``\\boxed{}`` would turn it into a product of symbols, so math-verify extracts instead."""
-    return len(_PROSE_WORD.findall(_LATEX_TEXT.sub(" ", s))) >= 2
-
-
 def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
     """Parse the extracted answer; returns (parsed, the string that was parsed).
 
@@ -162,7 +152,7 @@ def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
     attempts: list[tuple[str, str]] = []  # (text to parse, label)
     if ext.method == "last_number":  # no anchor: math-verify's last-expression logic on the end
         attempts.append((region[-300:], "region"))
-    if not _UNESCAPED_DOLLAR.search(pred) and not _is_prose(pred):
+    if not _UNESCAPED_DOLLAR.search(pred) and not is_prose(pred):
         attempts.append((f"\\boxed{{{pred}}}", "pred"))
     attempts.append((pred, "pred"))
     if ext.method != "last_number":
