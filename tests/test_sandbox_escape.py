@@ -278,3 +278,77 @@ print("ok")
     assert res.passed, (res.status, res.stdout, res.stderr)
     time.sleep(0.5)
     assert _host_processes_with(marker) == []
+
+
+def test_killing_the_runner_process_leaves_nothing(runner, tmp_path):
+    """The process driving the sandbox is SIGKILLed mid-run (as the engine does with an
+    overrunning worker): the sandboxed program must not outlive it for long."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = f"reasonmill-orphan-{uuid.uuid4().hex[:12]}"
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys\nfrom reasonmill.sandbox import Limits, get_runner\n"
+        f"r = get_runner({runner.name!r})\n"
+        f"code = 'import os\\nos.execv(\"/bin/sleep\", [\"{marker}\", \"300\"])\\n'\n"
+        "r.run(code, [{'kind': 'stdin', 'input': '', 'output': ''}], Limits(wall_timeout=2, cpu_seconds=1))\n"
+    )
+    # A killed runner cannot delete its box dir: give the driver its own TMPDIR (readable
+    # by the throwaway uid, unlike pytest's 0700 tmp_path) and remove it afterwards.
+    import shutil
+    import tempfile
+
+    boxes = tempfile.mkdtemp(prefix="reasonmill-test-boxes-")
+    os.chmod(boxes, 0o755)
+    env = dict(os.environ, TMPDIR=boxes)
+    driver = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 20
+    while not _host_processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _host_processes_with(marker), "the sandboxed program never started"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 8  # bwrap: at once (pdeathsig); rlimit: its own timeout
+    while _host_processes_with(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    leftover = _host_processes_with(marker)
+    shutil.rmtree(boxes, ignore_errors=True)
+    assert leftover == []
+
+
+def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner):
+    """Six runs at a time, hostile and good ones mixed: every good run passes, every
+    hostile one fails with its own status, and no box dir or process is left behind."""
+    import glob
+    from concurrent.futures import ThreadPoolExecutor
+
+    marker = f"reasonmill-stress-{uuid.uuid4().hex[:10]}"
+    hostile = {
+        "fork": "import os, time\nwhile True:\n    try:\n        os.fork() or (time.sleep(20), os._exit(0))\n    except OSError:\n        pass\n",
+        "sleep": f"import os\nos.execv('/bin/sleep', ['{marker}', '100'])\n",
+        "memory": "x = bytearray(4 << 30)\n",
+        "flood": "while True:\n    print('y' * 10000)\n",
+    }
+    good = "print(sum(map(int, input().split())))\n"
+    jobs = [("good", good)] * 8 + list(hostile.items()) * 2
+    before = set(glob.glob("/tmp/reasonmill-box-*"))
+    lim = Limits(cpu_seconds=2, wall_timeout=3, nproc=32, output_cap_bytes=64 * 1024)
+
+    def one(job):
+        name, code = job
+        return name, runner.run(code, [{"kind": "stdin", "input": "2 40\n", "output": "42\n"}], lim)[0]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, jobs))
+    for name, res in results:
+        if name == "good":
+            assert res.passed, res
+        else:
+            assert not res.passed, (name, res)
+    statuses = {name: res.status for name, res in results}
+    assert statuses["flood"] == "output_limit" and statuses["sleep"] == "timeout"
+    time.sleep(0.5)
+    assert _host_processes_with(marker) == [] and _host_processes_with("time.sleep(20)") == []
+    assert set(glob.glob("/tmp/reasonmill-box-*")) - before == set()

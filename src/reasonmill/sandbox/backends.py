@@ -191,8 +191,11 @@ class BwrapBackend:
         return args
 
     def wrap(
-        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int, build_writable: bool = False
-    ) -> Wrapped:
+        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int,
+        wall: float | None = None, build_writable: bool = False,
+    ) -> Wrapped:  # fmt: skip
+        """``wall`` is unused: ``--die-with-parent`` and the pid namespace already end
+        the run when the runner's process dies."""
         argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         uid = None
         if self.as_root:
@@ -227,6 +230,7 @@ class RlimitBackend:
         self.python = python or default_python()
         self.as_root = os.geteuid() == 0
         self.unshare = self._unshare_args() if use_unshare is not False else []
+        self.timeout_exe = shutil.which("timeout")
         if use_unshare and not self.unshare:
             raise RuntimeError("unshare requested but it does not work here")
         extra = ", network namespace + pid namespace" if self.unshare else "; NO network or pid isolation"
@@ -252,11 +256,18 @@ class RlimitBackend:
         return Layout(box=box_dir, build=os.path.join(box_dir, "build"), cwd=os.path.join(box_dir, "scratch"))
 
     def wrap(
-        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int, build_writable: bool = False
-    ) -> Wrapped:
+        self, cmd: list[str], limits: Limits, box_dir: str, *, cpu: float, memory_mb: int,
+        wall: float | None = None, build_writable: bool = False,
+    ) -> Wrapped:  # fmt: skip
+        """``wall``: a second wall clock (coreutils ``timeout -s KILL``) that does not
+        depend on the runner: if the runner's process is killed, nothing here gets the
+        pdeathsig bubblewrap would give, so the run must end by itself."""
         scratch = os.path.join(box_dir, "scratch")
         os.makedirs(scratch, exist_ok=True)
-        argv = list(self.unshare) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        argv = []
+        if wall is not None and self.timeout_exe:
+            argv += [self.timeout_exe, "-s", "KILL", f"{wall + 2:.0f}"]
+        argv += list(self.unshare) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         uid = None
         if self.as_root:
             uid = fresh_uid()

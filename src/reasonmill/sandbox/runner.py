@@ -128,7 +128,7 @@ class Runner:
               memory_mb: int | None = None, build_writable: bool = False, result_fd: bool = False,
               progress_timeout: float | None = None) -> ExecResult:  # fmt: skip
         w: Wrapped = self.backend.wrap(
-            cmd, limits, box, cpu=cpu, memory_mb=memory_mb or limits.memory_mb, build_writable=build_writable
+            cmd, limits, box, cpu=cpu, memory_mb=memory_mb or limits.memory_mb, wall=wall, build_writable=build_writable
         )
         try:
             return execute(
