@@ -450,7 +450,7 @@ _ASKING_RE = re.compile(
     r"do|does)|how (?:many|much|long|far|large|big|small|often)|which (?:is|are|of|one))\b"
     r"|\?|求|证明|计算|多少|判断|是否"
 )
-_PART_END_RE = re.compile(r"\n|[.;。；](?=\s+[A-Z])")
+_PART_END_RE = re.compile(r"\n")
 
 
 def count_subquestions(text: str | None) -> int:
@@ -496,7 +496,7 @@ def _asking_parts(text: str, run: list[tuple[int, int]]) -> int:
     for k, (_, end) in enumerate(run):
         if k + 1 < len(run):
             stop = run[k + 1][0]
-        else:  # the last part ends with its line or sentence: the common question follows
+        else:  # the last part ends with its line: a common question may follow
             m = _PART_END_RE.search(text, end)
             stop = m.start() + 1 if m else len(text)
         if _ASKING_RE.search(text[end:stop].lower()):
