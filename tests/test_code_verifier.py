@@ -51,6 +51,10 @@ def test_extract_code_takes_the_last_code_block():
     assert extract_code("```java\nclass A{}\n```")[2] == "unsupported_language"
     assert extract_code("", raw="<think>x</think>\n```python\nprint(3)\n```")[0] == "print(3)\n"
     assert extract_code("def f():\n    return 1\n")[2] == "whole_answer"
+    # an untagged sample-output block after the tagged code is not the code
+    assert extract_code("```python\nprint(3)\n```\nOutput:\n```\n3\n```")[0] == "print(3)\n"
+    assert extract_code("```\nprint(4)\n```")[0] == "print(4)\n"
+    assert extract_code("```C++17\nint main(){}\n```")[1] == "cpp"
 
 
 def test_verdict_reasons(verifier):

@@ -293,10 +293,11 @@ class Runner:
 
 
 def normalize_language(language: str | None) -> str:
+    """Canonical language name: ``python``, ``cpp`` or the lowered input."""
     lang = (language or "python").strip().lower()
     if lang in ("python", "python3", "py", "py3", ""):
         return "python"
-    if lang in ("cpp", "c++", "cc", "cxx", "c", "gnu++17", "c++17"):
+    if lang == "c" or re.fullmatch(r"(c\+\+|cpp|cxx|cc|gnu\+\+)\d*", lang):
         return "cpp"
     return lang
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonmill.sandbox import Limits, Runner, TestResult, fn_name_from_starter, get_runner, normalize_language
 from reasonmill.verify.base import Verdict
 
-_FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
+_FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*\r?$", re.M | re.S)
 _SUPPORTED = ("python", "cpp")
 _NON_CODE_TAGS = {"text", "txt", "plaintext", "output", "console", "shell", "bash", "sh", "json", "yaml", "markdown", "md", "latex", "math"}
 DETAIL_TEXT_CAP = 500
@@ -34,14 +34,18 @@ def extract_code(answer: str | None, raw: str | None = None) -> tuple[str | None
     """(code, language, how) where ``how`` is ``answer_block``, ``raw_block``,
     ``whole_answer``; ``code`` is None with ``how`` = a reason code when none is found."""
     for text, how in ((answer or "", "answer_block"), (raw or "", "raw_block")):
-        blocks = [(normalize_language(m.group(2)), m.group(3)) for m in _FENCE.finditer(text)]
+        blocks = [(m.group(2), m.group(3)) for m in _FENCE.finditer(text)]
         if not blocks:
             continue
-        code_blocks = [(lang, body) for lang, body in blocks if lang in _SUPPORTED]
-        if code_blocks:
-            lang, body = code_blocks[-1]
+        # Prefer the last block tagged with a language we run; an untagged block counts
+        # only when no tagged one exists (an untagged last block is often sample output).
+        tagged = [(normalize_language(t), b) for t, b in blocks if t and normalize_language(t) in _SUPPORTED]
+        untagged = [("python", b) for t, b in blocks if not t]
+        chosen = tagged or untagged
+        if chosen:
+            lang, body = chosen[-1]
             return body, lang, how
-        last_lang = blocks[-1][0]
+        last_lang = normalize_language(blocks[-1][0])
         if last_lang not in _NON_CODE_TAGS:
             return None, last_lang, "unsupported_language"
     if answer and answer.strip():
