@@ -1,0 +1,161 @@
+"""The ``decontaminate`` stage: drop records that overlap an evaluation benchmark.
+
+A global stage whose index does not depend on the data: ``build`` loads the benchmarks
+(``reasonmill.benchmarks``) and builds the :class:`~reasonmill.dedup.decontam.BenchmarkIndex`
+once; the engine persists it, so a resumed run does not rebuild it. ``process`` checks each
+shard's problems (and, with ``apply_to: problem+responses``, each response) and drops hits
+with reason ``contaminated``; the evidence names the benchmark item, the layer and the
+matched n-gram or cosine. Template siblings are kept, and noted in ``meta.decontam``.
+
+YAML::
+
+    - decontaminate:
+        benchmarks: [math500, aime24, {name: my_eval, path: evals/mine.jsonl, field: question}]
+        apply_to: problem+responses
+        ngram_coverage: 0.5
+        embedding_cosine: 0.85
+        judge: {enabled: true, base_url: http://localhost:8000/v1, model: qwen2.5-7b-instruct}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import Field
+
+from reasonmill.benchmarks import BenchmarkSpec, load_benchmarks
+from reasonmill.dedup.decontam import (
+    BenchmarkIndex,
+    Decontaminator,
+    DecontamSettings,
+    Hit,
+    build_index,
+)
+from reasonmill.stages.base import Resources, Stage, StageOutput, stage
+
+
+class DecontaminateSettings(DecontamSettings):
+    #: built-in names (math500, aime24, aime25, gpqa_diamond, livecodebench) or mappings
+    #: {name, path | hf, field, answer_field, id_field, date_field, date_from, date_to, ...}
+    benchmarks: list[str | BenchmarkSpec] = Field(default_factory=lambda: ["math500", "aime24", "aime25",
+                                                                           "gpqa_diamond", "livecodebench"])
+    #: check the problem only, or also every response (a response quoting a benchmark
+    #: problem is dropped on its own; the record stays)
+    apply_to: Literal["problem", "problem+responses"] = "problem"
+    #: add the template siblings found to ``meta.decontam`` of kept records
+    note_siblings: bool = True
+
+
+def _response_text(resp: dict) -> str:
+    think, answer = resp.get("think") or "", resp.get("answer") or ""
+    return f"{think}\n{answer}" if (think or answer) else resp.get("raw") or ""
+
+
+@stage("decontaminate")
+class Decontaminate(Stage):
+    kind = "global"
+    Settings = DecontaminateSettings
+    build_columns = ("id",)
+    resources = Resources(cpus=1.0, memory_mb=1024)
+    version = "1"
+
+    def _decontam_settings(self) -> DecontamSettings:
+        data = self.settings.model_dump(exclude={"benchmarks", "apply_to", "note_siblings"})
+        return DecontamSettings(**data)
+
+    def build(self, shards: Iterable[list[dict]]) -> BenchmarkIndex:
+        """Load the benchmarks and index them; the records are not needed (nor read)."""
+        base_dir = Path(self.context.extra.get("base_dir", "."))
+        items = load_benchmarks(self.settings.benchmarks, base_dir=base_dir)
+        return build_index(items, self._decontam_settings(), embedder=self._embedder())
+
+    def _embedder(self) -> Any:
+        if not self.settings.embedding:
+            return None
+        from reasonmill.embed import get_embedder
+
+        return get_embedder(self.settings.embedder, cache_dir=self.context.cache_dir)
+
+    def process(self, records: list[dict], index: BenchmarkIndex | None = None) -> StageOutput:
+        if index is None:
+            index = self.build([])
+        out = StageOutput()
+        checker = Decontaminator(index, embedder=self._embedder() if index.embeddings is not None else None)
+        problem_hits = checker.check([r.get("problem") or "" for r in records])
+        response_hits: dict[tuple[int, int], list[Hit]] = {}
+        if self.settings.apply_to == "problem+responses":
+            where, texts = [], []
+            for i, r in enumerate(records):
+                for k, resp in enumerate(r.get("responses") or []):
+                    where.append((i, k))
+                    texts.append(_response_text(resp))
+            if texts:
+                # responses are long: only the lexical layers make sense against problems
+                lexical = Decontaminator(_lexical_view(index))
+                for key, hits in zip(where, lexical.check(texts, field="response")):
+                    response_hits[key] = hits
+        for i, r in enumerate(records):
+            hits = problem_hits[i]
+            bad = [h for h in hits if h.category == "contaminated"]
+            if bad:
+                h = bad[0]
+                _add_answer_match(h, r, index)
+                out.drop(r, "contaminated", f"problem matches {h.describe()}", layer=h.layer,
+                         **_evidence(h), other_hits=[x.evidence() for x in bad[1:4]])
+                continue
+            siblings = [h for h in hits if h.category == "template_sibling"]
+            kept_responses = []
+            dropped_any = False
+            for k, resp in enumerate(r.get("responses") or []):
+                rhits = [h for h in response_hits.get((i, k), []) if h.category == "contaminated"]
+                if rhits:
+                    h = rhits[0]
+                    h.field = f"responses[{k}]"
+                    out.drop_response(r, k, resp, "contaminated", f"response {k} contains {h.describe()}",
+                                      layer=h.layer, **_evidence(h))
+                    dropped_any = True
+                else:
+                    kept_responses.append(resp)
+            if siblings and self.settings.note_siblings or dropped_any:
+                r = dict(r)
+                if dropped_any:
+                    r["responses"] = kept_responses
+                if siblings and self.settings.note_siblings:
+                    meta = dict(r.get("meta") or {})
+                    meta["decontam"] = {"template_siblings": [h.evidence() for h in siblings[:5]]}
+                    r["meta"] = meta
+            out.kept.append(r)
+        return out
+
+    def summary(self, output_stats: dict) -> str:
+        return ""
+
+
+def _evidence(h: Hit) -> dict:
+    ev = h.evidence()
+    ev.pop("layer", None)
+    return ev
+
+
+def _add_answer_match(h: Hit, record: dict, index: BenchmarkIndex) -> None:
+    """Note whether the record's reference answer equals the benchmark item's answer."""
+    ref = record.get("reference_answer")
+    if ref is None:
+        return
+    try:
+        j = index.item_ids.index(h.item_id)
+    except ValueError:
+        return
+    ans = index.answers[j]
+    if ans is not None:
+        h.answer_match = "".join(str(ref).split()) == "".join(str(ans).split())
+
+
+def _lexical_view(index: BenchmarkIndex) -> BenchmarkIndex:
+    """The same index with the embedding layer off (and no judge), for long response texts."""
+    from dataclasses import replace
+
+    s = index.settings.model_copy(update={"embedding": False, "template_siblings": False,
+                                          "judge": index.settings.judge.model_copy(update={"enabled": False})})
+    return replace(index, settings=s, embeddings=None)

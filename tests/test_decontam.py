@@ -1,0 +1,216 @@
+"""Decontamination: the benchmark registry, the layered checks, the stage and its evidence.
+
+Real data from ../shared/data stands in for the Hugging Face Hub copies of the benchmarks.
+GPQA is read from its encrypted zip in memory; its questions are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reasonmill.benchmarks import BenchmarkError, load_benchmark, load_benchmarks, resolve_spec
+from reasonmill.dedup.decontam import (
+    Decontaminator,
+    DecontamSettings,
+    build_index,
+    mask_numbers,
+    ngram_hashes,
+    normalize_text,
+    numbers_of,
+    tokenize,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+MATH500 = {"name": "math500", "path": str(DATA / "math500" / "math500_test.jsonl")}
+AIME24 = {"name": "aime24", "path": str(DATA / "aime24" / "aime24_test.jsonl")}
+LCB = {"name": "livecodebench", "path": str(DATA / "livecodebench" / "qwq_livecodebench_v5_prompts.jsonl")}
+GPQA = {"name": "gpqa_diamond", "path": str(DATA / "gpqa_diamond" / "gpqa_diamond.zip")}
+
+
+class HashEmbedder:
+    """A tiny deterministic bag-of-words embedder for unit tests of the embedding layer:
+    texts sharing most words get a high cosine. The real default is tested further down."""
+
+    name = "test-bow"
+    dim = 512
+
+    def encode(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in tokenize(normalize_text(t)):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1)
+
+
+BENCH = [
+    {"benchmark": "toy", "item_id": "t1", "answer": "5",
+     "text": "For what value of $c$ will the circle with equation $x^2 - 10x + y^2 + 6y + c = 0$ have a radius of length 1?"},
+    {"benchmark": "toy", "item_id": "t2", "answer": "12",
+     "text": "A bag holds red, blue and green marbles. The ratio of red to blue to green is 1:5:3, and there are "
+             "27 green marbles. Every marble that is not blue is removed and then half of the blue marbles are "
+             "painted gold before the bag is shaken well and one marble is drawn without looking. How many "
+             "marbles were removed from the bag in total before the draw happened?"},
+    {"benchmark": "toy2", "item_id": "u1", "answer": "7",
+     "text": "Find the number of positive divisors of 64 that are perfect cubes."},
+]
+
+
+def _index(**kw):
+    return build_index(BENCH, DecontamSettings(**kw), embedder=HashEmbedder())
+
+
+def _dec(index):
+    return Decontaminator(index, embedder=HashEmbedder())
+
+
+# --- normalization ------------------------------------------------------------------------
+
+
+def test_normalization_strips_boilerplate_and_diagrams_and_splits_latex():
+    s = DecontamSettings()
+    from reasonmill.dedup.decontam import _compile_boilerplate
+
+    text = "Return your final response within \\boxed{}. Solve $x^2+5x=0$.[asy]draw((0,0)--(1,1));[/asy] Done"
+    toks = tokenize(normalize_text(text, boilerplate=_compile_boilerplate(s)))
+    assert toks == ["solve", "x", "2", "5", "x", "0", "done"]
+    assert numbers_of(toks) == ("0", "2", "5")
+    assert mask_numbers(["x", "2"])[1] != "2"
+    # n-gram hashes are stable across processes (not Python's salted hash())
+    assert ngram_hashes(["a", "b", "c"], 2).tolist() == ngram_hashes(["a", "b", "c"], 2).tolist()
+    assert len(ngram_hashes(["a", "b"], 3)) == 0
+
+
+# --- layers and evidence ------------------------------------------------------------------
+
+
+def test_exact_layer_catches_reformatted_copy_with_evidence():
+    hits = _dec(_index()).check(["FIND the number of positive divisors of 64 that are perfect cubes!!"])[0]
+    assert len(hits) == 1
+    h = hits[0]
+    assert (h.category, h.layer, h.benchmark, h.item_id) == ("contaminated", "exact", "toy2", "u1")
+    assert h.evidence()["coverage"] == 1.0
+
+
+def test_ngram_layer_catches_embedded_copy_and_names_the_ngram():
+    text = ("Here is a puzzle from my class. " + BENCH[1]["text"] + " Please explain each step carefully.")
+    h = _dec(_index(embedding=False)).check([text])[0][0]
+    assert (h.category, h.layer, h.item_id) == ("contaminated", "ngram", "t2")
+    # the benchmark item has < short_tokens (100) tokens, so 8-grams; longer texts use 13-grams
+    assert h.ngram_n == 8 and len(h.ngram.split()) == 8
+    h13 = _dec(_index(embedding=False, short_tokens=20)).check([text])[0][0]
+    assert h13.layer == "ngram" and h13.ngram_n == 13 and len(h13.ngram.split()) == 13
+    assert h.ngram in " ".join(tokenize(normalize_text(BENCH[1]["text"])))
+    assert h.coverage >= 0.9
+    # a single shared stock phrase is not enough
+    other = ("A farmer keeps 3 cats and 4 dogs and buys a bag of marbles for his children, who play with them in "
+             "the yard every afternoon after school until dinner is ready. How many marbles were removed from the "
+             "bag in total?")
+    assert _dec(_index(embedding=False)).check([other])[0] == []
+
+
+def test_embedding_layer_catches_paraphrase_with_same_numbers_only():
+    d = _dec(_index(ngram=False, exact=False, template_siblings=False, embedding_cosine=0.6))
+    para = "How many positive divisors of 64 are perfect cubes? Find the number."
+    hits = d.check([para])[0]
+    assert hits and hits[0].layer == "embedding" and hits[0].item_id == "u1"
+    assert 0.6 <= hits[0].cosine < 1.0 and hits[0].numbers_match is True
+    # same wording, other number: not contamination by this layer
+    assert d.check(["How many positive divisors of 729 are perfect cubes? Find the number."])[0] == []
+
+
+def test_template_sibling_is_its_own_category_and_configurable():
+    sibling = "For what value of $c$ will the circle with equation $x^2 + 6x + y^2 - 4y + c = 0$ have a radius of length 4?"
+    hits = _dec(_index()).check([sibling])[0]
+    assert [(h.category, h.layer, h.item_id) for h in hits] == [("template_sibling", "template", "t1")]
+    assert hits[0].numbers_match is False and hits[0].masked_coverage >= 0.7
+    strict = _dec(_index(siblings_are_contamination=True)).check([sibling])[0]
+    assert strict[0].category == "contaminated" and strict[0].layer == "template"
+    # without the sibling rule numbers are ignored, so the shared wording is an n-gram hit
+    off = _dec(_index(template_siblings=False)).check([sibling])[0]
+    assert [(h.category, h.layer) for h in off] == [("contaminated", "ngram")]
+
+
+def test_clean_text_has_no_hits_and_index_pickles_small_without_texts():
+    idx = _index()
+    assert _dec(idx).check(["Prove that there are infinitely many primes.", ""]) == [[], []]
+    blob = pickle.dumps(idx)
+    assert b"marbles" not in blob  # hashes, not texts
+    again = pickle.loads(blob)
+    assert _dec(again).check([BENCH[0]["text"]])[0][0].layer == "exact"
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+@needs_data
+def test_registry_loads_local_files_with_builtin_field_maps(tmp_path):
+    m = load_benchmark(MATH500)
+    assert len(m) == 500 and m[0]["benchmark"] == "math500"
+    assert m[0]["item_id"].startswith("test/") and m[0]["text"] and m[0]["answer"] is not None
+    a = load_benchmark({"name": "AIME2024", "path": AIME24["path"]})
+    assert len(a) == 30 and a[0]["benchmark"] == "aime24"
+    # a user's own file in parquet, with its own field names and no id column
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["What is 2+2?", "Name a prime above 10."], "sol": ["4", "11"]}),
+                   tmp_path / "mine.parquet")
+    mine = load_benchmarks([{"name": "mine", "path": "mine.parquet", "field": "question", "answer_field": "sol"}],
+                           base_dir=tmp_path)
+    assert [(x["item_id"], x["answer"]) for x in mine] == [("mine#0", "4"), ("mine#1", "11")]
+    with pytest.raises(BenchmarkError, match="field"):
+        load_benchmark({"name": "mine", "path": str(tmp_path / "mine.parquet")})
+    with pytest.raises(BenchmarkError, match="not built in"):
+        resolve_spec("unknown_eval")
+    with pytest.raises(BenchmarkError, match="listed twice"):
+        load_benchmarks([MATH500, MATH500])
+
+
+@needs_data
+def test_livecodebench_date_window():
+    all_items = load_benchmark(LCB)
+    window = load_benchmark({**LCB, "date_from": "2024-10-01", "date_to": "2024-12-31"})
+    assert len(all_items) == 279
+    dates = [json.loads(line)["contest_date"][:10] for line in
+             (DATA / "livecodebench" / "qwq_livecodebench_v5_prompts.jsonl").read_text().splitlines()]
+    assert len(window) == sum("2024-10-01" <= d <= "2024-12-31" for d in dates) > 0
+    assert resolve_spec("livecodebench").hf == "livecodebench/code_generation_lite"
+
+
+@needs_data
+def test_gpqa_is_read_from_the_encrypted_zip_in_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    items = load_benchmark(GPQA)
+    assert len(items) == 198 and all(it["text"] and it["answer"] for it in items)
+    assert list(tmp_path.iterdir()) == []  # nothing extracted
+    with pytest.raises(BenchmarkError, match="decrypt"):
+        load_benchmark({**GPQA, "password": "wrong"})
+    # a GPQA question is caught exactly (checked in memory only)
+    idx = build_index(items, DecontamSettings(embedding=False))
+    hits = Decontaminator(idx).check([items[7]["text"].upper()])[0]
+    assert hits[0].benchmark == "gpqa_diamond" and hits[0].item_id == items[7]["item_id"]
+
+
+@pytest.mark.slow
+def test_hub_path_gives_clear_error_offline():
+    """The Hub code path runs for real (this machine cannot reach the Hub): offline, the
+    error names the benchmark, the dataset id and the `path:` override."""
+    pytest.importorskip("datasets")
+    import os
+    import subprocess
+
+    code = ("from reasonmill.benchmarks import load_benchmark\n"
+            "try:\n    load_benchmark('math500')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("BenchmarkError") and "HuggingFaceH4/MATH-500" in out and "path:" in out
