@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Dedup benchmark: our MinHash and semantic dedup against datatrove, semhash, bare rensa.
+
+Usage (from the repo root):
+  .venv/bin/python bench/bench_dedup.py --n 100000                 # quick
+  .venv/bin/python bench/bench_dedup.py --n 1000000                # the issue's benchmark
+  .venv/bin/python bench/bench_dedup.py --n 100000 --methods ours-minhash,ours-semantic
+
+The corpus comes from ../shared/bench/make_dedup_corpus.py (seeded) and is generated
+under bench/_work/dedup/ (gitignored). Every method runs in its own subprocess, reads
+the JSONL itself (that time counts), writes one cluster label per row; we report wall
+time, peak RSS (ru_maxrss of the method's process, and the largest of its worker
+processes) and pairwise precision/recall/F1 against the ground-truth ``cluster`` field.
+
+Peers run from a separate virtualenv (bench/_work/dedup/peers, created with
+``python3.11 -m venv`` + ``pip install datatrove semhash``) so their pins never touch
+the project's venv. semhash gets a model2vec StaticModel built from *our* static
+MiniLM vectors (no hub download is possible here), i.e. the same embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "_work" / "dedup"
+SHARED = ROOT.parent / "shared"
+PEERS_PY = WORK / "peers" / "bin" / "python"
+
+METHODS = ("ours-minhash", "ours-semantic", "rensa-bare", "datatrove", "semhash")
+
+
+# ----------------------------------------------------------------------------- metrics
+def pair_count(counts: np.ndarray) -> int:
+    counts = counts.astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def pairwise_f1(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Precision/recall/F1 over same-cluster pairs via contingency counts (no pair lists)."""
+    pred = np.unique(pred, return_inverse=True)[1].astype(np.int64)
+    truth = np.unique(truth, return_inverse=True)[1].astype(np.int64)
+    pred_pairs = pair_count(np.bincount(pred))
+    true_pairs = pair_count(np.bincount(truth))
+    _, joint = np.unique(pred * (truth.max() + 1) + truth, return_counts=True)
+    tp = pair_count(joint)
+    p = tp / pred_pairs if pred_pairs else 1.0
+    r = tp / true_pairs if true_pairs else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+            "removed": int(len(pred) - len(np.unique(pred))), "true_removable": int(len(truth) - len(np.unique(truth)))}
+
+
+# ----------------------------------------------------------------------------- corpus
+def ensure_corpus(n: int) -> Path:
+    WORK.mkdir(parents=True, exist_ok=True)
+    name = f"corpus_{n // 1000}k.jsonl" if n % 1_000_000 else f"corpus_{n // 1_000_000}m.jsonl"
+    path = WORK / name
+    if not path.exists():
+        gen = SHARED / "bench" / "make_dedup_corpus.py"
+        if not gen.exists():
+            sys.exit(f"missing {gen}: the corpus generator lives in ../shared/bench beside the repo")
+        print(f"generating {path} ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(gen), "--n", str(n), "--out", str(path)], check=True)
+    return path
+
+
+def read_texts(path: Path) -> list[str]:
+    import orjson
+
+    with open(path, "rb") as f:
+        return [orjson.loads(line)["text"] for line in f]
+
+
+def read_truth(path: Path) -> np.ndarray:
+    import orjson
+
+    with open(path, "rb") as f:
+        return np.fromiter((orjson.loads(line)["cluster"] for line in f), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- methods (run in a child)
+def run_ours_minhash(corpus: Path, args: argparse.Namespace) -> np.ndarray:
+    from reasonmill.dedup.minhash import MinHashSettings, minhash_clusters
+
+    settings = MinHashSettings(ngram=args.ngram, threshold=args.jaccard, num_perm=args.num_perm,
+                               workers=args.workers, numbers=args.numbers)
+    return minhash_clusters(read_texts(corpus), settings)
+
+
+def run_ours_semantic(corpus: Path, args: argparse.Namespace) -> np.ndarray:
+    from reasonmill.dedup.semantic import SemanticSettings, semantic_clusters
+
+    settings = SemanticSettings(threshold=args.cosine, embedder=args.embedder, workers=args.workers,
+                                cache=False)
+    return semantic_clusters(read_texts(corpus), settings)
+
+
+def run_rensa_bare(corpus: Path, args: argparse.Namespace) -> np.ndarray:
+    """A plain rensa script: per-text 3-gram sets, RMinHashLSH, union-find (no verification)."""
+    import re
+
+    import rensa
+
+    from reasonmill.dedup.unionfind import connected_components
+
+    texts = read_texts(corpus)
+    word = re.compile(r"\w+")
+    a, b = [], []
+    lsh = rensa.RMinHashLSH(threshold=0.5, num_perm=128, num_bands=16)
+    sets = []
+    for t in texts:
+        w = word.findall(t.lower())
+        sets.append([" ".join(w[i : i + 3]) for i in range(max(1, len(w) - 2))])
+    mh = rensa.RMinHash.from_token_sets(sets, 128, 42)
+    for i, m in enumerate(mh):
+        lsh.insert(i, m)
+    for i, m in enumerate(mh):
+        for j in lsh.query(m):
+            if j != i and mh[i].jaccard(mh[j]) >= 0.5:
+                a.append(i)
+                b.append(j)
+    return connected_components(len(texts), np.array(a, np.int64), np.array(b, np.int64))
+
+
+PEER_DATATROVE = r'''
+import json, sys, os, shutil, time
+import numpy as np
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupSignature, MinhashDedupBuckets,
+    MinhashDedupCluster, MinhashDedupFilter)
+from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.utils.hashing import HashConfig
+corpus, work, out = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.rmtree(work, ignore_errors=True)
+cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
+def reader():
+    return JsonlReader(os.path.dirname(corpus), glob_pattern=os.path.basename(corpus), id_key="id", text_key="text")
+T = 2
+LocalPipelineExecutor(pipeline=[reader(), MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)],
+    tasks=T, workers=T, logging_dir=f"{work}/logs/s1").run()
+LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
+    tasks=cfg.num_buckets, workers=T, logging_dir=f"{work}/logs/s2").run()
+LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=cfg, save_cluster_id=True)],
+    tasks=1, workers=1, logging_dir=f"{work}/logs/s3").run()
+from datatrove.pipeline.writers import JsonlWriter
+LocalPipelineExecutor(pipeline=[reader(), MinhashDedupFilter(input_folder=f"{work}/remove_ids", load_cluster_ids=True),
+    JsonlWriter(f"{work}/kept", compression=None, adapter=lambda self, doc: {"id": doc.id, "cluster": doc.metadata.get("minhash_cluster_id", -1)})],
+    tasks=T, workers=T, logging_dir=f"{work}/logs/s4").run()
+'''
+
+PEER_SEMHASH = r'''
+import json, sys
+import numpy as np
+from tokenizers import Tokenizer
+from model2vec import StaticModel
+from semhash import SemHash
+corpus, model_dir, threshold, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+texts = [json.loads(l)["text"] for l in open(corpus, encoding="utf-8")]
+tok = Tokenizer.from_file(model_dir + "/tokenizer.json")
+model = StaticModel(vectors=np.load(model_dir + "/vectors.npy"), tokenizer=tok, normalize=True)
+sh = SemHash.from_records(records=texts, model=model)
+res = sh.self_deduplicate(threshold=threshold)
+# map kept/duplicate records back to rows: duplicates point at the kept text they matched
+pos = {}
+for i, t in enumerate(texts):
+    pos.setdefault(t, i)
+labels = np.arange(len(texts))
+for d in res.selected_with_duplicates if hasattr(res, "selected_with_duplicates") else []:
+    pass
+for rec in res.filtered:
+    i = pos[rec.record]
+    if rec.duplicates:
+        labels[i] = pos[rec.duplicates[0][0]]
+np.save(out, labels)
+'''
+
+
+def run_peer(method: str, corpus: Path, args: argparse.Namespace, out: Path) -> None:
+    if not PEERS_PY.exists():
+        raise RuntimeError(f"peer venv missing: python3.11 -m venv {WORK/'peers'} && {WORK/'peers/bin/pip'} install datatrove semhash")
+    if method == "datatrove":
+        script = WORK / "peer_datatrove.py"
+        script.write_text(PEER_DATATROVE)
+        work = WORK / "datatrove_work"
+        subprocess.run([str(PEERS_PY), str(script), str(corpus), str(work), str(out)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=open(WORK / "datatrove.log", "w"))
+    else:
+        from reasonmill.embed.static import ensure_static_model
+
+        script = WORK / "peer_semhash.py"
+        script.write_text(PEER_SEMHASH)
+        model_dir = ensure_static_model(256)
+        subprocess.run([str(PEERS_PY), str(script), str(corpus), str(model_dir), str(args.semhash_threshold), str(out)],
+                       check=True, stderr=open(WORK / "semhash.log", "w"))
+
+
+def datatrove_labels(n: int) -> np.ndarray:
+    """Cluster labels from datatrove's kept output: rows absent from it were removed, and
+    ``minhash_cluster_id`` of the kept row gives the cluster; removed rows we map through
+    the remove_ids/cluster files."""
+    import glob
+
+    labels = np.arange(n)
+    work = WORK / "datatrove_work"
+    # datatrove's cluster stage writes, per signature file, the doc ids to remove and their cluster ids
+    for path in glob.glob(str(work / "remove_ids" / "*.clusters")):
+        arr = np.fromfile(path, dtype=[("doc", "<u4"), ("cluster", "<u4")])
+        prefix = Path(path).name.split(".")[0]
+        offs_file = None  # doc ids are per input file; one input file here
+        labels[arr["doc"]] = n + arr["cluster"].astype(np.int64)
+    return labels
+
+
+def child(method: str, corpus: Path, out: Path, args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    if method in ("datatrove", "semhash"):
+        run_peer(method, corpus, args, out)
+        if method == "datatrove":
+            np.save(out, datatrove_labels(len(read_truth(corpus))))
+    else:
+        labels = {"ours-minhash": run_ours_minhash, "ours-semantic": run_ours_semantic,
+                  "rensa-bare": run_rensa_bare}[method](corpus, args)
+        np.save(out, labels)
+    wall = time.perf_counter() - t0
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    Path(str(out) + ".json").write_text(json.dumps({"seconds": wall, "rss_mb": self_rss, "child_rss_mb": child_rss}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--ngram", type=int, default=3)
+    ap.add_argument("--jaccard", type=float, default=0.5)
+    ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument("--numbers", default="mask")
+    ap.add_argument("--cosine", type=float, default=0.95)
+    ap.add_argument("--embedder", default="static-minilm")
+    ap.add_argument("--semhash-threshold", type=float, default=0.9)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, Path(args.corpus), Path(args.out), args)
+        return
+    corpus = ensure_corpus(args.n)
+    truth = read_truth(corpus)
+    passthrough = [f"--workers={args.workers}", f"--ngram={args.ngram}", f"--jaccard={args.jaccard}",
+                   f"--num-perm={args.num_perm}", f"--numbers={args.numbers}", f"--cosine={args.cosine}",
+                   f"--embedder={args.embedder}", f"--semhash-threshold={args.semhash_threshold}"]
+    rows = {}
+    for method in args.methods.split(","):
+        out = WORK / f"labels_{method}_{len(truth)}.npy"
+        cmd = [sys.executable, __file__, "--child", method, "--corpus", str(corpus), "--out", str(out), *passthrough]
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0:
+            rows[method] = {"error": f"exit {proc.returncode}"}
+            print(f"{method}: FAILED (exit {proc.returncode})", flush=True)
+            continue
+        stats = json.loads(Path(str(out) + ".json").read_text())
+        stats.update(pairwise_f1(np.load(out), truth))
+        rows[method] = stats
+        print(f"{method:14s} {stats['seconds']:8.1f} s  rss {stats['rss_mb']:7.0f} MB (workers {stats['child_rss_mb']:6.0f} MB)"
+              f"  P {stats['precision']:.3f} R {stats['recall']:.3f} F1 {stats['f1']:.3f}  removed {stats['removed']}/{stats['true_removable']}",
+              flush=True)
+    for ours, peer in (("ours-minhash", "datatrove"), ("ours-semantic", "semhash"), ("ours-minhash", "rensa-bare")):
+        if "seconds" in rows.get(ours, {}) and "seconds" in rows.get(peer, {}):
+            print(f"speed-up {ours} vs {peer}: {rows[peer]['seconds'] / rows[ours]['seconds']:.1f}x")
+    (WORK / f"results_{len(truth)}.json").write_text(json.dumps({"n": len(truth), "args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
