@@ -42,6 +42,8 @@ class Limits(BaseModel):
 class TestResult:
     """The outcome of one test. ``index`` is the position in the ``tests`` list given."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     index: int
     kind: str
     status: str
