@@ -23,7 +23,7 @@ import json
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Literal
 
@@ -344,13 +344,16 @@ class ChatClient:
         cap = min(self.config.backoff_max, self.config.backoff_base * (2**attempt))
         return cap * (0.5 + 0.5 * self._rng.random())
 
-    async def complete(self, messages: list[dict], sample_index: int, key: str | None = None) -> dict | Failure:
+    async def complete(
+        self, messages: list[dict], sample_index: int, key: str | None = None, check_cache: bool = True
+    ) -> dict | Failure:
         """One (prompt, sample) request: the cached response, a new one, or a ``Failure``.
 
         Raises ``BudgetExhausted`` (nothing sent) and ``FatalRequestError``.
+        ``check_cache=False`` skips the lookup when the caller has just done it in bulk.
         """
         key = key or self.key(messages, sample_index)
-        if self.cache is not None:
+        if check_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 self.accounting.cache_hits += 1
@@ -468,9 +471,9 @@ class ChatClient:
     # -- many requests ----------------------------------------------------------------
 
     async def map(
-        self, jobs: Iterable[tuple[Any, list[dict], int]], workers: int | None = None
+        self, jobs: Iterable[tuple], workers: int | None = None, check_cache: bool = True
     ) -> AsyncIterator[tuple[Any, dict | Failure]]:
-        """Run ``(tag, messages, sample_index)`` jobs with at most ``concurrency`` in flight.
+        """Run ``(tag, messages, sample_index[, key])`` jobs with at most ``concurrency`` in flight.
 
         Yields ``(tag, result)`` as results arrive. A fixed pool of workers pulls from
         the iterator, so a million jobs never become a million tasks. On
@@ -478,36 +481,49 @@ class ChatClient:
         flight finish (and are committed), and then the exception is raised.
         """
         it = iter(jobs)
-        queue: asyncio.Queue = asyncio.Queue()
+        ready: deque = deque()
+        wake = asyncio.Event()
         stop: list[BaseException] = []
         n_workers = workers or self.config.concurrency
 
         async def worker() -> None:
             while not stop:
                 try:
-                    tag, messages, sample_index = next(it)
+                    job = next(it)
                 except StopIteration:
                     return
+                tag, messages, sample_index = job[0], job[1], job[2]
+                key = job[3] if len(job) > 3 else None
                 try:
-                    result = await self.complete(messages, sample_index)
+                    result = await self.complete(messages, sample_index, key, check_cache)
                 except (BudgetExhausted, FatalRequestError) as exc:
                     stop.append(exc)
                     return
-                await queue.put((tag, result))
+                ready.append((tag, result))
+                wake.set()
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
-        done = asyncio.ensure_future(asyncio.gather(*tasks))
+        running = len(tasks)
+
+        def finished(_task: asyncio.Future) -> None:
+            nonlocal running
+            running -= 1
+            wake.set()
+
+        for t in tasks:
+            t.add_done_callback(finished)
         try:
             while True:
-                if queue.empty() and done.done():
+                while ready:
+                    yield ready.popleft()
+                if running == 0:
                     break
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            done.result()  # surface unexpected worker errors
+                wake.clear()
+                if not ready and running:
+                    await wake.wait()
+            for t in tasks:  # surface unexpected worker errors
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         finally:
             for t in tasks:
                 t.cancel()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Literal, Mapping, Protocol
 
@@ -61,7 +62,9 @@ class AiohttpTransport:
             timeout=aiohttp.ClientTimeout(
                 total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
             ),
-            trust_env=True,
+            # trust_env makes aiohttp look proxies and .netrc up in a thread on every
+            # request; only pay for that when a proxy is configured
+            trust_env=_proxy_configured(),
             auto_decompress=True,
         )
 
@@ -114,6 +117,11 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _proxy_configured() -> bool:
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+    return any(os.environ.get(n) or os.environ.get(n.lower()) for n in names)
 
 
 def have_aiohttp() -> bool:

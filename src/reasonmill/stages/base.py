@@ -173,6 +173,7 @@ def _load_builtin_stages() -> None:
 
 BUILTIN_STAGE_MODULES = (
     "reasonmill.stages.clean",
+    "reasonmill.stages.tests_filter",
     "reasonmill.stages.dedup",
     "reasonmill.stages.near_dedup",
     "reasonmill.stages.replay",

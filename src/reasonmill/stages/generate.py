@@ -249,13 +249,13 @@ class Generate(Stage):
             hits = client.cached(k for *_, k in keyed)
             self._accounting.cache_hits += len(hits)
             collected += [(tag, hits[k]) for tag, _, _, k in keyed if k in hits]
-            todo = [(tag, messages, sample) for tag, messages, sample, k in keyed if k not in hits]
+            todo = [job for job in keyed if job[3] not in hits]
             progress = GenerationProgress(
                 self._accounting, len(jobs), self.context.label or "generate", self.settings.progress
             )
             progress.done = len(collected)
             with progress:
-                async for tag, result in client.map(todo):
+                async for tag, result in client.map(todo, check_cache=False):
                     collected.append((tag, result))
                     progress.advance()
                     if self.context.progress is not None:

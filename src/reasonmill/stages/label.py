@@ -58,12 +58,12 @@ _SCIENCE_WORDS = frozenset(
     spectrum spectroscopy nmr""".split()
 )
 _MATH_WORDS = frozenset(
-    """find compute calculate evaluate simplify solve integer integers prime primes equation
-    equations polynomial triangle circle probability sum product real remainder digit digits
-    fraction percent ratio area perimeter volume angle sequence maximum minimum expected
-    divisible divisor divisors factorial inequality radius diameter rectangle square cube
-    numbers number dollars cents total average two three four five six seven eight nine ten
-    twelve twenty hundred thousand half twice""".split()
+    """compute calculate evaluate simplify solve integer integers prime primes equation
+    equations polynomial triangle circle probability sum product remainder digit digits
+    fraction percent ratio area perimeter volume angle sequence maximum minimum divisible
+    divisor divisors factorial inequality radius diameter rectangle square cube numbers
+    number dollars cents total average two three four five six seven eight nine ten twelve
+    twenty hundred thousand half twice ways arrangements per each""".split()
 )
 _MATH_PHRASES = ("how many", "how much", "how old", "how long", "how far", "what fraction",
                  "what percent", "what is the value")
@@ -88,10 +88,17 @@ _LENGTH_CONSTRAINT_RE = re.compile(
 _CHAT_PHRASES = (
     "can you", "could you", "would you", "do you", "are you", "tell me", "what do you think",
     "how do i", "how can i", "how should i", "i want", "i need", "help me", "explain",
-    "recommend", "suggest", "advice", "your opinion",
+    "recommend", "suggest", "advice", "your opinion", " i ", " my ", " me ", "i'm ", "i've ",
 )
-_CHAT_START = ("hi", "hello", "hey", "thanks", "thank you")
+# A request or question in natural language starts like this.
+_CHAT_START = (
+    "hi", "hello", "hey", "thanks", "thank you", "how", "what", "why", "where", "when", "who",
+    "which", "can ", "could ", "would ", "should ", "is ", "are ", "do ", "does ", "tell ",
+    "give ", "make ", "create ", "write ", "describe ", "explain ", "list ", "help ", "please",
+    "i ", "i'm", "my ", "let's", "imagine", "suppose",
+)
 _DIGIT_RE = re.compile(r"\d")
+_NUMBER_RE = re.compile(r"\d+")
 
 
 def classify_category(record: dict) -> str:
@@ -119,20 +126,29 @@ def classify_category(record: dict) -> str:
             return "science"
     if any(p in low for p in _INSTRUCTION_PHRASES) or _LENGTH_CONSTRAINT_RE.search(low):
         return "instruction"
-    has_digit = _DIGIT_RE.search(low) is not None
-    math = (len(words & _MATH_WORDS) + sum(sym in low for sym in _MATH_SYMBOLS)
-            + sum(p in low for p in _MATH_PHRASES))
-    if math >= 2 or (math and has_digit):
+    # Math needs notation, or numbers together with math vocabulary: a chat message that
+    # mentions "a million dollars" or asks "how much should I charge" is not math.
+    numbers = len(_NUMBER_RE.findall(low))
+    strong = sum(sym in low for sym in _MATH_SYMBOLS)
+    vocab = len(words & _MATH_WORDS)
+    phrases = sum(p in low for p in _MATH_PHRASES)
+    if strong >= 2 or (strong and (numbers or vocab or phrases)):
+        return "math"
+    if (numbers >= 2 and (vocab or phrases)) or (numbers and vocab >= 2) or (phrases and vocab):
         return "math"
     answer = record.get("reference_answer")
-    if answer and len(str(answer)) <= 40 and has_digit:
+    if answer and len(str(answer)) <= 40 and numbers:
         return "math"
     if science >= 2:
         return "science"
-    if low.startswith(_CHAT_START) or any(p in low for p in _CHAT_PHRASES):
+    if low.lstrip().startswith(_CHAT_START) or any(p in low for p in _CHAT_PHRASES) or low.rstrip().endswith("?"):
         return "chat"
-    if math or (has_digit and "?" in low):
+    if strong or vocab >= 2 or (phrases and numbers):
         return "math"
+    # Any other natural-language request or statement is general chat; "other" is left
+    # for what is too short or not language at all.
+    if len(words) >= 4:
+        return "chat"
     return "other"
 
 

@@ -236,7 +236,10 @@ def extract_answer(response: str | None) -> Extraction | None:
     region = answer_region(response)
     found = _extract_from(region)
     if found is None and region != response:
-        found = _extract_from(response)
+        # e.g. the solution part was cut off: use what the thinking concluded
+        idx = response.rfind(region)
+        before = response[:idx] if idx > 0 else response
+        found = _extract_from(before)
         if found is not None:
             found = Extraction(found.text, found.method, found.all_boxed, "full")
     return found
