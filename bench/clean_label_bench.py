@@ -101,6 +101,8 @@ def load_sets(data: Path = DATA) -> dict[str, tuple[str, list[dict]]]:
         new_record(source="codeforces", problem=r["problem"], original_id=i, tests=_tests(r["tests"])) for i, r in enumerate(json.loads(p.read_text()))])
     add("code_contests", "code", "code_contests/code_contests_test_rllm.json", lambda p: [
         new_record(source="code_contests", problem=r["problem"], original_id=i, tests=_tests(r["tests"])) for i, r in enumerate(json.loads(p.read_text()))])
+    add("star1_safety_prompts", "chat", "star1_r1_safety_traces/STAR-1_shared_800.json", lambda p: [
+        new_record(source="star1", problem=r["question"], original_id=r["id"]) for r in json.loads(p.read_text())])
     return sets
 
 

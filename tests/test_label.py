@@ -49,7 +49,10 @@ def run(records, **settings):
         ("science", "Which reaction releases more energy per mole: the oxidation of glucose in a cell or its fermentation by bacteria?", {}),
         ("instruction", "Write a poem about autumn in at most 50 words. Your entire response should be in lowercase letters.", {}),
         ("chat", "Hi! Can you recommend a good book about the history of Rome?", {}),
-        ("other", "Describe the painting.", {}),
+        ("chat", "Where can I find a quiet place to study in Paris?", {}),
+        ("chat", "How much should I charge for walking my neighbour's dog?", {}),
+        ("chat", "Generate a long passage about the history of the printing press.", {}),
+        ("other", "x y z", {}),
     ],
 )
 def test_rule_categories(category, problem, extra):
@@ -225,8 +228,8 @@ def test_math_sets_are_labelled_math():
     omni = [rec(r["problem"]) for r in _jsonl(_need("omni_math_500/omni_math_num_500.jsonl"))]
     zh = [rec(r["problem"]) for r in _jsonl(_need("olymmath/OlymMATH-ZH-EASY.jsonl"))]
     assert _accuracy(math500, "math") >= 0.99
-    assert _accuracy(gsm8k, "math") >= 0.98  # text only: no answer given
-    assert _accuracy(omni, "math") >= 0.97
+    assert _accuracy(gsm8k, "math") >= 0.99  # text only: no answer given
+    assert _accuracy(omni, "math") >= 0.98
     assert _accuracy(zh, "math") >= 0.98
 
 
@@ -240,3 +243,11 @@ def test_code_sets_are_labelled_code():
     assert _accuracy(mbpp, "code") >= 0.99  # from the one-line task text alone
     assert _accuracy(lcb_text, "code") >= 0.95
     assert _accuracy(lcb_full, "code") == 1.0
+
+
+def test_safety_prompts_are_chat_not_math_or_code():
+    rows = json.loads(_need("star1_r1_safety_traces/STAR-1_shared_800.json").read_text())
+    out = run([rec(r["question"]) for r in rows])
+    cats = [r["category"] for r in out.kept]
+    assert cats.count("chat") / len(cats) >= 0.95
+    assert (cats.count("math") + cats.count("code")) / len(cats) <= 0.03

@@ -63,12 +63,18 @@ _MATH_WORDS = frozenset(
     fraction percent ratio area perimeter volume angle sequence maximum minimum divisible
     divisor divisors factorial inequality radius diameter rectangle square cube numbers
     number dollars cents total average two three four five six seven eight nine ten twelve
-    twenty hundred thousand half twice ways arrangements per each""".split()
+    twenty hundred thousand half twice ways arrangements per each times third quarter
+    difference combined remaining""".split()
 )
 _MATH_PHRASES = ("how many", "how much", "how old", "how long", "how far", "what fraction",
                  "what percent", "what is the value")
-_MATH_SYMBOLS = ("\\boxed", "$", "\\(", "\\[", "\\frac", "\\sqrt", "^", "求", "计算", "证明", "已知",
-                 "整数", "函数", "三角形", "概率")
+_MATH_SYMBOLS = ("\\boxed", "$", "\\", "^", "求", "计算", "证明", "已知", "整数", "函数", "三角形", "概率")
+# Words that hardly occur outside mathematics.
+_STRONG_MATH_WORDS = frozenset(
+    """probability integer integers prime primes polynomial divisor divisors divisible factorial
+    perimeter radius diameter equation equations remainder inequality digit digits reciprocal
+    consecutive""".split()
+)
 _CHOICE_RE = re.compile(r"(?:^|\s)\(?[a-d][).:]\s+\S")
 _CHOICE_PHRASES = ("answer choices", "choose the correct", "which of the following")
 _INSTRUCTION_PHRASES = (
@@ -134,7 +140,13 @@ def classify_category(record: dict) -> str:
     phrases = sum(p in low for p in _MATH_PHRASES)
     if strong >= 2 or (strong and (numbers or vocab or phrases)):
         return "math"
-    if (numbers >= 2 and (vocab or phrases)) or (numbers and vocab >= 2) or (phrases and vocab):
+    if (numbers >= 2 and (vocab or phrases)) or (numbers and vocab >= 2) or (phrases and (vocab or numbers)):
+        return "math"
+    if numbers >= 3 and low.rstrip().endswith("?"):  # a word problem
+        return "math"
+    if words & _STRONG_MATH_WORDS and (vocab >= 2 or numbers or phrases or "?" in low):
+        return "math"
+    if vocab >= 3 or (vocab >= 2 and low.rstrip().endswith("?")):
         return "math"
     answer = record.get("reference_answer")
     if answer and len(str(answer)) <= 40 and numbers:
