@@ -91,6 +91,7 @@ class FaultServer:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.pending = 0  # replies written whose delivery is not yet confirmed
         self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, "ok", "requests", "abandoned", "unread")}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -144,6 +145,12 @@ class FaultServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until every written reply is confirmed (clients closed or moved on)."""
+        deadline = time.monotonic() + timeout
+        while self.pending > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @property
     def url(self) -> str:
@@ -334,6 +341,7 @@ class FaultServer:
             self._flush([entry], "completed")
         else:
             pending.append(entry)
+            self.pending += 1
         return True
 
     @staticmethod
@@ -355,6 +363,7 @@ class FaultServer:
 
     def _flush(self, pending: list[dict], status: str) -> None:
         """Log the connection's pending replies as ``completed`` or ``unread``."""
+        self.pending -= len(pending)
         if status == "unread":
             self.counts["unread"] += len(pending)
         if self._log is not None:

@@ -52,6 +52,7 @@ def test_every_fault_at_20_percent(tmp_path, stream):
             }
         )
         out = stage.process(records)
+        srv.settle()
     finally:
         srv.stop()
 

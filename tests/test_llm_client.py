@@ -169,6 +169,7 @@ def test_generate_parses_answers_and_caches(server, tmp_path, stream, transport)
     again = stage2.process(recs)
     assert [r["responses"] for r in again.kept] == [r["responses"] for r in out.kept]
     assert stage2.accounting()["cache_hits"] == 8 and stage2.accounting()["requests_sent"] == 0
+    server.settle()
     assert len(read_log(server.config.log_path)) == 8
     stage.close(), stage2.close()
 
@@ -222,6 +223,7 @@ def test_max_requests_budget_stops_cleanly_and_resumes(server, tmp_path):
     out = resumed.process(recs)
     assert sum(len(r["responses"]) for r in out.kept) == 20
     assert resumed.accounting()["cache_hits"] == 6 and resumed.accounting()["requests_sent"] == 14
+    server.settle()
     pairs = [(e["prompt"], e["sample"]) for e in read_log(server.config.log_path)]
     assert len(pairs) == len(set(pairs)) == 20
 
