@@ -275,3 +275,14 @@ def test_client_returns_failure_objects(server, tmp_path):
 
     result = asyncio.run(run())
     assert isinstance(result, Failure) and result.reason == "context_length" and "maximum context" in result.message
+
+
+def test_engine_progress_callback_counts_records(server, tmp_path):
+    ticks: list[int] = []
+    recs = problems(5)
+    recs[0]["responses"] = [{"answer": "old", "source": "replay", "model": "x", "meta": {}}]
+    ctx = StageContext(workdir=str(tmp_path), progress=ticks.append)
+    stage = Generate(settings(server, tmp_path, n=3), ctx)
+    stage.process(recs)
+    assert sum(ticks) == 5  # one tick per record, whatever n is
+    assert "in flight 0" in stage.live_stats()

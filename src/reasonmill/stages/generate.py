@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,10 +204,12 @@ class Generate(Stage):
 
                 for (i, sample), result in run_vllm(self.settings, self._open_cache(), jobs, self._accounting):
                     results[i].append((sample, result))
+                self._report_records(len(plan))
             else:
                 for (i, sample), result in _run_coroutine(self._run_openai(jobs)):
                     results[i].append((sample, result))
 
+        self._report_records(len(records) - len(plan))
         out = StageOutput()
         for i, record in enumerate(records):
             if i not in plan:
@@ -250,17 +253,32 @@ class Generate(Stage):
             self._accounting.cache_hits += len(hits)
             collected += [(tag, hits[k]) for tag, _, _, k in keyed if k in hits]
             todo = [job for job in keyed if job[3] not in hits]
-            progress = GenerationProgress(
-                self._accounting, len(jobs), self.context.label or "generate", self.settings.progress
-            )
+            # the engine's own live display (context.progress) excludes a second rich Live
+            show = self.settings.progress
+            if show is None and self.context.progress is not None:
+                show = False
+            progress = GenerationProgress(self._accounting, len(jobs), self.context.label or "generate", show)
             progress.done = len(collected)
+            left = Counter(tag[0] for tag, *_ in todo)  # record index -> samples still coming
             with progress:
+                self._report_records(len({tag[0] for tag, *_ in jobs}) - len(left))
                 async for tag, result in client.map(todo, check_cache=False):
                     collected.append((tag, result))
                     progress.advance()
-                    if self.context.progress is not None:
-                        self.context.progress(1)
+                    left[tag[0]] -= 1
+                    if left[tag[0]] == 0:
+                        self._report_records(1)
         return collected
+
+    def _report_records(self, n: int) -> None:
+        if n and self.context.progress is not None:
+            self.context.progress(n)
+
+    def live_stats(self) -> str:
+        """A short line for an engine's progress bar: in flight, tokens/s, cache hits, errors."""
+        a = self._accounting
+        tps = self.accounting()["completion_tokens_per_s"]
+        return f"in flight {a.in_flight} · {tps:,.0f} tok/s · cached {a.cache_hits} · errors {sum(a.errors.values())}"
 
 
 def _run_coroutine(coro):
