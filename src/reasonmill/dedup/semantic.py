@@ -20,7 +20,7 @@ from typing import Iterable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..embed import DEFAULT_EMBEDDER, Embedder, get_embedder
+from ..embed import DEFAULT_EMBEDDER, Embedder, get_embedder, l2_normalize
 from .unionfind import connected_components
 
 
@@ -40,6 +40,10 @@ class SemanticSettings(BaseModel):
     nlist: int | None = Field(None, description="IVF cells; default ≈ 4·√n")
     nprobe: int = Field(6, ge=1, description="IVF cells searched per query")
     workers: int = Field(1, ge=1, description="processes embedding chunks (static embedder) and faiss threads")
+    center: bool = Field(
+        True, description="subtract the mean embedding of the texts being deduplicated, then renormalise"
+    )
+    center_min: int = Field(1000, ge=2, description="center only groups at least this large (a small mean is noise)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -117,6 +121,12 @@ def similar_pairs(x: np.ndarray, settings: SemanticSettings) -> tuple[np.ndarray
     """All pairs (a < b) with cosine ≥ threshold, plus the cosine; zero rows never match."""
     alive = np.nonzero(np.any(x != 0, axis=1))[0]
     sub = np.ascontiguousarray(x[alive], dtype=np.float32)
+    if settings.center and len(sub) >= settings.center_min:
+        # Why: static (and many transformer) embeddings share a common component, so
+        # long unrelated texts reach cosine 0.9+. Removing the corpus mean (SIF's common
+        # component) restores contrast; the cached raw embeddings are unchanged.
+        sub -= sub.mean(axis=0, dtype=np.float64).astype(np.float32)
+        sub = l2_normalize(sub)
     if len(sub) < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     exact = settings.search == "exact" or (settings.search == "auto" and len(sub) < settings.exact_below)

