@@ -28,6 +28,9 @@ from reasonmill.dedup.decontam import (
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: measured by bench/bench_decontam.py (2026-11-25): 9.0% / 9.8% / 36.1% (with siblings)
+LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR = 0.07, 0.08, 0.33
+
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 MATH500 = {"name": "math500", "path": str(DATA / "math500" / "math500_test.jsonl")}
@@ -214,3 +217,143 @@ def test_hub_path_gives_clear_error_offline():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
     assert out.startswith("BenchmarkError") and "HuggingFaceH4/MATH-500" in out and "path:" in out
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def _record(rid: str, problem: str, responses: list[dict] | None = None, answer: str | None = None) -> dict:
+    return {"id": rid, "source": "s", "category": "math", "language": "en", "difficulty": None, "problem": problem,
+            "reference_answer": answer, "tests": [], "starter_code": None, "responses": responses or [], "meta": {}}
+
+
+@needs_data
+def test_stage_drops_contaminated_with_evidence_and_keeps_siblings(tmp_path):
+    from reasonmill.stages.base import StageContext, get_stage
+
+    cls = get_stage("decontaminate")
+    stage = cls({"benchmarks": [MATH500, AIME24], "embedding": False, "apply_to": "problem+responses"},
+                StageContext(cache_dir=str(tmp_path)))
+    index = stage.build(iter(()))
+    index = pickle.loads(pickle.dumps(index))  # the engine persists it
+    math500 = load_benchmark(MATH500)
+    aime = load_benchmark(AIME24)
+    copy = "Problem 4 (10 points). " + aime[3]["text"] + " Good luck!"
+    records = [
+        _record("a", math500[10]["text"], answer=math500[10]["answer"]),
+        _record("b", copy),
+        _record("c", "Compute the sum of the first 40 positive odd integers, then add 7."),
+        _record("d", "A clean problem.", responses=[
+            {"think": "I recall this one: " + aime[5]["text"], "answer": "42", "raw": None},
+            {"think": "Let me think.", "answer": "42", "raw": None}]),
+    ]
+    out = stage.process(records, index)
+    dropped = {d.id: d for d in out.dropped}
+    assert set(dropped) == {"a", "b", "d"} and [r["id"] for r in out.kept] == ["c", "d"]
+    a = dropped["a"]
+    assert a.reason == "contaminated" and a.evidence["layer"] == "exact"
+    assert a.evidence["benchmark"] == "math500" and a.evidence["item_id"] == math500[10]["item_id"]
+    assert a.evidence["answer_match"] is True and math500[10]["item_id"] in a.message
+    b = dropped["b"]
+    assert b.evidence["layer"] == "ngram" and b.evidence["item_id"] == aime[3]["item_id"]
+    assert b.evidence["coverage"] >= 0.9 and len(b.evidence["ngram"].split()) == b.evidence["ngram_n"]
+    d = dropped["d"]
+    assert d.response_index == 0 and d.evidence["field"] == "responses[0]" and d.evidence["benchmark"] == "aime24"
+    kept_d = out.kept[1]
+    assert len(kept_d["responses"]) == 1 and kept_d["responses"][0]["think"] == "Let me think."
+    assert len(records) == len(out.kept) + sum(1 for x in out.dropped if x.response_index is None)
+
+
+@needs_data
+def test_stage_notes_template_siblings_in_meta():
+    from reasonmill.stages.base import get_stage
+
+    math500 = load_benchmark(MATH500)
+    item = next(it for it in math500 if "radius of length" in it["text"] or "circle with equation" in it["text"])
+    sibling = item["text"]
+    nums = sorted(set(numbers_of(tokenize(normalize_text(sibling)))), key=len, reverse=True)
+    for n in nums:  # change every number
+        sibling = sibling.replace(n, str(int(float(n)) + 7) if "." not in n else n + "1")
+    stage = get_stage("decontaminate")({"benchmarks": [MATH500], "embedding": False})
+    out = stage.process([_record("s", sibling)], stage.build(iter(())))
+    assert out.dropped == [] and len(out.kept) == 1
+    sib = out.kept[0]["meta"]["decontam"]["template_siblings"][0]
+    assert sib["item_id"] == item["item_id"] and sib["numbers_match"] is False
+
+
+def test_settings_reject_unknown_keys():
+    from pydantic import ValidationError
+
+    from reasonmill.stages.decontaminate import DecontaminateSettings
+
+    with pytest.raises(ValidationError):
+        DecontaminateSettings(ngram_coverge=0.5)
+    s = DecontaminateSettings(benchmarks=["math500", {"name": "x", "path": "x.jsonl", "field": "q"}])
+    assert s.apply_to == "problem" and s.judge.enabled is False
+
+
+# --- the LLM judge over a real loopback HTTP server -------------------------------------------
+
+
+def test_judge_verdict_is_recorded_and_decides(tmp_path):
+    import http.server
+    import threading
+
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            prompt = body["messages"][0]["content"]
+            same = "729" not in prompt  # the judge says the 729 variant is another problem
+            reply = {"choices": [{"message": {"role": "assistant", "content": "True" if same else "False"}}]}
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        idx = _index(judge={"enabled": True, "base_url": url, "model": "judge-m", "candidate_cosine": 0.5},
+                     embedding_cosine=0.99)
+        d = _dec(idx)
+        para = "How many positive divisors of 64 are perfect cubes? Find the number."
+        other = "How many positive divisors of 729 are perfect cubes? Find the number."
+        hits_para, hits_other = d.check([para, other])
+        assert hits_para[0].category == "contaminated" and hits_para[0].layer == "judge"
+        assert hits_para[0].judge["same"] is True and hits_para[0].judge["model"] == "judge-m"
+        assert all(h.category != "contaminated" for h in hits_other)
+        assert seen and seen[0]["model"] == "judge-m" and "Problem B" in seen[0]["messages"][0]["content"]
+    finally:
+        server.shutdown()
+
+
+# --- quality floor on the real contamination pairs -------------------------------------------
+
+
+@needs_data
+def test_recall_floor_on_real_pairs():
+    """Floors a little below what bench/bench_decontam.py measures (see bench/results/decontam.md)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_decontam import load_pairs
+
+    from reasonmill.embed import get_embedder
+
+    items = load_benchmark(MATH500)
+    emb = get_embedder("static-minilm", cache=False)
+    d = Decontaminator(build_index(items, DecontamSettings(), embedder=emb), embedder=emb)
+    lex = [p["train_problem"] for p in load_pairs("lex")]
+    sem = [p["train_problem"] for p in load_pairs("sem")]
+    cats = [{h.category for h in hits} for hits in d.check(lex + sem)]
+    lex_c = sum("contaminated" in c for c in cats[: len(lex)]) / len(lex)
+    sem_c = sum("contaminated" in c for c in cats[len(lex):]) / len(sem)
+    lex_any = sum(bool(c) for c in cats[: len(lex)]) / len(lex)
+    assert lex_c >= LEX_FLOOR and sem_c >= SEM_FLOOR and lex_any >= LEX_ANY_FLOOR, (lex_c, sem_c, lex_any)

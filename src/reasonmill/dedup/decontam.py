@@ -9,8 +9,8 @@ Why layers: each check catches a different kind of leak at a different cost.
    needs the shared n-grams to cover a share of the shorter text (``ngram_coverage``).
 3. ``embedding``: cosine of sentence embeddings, for paraphrases. A paraphrase keeps the
    problem's numbers; a different problem on the same topic does not. So a cosine hit is
-   contamination only when the numbers agree (``embedding_cosine``), or when the cosine
-   is so high that nothing else can differ (``embedding_cosine_any``).
+   contamination only when the numbers are the same (``embedding_cosine``), or when the
+   cosine is so high that nothing else can differ (``embedding_cosine_any``).
 4. ``judge`` (off by default): candidates go to an LLM over an OpenAI-compatible endpoint,
    which answers whether the two texts are the same problem (as NeMo-Skills does).
 
@@ -162,18 +162,21 @@ class DecontamSettings(BaseModel):
     #: texts (the shorter of the pair) with fewer tokens than this use ``ngram_n_short``
     short_tokens: int = Field(100, ge=1)
     #: share of the shorter text's tokens covered by shared n-grams for an n-gram hit
-    ngram_coverage: float = Field(0.5, gt=0, le=1)
+    ngram_coverage: float = Field(0.6, gt=0, le=1)
     embedding: bool = True
     embedder: str = "static-minilm"
-    #: cosine for a hit when the two texts carry the same numbers
-    embedding_cosine: float = Field(0.85, ge=-1, le=1)
-    #: cosine for a hit whatever the numbers
-    embedding_cosine_any: float = Field(0.97, ge=-1, le=1)
+    #: cosine for a hit when the two texts carry exactly the same (non-empty) numbers (a
+    #: paraphrase keeps them); tuned for the default static-minilm embedder, whose cosines
+    #: run high. Texts without numbers are left to the lexical layers.
+    embedding_cosine: float = Field(0.93, ge=-1, le=1)
+    #: cosine for a hit whatever the numbers (off: a changed number makes another problem)
+    embedding_cosine_any: float | None = Field(None, ge=-1, le=1)
     template_siblings: bool = True
     #: masked-number n-gram coverage (numbers differing) for a template sibling
     sibling_coverage: float = Field(0.5, gt=0, le=1)
-    #: embedding cosine (numbers differing) for a template sibling
-    sibling_cosine: float = Field(0.9, ge=-1, le=1)
+    #: embedding cosine (numbers differing) for a template sibling; off by default, since
+    #: same-topic problems reach high cosines and the category would lose its meaning
+    sibling_cosine: float | None = Field(None, ge=-1, le=1)
     siblings_are_contamination: bool = False
     strip_asy: bool = True
     boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
@@ -483,13 +486,15 @@ class Decontaminator:
             if s.ngram and pair.coverage >= s.ngram_coverage and (same_numbers or not s.template_siblings):
                 hits.append(self._hit("contaminated", "ngram", j, field, **ev))
             elif s.embedding and pair.cosine is not None and (
-                pair.cosine >= s.embedding_cosine_any or (same_numbers and pair.cosine >= s.embedding_cosine)
+                (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)
+                or (p.numbers and p.numbers == idx.numbers[j] and pair.cosine >= s.embedding_cosine)
             ):
                 hits.append(self._hit("contaminated", "embedding", j, field, **ev))
             elif s.template_siblings and not same_numbers and (
                 pair.masked_coverage >= s.sibling_coverage
                 or (s.ngram and pair.coverage >= s.ngram_coverage)
-                or (s.embedding and pair.cosine is not None and pair.cosine >= s.sibling_cosine)
+                or (s.embedding and s.sibling_cosine is not None and pair.cosine is not None
+                    and pair.cosine >= s.sibling_cosine)
             ):
                 category: Category = "contaminated" if s.siblings_are_contamination else "template_sibling"
                 hits.append(self._hit(category, "template", j, field, **ev))
