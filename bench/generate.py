@@ -9,7 +9,9 @@ Runs, in the same session and each in its own process, against the same test ser
 - ``reasonmill (aiohttp)``: the ``generate`` stage end to end (prompt templates, cache
   lookups, one SQLite commit per response, accounting) with the aiohttp transport;
 - ``reasonmill (httpx)``: the same with the httpx transport, to show why the
-  transport matters.
+  transport matters;
+- ``curator`` (with ``--curator-python``, a venv where bespokelabs-curator is
+  installed): curator's online OpenAI backend pointed at the same server.
 
 The ideal is concurrency / latency requests per second (5,120/s at the defaults).
 Prints requests/s, client CPU-seconds per 1,000 requests and the ratios.
@@ -63,6 +65,31 @@ with tempfile.TemporaryDirectory() as d:
     print(json.dumps({"wall": wall, "cpu": cpu, "requests": stage.accounting()["requests_sent"]}))
 """
 
+CURATOR = r"""
+import json, os, sys, time, tempfile
+url, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.environ.setdefault("CURATOR_CACHE_DIR", tempfile.mkdtemp())
+os.environ.setdefault("CURATOR_DISABLE_RICH_DISPLAY", "1")
+from bespokelabs import curator
+
+class Gen(curator.LLM):
+    def prompt(self, row):
+        return row["problem"]
+
+    def parse(self, row, response):
+        return {"answer": response}
+
+llm = Gen(model_name="m", backend="openai", generation_params={"temperature": 0.6},
+          backend_params={"base_url": url, "api_key": "x", "max_requests_per_minute": 10_000_000,
+                          "max_tokens_per_minute": 10_000_000_000, "max_concurrent_requests": conc,
+                          "require_all_responses": False})
+rows = [{"problem": f"problem {i}"} for i in range(n)]
+t = time.perf_counter(); c = time.process_time()
+out = llm(rows)
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"wall": wall, "cpu": cpu, "rows": len(out.dataset)}))
+"""
+
 
 def wait_up(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -75,9 +102,9 @@ def wait_up(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"test server at {url} did not start")
 
 
-def run_client(code: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=900)
+def run_client(code: str, *args: str, python: str = sys.executable, env_extra: dict | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env_extra or {})}
+    res = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, env=env, timeout=1800)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -89,6 +116,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--port", type=int, default=18931)
+    ap.add_argument("--curator-python", default=None, help="python of a venv with bespokelabs-curator")
     args = ap.parse_args()
     url = f"http://127.0.0.1:{args.port}/v1"
     server = subprocess.Popen(
@@ -104,6 +132,15 @@ def main() -> None:
             "reasonmill (aiohttp)": run_client(REASONMILL, url, n, c, "aiohttp"),
             "reasonmill (httpx)": run_client(REASONMILL, url, n, c, "httpx"),
         }
+        if args.curator_python:
+            # offline: tiktoken must find litellm's bundled tokenizer files
+            tok = subprocess.run(
+                [args.curator_python, "-c", "import litellm, os; print(os.path.join(os.path.dirname(litellm.__file__), 'litellm_core_utils', 'tokenizers'))"],
+                capture_output=True, text=True,
+            ).stdout.strip()
+            results["curator"] = run_client(
+                CURATOR, url, n, c, python=args.curator_python, env_extra={"TIKTOKEN_CACHE_DIR": tok, "PYTHONPATH": ""}
+            )
     finally:
         server.terminate()
         server.wait()
@@ -118,6 +155,8 @@ def main() -> None:
     raw = rates["raw aiohttp"]
     print(f"reasonmill (aiohttp) / raw aiohttp throughput: {rates['reasonmill (aiohttp)'] / raw:.2f}")
     print(f"reasonmill (aiohttp) / reasonmill (httpx) throughput: {rates['reasonmill (aiohttp)'] / rates['reasonmill (httpx)']:.2f}")
+    if "curator" in rates:
+        print(f"reasonmill (aiohttp) / curator throughput: {rates['reasonmill (aiohttp)'] / rates['curator']:.2f}")
 
 
 if __name__ == "__main__":

@@ -176,6 +176,7 @@ class FaultServer:
                     self._flush(pending, "unread")
                     return
                 except asyncio.LimitOverrunError:
+                    self._flush(pending, "completed")
                     return
                 self._flush(pending, "completed")
                 lines = head.decode("latin-1").split("\r\n")

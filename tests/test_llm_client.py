@@ -286,3 +286,13 @@ def test_engine_progress_callback_counts_records(server, tmp_path):
     stage.process(recs)
     assert sum(ticks) == 5  # one tick per record, whatever n is
     assert "in flight 0" in stage.live_stats()
+
+
+def test_wrong_shape_json_is_retried_not_crashing():
+    from reasonmill.llm.transport import HTTPReply
+
+    client = ChatClient(ClientConfig(base_url="http://x/v1", model="m"))
+    for body in (b'{"choices": ["oops"]}', b'{"choices": [{"message": null}]}', b"[1, 2]", b"\xff\xfe"):
+        with pytest.raises(_Retry) as info:
+            client._check(HTTPReply(200, {}, body))
+        assert info.value.kind == "malformed_json"

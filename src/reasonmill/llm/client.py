@@ -414,7 +414,10 @@ class ChatClient:
     def _check(self, reply: HTTPReply) -> _Parsed:
         status = reply.status
         if status == 200:
-            return parse_sse(reply.body) if self.config.stream else parse_completion(reply.body)
+            try:
+                return parse_sse(reply.body) if self.config.stream else parse_completion(reply.body)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:  # JSON of the wrong shape
+                raise _Retry("malformed_json", f"unexpected reply shape ({type(exc).__name__}: {exc})") from exc
         message = _error_text(reply.body)
         if status in (401, 403):
             raise FatalRequestError(
