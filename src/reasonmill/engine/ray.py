@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from reasonmill.config import PipelineConfig
-from reasonmill.engine.local import EngineError, LocalEngine, RunResult, StageReport, StopRun, _accumulate
+from reasonmill.engine.local import EngineError, LocalEngine, RunResult, StageReport, _accumulate
 from reasonmill.engine.workdir import StageDir
-from reasonmill.stages.base import Stage, StageContext
+from reasonmill.stages.base import Stage, StageContext, StopRun
 
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'reasonmill[ray]' (or pip install 'ray[data]>=2.10')"
 
@@ -136,7 +136,7 @@ class RayEngine(LocalEngine):
         report: StageReport,
         task: Any,
     ) -> None:
-        if cls.resources.executor == "inline" or not todo:
+        if cls.executor_for(settings) == "inline" or not todo:
             # stages that manage their own pools/sandboxes/HTTP concurrency run in the driver
             return super()._execute_shards(
                 cls, settings, ctx, label, prev, sd, todo, index, index_path, report, task
@@ -176,7 +176,7 @@ class RayEngine(LocalEngine):
             cause = _user_cause(exc)
             if isinstance(cause, (EngineError, StopRun)):
                 raise cause from None
-            raise EngineError(f"stage {label!r} failed on Ray: {cause!r}") from exc
+            raise EngineError(f"stage {label!r} failed on Ray:\n{_worker_trace(exc)}") from exc
 
     # global indexes -------------------------------------------------------------------
 
@@ -191,6 +191,16 @@ class RayEngine(LocalEngine):
     def partitions(self, shards: int) -> int:
         """Shuffle partitions for global builders: a few per CPU, never more than shards."""
         return max(1, min(shards, int(self.cluster_cpus() * 2)))
+
+
+def _worker_trace(exc: BaseException, limit: int = 4000) -> str:
+    """The worker-side traceback Ray puts in the exception text, without Ray's preamble."""
+    text = str(exc)
+    for marker in ("Traceback (most recent call last)",):
+        at = text.find(marker)
+        if at >= 0:
+            text = text[at:]
+    return text[-limit:]
 
 
 def _user_cause(exc: BaseException) -> BaseException:

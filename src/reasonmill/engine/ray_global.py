@@ -93,4 +93,221 @@ def build_exact(
     return index
 
 
-_BUILDERS: dict[str, Builder] = {"dedup.exact": build_exact}
+
+# --- MinHash: LSH band keys → groupby band key → connected components ---------------------
+
+#: what the near-dedup stages read from a shard: the text field, priority key fields, category
+_COMPACT_COLUMNS = ("id", "source", "category", "reference_answer", "tests", "difficulty", "responses")
+
+
+def _shard_rows(prev: StageDir) -> tuple[list[str], np.ndarray]:
+    """Shard names and each shard's first global row (rows are numbered in shard order)."""
+    import json
+
+    shards = prev.shards()
+    counts = [json.loads(prev.done_path(s).read_text())["kept"] for s in shards]
+    starts = np.zeros(len(shards) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return shards, starts
+
+
+def _compact_of(records: list[dict], field: str, source_rank: list[str]) -> tuple[list, list, list, list[str]]:
+    from reasonmill.stages.near_dedup import _Compact, _text
+
+    compact = _Compact(source_rank)
+    for r in records:
+        compact.add(r)
+    return compact.ids, compact.keys, compact.categories, [_text(r, field) for r in records]
+
+
+def _minhash_map(mh_settings: Any, field: str, source_rank: list[str], per_category: bool,
+                 in_dir: str, shard: str, start: int, parts: int) -> list:
+    """One shard → per partition (band, band hash, global row) triples; then signatures
+    (for verification) and the compact per-row info as the last two returns."""
+    from reasonmill.dedup.minhash import MinHashIndex
+    from reasonmill.stages.near_dedup import _category_hash
+
+    records = StageDir(Path(in_dir)).read_shard(shard, tuple(dict.fromkeys((*_COMPACT_COLUMNS, field))))
+    ids, keys, cats, texts = _compact_of(records, field, source_rank)
+    index = MinHashIndex(mh_settings)
+    for lo in range(0, len(texts), mh_settings.chunk_size):
+        chunk = texts[lo : lo + mh_settings.chunk_size]
+        groups = (
+            np.array([_category_hash(c) for c in cats[lo : lo + len(chunk)]], np.uint64) if per_category else None
+        )
+        index.add(chunk, group=groups)
+    n = len(texts)
+    if n:
+        bands = np.concatenate(index._band_chunks)
+        empty = np.concatenate(index._empty_chunks)
+        numbers = np.concatenate(index._num_chunks)
+        sig = np.concatenate(index._sig_chunks) if index._sig_chunks else None
+    else:
+        bands = np.empty((0, index.bands), np.uint64)
+        empty, numbers, sig = np.empty(0, bool), np.empty(0, np.uint64), None
+    alive = np.nonzero(~empty)[0]
+    rows = np.repeat(alive + start, index.bands)
+    band_no = np.tile(np.arange(index.bands, dtype=np.int64), len(alive))
+    hashes = bands[alive].reshape(-1)
+    part = (hashes % np.uint64(parts)).astype(np.int64)
+    out: list[Any] = [(band_no[part == p], hashes[part == p], rows[part == p]) for p in range(parts)]
+    out.append(sig)
+    out.append((ids, keys, cats, numbers))
+    return out
+
+
+def _minhash_reduce(*slices: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Group (band, hash) buckets; link each member to the bucket's first (smallest) row,
+    exactly as ``MinHashIndex.candidate_edges`` does on one machine."""
+    band = np.concatenate([s[0] for s in slices])
+    h = np.concatenate([s[1] for s in slices])
+    row = np.concatenate([s[2] for s in slices])
+    if not len(row):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.lexsort((row, h, band))
+    band, h, row = band[order], h[order], row[order]
+    new = np.empty(len(row), bool)
+    new[0] = True
+    new[1:] = (band[1:] != band[:-1]) | (h[1:] != h[:-1])
+    head = np.maximum.accumulate(np.where(new, np.arange(len(row)), 0))
+    member = ~new
+    return row[head[member]], row[member]
+
+
+def _jaccard_task(a: np.ndarray, b: np.ndarray, starts: np.ndarray, sig_refs: list) -> np.ndarray:
+    """Estimated Jaccard of edges whose ``a`` rows lie in one shard; fetches only the
+    signature blocks of the shards its edges touch."""
+    import ray
+
+    need = np.unique(np.concatenate([np.searchsorted(starts, a, "right") - 1, np.searchsorted(starts, b, "right") - 1]))
+    blocks = dict(zip(need.tolist(), ray.get([sig_refs[i] for i in need.tolist()])))
+
+    def rows_of(x: np.ndarray) -> np.ndarray:
+        shard = np.searchsorted(starts, x, "right") - 1
+        out = np.empty((len(x), next(iter(blocks.values())).shape[1]), np.uint32)
+        for s in np.unique(shard).tolist():
+            sel = shard == s
+            out[sel] = blocks[s][x[sel] - starts[s]]
+        return out
+
+    return (rows_of(a) == rows_of(b)).mean(axis=1).astype(np.float32)
+
+
+def build_minhash(
+    ray: Any, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, partitions: int
+) -> dict:
+    """``MinHashDedup.build`` distributed: signatures and LSH band keys per shard (map),
+    shuffle by band key, bucket heads → candidate edges (reduce), Jaccard verification in
+    tasks next to the signatures, then connected components and the keep-priority choice
+    on the driver over compact arrays."""
+    from reasonmill.dedup.unionfind import connected_components
+    from reasonmill.stages.near_dedup import _drop_index, _Compact
+
+    stage = cls(settings, ctx)
+    mh = stage._minhash_settings()
+    shards, starts = _shard_rows(prev)
+    n = int(starts[-1])
+    if not shards or n == 0:
+        return {}
+    mapper = _remote(ray, _minhash_map, num_returns=partitions + 2)
+    maps = [
+        mapper.remote(mh, settings.field, settings.source_rank, settings.per_category, str(prev.path), s,
+                      int(starts[i]), partitions)
+        for i, s in enumerate(shards)
+    ]
+    reducer = _remote(ray, _minhash_reduce, num_returns=2)
+    pairs = [reducer.remote(*[m[p] for m in maps]) for p in range(partitions)]
+    metas = ray.get([m[-1] for m in maps])
+    compact = _Compact(settings.source_rank)
+    numbers_parts = []
+    for ids, keys, cats, numbers in metas:
+        compact.ids += ids
+        compact.keys += keys
+        compact.categories += cats
+        numbers_parts.append(numbers)
+    a = np.concatenate([ray.get(p[0]) for p in pairs])
+    b = np.concatenate([ray.get(p[1]) for p in pairs])
+    if len(a):
+        key = np.unique(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
+        a, b = key // n, key % n
+    if mh.numbers == "strict" and len(a):
+        nums = np.concatenate(numbers_parts)
+        same = nums[a] == nums[b]
+        a, b = a[same], b[same]
+    if mh.verify and len(a):
+        sig_refs = [m[-2] for m in maps]
+        shard_of_a = np.searchsorted(starts, a, "right") - 1
+        bounds = np.searchsorted(shard_of_a, np.arange(len(shards) + 1))
+        jac_task = _remote(ray, _jaccard_task)
+        futures = [
+            jac_task.remote(a[lo:hi], b[lo:hi], starts, sig_refs)
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()) if hi > lo
+        ]
+        jac = np.concatenate(ray.get(futures))
+        ok = jac >= mh.threshold
+        a, b, jac = a[ok], b[ok], jac[ok]
+    else:
+        jac = np.full(len(a), np.nan, np.float32)
+    if settings.per_category and len(a):
+        cats = compact.categories
+        same = np.array([cats[x] == cats[y] for x, y in zip(a.tolist(), b.tolist())], bool)
+        a, b, jac = a[same], b[same], jac[same]
+    labels = connected_components(n, a, b)
+    return _drop_index(compact, labels, a, b, jac, "jaccard")
+
+
+# --- semantic dedup: sharded embedding, then neighbour search ------------------------------
+
+
+def _embed_map(sem_settings: Any, field: str, source_rank: list[str], in_dir: str, shard: str) -> tuple:
+    from reasonmill.dedup.semantic import _worker_embedder
+
+    records = StageDir(Path(in_dir)).read_shard(shard, tuple(dict.fromkeys((*_COMPACT_COLUMNS, field))))
+    ids, keys, cats, texts = _compact_of(records, field, source_rank)
+    embedder = _worker_embedder(sem_settings.embedder, sem_settings.cache, sem_settings.cache_dir)
+    x = embedder.encode(texts, batch_size=sem_settings.batch_size) if texts else None
+    return x, (ids, keys, cats)
+
+
+def build_semantic(
+    ray: Any, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, partitions: int
+) -> dict:
+    """``SemanticDedup.build`` with the embedding sharded over Ray tasks (the expensive
+    part: one task per shard, each worker keeps its embedder, the embedding cache lives in
+    the shared cache dir); the neighbour search runs where the vectors meet (exact blocks
+    or faiss IVF, as on one machine)."""
+    from reasonmill.dedup.semantic import grouped_pairs
+    from reasonmill.dedup.unionfind import connected_components
+    from reasonmill.stages.near_dedup import _drop_index, _Compact
+
+    stage = cls(settings, ctx)
+    if getattr(stage, "embedder_override", None) is not None:
+        return stage.build(prev.read_shard(s) for s in prev.shards())
+    sem = stage._semantic_settings()
+    shards = prev.shards()
+    task = _remote(ray, _embed_map, num_cpus=1)
+    results = ray.get([task.remote(sem, settings.field, settings.source_rank, str(prev.path), s) for s in shards])
+    compact = _Compact(settings.source_rank)
+    parts = []
+    for x, (ids, keys, cats) in results:
+        compact.ids += ids
+        compact.keys += keys
+        compact.categories += cats
+        if x is not None:
+            parts.append(x)
+    if not parts:
+        return {}
+    x = np.concatenate(parts)
+    groups = None
+    if settings.per_category:
+        _, groups = np.unique(np.array([str(c) for c in compact.categories]), return_inverse=True)
+    a, b, cos = grouped_pairs(x, sem, groups)
+    labels = connected_components(len(compact.ids), a, b)
+    return _drop_index(compact, labels, a, b, cos, "cosine")
+
+
+_BUILDERS: dict[str, Builder] = {
+    "dedup.exact": build_exact,
+    "dedup.minhash": build_minhash,
+    "dedup.semantic": build_semantic,
+}
