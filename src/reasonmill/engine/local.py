@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow as pa
+
 import reasonmill
 from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
 from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint
+from reasonmill.records import from_table
 from reasonmill.io.sources import iter_source, source_fingerprint
 from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
 
@@ -109,16 +112,34 @@ def _load_index(path: str | None) -> Any:
 def run_shard(
     stage: Stage, label: str, in_dir: Path, out_dir: Path, shard: str, index: Any
 ) -> dict:
-    """Process one shard and write its output, ledger and done marker. Returns its stats."""
-    records = StageDir(in_dir).read_shard(shard)
+    """Process one shard and write its output, ledger and done marker. Returns its stats.
+
+    Stages that declare ``reads``/``writes`` get partial records (only those fields) and
+    their output is the input table filtered to the kept rows, with only the written
+    columns rebuilt: no full Python round trip for filter-like stages."""
+    src, dst = StageDir(in_dir), StageDir(out_dir)
+    reads, writes = stage.reads, stage.writes
+    fast = reads is not None and writes is not None
+    table = src.read_table(shard) if fast else None
+    records = from_table(table.select(list(reads))) if fast else src.read_shard(shard)
     out = stage.process(records, index)
-    rows = [drop_to_row(label, d) for d in out.dropped]
     record_drops = sum(1 for d in out.dropped if d.response_index is None)
     if len(out.kept) + record_drops != len(records):
         raise EngineError(
             f"stage {label!r} broke the ledger invariant on shard {shard}: "
             f"{len(records)} in, {len(out.kept)} kept, {record_drops} dropped"
         )
+    if fast:
+        position = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
+        for d in out.dropped:  # the ledger keeps the whole record, not the partial one
+            if d.response_index is None and d.id in position:
+                d.record = from_table(table.slice(position[d.id], 1))[0]
+        kept_table = table.take([position[r["id"]] for r in out.kept])
+        for col in writes:
+            i = kept_table.schema.get_field_index(col)
+            values = pa.array([r.get(col) for r in out.kept], type=kept_table.schema.field(col).type)
+            kept_table = kept_table.set_column(i, col, values)
+    rows = [drop_to_row(label, d) for d in out.dropped]
     stats = {
         "in": len(records),
         "kept": len(out.kept),
@@ -127,7 +148,10 @@ def run_shard(
         "reasons": dict(Counter(d.reason for d in out.dropped)),
         "extra": out.stats,
     }
-    StageDir(out_dir).write_shard(shard, out.kept, rows, stats)
+    if fast:
+        dst.write_shard_table(shard, kept_table, rows, stats)
+    else:
+        dst.write_shard(shard, out.kept, rows, stats)
     return stats
 
 
@@ -186,7 +210,12 @@ class LocalEngine:
 
     def context(self, label: str) -> StageContext:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        return StageContext(workdir=str(self.workdir.root), cache_dir=str(self.cache_dir), label=label)
+        return StageContext(
+            workdir=str(self.workdir.root),
+            cache_dir=str(self.cache_dir),
+            label=label,
+            extra={"base_dir": str(self.config.base_dir)},
+        )
 
     def run(self, fresh: bool = False) -> RunResult:
         if fresh and self.workdir.root.exists():

@@ -117,6 +117,15 @@ class StageDir:
         write_table(self.ledger_path(shard), pa.Table.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
         atomic_write_json(self.done_path(shard), stats)
 
+    def read_table(self, shard: str) -> pa.Table:
+        return pq.ParquetFile(self.shard_path(shard)).read()
+
+    def write_shard_table(self, shard: str, table: pa.Table, ledger_rows: list[dict], stats: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_table(self.shard_path(shard), table)
+        write_table(self.ledger_path(shard), pa.Table.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
+        atomic_write_json(self.done_path(shard), stats)
+
     def read_shard(self, shard: str, columns: tuple[str, ...] | None = None) -> list[dict]:
         """Records of one shard; with ``columns``, partial records holding only those fields."""
         # ParquetFile.read avoids pyarrow.dataset, whose import pulls in pandas (~2 s/worker)

@@ -92,6 +92,11 @@ class Stage:
     #: global stages: the record fields ``build`` needs (engines read only these columns);
     #: None reads whole records
     build_columns: ClassVar[tuple[str, ...] | None] = None
+    #: map phase: the fields ``process`` reads and the fields it may change. When both are
+    #: set, engines pass partial records and rebuild only the written columns (a fast path
+    #: for filter-like stages); None means whole records.
+    reads: ClassVar[tuple[str, ...] | None] = None
+    writes: ClassVar[tuple[str, ...] | None] = None
     #: bump when the stage's logic changes so cached outputs are recomputed
     version: ClassVar[str] = "1"
 

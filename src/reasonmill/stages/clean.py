@@ -150,6 +150,10 @@ class Clean(Stage):
         self._url_allow = tuple(a.lower() for a in s.url_allow)
         self._languages = frozenset(s.languages) if s.languages is not None else None
 
+    # fields the rules (and the rule-based category) look at; only ``language`` is written
+    reads = ("id", "source", "problem", "category", "language", "reference_answer", "tests", "starter_code", "meta")
+    writes = ("language",)
+
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
         out = StageOutput()
         check = self._check

@@ -36,6 +36,8 @@ class ExactDedup(Stage):
     kind = "global"
     Settings = ExactDedupSettings
     build_columns = ("id", "source", "category", "problem", "reference_answer", "tests", "difficulty", "responses")
+    reads = ("id",)
+    writes = ()
 
     def build(self, shards: Iterable[list[dict]]) -> dict[str, tuple[str, int]]:
         """Index: dropped record id → (representative id, text hash). Texts are not kept."""
