@@ -79,7 +79,7 @@ _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _OTHER_SCRIPT_RE = re.compile("[\u0400-\u052f\u0530-\u058f\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 # LaTeX math and commands carry Latin letters that say nothing about the language.
 _MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|\\[A-Za-z]+", re.S)
-_WORD_RE = re.compile(r"[a-z']+")
+_WORD_RE = re.compile(r"[a-z']+")  # on lower-cased text
 _EN_STOPWORDS = frozenset(
     """the of and a an to in is are be that this it for on with as by at from or if
     what which how many much find let there their its was were has have not than then
@@ -89,8 +89,8 @@ _EN_STOPWORDS = frozenset(
 # Frequent function words of other Latin-script languages (fr, de, es, it, pt, nl, id).
 _OTHER_STOPWORDS = frozenset(
     """le la les des du une est et dans pour que qui sur avec sont der die das und ist
-    nicht ein eine mit den dem zu von el los las del por con para una es y que se lo
-    il della di che per non sono gli o da em um uma os não com het een van zijn niet
+    nicht ein eine mit den dem zu von el los las del por con para una es que se lo
+    il della di che per non sono gli da em um uma os não com het een van zijn niet
     yang dan dengan untuk adalah ini itu""".split()
 )
 _LANG_SAMPLE = 1500
@@ -114,16 +114,25 @@ def _count(pattern: re.Pattern, text: str) -> int:
 def detect_language(text: str | None) -> str:
     """``"zh"``, ``"en"`` or ``"other"``, from scripts and English function words.
 
-    Math spans and LaTeX commands are removed first, so a Chinese problem full of
-    ``$x^2$`` is still Chinese. Japanese (kana) and Korean (hangul) are ``other``.
+    For non-ASCII text, math spans and LaTeX commands are removed before the scripts are
+    weighed, so a Chinese problem full of ``$x^2$`` is still Chinese. Japanese (kana)
+    and Korean (hangul) are ``other``.
     Latin-script text is English when English function words dominate those of other
-    European languages. Text with no letters at all (a bare formula) is ``other``.
+    European languages; ASCII text with no function words (a formula) counts as English.
+    Text with no letters at all is ``other``.
     """
     if not text:
         return "other"
     sample = text[:_LANG_SAMPLE]
-    prose = _MATH_SPAN_RE.sub(" ", sample)
-    if not prose.isascii():
+    if sample.isascii():  # the common case: no script to weigh, only function words
+        # str.split is a C loop; punctuation glued to a token only hides that token.
+        low = sample[:_WORDS_SAMPLE].lower()
+        if not _WORD_RE.search(low):
+            return "other"
+        words = low.split()
+        prose = sample
+    else:
+        prose = _MATH_SPAN_RE.sub(" ", sample)
         han = _count(_HAN_RE, prose)
         if han:
             kana = _count(_KANA_RE, prose)
@@ -138,20 +147,20 @@ def detect_language(text: str | None) -> str:
         other = _count(_OTHER_SCRIPT_RE, prose)
         if other and other * 2 > _count(_LATIN_LETTER_RE, prose):
             return "other"
-    words = _WORD_RE.findall(prose.lower(), 0, _WORDS_SAMPLE)
-    if not words:
-        # A bare formula, or a code snippet: fall back to the raw text's words.
-        words = _WORD_RE.findall(sample.lower(), 0, _WORDS_SAMPLE)
+        words = _WORD_RE.findall(prose.lower(), 0, _WORDS_SAMPLE)
         if not words:
-            return "other"
+            # A bare formula, or a code snippet: fall back to the raw text's words.
+            words = _WORD_RE.findall(sample.lower(), 0, _WORDS_SAMPLE)
+            if not words:
+                return "other"
     en = sum(map(_EN_STOPWORDS.__contains__, words))
     other = sum(map(_OTHER_STOPWORDS.__contains__, words))
     if en and en >= other:
         return "en"
     if other:
         return "other"
-    # No function words at all (titles, identifiers): English if plain ASCII letters.
-    return "en" if prose.isascii() and len(words) <= 8 else "other"
+    # No function words at all (a formula, a title, identifiers): English if ASCII.
+    return "en" if prose.isascii() else "other"
 
 
 # --- unusual characters and mojibake -----------------------------------------------
