@@ -143,6 +143,7 @@ def test_llm_difficulty_over_a_real_http_endpoint(rater, monkeypatch):
     ]
     stage = Label({"difficulty": {"method": "llm", "base_url": rater, "model": "rater-7b", "api_key_env": "RATER_KEY"}})
     assert stage.resources.executor == "inline"
+    assert Label.executor_for(stage.settings) == "inline" and Label.executor_for(Label().settings) == "pool"
     out = stage.process(records)
     got = {r["problem"][:8]: r for r in out.kept}
     assert got["An olymp"]["difficulty"] == 5.0 and got["An olymp"]["meta"]["difficulty_method"] == "llm"

@@ -254,6 +254,11 @@ class Label(Stage):
             # network-bound: run in the driver with a thread pool, not in a process pool
             self.resources = Resources(cpus=0.1, concurrency=self._llm.concurrency, executor="inline")
 
+    @classmethod
+    def executor_for(cls, settings: LabelSettings) -> str:
+        """LLM rating is network-bound and runs its own thread pool: keep it in the driver."""
+        return "inline" if settings.difficulty.method == "llm" else cls.resources.executor
+
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
         s = self.settings
         out = StageOutput()
