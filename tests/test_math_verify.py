@@ -308,5 +308,5 @@ def test_known_exceptions_are_documented():
     if not RESULTS_MD.exists():
         pytest.fail(f"{RESULTS_MD} is missing: it must list the math-verify case exceptions")
     text = RESULTS_MD.read_text()
-    listed = {int(m) for m in re.findall(r"^\|\s*(\d+)\s*\|\s*test_", text, re.M)}
+    listed = {int(m) for m in re.findall(r"^\|\s*(\d+)\s*\|\s*test_", text, re.MULTILINE)}
     assert listed == set(KNOWN_EXCEPTIONS), "bench/results/math.md and KNOWN_EXCEPTIONS disagree"

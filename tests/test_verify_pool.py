@@ -14,7 +14,6 @@ import pytest
 
 from reasonmill.verify.pool import PoolError, VerifyPool
 
-
 # --- worker functions (module level: spawned workers import them by name) ---------------
 
 

@@ -16,11 +16,11 @@ import re
 from dataclasses import dataclass
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{|\s+(?=\S))")
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
-_SOLUTION_TAG_RE = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.S)
+_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_SOLUTION_TAG_RE = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.DOTALL)
 _GSM8K_RE = re.compile(r"####\s*([^\n]+)")
-_FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*:?\s*", re.I)
-_ANSWER_IS_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.I)
+_FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
+_ANSWER_IS_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*", re.IGNORECASE)
 _NUMBER_RE = re.compile(
     r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:\s*%)?(?![\d])"
 )

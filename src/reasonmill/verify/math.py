@@ -25,8 +25,9 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.extract import Extraction, answer_region, extract_answer, is_prose
@@ -197,10 +198,14 @@ def _short(x: Any) -> str:
     return s if len(s) <= _MAX_DETAIL else s[:_MAX_DETAIL] + "…"
 
 
-def check(reference: Any, response_text: str | None, settings: MathSettings = MathSettings()) -> Verdict:
+def check(
+    reference: Any, response_text: str | None, settings: MathSettings = MathSettings(), raw: str | None = None
+) -> Verdict:
     """The verdict for one answer against one reference, in this process (no timeout).
 
-    Pure and picklable; ``MathVerifier.verify_many`` runs it in the pool.
+    Pure and picklable; ``MathVerifier.verify_many`` runs it in the pool. ``raw`` is the
+    whole response: searched when ``response_text`` (the answer part) holds no answer,
+    e.g. a solution part cut off by the token limit after the thinking concluded.
     """
     from math_verify import verify
 
@@ -208,9 +213,16 @@ def check(reference: Any, response_text: str | None, settings: MathSettings = Ma
     if gold is None:
         return Verdict(0.0, False, "no_reference", {"gold": None}, NAME)
     ext = extract_answer(response_text or "")
+    if ext is None and raw and raw != response_text:
+        response_text = raw
+        ext = extract_answer(raw)
+        if ext is not None:
+            ext = Extraction(ext.text, ext.method, ext.all_boxed, "full")
     if ext is None:
         return Verdict(0.0, False, "no_answer_extracted", {"gold": gold, "pred": None, "method": None}, NAME)
     details: dict[str, Any] = {"gold": _short(gold), "pred": _short(ext.text), "method": ext.method}
+    if ext.scope != "answer":
+        details["scope"] = ext.scope
     try:
         gold_parsed = parse_gold(gold)
         if not gold_parsed:
@@ -258,9 +270,9 @@ class _Task:
 
     settings: MathSettings
 
-    def __call__(self, item: tuple[Any, str | None]) -> Verdict:
-        reference, text = item
-        return check(reference, text, self.settings)
+    def __call__(self, item: tuple[Any, str, str | None]) -> Verdict:
+        reference, text, raw = item
+        return check(reference, text, self.settings, raw)
 
 
 def response_text(response: dict) -> str:
@@ -269,6 +281,12 @@ def response_text(response: dict) -> str:
     if isinstance(answer, str) and answer.strip():
         return answer
     return response.get("raw") or ""
+
+
+def _raw_fallback(response: dict) -> str | None:
+    """The raw response when it holds more than the answer part (else None: nothing new)."""
+    raw = response.get("raw")
+    return raw if isinstance(raw, str) and raw.strip() and raw != response_text(response) else None
 
 
 class MathVerifier:
@@ -308,7 +326,7 @@ class MathVerifier:
         state["judge"] = None
         return state
 
-    def __enter__(self) -> "MathVerifier":
+    def __enter__(self) -> MathVerifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -328,20 +346,20 @@ class MathVerifier:
     def cache_key(self, record: dict, response: dict) -> str:
         """Content hash of everything the verdict depends on (for a verdict cache)."""
         payload = json.dumps(
-            [NAME, self.settings.__dict__, normalize_reference(record.get("reference_answer")), response_text(response)],
+            [NAME, self.settings.__dict__, normalize_reference(record.get("reference_answer")), response_text(response), _raw_fallback(response)],
             ensure_ascii=False,
             default=str,
         )
         return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
     def verify(self, record: dict, response: dict) -> Verdict:
-        verdict = check(record.get("reference_answer"), response_text(response), self.settings)
+        verdict = check(record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response))
         return self._maybe_judge(record, response, verdict)
 
     def verify_many(self, pairs: Iterable[tuple[dict, dict]]) -> list[Verdict]:
         """Verdicts for many ``(record, response)`` pairs, in order, through the pool."""
         pairs = list(pairs)
-        items = [(r.get("reference_answer"), response_text(resp)) for r, resp in pairs]
+        items = [(r.get("reference_answer"), response_text(resp), _raw_fallback(resp)) for r, resp in pairs]
         results = self.pool.map(_Task(self.settings), items)
         out = []
         for (record, response), res in zip(pairs, results):

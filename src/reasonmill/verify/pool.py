@@ -27,9 +27,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable, Sequence
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 Status = Literal["ok", "error", "timeout", "crashed"]
 
@@ -125,9 +127,11 @@ class _Worker:
         self.ready = False
         self.started = time.monotonic()
         self.known_fns: set[int] = set()
-        self.task: int | None = None  # index of the item in flight
-        self.deadline = 0.0
-        self.task_started = 0.0
+        #: indices of the items sent and not answered yet, in the order the worker runs them;
+        #: the first one is running, the others wait in the pipe (pipelining saves a
+        #: parent round trip per item, which dominates on a loaded machine)
+        self.tasks: deque[int] = deque()
+        self.head_started = 0.0  # when the first item of ``tasks`` started running
 
     @property
     def pid(self) -> int | None:
@@ -174,6 +178,7 @@ class VerifyPool:
         mp_context: str = "spawn",
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         crash_retries: int = 1,
+        prefetch: int = 4,
     ) -> None:
         if workers < 1:
             raise ValueError(f"VerifyPool: workers must be >= 1, got {workers}")
@@ -183,6 +188,7 @@ class VerifyPool:
         self.timeout = float(timeout)
         self.startup_timeout = float(startup_timeout)
         self.crash_retries = crash_retries
+        self.prefetch = max(1, prefetch)
         self._ctx = mp.get_context(mp_context)
         self._initializer = initializer
         self._initargs = initargs
@@ -195,7 +201,7 @@ class VerifyPool:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> "VerifyPool":
+    def __enter__(self) -> VerifyPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,7 +237,7 @@ class VerifyPool:
     def _ensure_workers(self) -> None:
         if self._closed:
             raise PoolError("VerifyPool is closed")
-        self._pool = [w for w in self._pool if w.proc.is_alive() or w.task is not None]
+        self._pool = [w for w in self._pool if w.proc.is_alive() or w.tasks]
         while len(self._pool) < self.workers:
             self._pool.append(self._spawn())
 
@@ -285,30 +291,44 @@ class VerifyPool:
         results: list[PoolResult | None] = [None] * len(items)
         attempts = [0] * len(items)
         todo = list(range(len(items) - 1, -1, -1))  # stack, popped from the end: input order
-        self._ensure_workers()
         remaining = len(items)
+
+        def finish(i: int, result: PoolResult) -> None:
+            nonlocal remaining
+            if results[i] is None:
+                results[i] = result
+                remaining -= 1
+
+        def requeue(w: _Worker) -> None:
+            """Items that waited in a dead worker's pipe go back to the queue, uncharged."""
+            while w.tasks:
+                i = w.tasks.pop()
+                if results[i] is None:
+                    todo.append(i)
+
+        self._ensure_workers()
         while remaining:
-            now = time.monotonic()
-            # hand work to idle, ready workers
+            # hand work to ready workers, up to ``prefetch`` items each
             for w in self._pool:
-                if w.ready and w.task is None and todo:
+                while w.ready and todo and len(w.tasks) < self.prefetch:
                     i = todo.pop()
                     send_fn = None if fn_key in w.known_fns else fn_bytes
                     try:
                         w.conn.send((i, fn_key, send_fn, items[i]))
                     except (OSError, BrokenPipeError):
-                        todo.append(i)  # the worker is dead; its sentinel will fire below
+                        todo.append(i)  # the worker is dead; its sentinel fires below
                         w.ready = False
-                        continue
+                        break
                     except Exception as exc:  # the item itself cannot be pickled
-                        results[i] = PoolResult("error", error=f"item is not picklable: {exc}")
-                        remaining -= 1
+                        finish(i, PoolResult("error", error=f"item is not picklable: {exc}"))
                         continue
                     w.known_fns.add(fn_key)
-                    w.task, w.task_started, w.deadline = i, now, now + limit
+                    if not w.tasks:
+                        w.head_started = time.monotonic()
+                    w.tasks.append(i)
             if not remaining:
                 break
-            deadlines = [w.deadline for w in self._pool if w.task is not None]
+            deadlines = [w.head_started + limit for w in self._pool if w.tasks]
             deadlines += [w.started + self.startup_timeout for w in self._pool if not w.ready]
             wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             handles: dict[Any, _Worker] = {}
@@ -331,55 +351,55 @@ class VerifyPool:
                             raise
                         replace.append(w)
                     continue
-                got = False
-                if w.conn.poll():
+                broken = False
+                while w.tasks:  # drain every result that is already there
                     try:
+                        if not w.conn.poll():
+                            break
                         task_id, ok, payload = w.conn.recv()
-                        got = True
                     except (EOFError, OSError):
-                        got = False
-                    except Exception as exc:  # result could not be unpickled in the parent
-                        task_id, ok, payload, got = w.task, False, f"cannot unpickle result: {exc}", True
-                if got:
-                    i = w.task
-                    elapsed = time.monotonic() - w.task_started
-                    w.task = None
-                    if i is not None and task_id == i and results[i] is None:
-                        results[i] = PoolResult("ok", value=payload, elapsed=elapsed) if ok else PoolResult(
-                            "error", error=payload, elapsed=elapsed
-                        )
-                        remaining -= 1
+                        broken = True
+                        break
+                    except Exception as exc:  # a result that cannot be unpickled here
+                        task_id, ok, payload = w.tasks[0], False, f"cannot unpickle result: {exc}"
+                    now = time.monotonic()
+                    i = w.tasks.popleft()
+                    elapsed = now - w.head_started
+                    w.head_started = now
+                    if task_id != i:  # protocol broken: never trust this worker again
+                        w.tasks.appendleft(i)
+                        broken = True
+                        break
+                    finish(i, PoolResult("ok", value=payload, elapsed=elapsed) if ok else PoolResult(
+                        "error", error=payload, elapsed=elapsed))
+                if not broken and w.proc.is_alive():
                     continue
-                # sentinel fired (or the pipe broke): the worker died
-                i = w.task
-                w.task = None
+                # the worker died (sentinel fired or the pipe broke): charge the running item
                 self.replaced_crashes += 1
                 replace.append(w)
-                if i is not None and results[i] is None:
+                if w.tasks:
+                    i = w.tasks.popleft()
                     attempts[i] += 1
                     if attempts[i] > self.crash_retries:
-                        code = w.proc.exitcode
-                        results[i] = PoolResult(
-                            "crashed", error=f"worker pid {w.pid} died (exit code {code}) on this item, twice"
-                        )
-                        remaining -= 1
-                    else:
+                        finish(i, PoolResult(
+                            "crashed", error=f"worker pid {w.pid} died (exit code {w.proc.exitcode}) on this item, twice"
+                        ))
+                    elif results[i] is None:
                         todo.append(i)
+                    requeue(w)
             # enforce deadlines from outside
             now = time.monotonic()
             for w in self._pool:
                 if w in replace:
                     continue
-                if w.task is not None and now >= w.deadline:
-                    i = w.task
-                    w.task = None
+                if w.tasks and now >= w.head_started + limit:
+                    i = w.tasks.popleft()
                     self.killed_timeouts += 1
                     replace.append(w)
-                    if results[i] is None:
-                        results[i] = PoolResult(
-                            "timeout", error=f"no result after {limit:g}s; worker pid {w.pid} killed", elapsed=now - w.task_started
-                        )
-                        remaining -= 1
+                    finish(i, PoolResult(
+                        "timeout", error=f"no result after {limit:g}s; worker pid {w.pid} killed", elapsed=now - w.head_started
+                    ))
+                    requeue(w)
                 elif not w.ready and now >= w.started + self.startup_timeout:
                     replace.append(w)
                     if not any(x.ready for x in self._pool if x is not w):
