@@ -216,3 +216,25 @@ def test_cli_run_and_inspect(tmp_path):
     for cmd in (["--help"], ["run", "--help"], ["inspect", "--help"], ["verify", "--help"]):
         h = subprocess.run([sys.executable, "-m", "reasonmill.cli", *cmd], capture_output=True, text=True, env=env)
         assert h.returncode == 0 and "usage:" in h.stdout
+
+
+def test_exact_dedup_keeps_the_priority_representative_whatever_the_order(tmp_path):
+    """Keep-priority: reference answer first, then verified response, harder, source rank."""
+    from reasonmill.stages.dedup import ExactDedup
+
+    base = {"problem": "Find x if 2x = 10.", "tests": [], "responses": [], "category": "math"}
+    recs = [
+        {**base, "id": "a", "source": "low", "reference_answer": None, "difficulty": 5.0},
+        {**base, "id": "b", "source": "low", "reference_answer": "5", "difficulty": 1.0},
+        {**base, "id": "c", "source": "high", "reference_answer": "5", "difficulty": 1.0},
+        {**base, "id": "d", "source": "low", "reference_answer": "5", "difficulty": 3.0},
+        {**base, "id": "e", "source": "low", "reference_answer": None, "problem": "Another problem entirely."},
+    ]
+    stage = ExactDedup({"source_rank": ["high", "low"]})
+    for order in (recs, recs[::-1], recs[2:] + recs[:2]):
+        index = stage.build_reduce([stage.build_map(order[:2]), stage.build_map(order[2:])])
+        assert {k: v[0] for k, v in index.items()} == {"a": "d", "b": "d", "c": "d"}
+    stage = ExactDedup({"source_rank": ["high", "low"]})
+    recs[3]["difficulty"] = 1.0  # now equal difficulty: source rank decides
+    index = stage.build([recs])
+    assert {k: v[0] for k, v in index.items()} == {"a": "c", "b": "c", "d": "c"}

@@ -155,6 +155,11 @@ def run_shard(
     return stats
 
 
+def _build_map_task(args: tuple) -> Any:
+    cls, settings, ctx, in_dir, shard = args
+    return cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+
+
 def _pool_task(args: tuple) -> dict:
     cls, settings, ctx, label, in_dir, out_dir, shard, index_path = args
     key = f"stage:{label}:{id(cls)}"
@@ -439,7 +444,11 @@ class LocalEngine:
     def _build_index(self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir) -> Any:
         """Build a global stage's index from the previous stage's shards (engine hook)."""
         builder = cls(settings, ctx)
-        return builder.build(prev.read_shard(s, cls.build_columns) for s in prev.shards())
+        shards = prev.shards()
+        if cls.parallel_build() and self.workers > 1 and len(shards) > 1:
+            args = [(cls, settings, ctx, str(prev.path), s) for s in shards]
+            return builder.build_reduce(list(self.pool().map(_build_map_task, args)))
+        return builder.build(prev.read_shard(s, cls.build_columns) for s in shards)
 
     # exports --------------------------------------------------------------------------
 

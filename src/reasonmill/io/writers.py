@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -64,7 +65,10 @@ class _JsonlSink:
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
-            self.fh.write(json.dumps(row, ensure_ascii=False))
+            try:
+                self.fh.write(orjson.dumps(row).decode("utf-8"))
+            except TypeError:
+                self.fh.write(json.dumps(row, ensure_ascii=False, default=str))
             self.fh.write("\n")
 
     def close(self) -> None:

@@ -112,9 +112,22 @@ class Stage:
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
         raise NotImplementedError
 
-    # global stages
+    # global stages: either ``build`` over every shard, or the parallel pair
+    # ``build_map`` (one shard → a compact partial, run in workers) and ``build_reduce``
     def build(self, shards: Iterable[list[dict]]) -> Any:
+        if type(self).build_map is not Stage.build_map:
+            return self.build_reduce([self.build_map(records) for records in shards])
         raise NotImplementedError
+
+    def build_map(self, records: list[dict]) -> Any:
+        raise NotImplementedError
+
+    def build_reduce(self, parts: list[Any]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def parallel_build(cls) -> bool:
+        return cls.build_map is not Stage.build_map
 
     def summary(self, output_stats: dict) -> str:
         return ""

@@ -7,6 +7,8 @@ the representative chosen by the keep-priority policy (``dedup.priority``).
 from __future__ import annotations
 
 import hashlib
+
+import numpy as np
 from typing import Iterable
 
 from reasonmill.dedup.priority import priority_key
@@ -39,21 +41,39 @@ class ExactDedup(Stage):
     reads = ("id",)
     writes = ()
 
-    def build(self, shards: Iterable[list[dict]]) -> dict[str, tuple[str, int]]:
-        """Index: dropped record id → (representative id, text hash). Texts are not kept."""
+    def build_map(self, records: list[dict]) -> tuple:
+        """One shard → compact arrays: text hash, priority-key parts, ids (no texts)."""
         rank = {name: i for i, name in enumerate(self.settings.source_rank)}
-        best: dict[int, tuple] = {}
-        members: list[tuple[int, str]] = []
-        for records in shards:
-            for r in records:
-                h = _text_hash(r, self.settings)
-                key = priority_key(r, rank)
-                members.append((h, r["id"]))
-                cur = best.get(h)
-                if cur is None or key < cur:
-                    best[h] = key
-        # priority_key ends with the record id
-        return {rid: (best[h][-1], h) for h, rid in members if best[h][-1] != rid}
+        n = len(records)
+        hashes = np.empty(n, dtype=np.uint64)
+        keys = np.empty((n, 4), dtype=np.float64)
+        ids = []
+        for i, r in enumerate(records):
+            hashes[i] = _text_hash(r, self.settings)
+            key = priority_key(r, rank)
+            keys[i] = key[:4]
+            ids.append(key[4])
+        return hashes, keys, np.array(ids, dtype=object)
+
+    def build_reduce(self, parts: list[tuple]) -> dict[str, tuple[str, int]]:
+        """Index: dropped record id → (representative id, text hash)."""
+        if not parts:
+            return {}
+        hashes = np.concatenate([p[0] for p in parts])
+        keys = np.concatenate([p[1] for p in parts])
+        ids = np.concatenate([p[2] for p in parts])
+        # ids sort as the last tiebreak: rank them so lexsort stays numeric
+        id_rank = np.argsort(np.argsort(ids.astype(str), kind="stable"), kind="stable")
+        order = np.lexsort((id_rank, keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], hashes))
+        sorted_h = hashes[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_h[1:] != sorted_h[:-1]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        index: dict[str, tuple[str, int]] = {}
+        for pos in np.flatnonzero(~first):
+            rep = ids[order[group_start[pos]]]
+            index[ids[order[pos]]] = (rep, int(sorted_h[pos]))
+        return index
 
     def process(self, records: list[dict], index: dict[str, tuple[str, int]] | None = None) -> StageOutput:
         out = StageOutput()
