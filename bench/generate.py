@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -104,7 +103,7 @@ def wait_up(url: str, timeout: float = 30.0) -> None:
 
 def run_client(code: str, *args: str, python: str = sys.executable, env_extra: dict | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env_extra or {})}
-    res = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, env=env, timeout=1800)
+    res = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, env=env, timeout=1800, check=False)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -136,7 +135,7 @@ def main() -> None:
             # offline: tiktoken must find litellm's bundled tokenizer files
             tok = subprocess.run(
                 [args.curator_python, "-c", "import litellm, os; print(os.path.join(os.path.dirname(litellm.__file__), 'litellm_core_utils', 'tokenizers'))"],
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=True,
             ).stdout.strip()
             results["curator"] = run_client(
                 CURATOR, url, n, c, python=args.curator_python, env_extra={"TIKTOKEN_CACHE_DIR": tok, "PYTHONPATH": ""}
@@ -147,7 +146,7 @@ def main() -> None:
     ideal = args.concurrency / args.latency
     print(f"{args.requests} requests, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms "
           f"(ideal {ideal:,.0f} req/s)")
-    print(f"| client | req/s | client CPU s per 1k requests |\n|---|---|---|")
+    print("| client | req/s | client CPU s per 1k requests |\n|---|---|---|")
     rates = {}
     for name, r in results.items():
         rates[name] = args.requests / r["wall"]

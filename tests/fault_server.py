@@ -60,7 +60,7 @@ class FaultConfig:
     api_key: str | None = None  # when set, other keys get 401
 
     @classmethod
-    def uniform(cls, rate: float, **kw) -> "FaultConfig":
+    def uniform(cls, rate: float, **kw) -> FaultConfig:
         return cls(rates={f: rate for f in FAULTS}, **kw)
 
 

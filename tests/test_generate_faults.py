@@ -16,11 +16,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fault_server import FaultConfig, FaultServer, expected_answer, read_log  # noqa: E402
+from fault_server import FaultConfig, FaultServer, expected_answer, read_log
 
-from reasonmill.llm.prompts import build_messages  # noqa: E402
-from reasonmill.records import new_record  # noqa: E402
-from reasonmill.stages.generate import Generate  # noqa: E402
+from reasonmill.llm.prompts import build_messages
+from reasonmill.records import new_record
+from reasonmill.stages.generate import Generate
 
 
 @pytest.mark.parametrize("stream", [False, True])

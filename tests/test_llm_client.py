@@ -12,24 +12,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fault_server import FaultConfig, FaultServer, expected_answer, read_log  # noqa: E402
+from fault_server import FaultConfig, FaultServer, expected_answer, read_log
 
-from reasonmill.llm.cache import ResponseCache, cache_key  # noqa: E402
-from reasonmill.llm.client import (  # noqa: E402
+from reasonmill.llm.cache import ResponseCache, cache_key
+from reasonmill.llm.client import (
     BudgetExhausted,
     ChatClient,
     ClientConfig,
     Failure,
     FatalRequestError,
+    _Retry,
     _retry_after,
     parse_sse,
-    _Retry,
 )
-from reasonmill.llm.prompts import MATH_SUFFIX, build_messages  # noqa: E402
-from reasonmill.llm.ratelimit import TokenBucket  # noqa: E402
-from reasonmill.records import new_record  # noqa: E402
-from reasonmill.stages.base import StageContext, get_stage  # noqa: E402
-from reasonmill.stages.generate import Generate  # noqa: E402
+from reasonmill.llm.prompts import MATH_SUFFIX, build_messages
+from reasonmill.llm.ratelimit import TokenBucket
+from reasonmill.records import new_record
+from reasonmill.stages.base import StageContext, get_stage
+from reasonmill.stages.generate import Generate
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import os
 import random
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Literal
+from typing import Any, Literal
 
 from reasonmill.records import new_response
 
@@ -300,7 +301,7 @@ class ChatClient:
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         self._transport = make_transport(self.config.transport, self.config.concurrency, self.config.timeouts)
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         return self

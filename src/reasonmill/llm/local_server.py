@@ -67,7 +67,7 @@ class LocalServer:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

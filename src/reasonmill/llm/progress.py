@@ -54,7 +54,7 @@ class GenerationProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, **self._fields())
 
-    def __enter__(self) -> "GenerationProgress":
+    def __enter__(self) -> GenerationProgress:
         if self._progress is not None:
             self._progress.start()
         return self

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 ErrorKind = Literal["timeout", "connection", "protocol"]
 
@@ -74,7 +75,7 @@ class AiohttpTransport:
             async with self._session.post(url, data=body, headers=headers) as resp:
                 data = await resp.read()
                 return HTTPReply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-        except asyncio.TimeoutError as exc:  # aiohttp.ServerTimeoutError is a subclass
+        except TimeoutError as exc:  # aiohttp.ServerTimeoutError is a subclass
             raise TransportError("timeout", f"no reply within the timeout ({type(exc).__name__})") from exc
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             raise TransportError("connection", f"connection dropped mid-reply: {exc}") from exc
@@ -108,7 +109,7 @@ class HttpxTransport:
             if self._total:
                 return await asyncio.wait_for(self._post(url, body, headers), self._total)
             return await self._post(url, body, headers)
-        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise TransportError("timeout", f"no reply within the timeout ({type(exc).__name__})") from exc
         except httpx.RemoteProtocolError as exc:
             raise TransportError("connection", f"connection dropped mid-reply: {exc}") from exc

@@ -13,7 +13,8 @@ cache key, so samples differ from each other and a re-run is reproducible.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from reasonmill.records import new_response
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def run_vllm(
-    settings: "GenerateSettings", cache: ResponseCache, jobs: list[tuple[Any, list[dict], int]], accounting: Accounting
+    settings: GenerateSettings, cache: ResponseCache, jobs: list[tuple[Any, list[dict], int]], accounting: Accounting
 ) -> Iterator[tuple[Any, dict]]:
     try:
         from vllm import LLM, SamplingParams

@@ -45,7 +45,7 @@ from reasonmill.llm.transport import Timeouts
 
 from .base import Resources, Stage, StageOutput, StageSettings, stage
 
-__all__ = ["Generate", "GenerateSettings", "BudgetExhausted", "FatalRequestError"]
+__all__ = ["BudgetExhausted", "FatalRequestError", "Generate", "GenerateSettings"]
 
 
 class GenerateSettings(StageSettings):
