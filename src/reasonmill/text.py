@@ -258,7 +258,7 @@ def find_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool
     """
     if not text:
         return None
-    if "://" not in text and "www." not in text and not any(t in text for t in _TLD_SLASH):
+    if "://" not in text and "www." not in text and ("/" not in text or not any(t in text for t in _TLD_SLASH)):
         return None
     for m in _URL_RE.finditer(text):
         url = m.group().rstrip(".,;:")
@@ -363,7 +363,7 @@ def has_asy_figure(text: str | None) -> bool:
 
 _DANGLING_WORDS = frozenset(
     """the of a an and or to is are was were be with by for in that if then from as than
-    at on its their which where whose into such let""".split()
+    at on its their which where whose into let""".split()
 )
 _DANGLING_CHARS = frozenset(",([{=+-*/^\\的和与是在为，、")
 _LAST_WORD_RE = re.compile(r"[A-Za-z]+$")
