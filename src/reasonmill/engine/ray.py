@@ -183,7 +183,7 @@ class RayEngine(LocalEngine):
     def _build_index(self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir) -> Any:
         from reasonmill.engine.ray_global import distributed_builder
 
-        builder = distributed_builder(cls.name)
+        builder = distributed_builder(cls)
         if builder is None:
             return super()._build_index(cls, settings, ctx, prev)
         return builder(self.ray, cls, settings, ctx, prev, partitions=self.partitions(len(prev.shards())))

@@ -10,7 +10,8 @@ engine (tests compare them), but computes it in Ray tasks:
    objects between nodes) and groups by key;
 3. the driver merges the small per-partition results.
 
-Stages without a builder here fall back to their own ``build()`` in the driver.
+Other stages that split their build into ``build_map``/``build_reduce`` run the maps as
+Ray tasks and the reduce on the driver; the rest call their own ``build()`` in the driver.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from reasonmill.stages.base import Stage, StageContext
 Builder = Callable[..., Any]
 
 
-def distributed_builder(stage_name: str) -> Builder | None:
-    return _BUILDERS.get(stage_name)
+def distributed_builder(cls: type[Stage]) -> Builder | None:
+    """A shuffle-based builder for this stage, else the generic map/reduce one when the
+    stage splits its build (``build_map``/``build_reduce``), else None (driver ``build``)."""
+    builder = _BUILDERS.get(cls.name)
+    if builder is not None:
+        return builder
+    parallel = getattr(cls, "parallel_build", None)
+    return build_map_reduce if callable(parallel) and parallel() else None
 
 
 def _as_list(refs: Any, n: int) -> list:
@@ -42,56 +49,53 @@ def _remote(ray: Any, fn: Callable, **options: Any) -> Any:
 # --- exact dedup -------------------------------------------------------------------------
 
 
-def _exact_map(settings: Any, in_dir: str, shard: str, columns: tuple | None, parts: int) -> list:
-    from reasonmill.dedup.priority import priority_key
-    from reasonmill.stages.dedup import _text_hash
-
-    rank = {name: i for i, name in enumerate(settings.source_rank)}
-    out: list[tuple[list[int], list[tuple]]] = [([], []) for _ in range(parts)]
-    for r in StageDir(Path(in_dir)).read_shard(shard, columns):
-        h = _text_hash(r, settings)
-        hs, keys = out[h % parts]
-        hs.append(h)
-        keys.append(priority_key(r, rank))
-    packed = [(np.asarray(hs, dtype=np.uint64), keys) for hs, keys in out]
-    return packed if parts > 1 else packed[0]
+def _exact_map(cls: type[Stage], settings: Any, ctx: StageContext, in_dir: str, shard: str, parts: int) -> Any:
+    """The stage's own ``build_map`` on one shard, split into partitions by text hash."""
+    hashes, keys, ids = cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+    part = (hashes % np.uint64(parts)).astype(np.int64)
+    out = [(hashes[part == p], keys[part == p], ids[part == p]) for p in range(parts)]
+    return out if parts > 1 else out[0]
 
 
-def _exact_reduce(*slices: tuple[np.ndarray, list[tuple]]) -> dict[str, tuple[str, int]]:
-    best: dict[int, tuple] = {}
-    for hs, keys in slices:
-        for h, key in zip(hs.tolist(), keys):
-            cur = best.get(h)
-            if cur is None or key < cur:
-                best[h] = key
-    dropped: dict[str, tuple[str, int]] = {}
-    for hs, keys in slices:
-        for h, key in zip(hs.tolist(), keys):
-            rep = best[h][-1]  # priority_key ends with the record id
-            if rep != key[-1]:
-                dropped[key[-1]] = (rep, h)
-    return dropped
+def _exact_reduce(cls: type[Stage], settings: Any, ctx: StageContext, *slices: tuple) -> dict:
+    """The stage's own ``build_reduce`` on one hash partition: every member of a hash
+    group is in the same partition, so the partial indexes are disjoint."""
+    return cls(settings, ctx).build_reduce([s for s in slices if len(s[0])])
 
 
 def build_exact(
     ray: Any, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, partitions: int
 ) -> dict[str, tuple[str, int]]:
-    """``ExactDedup.build`` as map (hash + priority key) → shuffle by hash → min per hash."""
+    """``ExactDedup`` index as map (hash + priority key per record) → shuffle by hash
+    (``num_returns=P``: partitions stay in the object store) → ``build_reduce`` per
+    partition in parallel → the driver merges the disjoint partial indexes."""
     shards = prev.shards()
     if not shards:
         return {}
     mapper = _remote(ray, _exact_map, num_returns=partitions)
     reducer = _remote(ray, _exact_reduce)
     maps = [
-        _as_list(mapper.remote(settings, str(prev.path), s, cls.build_columns, partitions), partitions)
-        for s in shards
+        _as_list(mapper.remote(cls, settings, ctx, str(prev.path), s, partitions), partitions) for s in shards
     ]
-    reduces = [reducer.remote(*[m[p] for m in maps]) for p in range(partitions)]
+    reduces = [reducer.remote(cls, settings, ctx, *[m[p] for m in maps]) for p in range(partitions)]
     index: dict[str, tuple[str, int]] = {}
     for part in ray.get(reduces):
         index.update(part)
     return index
 
+
+def _generic_map(cls: type[Stage], settings: Any, ctx: StageContext, in_dir: str, shard: str) -> Any:
+    return cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+
+
+def build_map_reduce(
+    ray: Any, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, partitions: int
+) -> Any:
+    """Any stage with ``build_map``/``build_reduce``: the maps as Ray tasks next to the
+    shards, the reduce on the driver over their compact outputs."""
+    mapper = _remote(ray, _generic_map)
+    parts = ray.get([mapper.remote(cls, settings, ctx, str(prev.path), s) for s in prev.shards()])
+    return cls(settings, ctx).build_reduce(parts)
 
 
 # --- MinHash: LSH band keys → groupby band key → connected components ---------------------
