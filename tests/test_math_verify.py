@@ -218,6 +218,7 @@ def test_verify_many_kills_pathological_expression():
 # --- OlympiadBench answer shapes ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_olympiadbench_golds_verify_against_themselves():
     """Every OlympiadBench final answer, given back boxed, must verify as equal to itself
     (lists, intervals, expressions with units, several answers)."""
