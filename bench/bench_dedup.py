@@ -92,8 +92,8 @@ def read_truth(path: Path) -> np.ndarray:
 def run_ours_minhash(corpus: Path, args: argparse.Namespace) -> np.ndarray:
     from reasonmill.dedup.minhash import MinHashSettings, minhash_clusters
 
-    settings = MinHashSettings(ngram=args.ngram, threshold=args.jaccard, num_perm=args.num_perm,
-                               workers=args.workers, numbers=args.numbers)
+    overrides = {"ngram": args.ngram, "threshold": args.jaccard, "num_perm": args.num_perm, "numbers": args.numbers}
+    settings = MinHashSettings(workers=args.workers, **{k: v for k, v in overrides.items() if v is not None})
     return minhash_clusters(read_texts(corpus), settings)
 
 
@@ -242,10 +242,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--ngram", type=int, default=3)
-    ap.add_argument("--jaccard", type=float, default=0.5)
-    ap.add_argument("--num-perm", type=int, default=128)
-    ap.add_argument("--numbers", default="mask")
+    ap.add_argument("--ngram", type=int, help="default: MinHashSettings' default")
+    ap.add_argument("--jaccard", type=float, help="default: MinHashSettings' default")
+    ap.add_argument("--num-perm", type=int, help="default: MinHashSettings' default")
+    ap.add_argument("--numbers", help="default: MinHashSettings' default")
     ap.add_argument("--cosine", type=float, default=0.95)
     ap.add_argument("--embedder", default="static-minilm")
     ap.add_argument("--semhash-threshold", type=float, default=0.9)
@@ -258,9 +258,11 @@ def main() -> None:
         return
     corpus = ensure_corpus(args.n)
     truth = read_truth(corpus)
-    passthrough = [f"--workers={args.workers}", f"--ngram={args.ngram}", f"--jaccard={args.jaccard}",
-                   f"--num-perm={args.num_perm}", f"--numbers={args.numbers}", f"--cosine={args.cosine}",
-                   f"--embedder={args.embedder}", f"--semhash-threshold={args.semhash_threshold}"]
+    passthrough = [f"--workers={args.workers}", f"--cosine={args.cosine}", f"--embedder={args.embedder}",
+                   f"--semhash-threshold={args.semhash_threshold}"]
+    for name in ("ngram", "jaccard", "num_perm", "numbers"):
+        if getattr(args, name) is not None:
+            passthrough.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
     rows = {}
     for method in args.methods.split(","):
         out = WORK / f"labels_{method}_{len(truth)}.npy"

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reasonmill.dedup.minhash import MinHashIndex, MinHashSettings, minhash_clusters, optimal_bands_rows, shingle_hashes
+from reasonmill.dedup.minhash import (
+    MinHashIndex,
+    MinHashSettings,
+    candidate_probability,
+    minhash_clusters,
+    optimal_bands_rows,
+    shingle_hashes,
+)
 from reasonmill.dedup.unionfind import connected_components
 from reasonmill.stages.near_dedup import MinHashDedup
 
@@ -27,6 +34,37 @@ def test_optimal_bands_rows_fit_and_move_with_threshold():
     b8, r8 = optimal_bands_rows(0.8, 128)
     assert b5 * r5 <= 128 and b8 * r8 <= 128
     assert r8 > r5  # a higher threshold needs more rows per band
+
+
+def test_verified_banding_keeps_recall_at_the_threshold():
+    # without verification the S-curve is centred on t: about half the pairs at t are missed
+    b, r = optimal_bands_rows(0.55, 128)
+    assert candidate_probability(0.55, b, r) < 0.6
+    # with verification: the cheapest banding that proposes >= 95% of the pairs at t
+    b, r = optimal_bands_rows(0.55, 128, min_recall=0.95)
+    assert (b, r) == (32, 4)
+    assert candidate_probability(0.55, b, r) >= 0.95
+    assert candidate_probability(0.55, 42, 3) > candidate_probability(0.55, b, r)  # 42x3 works too, but costs more
+    assert MinHashIndex(MinHashSettings(threshold=0.55)).bands == 32
+    assert MinHashIndex(MinHashSettings(threshold=0.55, verify=False)).bands == optimal_bands_rows(0.55, 128)[0]
+
+
+def test_strip_punct_ignores_trailing_sentence_punctuation_only():
+    def shingles(text, **kw):
+        ch = shingle_hashes([text], ngram=1, **kw)
+        return set(ch.hashes.tolist())
+
+    assert shingles("Find x, then y.", strip_punct=True) == shingles("Find x then y", strip_punct=True)
+    assert shingles("Find x, then y.") != shingles("Find x then y")  # off: the comma counts
+    # punctuation inside a token still counts ($x^2$ is not $x2$; 3.5 is not 3)
+    assert shingles("is $x^2$.", strip_punct=True) != shingles("is $x2$", strip_punct=True)
+    assert shingles("is 3.5?", strip_punct=True, numbers="keep") != shingles("is 3", strip_punct=True, numbers="keep")
+
+
+def test_alnum_tokens_drop_symbols():
+    a = shingle_hashes(["f(x) = x + 1"], ngram=1, tokens="alnum")
+    b = shingle_hashes(["f x x 1"], ngram=1, tokens="alnum")
+    assert set(a.hashes.tolist()) == set(b.hashes.tolist())
 
 
 def test_connected_components():

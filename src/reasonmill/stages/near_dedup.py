@@ -114,14 +114,16 @@ class MinHashDedup(Stage):
     resources: ClassVar[Resources] = Resources(cpus=2, memory_mb=2048, executor="inline")
 
     class Settings(_Common):
-        threshold: float = Field(0.5, gt=0, lt=1, description="Jaccard similarity of the n-gram sets")
+        threshold: float = Field(0.55, gt=0, lt=1, description="Jaccard similarity of the n-gram sets")
         ngram: int = Field(3, ge=1)
         num_perm: int = Field(128, ge=8, le=1024)
         bands: int | None = None
         rows: int | None = None
         verify: bool = True
+        lsh_recall: float = Field(0.95, gt=0, lt=1)
         numbers: NumbersMode = "mask"
         tokens: TokensMode = "whitespace"
+        strip_punct: bool = True
         seed: int = 1
         chunk_size: int = Field(20_000, ge=1)
         workers: int = Field(1, ge=1)
@@ -130,7 +132,8 @@ class MinHashDedup(Stage):
         s = self.settings
         return MinHashSettings(
             ngram=s.ngram, num_perm=s.num_perm, threshold=s.threshold, bands=s.bands, rows=s.rows,
-            verify=s.verify, numbers=s.numbers, tokens=s.tokens, seed=s.seed, chunk_size=s.chunk_size,
+            verify=s.verify, lsh_recall=s.lsh_recall, numbers=s.numbers, tokens=s.tokens,
+            strip_punct=s.strip_punct, seed=s.seed, chunk_size=s.chunk_size,
             workers=s.workers,
         )
 
