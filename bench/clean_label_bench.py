@@ -151,6 +151,20 @@ def bench_throughput(records: list[dict], repeat: int) -> dict[str, float]:
         for i in range(0, len(batch), 1000):
             stage.process(batch[i : i + 1000])
     res["reasonmill clean"] = repeat * len(batch) / (time.process_time() - t0)
+    strict = Clean({"require_reference_answer_for": ["math"], "require_single_answer": ["math"]})
+    t0 = time.process_time()
+    for _ in range(repeat):
+        for i in range(0, len(batch), 1000):
+            strict.process(batch[i : i + 1000])
+    res["reasonmill clean, strict profile"] = repeat * len(batch) / (time.process_time() - t0)
+    from reasonmill.stages.label import Label
+
+    label = Label()
+    t0 = time.process_time()
+    for _ in range(repeat):
+        for i in range(0, len(batch), 1000):
+            label.process(batch[i : i + 1000])
+    res["reasonmill label (category + language)"] = repeat * len(batch) / (time.process_time() - t0)
     t0 = time.process_time()
     for _ in range(repeat):
         for r in batch:
