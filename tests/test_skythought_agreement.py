@@ -22,8 +22,8 @@ TRACES = DATA / "reasoning_traces_skythought"
 #: file -> minimum agreement (measured 2026-11-25, see bench/results/math.md)
 FLOORS = {
     "qwen2.5-32b-instruct_still2-sys_math500.json": 0.975,
-    "sky-t1-math-correct-5k-27b_math500.jsonl": 0.94,
-    "sky-t1-math-correct-5k-32b-short_math500.jsonl": 0.98,
+    "sky-t1-math-correct-5k-27b_math500.jsonl": 0.945,
+    "sky-t1-math-correct-5k-32b-short_math500.jsonl": 0.985,
     "sky-t1-math-correct-5k-32b-short_olympiadbench.jsonl": 0.955,
     "sky-t1-math-correct-5k-14b_aime24.jsonl": 0.96,
     "sky-t1-math-correct-5k-14b_amc23.jsonl": 0.95,

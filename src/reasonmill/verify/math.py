@@ -173,8 +173,12 @@ _TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{([^{}]*)\
 
 
 def _loose(s: str) -> str:
-    """Loose text form for the last-resort string comparison (``\\text{Evelyn}`` = ``Evelyn``)."""
-    s = _TEXT_RE.sub(r"\1", s)
+    """Loose text form for the last-resort string comparison (``\\text{Evelyn}`` = ``Evelyn``).
+
+    Row separators ``\\\\`` are dropped too: references whose backslashes were lost to an
+    escaping bug (``\\begin{pmatrix}-2-14-7\\end{pmatrix}`` in the SkyThought 27B file)
+    still match the correct column vector."""
+    s = _TEXT_RE.sub(r"\1", s).replace("\\\\", "")
     s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = re.sub(r"\\[,;:! ]|~|\$|\s", "", s)
     return s.lower().rstrip(".")
