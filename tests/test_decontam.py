@@ -28,8 +28,10 @@ from reasonmill.dedup.decontam import (
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-#: measured by bench/bench_decontam.py (2026-11-25): 9.0% / 9.8% / 36.1% (with siblings)
-LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR = 0.07, 0.08, 0.33
+#: measured by bench/bench_decontam.py (2026-11-25, MATH-test background, see
+#: bench/results/decontam.md): lexical 13.9%, semantic 9.8%, lexical with siblings 41.0%,
+#: false positives 0.8% (on 5,000 negatives; the test uses the first 1,000 of them)
+LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR, FP_CEILING = 0.12, 0.08, 0.38, 0.015
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
@@ -143,6 +145,46 @@ def test_template_sibling_is_its_own_category_and_configurable():
     assert [(h.category, h.layer) for h in off] == [("contaminated", "ngram")]
 
 
+LONG = ("In the kingdom of Zorvath, the royal abacus keeper catalogues obsidian tokens by weight. "
+        "Each Tuesday the keeper weighs every token twice, records the heavier reading, and then melts "
+        "the lightest token into a ring for the queen. ")
+PADDING = " ".join(f"Unrelated remark number {w} about gardening and weather." for w in
+                   ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
+#: a benchmark item of which LONG is well under ngram_coverage (0.6): only the rarity rule sees it
+ITEM_Z = {"benchmark": "toy", "item_id": "z1", "answer": "3", "text": LONG + (
+    "The queen, however, gives away one ring at every full moon to a visiting merchant from the southern "
+    "deserts, who trades it for spices, silk, rare maps of the eastern islands and a small caged songbird "
+    "that sings only at dawn. After 3 weeks, how many rings does the queen own?")}
+
+
+def test_rare_ngram_rule_flags_a_long_shared_rare_passage_with_evidence():
+    """A rare passage shared with an item is a hit even when it covers little of a long text."""
+    bench = BENCH + [ITEM_Z]
+    text = PADDING + " " + LONG + " " + PADDING
+    idx = build_index(bench, DecontamSettings(embedding=False))
+    h = _dec(idx).check([text])[0][0]
+    assert (h.category, h.layer, h.item_id) == ("contaminated", "ngram", "z1")
+    assert h.coverage < 0.6 and h.rare_mass >= 10  # the coverage rule alone misses it
+    assert len(h.ngram.split()) == h.ngram_n and h.ngram in " ".join(tokenize(normalize_text(LONG)))
+    assert "rare-n-gram mass" in h.describe()
+    # the rule off: no hit
+    assert _dec(build_index(bench, DecontamSettings(embedding=False, rare_mass=None))).check([text])[0] == []
+
+
+def test_background_frequencies_make_stock_passages_weigh_nothing():
+    """The same passage, common in a background corpus, is a stock phrase: no hit."""
+    bench = BENCH + [ITEM_Z]
+    text = PADDING + " " + LONG + " Then the dragons came and every villager ran to the hills."
+    background = [LONG + f" Question variant {k}: what colour is token {k}?" for k in range(40)]
+    plain = _dec(build_index(bench, DecontamSettings(embedding=False)))
+    assert plain.check([text])[0][0].layer == "ngram"
+    idx = build_index(bench, DecontamSettings(embedding=False), background=background)
+    assert idx.background_docs == 40
+    assert _dec(idx).check([text])[0] == []
+    # a background copy of a benchmark item is not counted (it would halve the item's weights)
+    assert build_index(bench, DecontamSettings(embedding=False), background=[bench[-1]["text"]]).background_docs == 0
+
+
 def test_clean_text_has_no_hits_and_index_pickles_small_without_texts():
     idx = _index()
     assert _dec(idx).check(["Prove that there are infinitely many primes.", ""]) == [[], []]
@@ -232,9 +274,11 @@ def test_stage_drops_contaminated_with_evidence_and_keeps_siblings(tmp_path):
     from reasonmill.stages.base import StageContext, get_stage
 
     cls = get_stage("decontaminate")
-    stage = cls({"benchmarks": [MATH500, AIME24], "embedding": False, "apply_to": "problem+responses"},
-                StageContext(cache_dir=str(tmp_path)))
+    math_test = {"name": "math_test", "path": str(DATA / "math_test_full" / "math_test_5000.jsonl"), "field": "problem"}
+    stage = cls({"benchmarks": [MATH500, AIME24], "embedding": False, "apply_to": "problem+responses",
+                 "background": [math_test]}, StageContext(cache_dir=str(tmp_path)))
     index = stage.build(iter(()))
+    assert index.background_docs == 4500  # the MATH test set less its 500 MATH-500 items
     index = pickle.loads(pickle.dumps(index))  # the engine persists it
     math500 = load_benchmark(MATH500)
     aime = load_benchmark(AIME24)
@@ -343,17 +387,22 @@ def test_judge_verdict_is_recorded_and_decides(tmp_path):
 def test_recall_floor_on_real_pairs():
     """Floors a little below what bench/bench_decontam.py measures (see bench/results/decontam.md)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from bench_decontam import load_pairs
+    from bench_decontam import background_texts, load_pairs, negatives
 
     from reasonmill.embed import get_embedder
 
     items = load_benchmark(MATH500)
     emb = get_embedder("static-minilm", cache=False)
-    d = Decontaminator(build_index(items, DecontamSettings(), embedder=emb), embedder=emb)
-    lex = [p["train_problem"] for p in load_pairs("lex")]
-    sem = [p["train_problem"] for p in load_pairs("sem")]
-    cats = [{h.category for h in hits} for hits in d.check(lex + sem)]
+    index = build_index(items, DecontamSettings(), embedder=emb, background=background_texts("math_test"))
+    d = Decontaminator(index, embedder=emb)
+    pairs_lex, pairs_sem = load_pairs("lex"), load_pairs("sem")
+    lex = [p["train_problem"] for p in pairs_lex]
+    sem = [p["train_problem"] for p in pairs_sem]
+    neg = negatives(pairs_lex + pairs_sem, 1000)
+    cats = [{h.category for h in hits} for hits in d.check(lex + sem + neg)]
     lex_c = sum("contaminated" in c for c in cats[: len(lex)]) / len(lex)
-    sem_c = sum("contaminated" in c for c in cats[len(lex):]) / len(sem)
+    sem_c = sum("contaminated" in c for c in cats[len(lex): len(lex) + len(sem)]) / len(sem)
     lex_any = sum(bool(c) for c in cats[: len(lex)]) / len(lex)
+    fp = sum("contaminated" in c for c in cats[len(lex) + len(sem):]) / len(neg)
     assert lex_c >= LEX_FLOOR and sem_c >= SEM_FLOOR and lex_any >= LEX_ANY_FLOOR, (lex_c, sem_c, lex_any)
+    assert fp <= FP_CEILING, fp

@@ -7,6 +7,11 @@ Why layers: each check catches a different kind of leak at a different cost.
    text is short, SPEC §1 item 4). One shared n-gram is too weak here: MATH-style problems
    share stock phrases ("what is the probability that the sum of the numbers"), so a hit
    needs the shared n-grams to cover a share of the shorter text (``ngram_coverage``).
+   A second, rarity-aware rule (``rare_mass``) sums the IDF weights of the distinct
+   ``rare_n``-grams a text shares with one item: a long shared passage of rare wording is a
+   hit even when it covers little of a long text, while stock phrases ("express your answer
+   as a common fraction") weigh almost nothing. Document frequencies come from the
+   benchmark items plus an optional background corpus (``build_index(background=...)``).
 3. ``embedding``: cosine of sentence embeddings, for paraphrases. A paraphrase keeps the
    problem's numbers; a different problem on the same topic does not. So a cosine hit is
    contamination only when the numbers are the same (``embedding_cosine``), or when the
@@ -163,6 +168,13 @@ class DecontamSettings(BaseModel):
     short_tokens: int = Field(100, ge=1)
     #: share of the shorter text's tokens covered by shared n-grams for an n-gram hit
     ngram_coverage: float = Field(0.6, gt=0, le=1)
+    #: n of the rarity-aware n-gram rule
+    rare_n: int = Field(5, ge=2)
+    #: IDF mass of the distinct ``rare_n``-grams shared with one item for a hit (null: rule
+    #: off). Weight = ln((N+1)/(df+1)) / ln((N+1)/2) over N benchmark items + background
+    #: texts: 1 for an n-gram of one document, ~0 for a stock phrase; so 10 reads "ten rare
+    #: shared 5-grams" (~14 words of rare wording). Template siblings stay siblings.
+    rare_mass: float | None = Field(10.0, gt=0)
     embedding: bool = True
     embedder: str = "static-minilm"
     #: cosine for a hit when the two texts carry exactly the same (non-empty) numbers (a
@@ -233,6 +245,10 @@ class BenchmarkIndex:
     exact: dict[int, list[int]]
     grams: dict[tuple[int, bool], _Postings]  # (n, masked) → postings
     gram_counts: dict[tuple[int, bool], np.ndarray]  # distinct n-grams per item
+    #: IDF of each distinct benchmark ``rare_n``-gram, aligned with ``rare_keys`` (sorted)
+    rare_keys: np.ndarray | None = None
+    rare_idf: np.ndarray | None = None
+    background_docs: int = 0
     embeddings: np.ndarray | None = None
     texts: list[str] | None = None  # only when the judge is on
     embedder_name: str | None = None
@@ -267,11 +283,48 @@ def _prepare(text: str, settings: DecontamSettings, boiler: re.Pattern | None) -
     return _Prepared(tokens, mask_numbers(tokens), numbers_of(tokens), " ".join(norm.split()))
 
 
-def build_index(items: list[dict], settings: DecontamSettings | dict | None = None, embedder: Any = None) -> BenchmarkIndex:
+def _rare_idf(prepared: list[_Prepared], background: list[str] | None, n: int, s: DecontamSettings,
+              boiler: re.Pattern | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """IDF of every distinct benchmark n-gram over benchmark items + background documents.
+
+    Only the benchmark's n-grams can ever be shared, so only they are kept. Background texts
+    equal to a benchmark item (e.g. the full MATH test set around MATH-500) are skipped, so
+    they do not count the item twice.
+    """
+    per_item = [np.unique(ngram_hashes(p.tokens, n)) for p in prepared]
+    keys = np.unique(np.concatenate(per_item)) if per_item else np.zeros(0, np.uint64)
+    df = np.zeros(len(keys), dtype=np.int64)
+    for h in per_item:
+        df[np.searchsorted(keys, h)] += 1
+    docs = len(prepared)
+    seen = {text_hash(p.tokens) for p in prepared if p.tokens}
+    found: list[np.ndarray] = []
+    for text in background or []:
+        toks = tokenize(normalize_text(text, strip_asy=s.strip_asy, boilerplate=boiler))
+        if not toks or text_hash(toks) in seen:
+            continue
+        docs += 1
+        h = np.unique(ngram_hashes(toks, n))
+        if len(keys) and len(h):
+            pos = np.minimum(np.searchsorted(keys, h), len(keys) - 1)
+            found.append(pos[keys[pos] == h])
+    if found:
+        df += np.bincount(np.concatenate(found), minlength=len(keys))
+    # scaled so that an n-gram of a single document weighs 1: the mass then reads as "this
+    # many rare n-grams" whatever the corpus size
+    idf = np.log((docs + 1) / (df + 1)) / np.log((docs + 1) / 2)
+    return keys, np.clip(idf, 0, 1).astype(np.float32), docs - len(prepared)
+
+
+def build_index(items: list[dict], settings: DecontamSettings | dict | None = None, embedder: Any = None,
+                background: list[str] | None = None) -> BenchmarkIndex:
     """Build the benchmark index from items ``{benchmark, item_id, text, answer}``.
 
     ``embedder`` (anything with ``encode(texts) -> normalized rows``) defaults to
     ``reasonmill.embed.get_embedder(settings.embedder)`` when the embedding layer is on.
+    ``background``: extra texts (problems like the ones checked, e.g. a benchmark's training
+    split) that only supply document frequencies for the rarity-aware n-gram rule; without
+    them the frequencies come from the benchmark items alone.
     """
     s = settings if isinstance(settings, DecontamSettings) else DecontamSettings(**(settings or {}))
     boiler = _compile_boilerplate(s)
@@ -289,6 +342,8 @@ def build_index(items: list[dict], settings: DecontamSettings | dict | None = No
     grams: dict[tuple[int, bool], _Postings] = {}
     gram_counts: dict[tuple[int, bool], np.ndarray] = {}
     keys = {(s.ngram_n, False), (s.ngram_n_short, False)}
+    if s.ngram and s.rare_mass is not None:
+        keys.add((s.rare_n, False))
     if s.template_siblings:
         keys |= {(s.ngram_n, True), (s.ngram_n_short, True)}
     for n, masked in sorted(keys):
@@ -308,6 +363,8 @@ def build_index(items: list[dict], settings: DecontamSettings | dict | None = No
         gram_counts=gram_counts,
         texts=[it["text"] for it in items] if s.judge.enabled else None,
     )
+    if s.ngram and s.rare_mass is not None:
+        index.rare_keys, index.rare_idf, index.background_docs = _rare_idf(prepared, background, s.rare_n, s, boiler)
     if s.embedding and items:
         if embedder is None:
             from reasonmill.embed import get_embedder
@@ -336,6 +393,7 @@ class Hit:
     ngram_n: int | None = None
     coverage: float | None = None
     masked_coverage: float | None = None
+    rare_mass: float | None = None  # IDF mass of the distinct shared rare_n-grams
     cosine: float | None = None
     numbers_match: bool | None = None
     answer_match: bool | None = None  # the record's reference answer equals the item's answer
@@ -348,6 +406,8 @@ class Hit:
         parts = [f"{self.benchmark} item {self.item_id} ({self.layer}"]
         if self.coverage is not None and self.layer in ("ngram", "template"):
             parts.append(f", {self.ngram_n}-gram coverage {self.coverage:.2f}")
+        if self.rare_mass is not None and self.layer == "ngram":
+            parts.append(f", rare-n-gram mass {self.rare_mass:.0f}")
         if self.masked_coverage is not None and self.layer == "template":
             parts.append(f", number-masked {self.masked_coverage:.2f}")
         if self.cosine is not None:
@@ -365,6 +425,8 @@ class _Pair:
     masked_coverage: float = 0.0
     gram_pos: int = -1
     cosine: float | None = None
+    rare_mass: float = 0.0
+    rare_pos: int = -1
 
 
 def _coverage(index: BenchmarkIndex, p: _Prepared, masked: bool, n: int, hashes: np.ndarray,
@@ -444,12 +506,17 @@ class Decontaminator:
             h = ngram_hashes(toks, n)
             pos, items = idx.grams[key].lookup(h)
             lookups[key] = (h, pos, items)
-        # candidates: items sharing the most n-grams (masked ones find siblings too)
+        # candidates: items sharing the most n-grams (masked ones find siblings too), and the
+        # items with the largest rare-n-gram mass
         votes: Counter = Counter()
         for (n, masked), (_, _, items) in lookups.items():
             if n == s.ngram_n_short:
                 votes.update(items.tolist())
+        mass: dict[int, tuple[float, int]] = {}
+        if s.ngram and s.rare_mass is not None and idx.rare_keys is not None and (s.rare_n, False) in lookups:
+            mass = self._rare_mass(*lookups[(s.rare_n, False)])
         cands = [j for j, _ in votes.most_common(s.top_k)] + [j for j, _ in cos_top]
+        cands += sorted(mass, key=lambda j: -mass[j][0])[: s.top_k]
         for j in dict.fromkeys(cands):
             n = s.ngram_n if min(len(p.tokens), int(idx.lengths[j])) >= s.short_tokens else s.ngram_n_short
             pair = _Pair(item=j, n=n)
@@ -460,9 +527,31 @@ class Decontaminator:
                 h, pos, items = lookups[(n, True)]
                 pair.masked_coverage, _ = _coverage(idx, p, True, n, h, pos, items, j)
             pairs[j] = pair
+            if j in mass:
+                pair.rare_mass, pair.rare_pos = mass[j]
         for j, c in cos_top:
             pairs[j].cosine = c
         return pairs
+
+    def _rare_mass(self, h: np.ndarray, pos: np.ndarray, items: np.ndarray) -> dict[int, tuple[float, int]]:
+        """Per item: IDF mass of the distinct shared n-grams, and the position of the rarest."""
+        idx = self.index
+        if len(items) == 0:
+            return {}
+        keys = h[pos]
+        w = idx.rare_idf[np.searchsorted(idx.rare_keys, keys)]
+        # distinct (item, n-gram) pairs: a repeated n-gram counts once
+        order = np.lexsort((keys, items))
+        it, ky, ww, ps = items[order], keys[order], w[order], pos[order]
+        first = np.ones(len(it), dtype=bool)
+        first[1:] = (it[1:] != it[:-1]) | (ky[1:] != ky[:-1])
+        it, ww, ps = it[first], ww[first], ps[first]
+        out: dict[int, tuple[float, int]] = {}
+        for j in np.unique(it):
+            sel = it == j
+            k = int(np.argmax(ww[sel]))
+            out[int(j)] = (float(ww[sel].sum()), int(ps[sel][k]))
+        return out
 
     def _check_one(self, p: _Prepared, cos_top: list[tuple[int, float]], field: str) -> list[Hit]:
         s, idx = self.s, self.index
@@ -482,8 +571,16 @@ class Decontaminator:
                 ngram = " ".join(p.tokens[pair.gram_pos : pair.gram_pos + pair.n])
             ev = dict(ngram=ngram, ngram_n=pair.n if ngram else None, coverage=round(pair.coverage, 4),
                       masked_coverage=round(pair.masked_coverage, 4) if s.template_siblings else None,
-                      cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers)
+                      cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers,
+                      rare_mass=round(pair.rare_mass, 2) if pair.rare_mass else None)
+            sibling = s.template_siblings and not same_numbers and pair.masked_coverage >= s.sibling_coverage
+            rare_hit = (s.ngram and s.rare_mass is not None and pair.rare_mass >= s.rare_mass and not sibling)
+            if rare_hit and ngram is None and pair.rare_pos >= 0:
+                ev["ngram"] = " ".join(p.tokens[pair.rare_pos : pair.rare_pos + s.rare_n])
+                ev["ngram_n"] = s.rare_n
             if s.ngram and pair.coverage >= s.ngram_coverage and (same_numbers or not s.template_siblings):
+                hits.append(self._hit("contaminated", "ngram", j, field, **ev))
+            elif rare_hit:
                 hits.append(self._hit("contaminated", "ngram", j, field, **ev))
             elif s.embedding and pair.cosine is not None and (
                 (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)

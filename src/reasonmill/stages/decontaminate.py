@@ -13,6 +13,8 @@ YAML::
         benchmarks: [math500, aime24, {name: my_eval, path: evals/mine.jsonl, field: question}]
         apply_to: problem+responses
         ngram_coverage: 0.5
+        rare_mass: 10
+        background: [{name: math_train, path: data/math_train.jsonl, field: problem}]
         embedding_cosine: 0.85
         judge: {enabled: true, base_url: http://localhost:8000/v1, model: qwen2.5-7b-instruct}
 """
@@ -45,6 +47,10 @@ class DecontaminateSettings(DecontamSettings):
     apply_to: Literal["problem", "problem+responses"] = "problem"
     #: add the template siblings found to ``meta.decontam`` of kept records
     note_siblings: bool = True
+    #: texts that only supply n-gram document frequencies for the rarity-aware rule
+    #: (``rare_mass``): problems like the ones checked, e.g. a benchmark's training split
+    #: ({name, path, field} mappings as in ``benchmarks``); they are never matched against
+    background: list[str | BenchmarkSpec] = Field(default_factory=list)
 
 
 def _response_text(resp: dict) -> str:
@@ -61,14 +67,15 @@ class Decontaminate(Stage):
     version = "1"
 
     def _decontam_settings(self) -> DecontamSettings:
-        data = self.settings.model_dump(exclude={"benchmarks", "apply_to", "note_siblings"})
+        data = self.settings.model_dump(exclude={"benchmarks", "apply_to", "note_siblings", "background"})
         return DecontamSettings(**data)
 
     def build(self, shards: Iterable[list[dict]]) -> BenchmarkIndex:
         """Load the benchmarks and index them; the records are not needed (nor read)."""
         base_dir = Path(self.context.extra.get("base_dir", "."))
         items = load_benchmarks(self.settings.benchmarks, base_dir=base_dir)
-        return build_index(items, self._decontam_settings(), embedder=self._embedder())
+        background = [it["text"] for it in load_benchmarks(self.settings.background, base_dir=base_dir)]
+        return build_index(items, self._decontam_settings(), embedder=self._embedder(), background=background)
 
     def _embedder(self) -> Any:
         if not self.settings.embedding:
