@@ -45,7 +45,13 @@ def _tests(raw, kind="stdin") -> list[dict]:
     out = []
     for t in raw or []:
         k = t.get("testtype", kind)
-        out.append({"input": str(t.get("input")), "output": str(t.get("output")), "kind": "functional" if k == "functional" else "stdin"})
+        out.append(
+            {
+                "input": str(t.get("input")),
+                "output": str(t.get("output")),
+                "kind": "functional" if k == "functional" else "stdin",
+            }
+        )
     return out
 
 
@@ -58,51 +64,223 @@ def load_sets(data: Path = DATA) -> dict[str, tuple[str, list[dict]]]:
         if p.exists():
             sets[name] = (category, build(p))
 
-    add("math500", "math", "math500/math500_test.jsonl", lambda p: [
-        new_record(source="math500", problem=r["problem"], original_id=r["unique_id"], reference_answer=r["answer"]) for r in _jsonl(p)])
-    add("gsm8k_test", "math", "gsm8k/gsm8k_test.jsonl", lambda p: [
-        new_record(source="gsm8k", problem=r["question"], original_id=i, reference_answer=r["answer"].split("####")[-1].strip())
-        for i, r in enumerate(_jsonl(p))])
-    add("gsm8k_train", "math", "gsm8k/gsm8k_train.jsonl", lambda p: [
-        new_record(source="gsm8k_train", problem=r["question"], original_id=i, reference_answer=r["answer"].split("####")[-1].strip())
-        for i, r in enumerate(_jsonl(p))])
-    add("math_train", "math", "math_train/math_train_rllm.json", lambda p: [
-        new_record(source="math_train", problem=r["problem"], original_id=i, reference_answer=r.get("answer"), difficulty=r.get("difficulty"))
-        for i, r in enumerate(json.loads(p.read_text()))])
-    add("olympiadbench", "math", "olympiadbench/olympiadbench_test.jsonl", lambda p: [
-        new_record(source="olympiadbench", original_id=r["id"],
-                   problem=(r["context"] + "\n" if r.get("context") not in (None, "None", "") else "") + r["question"],
-                   reference_answer=", ".join(map(str, r["final_answer"])) if r.get("final_answer") else None)
-        for r in _jsonl(p)])
-    add("omni_math_500", "math", "omni_math_500/omni_math_num_500.jsonl", lambda p: [
-        new_record(source="omni_math", problem=r["problem"], original_id=i, reference_answer=r["answer"]) for i, r in enumerate(_jsonl(p))])
-    add("olymmath_en", "math", "olymmath/OlymMATH-EN-EASY.jsonl", lambda p: [
-        new_record(source="olymmath_en", problem=r["problem"], original_id=r["unique_id"], reference_answer=r["answer"]) for r in _jsonl(p)])
-    add("olymmath_zh", "math", "olymmath/OlymMATH-ZH-EASY.jsonl", lambda p: [
-        new_record(source="olymmath_zh", problem=r["problem"], original_id=r["unique_id"], reference_answer=r["answer"]) for r in _jsonl(p)])
-    add("aime24", "math", "aime24/aime24_test.jsonl", lambda p: [
-        new_record(source="aime24", problem=r["problem"], original_id=r["id"], reference_answer=str(r["answer"])) for r in _jsonl(p)])
-    add("amc23", "math", "amc23/amc23_test.jsonl", lambda p: [
-        new_record(source="amc23", problem=r["question"], original_id=r["id"], reference_answer=str(r["answer"])) for r in _jsonl(p)])
-    add("humaneval", "code", "humaneval/HumanEval.jsonl.gz", lambda p: [
-        new_record(source="humaneval", problem=r["prompt"], original_id=r["task_id"], starter_code=r["prompt"],
-                   tests=[{"input": r["test"], "output": r["entry_point"], "kind": "check"}]) for r in _jsonl(p)])
-    add("mbpp", "code", "mbpp/mbpp.jsonl", lambda p: [
-        new_record(source="mbpp", problem=r["text"], original_id=r["task_id"],
-                   tests=[{"input": t, "output": "", "kind": "assert"} for t in r["test_list"]])
-        for r in _jsonl(p)])
-    add("lcb_test", "code", "livecodebench/lcb_test_2408-2501_with_private_tests.json", lambda p: [
-        new_record(source="lcb", problem=r["problem"], original_id=i, starter_code=r.get("starter_code") or None, tests=_tests(r["tests"]))
-        for i, r in enumerate(json.loads(p.read_text()))])
-    add("lcb_train", "code", "livecodebench/lcb_train_pre2408.json", lambda p: [
-        new_record(source="lcb_train", problem=r["problem"], original_id=i, starter_code=r.get("starter_code") or None, tests=_tests(r["tests"]))
-        for i, r in enumerate(json.loads(p.read_text()))])
-    add("codeforces", "code", "codeforces/codeforces_test_rllm.json", lambda p: [
-        new_record(source="codeforces", problem=r["problem"], original_id=i, tests=_tests(r["tests"])) for i, r in enumerate(json.loads(p.read_text()))])
-    add("code_contests", "code", "code_contests/code_contests_test_rllm.json", lambda p: [
-        new_record(source="code_contests", problem=r["problem"], original_id=i, tests=_tests(r["tests"])) for i, r in enumerate(json.loads(p.read_text()))])
-    add("star1_safety_prompts", "chat", "star1_r1_safety_traces/STAR-1_shared_800.json", lambda p: [
-        new_record(source="star1", problem=r["question"], original_id=r["id"]) for r in json.loads(p.read_text())])
+    add(
+        "math500",
+        "math",
+        "math500/math500_test.jsonl",
+        lambda p: [
+            new_record(
+                source="math500",
+                problem=r["problem"],
+                original_id=r["unique_id"],
+                reference_answer=r["answer"],
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "gsm8k_test",
+        "math",
+        "gsm8k/gsm8k_test.jsonl",
+        lambda p: [
+            new_record(
+                source="gsm8k",
+                problem=r["question"],
+                original_id=i,
+                reference_answer=r["answer"].split("####")[-1].strip(),
+            )
+            for i, r in enumerate(_jsonl(p))
+        ],
+    )
+    add(
+        "gsm8k_train",
+        "math",
+        "gsm8k/gsm8k_train.jsonl",
+        lambda p: [
+            new_record(
+                source="gsm8k_train",
+                problem=r["question"],
+                original_id=i,
+                reference_answer=r["answer"].split("####")[-1].strip(),
+            )
+            for i, r in enumerate(_jsonl(p))
+        ],
+    )
+    add(
+        "math_train",
+        "math",
+        "math_train/math_train_rllm.json",
+        lambda p: [
+            new_record(
+                source="math_train",
+                problem=r["problem"],
+                original_id=i,
+                reference_answer=r.get("answer"),
+                difficulty=r.get("difficulty"),
+            )
+            for i, r in enumerate(json.loads(p.read_text()))
+        ],
+    )
+    add(
+        "olympiadbench",
+        "math",
+        "olympiadbench/olympiadbench_test.jsonl",
+        lambda p: [
+            new_record(
+                source="olympiadbench",
+                original_id=r["id"],
+                problem=(r["context"] + "\n" if r.get("context") not in (None, "None", "") else "")
+                + r["question"],
+                reference_answer=", ".join(map(str, r["final_answer"])) if r.get("final_answer") else None,
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "omni_math_500",
+        "math",
+        "omni_math_500/omni_math_num_500.jsonl",
+        lambda p: [
+            new_record(source="omni_math", problem=r["problem"], original_id=i, reference_answer=r["answer"])
+            for i, r in enumerate(_jsonl(p))
+        ],
+    )
+    add(
+        "olymmath_en",
+        "math",
+        "olymmath/OlymMATH-EN-EASY.jsonl",
+        lambda p: [
+            new_record(
+                source="olymmath_en",
+                problem=r["problem"],
+                original_id=r["unique_id"],
+                reference_answer=r["answer"],
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "olymmath_zh",
+        "math",
+        "olymmath/OlymMATH-ZH-EASY.jsonl",
+        lambda p: [
+            new_record(
+                source="olymmath_zh",
+                problem=r["problem"],
+                original_id=r["unique_id"],
+                reference_answer=r["answer"],
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "aime24",
+        "math",
+        "aime24/aime24_test.jsonl",
+        lambda p: [
+            new_record(
+                source="aime24", problem=r["problem"], original_id=r["id"], reference_answer=str(r["answer"])
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "amc23",
+        "math",
+        "amc23/amc23_test.jsonl",
+        lambda p: [
+            new_record(
+                source="amc23", problem=r["question"], original_id=r["id"], reference_answer=str(r["answer"])
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "humaneval",
+        "code",
+        "humaneval/HumanEval.jsonl.gz",
+        lambda p: [
+            new_record(
+                source="humaneval",
+                problem=r["prompt"],
+                original_id=r["task_id"],
+                starter_code=r["prompt"],
+                tests=[{"input": r["test"], "output": r["entry_point"], "kind": "check"}],
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "mbpp",
+        "code",
+        "mbpp/mbpp.jsonl",
+        lambda p: [
+            new_record(
+                source="mbpp",
+                problem=r["text"],
+                original_id=r["task_id"],
+                tests=[{"input": t, "output": "", "kind": "assert"} for t in r["test_list"]],
+            )
+            for r in _jsonl(p)
+        ],
+    )
+    add(
+        "lcb_test",
+        "code",
+        "livecodebench/lcb_test_2408-2501_with_private_tests.json",
+        lambda p: [
+            new_record(
+                source="lcb",
+                problem=r["problem"],
+                original_id=i,
+                starter_code=r.get("starter_code") or None,
+                tests=_tests(r["tests"]),
+            )
+            for i, r in enumerate(json.loads(p.read_text()))
+        ],
+    )
+    add(
+        "lcb_train",
+        "code",
+        "livecodebench/lcb_train_pre2408.json",
+        lambda p: [
+            new_record(
+                source="lcb_train",
+                problem=r["problem"],
+                original_id=i,
+                starter_code=r.get("starter_code") or None,
+                tests=_tests(r["tests"]),
+            )
+            for i, r in enumerate(json.loads(p.read_text()))
+        ],
+    )
+    add(
+        "codeforces",
+        "code",
+        "codeforces/codeforces_test_rllm.json",
+        lambda p: [
+            new_record(source="codeforces", problem=r["problem"], original_id=i, tests=_tests(r["tests"]))
+            for i, r in enumerate(json.loads(p.read_text()))
+        ],
+    )
+    add(
+        "code_contests",
+        "code",
+        "code_contests/code_contests_test_rllm.json",
+        lambda p: [
+            new_record(source="code_contests", problem=r["problem"], original_id=i, tests=_tests(r["tests"]))
+            for i, r in enumerate(json.loads(p.read_text()))
+        ],
+    )
+    add(
+        "star1_safety_prompts",
+        "chat",
+        "star1_r1_safety_traces/STAR-1_shared_800.json",
+        lambda p: [
+            new_record(source="star1", problem=r["question"], original_id=r["id"])
+            for r in json.loads(p.read_text())
+        ],
+    )
     return sets
 
 
@@ -133,9 +311,9 @@ def naive_clean(record: dict) -> str | None:
         return "length"
     if re.search(r"https?://\S+", text):
         return "url"
-    if re.search(r"as shown|see the figure", text, re.I):
+    if re.search(r"as shown|see the figure", text, re.IGNORECASE):
         return "image_ref"
-    if re.search(r"^\s*\|?\s*-{3,}\s*\|", text, re.M):
+    if re.search(r"^\s*\|?\s*-{3,}\s*\|", text, re.MULTILINE):
         return "table"
     cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
     record["language"] = "zh" if cjk / len(text) > 0.1 else "en"
@@ -265,11 +443,15 @@ def main() -> None:
                 peer = "zh" if peer.startswith("zh") else "en" if peer == "en" else "other"
                 agree += peer == detect_language(r["problem"])
                 total += 1
-        print(f"\nAgreement with langdetect 1.0.9 (≤300 per set, mapped to zh/en/other): {agree}/{total} = {agree / total:.1%}")
+        print(
+            f"\nAgreement with langdetect 1.0.9 (≤300 per set, mapped to zh/en/other): {agree}/{total} = {agree / total:.1%}"
+        )
     except ImportError:
         print("\n(langdetect not installed: no peer agreement figure)")
 
-    print(f"\n## Throughput over all {len(everything)} records (x{args.repeat}): records per CPU-second, one process\n")
+    print(
+        f"\n## Throughput over all {len(everything)} records (x{args.repeat}): records per CPU-second, one process\n"
+    )
     res = bench_throughput(everything, args.repeat)
     base = res["reasonmill clean"]
     for k, v in res.items():

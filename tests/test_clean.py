@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from reasonmill.records import new_record
 from reasonmill.stages.clean import RULES, Clean
 from reasonmill.text import (
-    count_subquestions,
     cjk_ratio,
+    count_subquestions,
     detect_language,
     find_image_ref,
     find_mojibake,
@@ -67,7 +67,12 @@ def test_normalize_for_hash_folds_spacing_case_and_width_but_keeps_numbers():
 def test_language_detection_zh_en_other():
     assert detect_language("已知 $f(x)=x^2+2x$，求 $f(3)$ 的值。") == "zh"
     assert detect_language("Let $f(x) = x^2 + 2x$. What is the value of $f(3)$?") == "en"
-    assert detect_language("Soit $f$ une fonction définie sur les réels. Calculer la valeur de $f(3)$ pour que la somme soit nulle.") == "other"
+    assert (
+        detect_language(
+            "Soit $f$ une fonction définie sur les réels. Calculer la valeur de $f(3)$ pour que la somme soit nulle."
+        )
+        == "other"
+    )
     assert detect_language("次の関数の最大値を求めなさい。ただし、x は実数とする。") == "other"
     assert detect_language("Найдите все целые числа $n$, для которых $n^2+1$ делится на $n+1$.") == "other"
     assert detect_language("") == "other"
@@ -121,17 +126,27 @@ def test_image_refs_but_not_asy_figures_or_math_images():
     assert find_image_ref(asy) is None and has_asy_figure(asy)
     # math "image" and everyday "picture"/"shown on the dice" are not figure references
     assert find_image_ref("What are the coordinates of the image of point A after the reflection?") is None
-    assert find_image_ref("Two dice are tossed. What is the probability that the numbers shown on the dice sum to 7?") is None
+    assert (
+        find_image_ref(
+            "Two dice are tossed. What is the probability that the numbers shown on the dice sum to 7?"
+        )
+        is None
+    )
     assert find_image_ref("A figure skater spins 2250 degrees. Which direction is she facing?") is None
 
 
 def test_truncation_signals():
     assert truncation_reason("Let $f(x) = 2x+1$. Find the value of") == "ends_mid_sentence"
     assert truncation_reason("Compute the sum $1 + 2 + 3 +") == "ends_mid_sentence"
-    assert truncation_reason(r"Evaluate $\frac{1}{2} + \frac{1}{3}$ and express it as \begin{pmatrix} 1") == "unclosed_environment"
+    assert (
+        truncation_reason(r"Evaluate $\frac{1}{2} + \frac{1}{3}$ and express it as \begin{pmatrix} 1")
+        == "unclosed_environment"
+    )
     assert truncation_reason(r"Compute $\sqrt{x^2 + \frac{1}{4}") is not None
     # complete problems that end without punctuation, and money in plain text
-    assert not looks_truncated("Find the arithmetic mean of the prime numbers in this list: 21, 23, 25, 27, 29")
+    assert not looks_truncated(
+        "Find the arithmetic mean of the prime numbers in this list: 21, 23, 25, 27, 29"
+    )
     assert not looks_truncated(r"Find the angle between $\mathbf{a}$ and $\mathbf{b},$ in degrees")
     assert not looks_truncated("She sells eggs for $2 each and earns $18. How many eggs? The answer is $ 9")
     assert not looks_truncated(r"Solve $$x^2 = 4.$$")
@@ -146,7 +161,9 @@ def test_proof_only_and_subquestions():
     multi = "Let $f(x)=x^2-2x$.\n(a) Find $f(3)$.\n(b) Prove that $f$ has exactly two roots.\n(c) What is the minimum of $f$?"
     assert count_subquestions(multi) == 3
     assert count_subquestions("已知数列 $a_n$ 满足 $a_1=1$。\n（1）求 $a_2$；\n（2）证明 $a_n<2$。") == 2
-    conditions = "The function $f$ satisfies (i) $f(1)=1$, (ii) $f(2n)=f(n)$, (iii) $f(2n+1)=f(n)+1$. Find $f(2023)$."
+    conditions = (
+        "The function $f$ satisfies (i) $f(1)=1$, (ii) $f(2n)=f(n)$, (iii) $f(2n+1)=f(n)+1$. Find $f(2023)$."
+    )
     assert count_subquestions(conditions) <= 1
     choices = "What is $1+1$? (A) 1 (B) 2 (C) 3 (D) 4 (E) 5"
     assert count_subquestions(choices) == 0
@@ -165,13 +182,37 @@ def test_proof_only_and_subquestions():
         ("too_short", "Solve.", {}),
         ("too_long", "Find the sum of the numbers " + "1, " * 20000 + "2.", {}),
         ("truncated", "A train leaves the station at 3 pm traveling at 60 mph. How far has it gone by", {}),
-        ("url", "Read the table at https://www.example.org/data.html and compute the mean of the second column.", {}),
-        ("image_ref", "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the area of the shaded region.", {}),
-        ("asy_figure", "In the diagram, $AB=5$.\n[asy]\ndraw((0,0)--(5,0));\n[/asy]\nFind $BC$.", {"asy_figure": True}),
-        ("table", "The scores were:\n\n| student | score |\n|---|---|\n| Ann | 90 |\n| Bob | 70 |\n\nWhat is the mean score?", {}),
+        (
+            "url",
+            "Read the table at https://www.example.org/data.html and compute the mean of the second column.",
+            {},
+        ),
+        (
+            "image_ref",
+            "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the area of the shaded region.",
+            {},
+        ),
+        (
+            "asy_figure",
+            "In the diagram, $AB=5$.\n[asy]\ndraw((0,0)--(5,0));\n[/asy]\nFind $BC$.",
+            {"asy_figure": True},
+        ),
+        (
+            "table",
+            "The scores were:\n\n| student | score |\n|---|---|\n| Ann | 90 |\n| Bob | 70 |\n\nWhat is the mean score?",
+            {},
+        ),
         ("language", "已知 $x+y=5$, $xy=6$，求 $x^2+y^2$ 的值。", {"languages": ["en"]}),
-        ("no_reference_answer", r"What is the value of $\sqrt{3^2+4^2}$?", {"require_reference_answer_for": ["math"]}),
-        ("proof_only", "Prove that for every positive integer $n$, $n^3 - n$ is divisible by $6$.", {"require_single_answer": True}),
+        (
+            "no_reference_answer",
+            r"What is the value of $\sqrt{3^2+4^2}$?",
+            {"require_reference_answer_for": ["math"]},
+        ),
+        (
+            "proof_only",
+            "Prove that for every positive integer $n$, $n^3 - n$ is divisible by $6$.",
+            {"require_single_answer": True},
+        ),
         (
             "multi_question",
             "A bag holds 3 red and 5 blue balls.\n(a) What is the probability that a random ball is red?\n"
@@ -196,7 +237,9 @@ def test_evidence_names_what_matched():
     assert out.dropped[0].evidence == {"url": "https://example.com/q1"}
     out = run([rec("Compute \ue000\ue001\ue002\ue003 plus 1 for me")], max_unusual_ratio=0.1)
     ev = out.dropped[0].evidence
-    assert ev["chars"] == ["U+E000", "U+E001", "U+E002", "U+E003"] and ev["ratio"] == pytest.approx(4 / 26, abs=1e-4)
+    assert ev["chars"] == ["U+E000", "U+E001", "U+E002", "U+E003"] and ev["ratio"] == pytest.approx(
+        4 / 26, abs=1e-4
+    )
     out = run([rec("x" * 50)], max_chars=20)
     assert out.dropped[0].evidence == {"length": 50, "max_chars": 20}
     out = run([rec("Find the largest prime less than 100 and the", category="math")])
@@ -232,10 +275,21 @@ def test_code_problems_keep_sample_tables_and_are_exempt_from_truncation():
 def test_reference_answer_rule_accepts_tests_and_rejects_null_strings():
     s = {"require_reference_answer_for": ["math", "code"]}
     assert reason_of("What is $2^{10}$?", record={"reference_answer": "1024"}, **dict(s)) is None
-    assert reason_of("What is $2^{10}$?", record={"reference_answer": "None"}, **dict(s)) == "no_reference_answer"
+    assert (
+        reason_of("What is $2^{10}$?", record={"reference_answer": "None"}, **dict(s))
+        == "no_reference_answer"
+    )
     tests = [{"input": "1 2", "output": "3", "kind": "stdin"}]
-    assert reason_of("Read two integers from standard input and print their sum.", record={"tests": tests}, **dict(s)) is None
-    assert reason_of("Write a function that returns the sum of two integers.", **dict(s)) == "no_reference_answer"
+    assert (
+        reason_of(
+            "Read two integers from standard input and print their sum.", record={"tests": tests}, **dict(s)
+        )
+        is None
+    )
+    assert (
+        reason_of("Write a function that returns the sum of two integers.", **dict(s))
+        == "no_reference_answer"
+    )
 
 
 def test_settings_are_validated():
@@ -284,7 +338,11 @@ def test_math500_keeps_at_least_97_percent():
 def test_humaneval_keeps_everything():
     rows = _jsonl(_need("humaneval/HumanEval.jsonl.gz"))
     records = [
-        rec(r["prompt"], original_id=r["task_id"], tests=[{"input": r["test"], "output": r["entry_point"], "kind": "check"}])
+        rec(
+            r["prompt"],
+            original_id=r["task_id"],
+            tests=[{"input": r["test"], "output": r["entry_point"], "kind": "check"}],
+        )
         for r in rows
     ]
     frac, out = kept_fraction(records)
@@ -296,17 +354,32 @@ def test_humaneval_keeps_everything():
 
 def test_gsm8k_keeps_at_least_99_percent():
     rows = _jsonl(_need("gsm8k/gsm8k_test.jsonl"))
-    records = [rec(r["question"], original_id=i, reference_answer=r["answer"].split("####")[-1].strip()) for i, r in enumerate(rows)]
+    records = [
+        rec(r["question"], original_id=i, reference_answer=r["answer"].split("####")[-1].strip())
+        for i, r in enumerate(rows)
+    ]
     frac, out = kept_fraction(records, require_reference_answer_for=["math"], require_single_answer=True)
     assert frac >= 0.99, [(d.reason, d.record["problem"][:80]) for d in out.dropped]
 
 
 def test_mbpp_and_livecodebench_lose_little():
     mbpp = _jsonl(_need("mbpp/mbpp.jsonl"))
-    frac, out = kept_fraction([rec(r["text"], tests=[{"input": t, "output": "", "kind": "assert"} for t in r["test_list"]]) for r in mbpp])
+    frac, out = kept_fraction(
+        [
+            rec(r["text"], tests=[{"input": t, "output": "", "kind": "assert"} for t in r["test_list"]])
+            for r in mbpp
+        ]
+    )
     assert frac == 1.0, [(d.reason, d.message) for d in out.dropped]
     lcb = json.loads(_need("livecodebench/lcb_test_2408-2501_with_private_tests.json").read_text())
-    records = [rec(r["problem"], starter_code=r.get("starter_code") or None, tests=[{"input": "", "output": "", "kind": "stdin"}]) for r in lcb]
+    records = [
+        rec(
+            r["problem"],
+            starter_code=r.get("starter_code") or None,
+            tests=[{"input": "", "output": "", "kind": "stdin"}],
+        )
+        for r in lcb
+    ]
     frac, out = kept_fraction(records)
     reasons = {d.reason for d in out.dropped}
     # AtCoder statements that say "the following figure" really lack the figure

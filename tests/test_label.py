@@ -33,21 +33,45 @@ def run(records, **settings):
 @pytest.mark.parametrize(
     "category, problem, extra",
     [
-        ("math", r"Let $x$ be a real number with $x^2 - 5x + 6 = 0$. Find the sum of all possible values of $x$.", {}),
-        ("math", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?", {}),
+        (
+            "math",
+            r"Let $x$ be a real number with $x^2 - 5x + 6 = 0$. Find the sum of all possible values of $x$.",
+            {},
+        ),
+        (
+            "math",
+            "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?",
+            {},
+        ),
         ("math", "已知 $a_1=1$, $a_{n+1}=2a_n+1$，求 $a_{10}$。", {}),
         ("code", "Write a function to find the minimum cost path in a cost matrix.", {}),
-        ("code", "You are given an integer array nums. Return the length of the longest increasing subarray.", {}),
-        ("code", "Given N and a list of A_i, print the second largest value.", {"tests": [{"input": "3\n1 2 3", "output": "2", "kind": "stdin"}]}),
-        ("code", "def add(a: int, b: int) -> int:\n    \"\"\"Return a + b.\"\"\"\n", {}),
+        (
+            "code",
+            "You are given an integer array nums. Return the length of the longest increasing subarray.",
+            {},
+        ),
+        (
+            "code",
+            "Given N and a list of A_i, print the second largest value.",
+            {"tests": [{"input": "3\n1 2 3", "output": "2", "kind": "stdin"}]},
+        ),
+        ("code", 'def add(a: int, b: int) -> int:\n    """Return a + b."""\n', {}),
         (
             "science",
             "A proton moves through a uniform magnetic field. Which of the following describes its path?\n"
             "(A) a straight line\n(B) a circle\n(C) a parabola\n(D) a spiral",
             {},
         ),
-        ("science", "Which reaction releases more energy per mole: the oxidation of glucose in a cell or its fermentation by bacteria?", {}),
-        ("instruction", "Write a poem about autumn in at most 50 words. Your entire response should be in lowercase letters.", {}),
+        (
+            "science",
+            "Which reaction releases more energy per mole: the oxidation of glucose in a cell or its fermentation by bacteria?",
+            {},
+        ),
+        (
+            "instruction",
+            "Write a poem about autumn in at most 50 words. Your entire response should be in lowercase letters.",
+            {},
+        ),
         ("chat", "Hi! Can you recommend a good book about the history of Rome?", {}),
         ("chat", "Where can I find a quiet place to study in Paris?", {}),
         ("chat", "How much should I charge for walking my neighbour's dog?", {}),
@@ -82,8 +106,15 @@ def _resp(passed):
 
 
 def test_pass_rate_difficulty():
-    assert pass_rate_difficulty(1.0) == 1.0 and pass_rate_difficulty(0.0) == 5.0 and pass_rate_difficulty(0.5) == 3.0
-    r = rec("What is $6 \\times 7$?", responses=[_resp(True), _resp(False), _resp(False), _resp(False), _resp(None)])
+    assert (
+        pass_rate_difficulty(1.0) == 1.0
+        and pass_rate_difficulty(0.0) == 5.0
+        and pass_rate_difficulty(0.5) == 3.0
+    )
+    r = rec(
+        "What is $6 \\times 7$?",
+        responses=[_resp(True), _resp(False), _resp(False), _resp(False), _resp(None)],
+    )
     out = run([r], difficulty={"method": "pass_rate"})
     got = out.kept[0]
     assert got["difficulty"] == 4.0
@@ -102,7 +133,7 @@ class _Rater(BaseHTTPRequestHandler):
 
     requests: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, dict(self.headers), body))
         prompt = body["messages"][0]["content"]
@@ -141,7 +172,9 @@ def test_llm_difficulty_over_a_real_http_endpoint(rater, monkeypatch):
         rec("boom: this one fails"),
         rec("Already rated", difficulty=3.0),
     ]
-    stage = Label({"difficulty": {"method": "llm", "base_url": rater, "model": "rater-7b", "api_key_env": "RATER_KEY"}})
+    stage = Label(
+        {"difficulty": {"method": "llm", "base_url": rater, "model": "rater-7b", "api_key_env": "RATER_KEY"}}
+    )
     assert stage.resources.executor == "inline"
     assert Label.executor_for(stage.settings) == "inline" and Label.executor_for(Label().settings) == "pool"
     out = stage.process(records)
@@ -164,7 +197,16 @@ def test_llm_settings_errors(monkeypatch):
     with pytest.raises(ValidationError):
         Label({"difficulty": {"method": "guess"}})
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    stage = Label({"difficulty": {"method": "llm", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "NO_SUCH_KEY_VAR"}})
+    stage = Label(
+        {
+            "difficulty": {
+                "method": "llm",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "m",
+                "api_key_env": "NO_SUCH_KEY_VAR",
+            }
+        }
+    )
     with pytest.raises(RuntimeError, match="NO_SUCH_KEY_VAR"):
         stage.process([rec("What is 1+1?")])
 
@@ -173,7 +215,10 @@ def test_llm_settings_errors(monkeypatch):
 
 
 def _easy_set(n=2000):
-    return [new_record(source="s", problem=f"What is {i} + {i}?", original_id=i, difficulty=float(1 + i % 5)) for i in range(n)]
+    return [
+        new_record(source="s", problem=f"What is {i} + {i}?", original_id=i, difficulty=float(1 + i % 5))
+        for i in range(n)
+    ]
 
 
 def test_downsample_easy_is_deterministic_and_shard_independent():
@@ -224,7 +269,9 @@ def _accuracy(records, expected):
 
 
 def test_math_sets_are_labelled_math():
-    math500 = [rec(r["problem"], reference_answer=r["answer"]) for r in _jsonl(_need("math500/math500_test.jsonl"))]
+    math500 = [
+        rec(r["problem"], reference_answer=r["answer"]) for r in _jsonl(_need("math500/math500_test.jsonl"))
+    ]
     gsm8k = [rec(r["question"]) for r in _jsonl(_need("gsm8k/gsm8k_test.jsonl"))]
     omni = [rec(r["problem"]) for r in _jsonl(_need("omni_math_500/omni_math_num_500.jsonl"))]
     zh = [rec(r["problem"]) for r in _jsonl(_need("olymmath/OlymMATH-ZH-EASY.jsonl"))]

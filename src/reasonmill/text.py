@@ -17,24 +17,24 @@ import re
 import unicodedata
 
 __all__ = [
-    "normalize_for_hash",
     "cjk_ratio",
-    "detect_language",
-    "unusual_char_ratio",
-    "find_unusual_chars",
-    "find_mojibake",
-    "looks_mojibake",
-    "find_url",
-    "has_url",
-    "find_table",
-    "has_table",
-    "find_image_ref",
-    "has_image_ref",
-    "has_asy_figure",
-    "truncation_reason",
-    "looks_truncated",
-    "is_proof_only",
     "count_subquestions",
+    "detect_language",
+    "find_image_ref",
+    "find_mojibake",
+    "find_table",
+    "find_unusual_chars",
+    "find_url",
+    "has_asy_figure",
+    "has_image_ref",
+    "has_table",
+    "has_url",
+    "is_proof_only",
+    "looks_mojibake",
+    "looks_truncated",
+    "normalize_for_hash",
+    "truncation_reason",
+    "unusual_char_ratio",
 ]
 
 # --- normalization for exact dedup -------------------------------------------------
@@ -78,20 +78,150 @@ _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 # Letters of other alphabetic scripts (Greek is excluded: it is math notation here).
 _OTHER_SCRIPT_RE = re.compile("[\u0400-\u052f\u0530-\u058f\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 # LaTeX math and commands carry Latin letters that say nothing about the language.
-_MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|\\[A-Za-z]+", re.S)
+_MATH_SPAN_RE = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|\\[A-Za-z]+", re.DOTALL)
 _WORD_RE = re.compile(r"[a-z']+")  # on lower-cased text
 _EN_STOPWORDS = frozenset(
-    """the of and a an to in is are be that this it for on with as by at from or if
-    what which how many much find let there their its was were has have not than then
-    each all any given such when where who whose can will would should number numbers
-    your you we our one two integer integers value values sum real positive""".split()
+    [
+        "the",
+        "of",
+        "and",
+        "a",
+        "an",
+        "to",
+        "in",
+        "is",
+        "are",
+        "be",
+        "that",
+        "this",
+        "it",
+        "for",
+        "on",
+        "with",
+        "as",
+        "by",
+        "at",
+        "from",
+        "or",
+        "if",
+        "what",
+        "which",
+        "how",
+        "many",
+        "much",
+        "find",
+        "let",
+        "there",
+        "their",
+        "its",
+        "was",
+        "were",
+        "has",
+        "have",
+        "not",
+        "than",
+        "then",
+        "each",
+        "all",
+        "any",
+        "given",
+        "such",
+        "when",
+        "where",
+        "who",
+        "whose",
+        "can",
+        "will",
+        "would",
+        "should",
+        "number",
+        "numbers",
+        "your",
+        "you",
+        "we",
+        "our",
+        "one",
+        "two",
+        "integer",
+        "integers",
+        "value",
+        "values",
+        "sum",
+        "real",
+        "positive",
+    ]
 )
 # Frequent function words of other Latin-script languages (fr, de, es, it, pt, nl, id).
 _OTHER_STOPWORDS = frozenset(
-    """le la les des du une est et dans pour que qui sur avec sont der die das und ist
-    nicht ein eine mit den dem zu von el los las del por con para una es que se lo
-    il della di che per non sono gli da em um uma os não com het een van zijn niet
-    yang dan dengan untuk adalah ini itu""".split()
+    [
+        "le",
+        "la",
+        "les",
+        "des",
+        "du",
+        "une",
+        "est",
+        "et",
+        "dans",
+        "pour",
+        "que",
+        "qui",
+        "sur",
+        "avec",
+        "sont",
+        "der",
+        "die",
+        "das",
+        "und",
+        "ist",
+        "nicht",
+        "ein",
+        "eine",
+        "mit",
+        "den",
+        "dem",
+        "zu",
+        "von",
+        "el",
+        "los",
+        "las",
+        "del",
+        "por",
+        "con",
+        "para",
+        "una",
+        "es",
+        "que",
+        "se",
+        "lo",
+        "il",
+        "della",
+        "di",
+        "che",
+        "per",
+        "non",
+        "sono",
+        "gli",
+        "da",
+        "em",
+        "um",
+        "uma",
+        "os",
+        "não",
+        "com",
+        "het",
+        "een",
+        "van",
+        "zijn",
+        "niet",
+        "yang",
+        "dan",
+        "dengan",
+        "untuk",
+        "adalah",
+        "ini",
+        "itu",
+    ]
 )
 _LANG_SAMPLE = 1500
 _WORDS_SAMPLE = 500
@@ -237,7 +367,7 @@ def looks_mojibake(text: str | None) -> bool:
 _URL_RE = re.compile(
     r"(?<![\w@/.\"'`])(?:https?://|ftp://|www\.)[^\s<>()\[\]{}\"'`]+"
     r"|(?<![\w@/.\"'`-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|io|ai|cn)/[^\s<>()\"'`]*",
-    re.I,
+    re.IGNORECASE,
 )
 
 
@@ -258,7 +388,11 @@ def find_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool
     """
     if not text:
         return None
-    if "://" not in text and "www." not in text and ("/" not in text or not any(t in text for t in _TLD_SLASH)):
+    if (
+        "://" not in text
+        and "www." not in text
+        and ("/" not in text or not any(t in text for t in _TLD_SLASH))
+    ):
         return None
     for m in _URL_RE.finditer(text):
         url = m.group().rstrip(".,;:")
@@ -275,9 +409,11 @@ def has_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool 
     return find_url(text, allow, markdown_links) is not None
 
 
-_MD_TABLE_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$", re.M)
-_HTML_TABLE_RE = re.compile(r"<table\b|<tr\b|<td\b", re.I)
-_ASCII_TABLE_RE = re.compile(r"^[ \t]*\+(?:-{2,}\+){2,}[ \t]*$", re.M)
+_MD_TABLE_RE = re.compile(
+    r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$", re.MULTILINE
+)
+_HTML_TABLE_RE = re.compile(r"<table\b|<tr\b|<td\b", re.IGNORECASE)
+_ASCII_TABLE_RE = re.compile(r"^[ \t]*\+(?:-{2,}\+){2,}[ \t]*$", re.MULTILINE)
 _LATEX_TABLE_RE = re.compile(r"\\begin\{(?:tabular|array)\}")
 
 
@@ -319,9 +455,21 @@ _IMAGE_RE = re.compile(
     r"|\b(?:figure|fig\.) \d"
     r"|如图|见图|下图|上图|图中|图示"
 )
-_IMAGE_KEYS = ("shown", "figure", "fig.", "diagram", "picture", "image", "illustrat", "depicted",
-               "![", "<img", "\\includegraphics", "图")
-_ASY_RE = re.compile(r"\[asy\]", re.I)
+_IMAGE_KEYS = (
+    "shown",
+    "figure",
+    "fig.",
+    "diagram",
+    "picture",
+    "image",
+    "illustrat",
+    "depicted",
+    "![",
+    "<img",
+    "\\includegraphics",
+    "图",
+)
+_ASY_RE = re.compile(r"\[asy\]", re.IGNORECASE)
 
 
 def find_image_ref(text: str | None) -> str | None:
@@ -362,8 +510,39 @@ def has_asy_figure(text: str | None) -> bool:
 # --- truncation ------------------------------------------------------------------------
 
 _DANGLING_WORDS = frozenset(
-    """the of a an and or to is are was were be with by for in that if then from as than
-    at on its their which where whose into let""".split()
+    [
+        "the",
+        "of",
+        "a",
+        "an",
+        "and",
+        "or",
+        "to",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "with",
+        "by",
+        "for",
+        "in",
+        "that",
+        "if",
+        "then",
+        "from",
+        "as",
+        "than",
+        "at",
+        "on",
+        "its",
+        "their",
+        "which",
+        "where",
+        "whose",
+        "into",
+        "let",
+    ]
 )
 _DANGLING_CHARS = frozenset(",([{=+-*/^\\的和与是在为，、")
 _LAST_WORD_RE = re.compile(r"[A-Za-z]+$")
@@ -396,12 +575,10 @@ def truncation_reason(text: str | None) -> str | None:
         closed = text.count("}") - text.count("\\}")
         if opened - closed >= 1 and stripped[-1] not in "}":
             return "unbalanced_braces"
-    if "$" in text:
-        if (text.count("$") - text.count("\\$")) % 2:
-            last = text.rfind("$")
-            after = text[last + 1 :]
-            if after.strip() and _MATH_AFTER_RE.search(after) and "$" not in after:
-                return "unclosed_math"
+    if "$" in text and (text.count("$") - text.count("\\$")) % 2:
+        after = text[text.rfind("$") + 1 :]
+        if after.strip() and _MATH_AFTER_RE.search(after):
+            return "unclosed_math"
     return None
 
 

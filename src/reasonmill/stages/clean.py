@@ -74,14 +74,12 @@ _NULL_ANSWERS = frozenset(("", "none", "null", "nan", "n/a", "na", "-", "?"))
 
 class CleanSettings(StageSettings):
     min_chars: int = Field(10, ge=0, description="shorter problems are dropped (too_short)")
-    max_chars: int | None = Field(
-        32000, description="longer problems are dropped (too_long); null disables"
-    )
+    max_chars: int | None = Field(32000, description="longer problems are dropped (too_long); null disables")
     truncated: bool = True
     url: bool = True
     #: URLs containing one of these strings are not references that make a problem
     #: incomplete (Codeforces links Wikipedia for the definition of XOR or GCD)
-    url_allow: list[str] = ["wikipedia.org"]
+    url_allow: list[str] = Field(default_factory=lambda: ["wikipedia.org"])
     #: ignore the target of a markdown link ``[text](url)`` (its text carries the meaning)
     url_ignore_markdown_links: bool = True
     image_ref: bool = True
@@ -98,13 +96,13 @@ class CleanSettings(StageSettings):
     #: replace a language the record already has with the detected one
     overwrite_language: bool = False
     #: categories whose problems need a reference answer (tests count for code)
-    require_reference_answer_for: list[str] = []
+    require_reference_answer_for: list[str] = Field(default_factory=list)
     #: drop proof-only and multi-question problems: true for all, or a list of categories
     require_single_answer: bool | list[str] = False
     #: ``multi_question`` fires when more than this many labelled parts ask something
     max_subquestions: int = Field(1, ge=1)
     #: rules switched off per category, e.g. ``{code: [table, truncated]}``
-    exempt: dict[str, list[str]] = {"code": ["table", "truncated"]}
+    exempt: dict[str, list[str]] = Field(default_factory=lambda: {"code": ["table", "truncated"]})
 
     @field_validator("require_reference_answer_for")
     @classmethod
@@ -145,13 +143,25 @@ class Clean(Stage):
         s = self.settings
         self._exempt = {cat: frozenset(rules) for cat, rules in s.exempt.items()}
         self._single_all = s.require_single_answer is True
-        self._single_cats = frozenset(s.require_single_answer) if isinstance(s.require_single_answer, list) else frozenset()
+        self._single_cats = (
+            frozenset(s.require_single_answer) if isinstance(s.require_single_answer, list) else frozenset()
+        )
         self._answer_cats = frozenset(s.require_reference_answer_for)
         self._url_allow = tuple(a.lower() for a in s.url_allow)
         self._languages = frozenset(s.languages) if s.languages is not None else None
 
     # fields the rules (and the rule-based category) look at; only ``language`` is written
-    reads = ("id", "source", "problem", "category", "language", "reference_answer", "tests", "starter_code", "meta")
+    reads = (
+        "id",
+        "source",
+        "problem",
+        "category",
+        "language",
+        "reference_answer",
+        "tests",
+        "starter_code",
+        "meta",
+    )
     writes = ("language",)
 
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
@@ -192,7 +202,11 @@ class Clean(Stage):
         if s.mojibake and not ascii_only:
             bad = find_mojibake(text)
             if bad is not None and not self._exempted(r, "mojibake", cat):
-                return "mojibake", f"looks wrongly decoded near {bad!r}; re-read the source with the right encoding", {"snippet": bad}
+                return (
+                    "mojibake",
+                    f"looks wrongly decoded near {bad!r}; re-read the source with the right encoding",
+                    {"snippet": bad},
+                )
         if s.max_unusual_ratio is not None:
             ratio = unusual_char_ratio(text)
             if ratio > s.max_unusual_ratio and not self._exempted(r, "unusual_unicode", cat):
@@ -202,9 +216,17 @@ class Clean(Stage):
                     {"ratio": round(ratio, 4), "max": s.max_unusual_ratio, "chars": find_unusual_chars(text)},
                 )
         if n < s.min_chars and not self._exempted(r, "too_short", cat):
-            return "too_short", f"{n} characters (min_chars {s.min_chars})", {"length": n, "min_chars": s.min_chars}
+            return (
+                "too_short",
+                f"{n} characters (min_chars {s.min_chars})",
+                {"length": n, "min_chars": s.min_chars},
+            )
         if s.max_chars is not None and n > s.max_chars and not self._exempted(r, "too_long", cat):
-            return "too_long", f"{n} characters (max_chars {s.max_chars})", {"length": n, "max_chars": s.max_chars}
+            return (
+                "too_long",
+                f"{n} characters (max_chars {s.max_chars})",
+                {"length": n, "max_chars": s.max_chars},
+            )
         if s.truncated:
             why = truncation_reason(text)
             if why is not None and not self._exempted(r, "truncated", cat):
@@ -216,7 +238,11 @@ class Clean(Stage):
         if s.image_ref:
             ref = find_image_ref(text)
             if ref is not None and not self._exempted(r, "image_ref", cat):
-                return "image_ref", f"the problem refers to a figure it does not contain: {ref!r}", {"match": ref}
+                return (
+                    "image_ref",
+                    f"the problem refers to a figure it does not contain: {ref!r}",
+                    {"match": ref},
+                )
         if s.asy_figure and "[" in text and has_asy_figure(text) and not self._exempted(r, "asy_figure", cat):
             return "asy_figure", "the problem draws its figure in Asymptote ([asy])", {}
         if s.table:
@@ -227,7 +253,11 @@ class Clean(Stage):
         if not language or s.overwrite_language:
             language = detect_language(text)
             r["language"] = language
-        if self._languages is not None and language not in self._languages and not self._exempted(r, "language", cat):
+        if (
+            self._languages is not None
+            and language not in self._languages
+            and not self._exempted(r, "language", cat)
+        ):
             return (
                 "language",
                 f"language {language!r} is not in languages {sorted(self._languages)}",
@@ -235,7 +265,11 @@ class Clean(Stage):
             )
         if self._answer_cats:
             category = self._category(r, cat)
-            if category in self._answer_cats and not _has_reference(r) and not self._exempted(r, "no_reference_answer", cat):
+            if (
+                category in self._answer_cats
+                and not _has_reference(r)
+                and not self._exempted(r, "no_reference_answer", cat)
+            ):
                 return (
                     "no_reference_answer",
                     f"a {category} problem without a usable reference answer (require_reference_answer_for)",
@@ -245,7 +279,11 @@ class Clean(Stage):
             category = self._category(r, cat)
             if self._single_all or category in self._single_cats:
                 if is_proof_only(text) and not self._exempted(r, "proof_only", cat):
-                    return "proof_only", "the problem asks only for a proof: no checkable answer", {"category": category}
+                    return (
+                        "proof_only",
+                        "the problem asks only for a proof: no checkable answer",
+                        {"category": category},
+                    )
                 parts = count_subquestions(text)
                 if parts > s.max_subquestions and not self._exempted(r, "multi_question", cat):
                     return (

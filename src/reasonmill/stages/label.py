@@ -30,78 +30,372 @@ from reasonmill.text import detect_language
 # (one tokenization), phrases with substring tests (C speed, no regex alternation).
 _WORD_RE = re.compile(r"[a-z]+")
 _CODE_PHRASES = (
-    "```", "class solution", "write a function", "write function", "write a python", "write a program",
-    "write a c++", "write a java", "write an efficient", "write a recursive", "write a method",
-    "implement a ", "implement an ", "implement the ", "standard input", "standard output",
-    "sample input", "input format", "output format", "the first line contains",
-    "the first line of input", "time limit", "0-indexed", "1-indexed", "function signature",
-    "return true", "return false", "编写函数", "编写程序", "输入格式", "输出格式",
+    "```",
+    "class solution",
+    "write a function",
+    "write function",
+    "write a python",
+    "write a program",
+    "write a c++",
+    "write a java",
+    "write an efficient",
+    "write a recursive",
+    "write a method",
+    "implement a ",
+    "implement an ",
+    "implement the ",
+    "standard input",
+    "standard output",
+    "sample input",
+    "input format",
+    "output format",
+    "the first line contains",
+    "the first line of input",
+    "time limit",
+    "0-indexed",
+    "1-indexed",
+    "function signature",
+    "return true",
+    "return false",
+    "编写函数",
+    "编写程序",
+    "输入格式",
+    "输出格式",
 )
 # Weak code signals: each also occurs in math or word problems, so two are needed.
 _WEAK_CODE_PHRASES = (
-    "return the ", "return an ", "return a ", "integer array", "array of integers",
-    "array of strings", "binary string", "2d array", "2d integer array", "subarray", "substring",
-    "0 <= ", "1 <= ", "string s", "integer n", "integer k",
+    "return the ",
+    "return an ",
+    "return a ",
+    "integer array",
+    "array of integers",
+    "array of strings",
+    "binary string",
+    "2d array",
+    "2d integer array",
+    "subarray",
+    "substring",
+    "0 <= ",
+    "1 <= ",
+    "string s",
+    "integer n",
+    "integer k",
 )
 _INDEX_RE = re.compile(r"\b[a-z_]\w*\[[ijk]\]")
-_CODE_WORDS = frozenset("python stdin stdout javascript java cpp golang rust sql leetcode nums".split())
+_CODE_WORDS = frozenset(
+    ["python", "stdin", "stdout", "javascript", "java", "cpp", "golang", "rust", "sql", "leetcode", "nums"]
+)
 _DEF_RE = re.compile(r"(?:^|\s)def \w+\(")
 _SCIENCE_WORDS = frozenset(
-    """physics velocity acceleration force momentum energy kinetic electron proton neutron photon
-    quantum magnetic electric charge voltage current resistance wavelength frequency temperature
-    entropy thermodynamic thermodynamics gravity gravitational friction newton joule joules
-    relativity chemistry chemical molecule molecules molecular reaction reactions compound
-    compounds acid acids ph mole moles molar atom atoms atomic ion ions isotope bond bonds
-    catalyst oxidation synthesis organic enthalpy biology biological cell cells protein proteins
-    gene genes genetic dna rna enzyme enzymes organism organisms species mutation evolution
-    bacteria virus tissue metabolism chromosome chromosomes allele alleles astronomy galaxy
-    spectrum spectroscopy nmr""".split()
+    [
+        "physics",
+        "velocity",
+        "acceleration",
+        "force",
+        "momentum",
+        "energy",
+        "kinetic",
+        "electron",
+        "proton",
+        "neutron",
+        "photon",
+        "quantum",
+        "magnetic",
+        "electric",
+        "charge",
+        "voltage",
+        "current",
+        "resistance",
+        "wavelength",
+        "frequency",
+        "temperature",
+        "entropy",
+        "thermodynamic",
+        "thermodynamics",
+        "gravity",
+        "gravitational",
+        "friction",
+        "newton",
+        "joule",
+        "joules",
+        "relativity",
+        "chemistry",
+        "chemical",
+        "molecule",
+        "molecules",
+        "molecular",
+        "reaction",
+        "reactions",
+        "compound",
+        "compounds",
+        "acid",
+        "acids",
+        "ph",
+        "mole",
+        "moles",
+        "molar",
+        "atom",
+        "atoms",
+        "atomic",
+        "ion",
+        "ions",
+        "isotope",
+        "bond",
+        "bonds",
+        "catalyst",
+        "oxidation",
+        "synthesis",
+        "organic",
+        "enthalpy",
+        "biology",
+        "biological",
+        "cell",
+        "cells",
+        "protein",
+        "proteins",
+        "gene",
+        "genes",
+        "genetic",
+        "dna",
+        "rna",
+        "enzyme",
+        "enzymes",
+        "organism",
+        "organisms",
+        "species",
+        "mutation",
+        "evolution",
+        "bacteria",
+        "virus",
+        "tissue",
+        "metabolism",
+        "chromosome",
+        "chromosomes",
+        "allele",
+        "alleles",
+        "astronomy",
+        "galaxy",
+        "spectrum",
+        "spectroscopy",
+        "nmr",
+    ]
 )
 _MATH_WORDS = frozenset(
-    """compute calculate evaluate simplify solve integer integers prime primes equation
-    equations polynomial triangle circle probability sum product remainder digit digits
-    fraction percent ratio area perimeter volume angle sequence maximum minimum divisible
-    divisor divisors factorial inequality radius diameter rectangle square cube numbers
-    number dollars cents total average two three four five six seven eight nine ten twelve
-    twenty hundred thousand half twice ways arrangements per each times third quarter
-    difference combined remaining""".split()
+    [
+        "compute",
+        "calculate",
+        "evaluate",
+        "simplify",
+        "solve",
+        "integer",
+        "integers",
+        "prime",
+        "primes",
+        "equation",
+        "equations",
+        "polynomial",
+        "triangle",
+        "circle",
+        "probability",
+        "sum",
+        "product",
+        "remainder",
+        "digit",
+        "digits",
+        "fraction",
+        "percent",
+        "ratio",
+        "area",
+        "perimeter",
+        "volume",
+        "angle",
+        "sequence",
+        "maximum",
+        "minimum",
+        "divisible",
+        "divisor",
+        "divisors",
+        "factorial",
+        "inequality",
+        "radius",
+        "diameter",
+        "rectangle",
+        "square",
+        "cube",
+        "numbers",
+        "number",
+        "dollars",
+        "cents",
+        "total",
+        "average",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "twelve",
+        "twenty",
+        "hundred",
+        "thousand",
+        "half",
+        "twice",
+        "ways",
+        "arrangements",
+        "per",
+        "each",
+        "times",
+        "third",
+        "quarter",
+        "difference",
+        "combined",
+        "remaining",
+    ]
 )
-_MATH_PHRASES = ("how many", "how much", "how old", "how long", "how far", "what fraction",
-                 "what percent", "what is the value")
+_MATH_PHRASES = (
+    "how many",
+    "how much",
+    "how old",
+    "how long",
+    "how far",
+    "what fraction",
+    "what percent",
+    "what is the value",
+)
 _MATH_SYMBOLS = ("\\boxed", "$", "\\", "^", "求", "计算", "证明", "已知", "整数", "函数", "三角形", "概率")
 # Words that hardly occur outside mathematics.
 _STRONG_MATH_WORDS = frozenset(
-    """probability integer integers prime primes polynomial divisor divisors divisible factorial
-    perimeter radius diameter equation equations remainder inequality digit digits reciprocal
-    consecutive""".split()
+    [
+        "probability",
+        "integer",
+        "integers",
+        "prime",
+        "primes",
+        "polynomial",
+        "divisor",
+        "divisors",
+        "divisible",
+        "factorial",
+        "perimeter",
+        "radius",
+        "diameter",
+        "equation",
+        "equations",
+        "remainder",
+        "inequality",
+        "digit",
+        "digits",
+        "reciprocal",
+        "consecutive",
+    ]
 )
 _CHOICE_RE = re.compile(r"(?:^|\s)\(?[a-d][).:]\s+\S")
 _CHOICE_PHRASES = ("answer choices", "choose the correct", "which of the following")
 _INSTRUCTION_PHRASES = (
-    "write an essay", "write a poem", "write a story", "write a letter", "write an email",
-    "write an e-mail", "write a blog", "write an article", "write a summary", "write a review",
-    "write a speech", "write a song", "write a haiku", "write a limerick", "write a tweet",
-    "write a paragraph", "write a report", "your response should", "your entire response",
-    "your answer must", "wrap your entire", "do not use any commas", "all lowercase",
-    "all capital letters", "bullet points", "in json format", "title wrapped",
-    "highlight at least", "end your response with", "translate the following",
-    "translate this", "paraphrase", "summarize",
+    "write an essay",
+    "write a poem",
+    "write a story",
+    "write a letter",
+    "write an email",
+    "write an e-mail",
+    "write a blog",
+    "write an article",
+    "write a summary",
+    "write a review",
+    "write a speech",
+    "write a song",
+    "write a haiku",
+    "write a limerick",
+    "write a tweet",
+    "write a paragraph",
+    "write a report",
+    "your response should",
+    "your entire response",
+    "your answer must",
+    "wrap your entire",
+    "do not use any commas",
+    "all lowercase",
+    "all capital letters",
+    "bullet points",
+    "in json format",
+    "title wrapped",
+    "highlight at least",
+    "end your response with",
+    "translate the following",
+    "translate this",
+    "paraphrase",
+    "summarize",
 )
 _LENGTH_CONSTRAINT_RE = re.compile(
     r"\b(?:at most|at least|exactly|fewer than|less than|no more than|more than) \d+ "
     r"(?:words|sentences|paragraphs|bullet points|characters)\b"
 )
 _CHAT_PHRASES = (
-    "can you", "could you", "would you", "do you", "are you", "tell me", "what do you think",
-    "how do i", "how can i", "how should i", "i want", "i need", "help me", "explain",
-    "recommend", "suggest", "advice", "your opinion", " i ", " my ", " me ", "i'm ", "i've ",
+    "can you",
+    "could you",
+    "would you",
+    "do you",
+    "are you",
+    "tell me",
+    "what do you think",
+    "how do i",
+    "how can i",
+    "how should i",
+    "i want",
+    "i need",
+    "help me",
+    "explain",
+    "recommend",
+    "suggest",
+    "advice",
+    "your opinion",
+    " i ",
+    " my ",
+    " me ",
+    "i'm ",
+    "i've ",
 )
 # A request or question in natural language starts like this.
 _CHAT_START = (
-    "hi", "hello", "hey", "thanks", "thank you", "how", "what", "why", "where", "when", "who",
-    "which", "can ", "could ", "would ", "should ", "is ", "are ", "do ", "does ", "tell ",
-    "give ", "make ", "create ", "write ", "describe ", "explain ", "list ", "help ", "please",
-    "i ", "i'm", "my ", "let's", "imagine", "suppose",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank you",
+    "how",
+    "what",
+    "why",
+    "where",
+    "when",
+    "who",
+    "which",
+    "can ",
+    "could ",
+    "would ",
+    "should ",
+    "is ",
+    "are ",
+    "do ",
+    "does ",
+    "tell ",
+    "give ",
+    "make ",
+    "create ",
+    "write ",
+    "describe ",
+    "explain ",
+    "list ",
+    "help ",
+    "please",
+    "i ",
+    "i'm",
+    "my ",
+    "let's",
+    "imagine",
+    "suppose",
 )
 _DIGIT_RE = re.compile(r"\d")
 _NUMBER_RE = re.compile(r"\d+")
@@ -153,7 +447,11 @@ def classify_category(record: dict) -> str:
         return "math"
     if science >= 2:
         return "science"
-    if low.lstrip().startswith(_CHAT_START) or any(p in low for p in _CHAT_PHRASES) or low.rstrip().endswith("?"):
+    if (
+        low.lstrip().startswith(_CHAT_START)
+        or any(p in low for p in _CHAT_PHRASES)
+        or low.rstrip().endswith("?")
+    ):
         return "chat"
     if strong or vocab >= 2 or (phrases and numbers):
         return "math"
@@ -331,7 +629,9 @@ class Label(Stage):
             def rate(r: dict) -> None:
                 body = {
                     "model": cfg.model,
-                    "messages": [{"role": "user", "content": cfg.prompt.format(problem=r.get("problem") or "")}],
+                    "messages": [
+                        {"role": "user", "content": cfg.prompt.format(problem=r.get("problem") or "")}
+                    ],
                     "temperature": cfg.temperature,
                     "max_tokens": cfg.max_tokens,
                 }
@@ -360,4 +660,3 @@ class Label(Stage):
 
             with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
                 list(pool.map(rate, todo))
-
