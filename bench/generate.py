@@ -139,7 +139,7 @@ def main() -> None:
                 capture_output=True, text=True, check=True,
             ).stdout.strip()
             results["curator"] = run_client(
-                CURATOR, url, n, c, python=args.curator_python, env_extra={"TIKTOKEN_CACHE_DIR": tok, "PYTHONPATH": ""}
+                CURATOR, url, n, c, python=args.curator_python, env_extra={"TIKTOKEN_CACHE_DIR": tok, "PYTHONPATH": "", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
             )
     finally:
         server.terminate()
