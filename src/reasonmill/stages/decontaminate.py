@@ -64,7 +64,7 @@ class Decontaminate(Stage):
     Settings = DecontaminateSettings
     build_columns = ("id",)
     resources = Resources(cpus=1.0, memory_mb=1024)
-    version = "1"
+    version = "2"  # 2: rarity-aware n-gram rule (the index format changed)
 
     def _decontam_settings(self) -> DecontamSettings:
         data = self.settings.model_dump(exclude={"benchmarks", "apply_to", "note_siblings", "background"})
