@@ -16,6 +16,7 @@ every fault at 20 % about 0.8**5 = 33 % of attempts succeed (``slow`` only delay
 Answers are deterministic: derived from a hash of the messages and the sample index
 (sent by reasonmill in the ``X-Reasonmill-Sample-Index`` header). Markers in the user
 prompt force behaviours: ``[[answer=X]]`` answers ``\\boxed{X}``;
+``[[pass_from=K]]`` makes samples before index K answer wrongly;
 ``[[context_length]]`` returns a non-retryable context-length 400; ``[[truncate]]``
 finishes with ``length``; ``[[reasoning_content]]`` puts the thinking in the separate
 ``reasoning_content`` field.
@@ -75,6 +76,9 @@ def expected_answer(messages: list[dict], sample: int) -> tuple[str, str]:
     h = prompt_hash(messages)
     forced = re.search(r"\[\[answer=([^\]]*)\]\]", user)
     value = forced.group(1) if forced else str(int(h[:6], 16) % 1000)
+    pass_from = re.search(r"\[\[pass_from=(\d+)\]\]", user)
+    if pass_from and sample < int(pass_from.group(1)):
+        value += "0"  # a wrong answer until sample index pass_from (for resample tests)
     think = f"Problem {h}, sample {sample}: computing carefully."
     return think, f"The answer is \\boxed{{{value}}}."
 

