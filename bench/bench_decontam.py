@@ -39,7 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from reasonmill.benchmarks import load_benchmark
 from reasonmill.dedup.decontam import Decontaminator, DecontamSettings, build_index

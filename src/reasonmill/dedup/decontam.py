@@ -36,7 +36,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -578,9 +578,8 @@ class Decontaminator:
             if rare_hit and ngram is None and pair.rare_pos >= 0:
                 ev["ngram"] = " ".join(p.tokens[pair.rare_pos : pair.rare_pos + s.rare_n])
                 ev["ngram_n"] = s.rare_n
-            if s.ngram and pair.coverage >= s.ngram_coverage and (same_numbers or not s.template_siblings):
-                hits.append(self._hit("contaminated", "ngram", j, field, **ev))
-            elif rare_hit:
+            if rare_hit or (s.ngram and pair.coverage >= s.ngram_coverage
+                            and (same_numbers or not s.template_siblings)):
                 hits.append(self._hit("contaminated", "ngram", j, field, **ev))
             elif s.embedding and pair.cosine is not None and (
                 (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)
