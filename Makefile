@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo demo-local test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reasonmill run configs/quickstart.yaml
 	$(BIN)/python -m reasonmill.tools.check_export out/quickstart/am.jsonl
+
+# the quickstart plus a local llama.cpp teacher (SmolLM2-135M) for problems without responses
+demo-local: $(STAMP)
+	$(BIN)/reasonmill run configs/quickstart_local.yaml
+	$(BIN)/python -m reasonmill.tools.check_export out/quickstart-local/am.jsonl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=15

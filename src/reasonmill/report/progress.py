@@ -73,6 +73,7 @@ def summary_table(result: RunResult) -> Table:
         if r.dropped_responses:
             notes.append(f"{r.dropped_responses} responses dropped")
         for key, val in r.stats.items():
-            notes.append(f"{key} {val:g}")
+            if val:
+                notes.append(f"{key} {val:g}")
         table.add_row(r.label, str(r.records_in), str(r.kept), str(r.dropped), _top_reasons(r), "; ".join(notes))
     return table

