@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,7 +145,11 @@ def test_quickstart_on_ray_equals_local(ray_cluster, tmp_path):
         (s.label, s.kept, s.dropped, dict(s.reasons)) for s in local.stages
     ]
     assert_same_results(tmp_path / "local" / "work", tmp_path / "ray" / "work")
-    assert (tmp_path / "ray" / "out" / "am.jsonl").read_text() == (tmp_path / "local" / "out" / "am.jsonl").read_text()
+
+    def exported(run: str) -> str:  # sandbox timings differ from run to run, nothing else may
+        return re.sub(r'"duration_s":[0-9.e-]+', "", (tmp_path / run / "out" / "am.jsonl").read_text())
+
+    assert exported("ray") == exported("local")
 
 
 def _real_data_pipeline(tmp: Path) -> tuple[dict, list[str]]:
