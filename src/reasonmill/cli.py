@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         pipeline = Pipeline.from_yaml(args.pipeline)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return 2
     workdir = Path(args.workdir) if args.workdir else pipeline.default_workdir()
     progress = None if args.quiet else RichProgress(err_console)
@@ -40,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # errors from ingest name the file and line already
         if progress:
             progress.stop()
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         if args.debug:
             raise
         return 1
@@ -106,8 +107,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(record, default=str)[:20000])
         return 0
     for r in rows[: args.limit]:
-        console.print(f"[bold]{r['id']}[/bold] dropped at {r['stage']}: {r['reason']} — {r['message']}", highlight=False)
-        console.print(f"  evidence: {r['evidence']}", highlight=False)
+        console.print(
+            f"[bold]{escape(r['id'])}[/bold] dropped at {escape(r['stage'])}: {escape(r['reason'])} — {escape(r['message'])}",
+            highlight=False,
+        )
+        console.print(f"  evidence: {escape(str(r['evidence']))}", highlight=False)
         if args.id is not None and r.get("record"):
             console.print_json(r["record"][:20000])
     return 0
