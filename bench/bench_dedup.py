@@ -100,8 +100,8 @@ def run_ours_minhash(corpus: Path, args: argparse.Namespace) -> np.ndarray:
 def run_ours_semantic(corpus: Path, args: argparse.Namespace) -> np.ndarray:
     from reasonmill.dedup.semantic import SemanticSettings, semantic_clusters
 
-    settings = SemanticSettings(threshold=args.cosine, embedder=args.embedder, workers=args.workers,
-                                cache=False)
+    overrides = {"threshold": args.cosine, "embedder": args.embedder}
+    settings = SemanticSettings(workers=args.workers, cache=False, **{k: v for k, v in overrides.items() if v is not None})
     return semantic_clusters(read_texts(corpus), settings)
 
 
@@ -133,29 +133,50 @@ def run_rensa_bare(corpus: Path, args: argparse.Namespace) -> np.ndarray:
 
 
 PEER_DATATROVE = r'''
-import json, sys, os, shutil, time
+# datatrove's 4-step MinHash pipeline, steps 1-3 (signatures, buckets, clusters); step 4
+# (re-read the corpus and write the kept documents) is left out, which only favours the
+# peer. The corpus is split into T files first so T signature tasks run in parallel.
+import os, shutil, struct, sys, time
 import numpy as np
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupSignature, MinhashDedupBuckets,
-    MinhashDedupCluster, MinhashDedupFilter)
 from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+    MinhashDedupSignature)
+from datatrove.pipeline.readers import JsonlReader
 from datatrove.utils.hashing import HashConfig
-corpus, work, out = sys.argv[1], sys.argv[2], sys.argv[3]
-shutil.rmtree(work, ignore_errors=True)
-cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
-def reader():
-    return JsonlReader(os.path.dirname(corpus), glob_pattern=os.path.basename(corpus), id_key="id", text_key="text")
-T = 2
-LocalPipelineExecutor(pipeline=[reader(), MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)],
-    tasks=T, workers=T, logging_dir=f"{work}/logs/s1").run()
-LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
-    tasks=cfg.num_buckets, workers=T, logging_dir=f"{work}/logs/s2").run()
-LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=cfg, save_cluster_id=True)],
-    tasks=1, workers=1, logging_dir=f"{work}/logs/s3").run()
-from datatrove.pipeline.writers import JsonlWriter
-LocalPipelineExecutor(pipeline=[reader(), MinhashDedupFilter(input_folder=f"{work}/remove_ids", load_cluster_ids=True),
-    JsonlWriter(f"{work}/kept", compression=None, adapter=lambda self, doc: {"id": doc.id, "cluster": doc.metadata.get("minhash_cluster_id", -1)})],
-    tasks=T, workers=T, logging_dir=f"{work}/logs/s4").run()
+def main():
+    corpus, work, out, T = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(f"{work}/input")
+    lines = open(corpus, "rb").readlines()
+    per = -(-len(lines) // T)
+    starts = []
+    for k in range(T):
+        starts.append(k * per)
+        with open(f"{work}/input/{k:03d}.jsonl", "wb") as f:
+            f.writelines(lines[k * per:(k + 1) * per])
+    n = len(lines)
+    del lines
+    cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    reader = JsonlReader(f"{work}/input", glob_pattern="*.jsonl", id_key="id", text_key="text")
+    quiet = dict(skip_completed=False)
+    LocalPipelineExecutor(pipeline=[reader, MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)],
+        tasks=T, workers=T, logging_dir=f"{work}/logs/s1", **quiet).run()
+    LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
+        tasks=cfg.num_buckets, workers=T, logging_dir=f"{work}/logs/s2", **quiet).run()
+    LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids",
+        config=cfg, save_cluster_id=True)], tasks=1, workers=1, logging_dir=f"{work}/logs/s3", **quiet).run()
+    # (file, doc) -> row; every node of a duplicate pair is listed with its cluster id
+    labels = np.arange(n, dtype=np.int64)
+    for k in range(T):
+        path = f"{work}/remove_ids/{k:06d}.clusters"
+        if os.path.exists(path):
+            arr = np.fromfile(path, dtype="<u4").reshape(-1, 2).astype(np.int64)
+            labels[starts[k] + arr[:, 0]] = n + arr[:, 1]
+    np.save(out, labels)
+
+
+if __name__ == "__main__":  # datatrove spawns worker processes
+    main()
 '''
 
 PEER_SEMHASH = r'''
@@ -192,7 +213,7 @@ def run_peer(method: str, corpus: Path, args: argparse.Namespace, out: Path) -> 
         script = WORK / "peer_datatrove.py"
         script.write_text(PEER_DATATROVE)
         work = WORK / "datatrove_work"
-        subprocess.run([str(PEERS_PY), str(script), str(corpus), str(work), str(out)], check=True,
+        subprocess.run([str(PEERS_PY), str(script), str(corpus), str(work), str(out), str(args.workers)], check=True,
                        stdout=subprocess.DEVNULL, stderr=open(WORK / "datatrove.log", "w"))
     else:
         from reasonmill.embed.static import ensure_static_model
@@ -204,29 +225,10 @@ def run_peer(method: str, corpus: Path, args: argparse.Namespace, out: Path) -> 
                        check=True, stderr=open(WORK / "semhash.log", "w"))
 
 
-def datatrove_labels(n: int) -> np.ndarray:
-    """Cluster labels from datatrove's kept output: rows absent from it were removed, and
-    ``minhash_cluster_id`` of the kept row gives the cluster; removed rows we map through
-    the remove_ids/cluster files."""
-    import glob
-
-    labels = np.arange(n)
-    work = WORK / "datatrove_work"
-    # datatrove's cluster stage writes, per signature file, the doc ids to remove and their cluster ids
-    for path in glob.glob(str(work / "remove_ids" / "*.clusters")):
-        arr = np.fromfile(path, dtype=[("doc", "<u4"), ("cluster", "<u4")])
-        prefix = Path(path).name.split(".")[0]
-        offs_file = None  # doc ids are per input file; one input file here
-        labels[arr["doc"]] = n + arr["cluster"].astype(np.int64)
-    return labels
-
-
 def child(method: str, corpus: Path, out: Path, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if method in ("datatrove", "semhash"):
         run_peer(method, corpus, args, out)
-        if method == "datatrove":
-            np.save(out, datatrove_labels(len(read_truth(corpus))))
     else:
         labels = {"ours-minhash": run_ours_minhash, "ours-semantic": run_ours_semantic,
                   "rensa-bare": run_rensa_bare}[method](corpus, args)
@@ -246,8 +248,8 @@ def main() -> None:
     ap.add_argument("--jaccard", type=float, help="default: MinHashSettings' default")
     ap.add_argument("--num-perm", type=int, help="default: MinHashSettings' default")
     ap.add_argument("--numbers", help="default: MinHashSettings' default")
-    ap.add_argument("--cosine", type=float, default=0.95)
-    ap.add_argument("--embedder", default="static-minilm")
+    ap.add_argument("--cosine", type=float, help="default: SemanticSettings' default")
+    ap.add_argument("--embedder", help="default: SemanticSettings' default")
     ap.add_argument("--semhash-threshold", type=float, default=0.9)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -258,9 +260,8 @@ def main() -> None:
         return
     corpus = ensure_corpus(args.n)
     truth = read_truth(corpus)
-    passthrough = [f"--workers={args.workers}", f"--cosine={args.cosine}", f"--embedder={args.embedder}",
-                   f"--semhash-threshold={args.semhash_threshold}"]
-    for name in ("ngram", "jaccard", "num_perm", "numbers"):
+    passthrough = [f"--workers={args.workers}", f"--semhash-threshold={args.semhash_threshold}"]
+    for name in ("ngram", "jaccard", "num_perm", "numbers", "cosine", "embedder"):
         if getattr(args, name) is not None:
             passthrough.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
     rows = {}

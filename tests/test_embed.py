@@ -87,3 +87,17 @@ def test_get_embedder_default_is_cached(tmp_path):
 def test_unknown_static_dimension_is_a_clear_error():
     with pytest.raises(ValueError, match="static-minilm-128"):
         get_embedder("static-minilm-big")
+
+
+def test_logtf_variant_damps_repeated_tokens():
+    mean = get_embedder("static-minilm", cache=False)
+    logtf = get_embedder("static-minilm-logtf", cache=False)
+    assert logtf.name.endswith("-logtf") and logtf.name != mean.name and logtf.dim == 256
+    assert get_embedder("static-minilm-256-logtf", cache=False).name == logtf.name
+    short = "Compute the determinant of the matrix."
+    spam = short + " x x x x x x x x x x x x x x x x x x x x"
+    m = mean.encode([short, spam])
+    lg = logtf.encode([short, spam])
+    # a token repeated 20 times outvotes the sentence under counts, far less under 1 + log(count)
+    assert float(lg[0] @ lg[1]) > float(m[0] @ m[1]) + 0.05
+    assert np.allclose(np.linalg.norm(lg, axis=1), 1.0, atol=1e-5)

@@ -93,3 +93,39 @@ def test_stage_per_category(static):
     st = SemanticDedup({"per_category": False, "threshold": 0.95})
     st.embedder_override = static
     assert set(st.build([records])) == {"r2"}
+
+
+def test_remove_top_components_projects_them_out():
+    from reasonmill.dedup.semantic import _remove_top_components
+
+    rng = np.random.default_rng(1)
+    common = rng.standard_normal(16).astype(np.float32)
+    x = rng.standard_normal((500, 16)).astype(np.float32) + 5 * rng.standard_normal((500, 1)).astype(np.float32) * common
+    y = _remove_top_components(x - x.mean(0), 1)
+    direction = common / np.linalg.norm(common)
+    assert np.abs(y @ direction).mean() < 0.1 * np.abs((x - x.mean(0)) @ direction).mean()
+
+
+def test_default_settings_on_real_problems_with_planted_edits():
+    import random
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math_test_full" / "math_test_5000.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (needs ../shared/data beside the repo)")
+    problems = [json.loads(line)["problem"] for line in open(path, encoding="utf-8")][:2000]
+    problems = [p for p in problems if len(p.split()) >= 20][:1200]
+    rng = random.Random(3)
+    texts, truth = list(problems), list(range(len(problems)))
+    for i in rng.sample(range(len(problems)), 200):
+        w = problems[i].split(" ")
+        del w[rng.randrange(len(w))]
+        w.insert(rng.randrange(len(w)), "carefully")
+        texts.append(" ".join(w))  # (an instruction prefix on short problems is a known weak spot)
+        truth.append(i)
+    labels = semantic_clusters(texts, SemanticSettings(cache=False, search="exact"))
+    truth_arr = np.array(truth)
+    planted = np.arange(len(problems), len(texts))
+    assert np.mean(labels[planted] == labels[truth_arr[planted]]) >= 0.95
+    merged = len(problems) - len(np.unique(labels[: len(problems)]))
+    assert merged <= 0.04 * len(problems)  # distinct MATH problems rarely merge (some are template siblings)

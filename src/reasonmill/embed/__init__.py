@@ -8,6 +8,8 @@ Names:
 
 - ``static-minilm`` (default): static model derived once from all-MiniLM-L6-v2
   (``static-minilm-128`` etc. choose the PCA dimension); ~10k+ sentences/s on 2 cores.
+- ``static-minilm-logtf`` (``static-minilm-128-logtf``): the same vectors, each token
+  weighted by 1 + log(count) instead of its count; the default of semantic dedup.
 - ``minilm``: the full all-MiniLM-L6-v2 via sentence-transformers (needs torch).
 - anything else: a sentence-transformers model name or local path (e.g. ``BAAI/bge-m3``).
 """
@@ -51,9 +53,14 @@ def get_embedder(
         from .static import StaticEmbedder
 
         suffix = name[len("static-minilm-") :] if name != "static-minilm" else "256"
+        tf = "mean"
+        if suffix == "logtf" or suffix.endswith("-logtf"):
+            tf, suffix = "log", (suffix[: -len("-logtf")] if suffix != "logtf" else "256")
         if not suffix.isdigit():
-            raise ValueError(f"embedder {name!r}: expected static-minilm or static-minilm-<dim>, e.g. static-minilm-128")
-        inner = StaticEmbedder(dim=int(suffix))
+            raise ValueError(
+                f"embedder {name!r}: expected static-minilm[-<dim>][-logtf], e.g. static-minilm-128 or static-minilm-logtf"
+            )
+        inner = StaticEmbedder(dim=int(suffix), tf=tf)
     elif name == "minilm":
         from .sentence import SentenceTransformerEmbedder
         from .static import minilm_model_dir

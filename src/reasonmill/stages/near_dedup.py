@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..dedup.minhash import MinHashIndex, MinHashSettings, NumbersMode, TokensMode
 from ..dedup.priority import priority_key
-from ..dedup.semantic import SemanticSettings, embed_texts, grouped_pairs
+from ..dedup.semantic import DEFAULT_SEMANTIC_EMBEDDER, SemanticSettings, embed_texts, grouped_pairs
 from ..dedup.unionfind import connected_components
 from .base import Resources, Stage, StageOutput, StageSettings, stage
 
@@ -178,8 +178,8 @@ class SemanticDedup(Stage):
     resources: ClassVar[Resources] = Resources(cpus=2, memory_mb=4096, executor="inline")
 
     class Settings(_Common):
-        threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity")
-        embedder: str = "static-minilm"
+        threshold: float = Field(0.93, gt=0, le=1, description="cosine similarity (see dedup.semantic for why 0.93)")
+        embedder: str = DEFAULT_SEMANTIC_EMBEDDER
         cache: bool = True
         cache_dir: str | None = None
         batch_size: int = Field(4096, ge=1)
@@ -187,6 +187,8 @@ class SemanticDedup(Stage):
         search: str = Field("auto", pattern="^(auto|exact|ivf)$")
         nprobe: int = Field(6, ge=1)
         workers: int = Field(1, ge=1)
+        center: bool = True
+        remove_components: int = Field(2, ge=0, le=32)
 
     #: tests and callers may inject an embedder object (e.g. to count encoder calls)
     embedder_override: Any = None
@@ -197,6 +199,7 @@ class SemanticDedup(Stage):
         return SemanticSettings(
             threshold=s.threshold, embedder=s.embedder, cache=s.cache, cache_dir=cache_dir,
             batch_size=s.batch_size, chunk_size=s.chunk_size, search=s.search, nprobe=s.nprobe, workers=s.workers,
+            center=s.center, remove_components=s.remove_components,
         )
 
     def build(self, shards: Iterable[list[dict]]) -> DropIndex:
