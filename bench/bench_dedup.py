@@ -214,6 +214,7 @@ def run_peer(method: str, corpus: Path, args: argparse.Namespace, out: Path) -> 
         script.write_text(PEER_DATATROVE)
         work = WORK / "datatrove_work"
         subprocess.run([str(PEERS_PY), str(script), str(corpus), str(work), str(out), str(args.workers)], check=True,
+                       stdin=subprocess.DEVNULL,  # datatrove's worker pool hangs on an inherited background stdin
                        stdout=subprocess.DEVNULL, stderr=open(WORK / "datatrove.log", "w"))
     else:
         from reasonmill.embed.static import ensure_static_model

@@ -216,7 +216,7 @@ class SemanticDedup(Stage):
         groups = None
         if s.per_category:
             _, groups = np.unique(np.array([str(c) for c in compact.categories]), return_inverse=True)
-        a, b, cos = grouped_pairs(x, self._semantic_settings(), groups)
+        a, b, cos = grouped_pairs(x, self._semantic_settings(), groups, inplace=True)
         labels = connected_components(len(compact.ids), a, b)
         return _drop_index(compact, labels, a, b, cos, "cosine")
 
