@@ -196,12 +196,12 @@ pos = {}
 for i, t in enumerate(texts):
     pos.setdefault(t, i)
 labels = np.arange(len(texts))
-for d in res.selected_with_duplicates if hasattr(res, "selected_with_duplicates") else []:
-    pass
-for rec in res.filtered:
-    i = pos[rec.record]
-    if rec.duplicates:
-        labels[i] = pos[rec.duplicates[0][0]]
+for rec in res.filtered:  # each removed record names the kept record it duplicates
+    dup_of = getattr(rec, "duplicate_of", None)
+    if dup_of is None and rec.duplicates:
+        dup_of = rec.duplicates[0][0]
+    if dup_of is not None:
+        labels[pos[rec.record]] = pos[dup_of]
 np.save(out, labels)
 '''
 

@@ -347,32 +347,32 @@ class MinHashIndex:
         """Pairs (first row of a bucket, other row) over all bands, deduplicated."""
         if not self._band_chunks:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        bands = np.concatenate(self._band_chunks)
+        bands = _merge_chunks(self._band_chunks)
         self._band_chunks = [bands]
         empty = np.concatenate(self._empty_chunks)
         alive = np.nonzero(~empty)[0]
-        ea, eb = [], []
+        n = np.uint64(len(bands))
+        keys: list[np.ndarray] = []
         for j in range(self.bands):
             col = bands[alive, j]
             order = np.argsort(col, kind="stable")
             sc = col[order]
+            del col
             new_group = np.empty(len(sc), bool)
             new_group[:1] = True
             new_group[1:] = sc[1:] != sc[:-1]
             head = np.maximum.accumulate(np.where(new_group, np.arange(len(sc)), 0))
             member = ~new_group
-            ea.append(alive[order[head[member]]])
-            eb.append(alive[order[member]])
-        a = np.concatenate(ea) if ea else np.empty(0, np.int64)
-        b = np.concatenate(eb) if eb else np.empty(0, np.int64)
-        if len(a):
-            n = np.int64(len(bands))
-            key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
-            a, b = key // n, key % n
-        return a, b
+            a = alive[order[head[member]]].astype(np.uint64)
+            b = alive[order[member]].astype(np.uint64)
+            keys.append(np.minimum(a, b) * n + np.maximum(a, b))
+            if len(keys) >= 8:  # merge as we go: the same pair recurs in many bands
+                keys = [np.unique(np.concatenate(keys))]
+        key = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.uint64)
+        return (key // n).astype(np.int64), (key % n).astype(np.int64)
 
     def estimated_jaccard(self, a: np.ndarray, b: np.ndarray, block: int = 65536) -> np.ndarray:
-        sig = np.concatenate(self._sig_chunks) if len(self._sig_chunks) > 1 else self._sig_chunks[0]
+        sig = _merge_chunks(self._sig_chunks)
         self._sig_chunks = [sig]
         out = np.empty(len(a), np.float32)
         for i in range(0, len(a), block):
@@ -396,6 +396,24 @@ class MinHashIndex:
         """Cluster label per row: the smallest row index of its component."""
         a, b, _ = self.edges()
         return connected_components(len(self), a, b)
+
+
+def _merge_chunks(chunks: list[np.ndarray]) -> np.ndarray:
+    """Concatenate row chunks, freeing each as it is copied (peak: total + one chunk).
+
+    Why: at a million rows the signatures are 0.5 GB; ``np.concatenate`` would hold the
+    chunks and the result at once.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    out = np.empty((sum(len(c) for c in chunks),) + chunks[0].shape[1:], dtype=chunks[0].dtype)
+    pos = 0
+    while chunks:
+        c = chunks.pop(0)
+        out[pos : pos + len(c)] = c
+        pos += len(c)
+        del c
+    return out
 
 
 def iter_text_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
