@@ -49,21 +49,7 @@ def corpus(n: int) -> Path:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
-    total = 0.0
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for c in children:
-        total += tree_rss_mb(int(c))
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return total
+from bench_scale import tree_rss_mb  # noqa: E402  (same folder: the process-tree RSS sampler)
 
 
 def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
