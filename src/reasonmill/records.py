@@ -205,22 +205,41 @@ def _dump(value: Any) -> str | None:
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def to_table(records: list[dict]) -> pa.Table:
-    """Records → Arrow table with SCHEMA. JSON-typed fields are serialized here."""
-    rows = []
+def _responses_column(records: list[dict]) -> list[list[dict]]:
+    out = []
     for r in records:
-        row = dict(r)
-        row["meta"] = _dump(r.get("meta") or {})
-        row["tests"] = r.get("tests") or []
-        resps = []
-        for resp in r.get("responses") or []:
-            out = {k: resp.get(k) for k in RESPONSE_FIELDS}
+        resps = r.get("responses")
+        if not resps:
+            out.append([])
+            continue
+        rows = []
+        for resp in resps:
+            row = {k: resp.get(k) for k in RESPONSE_FIELDS}
             for k in JSON_RESPONSE_FIELDS:
-                out[k] = _dump(resp.get(k))
-            resps.append(out)
-        row["responses"] = resps
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+                row[k] = _dump(resp.get(k))
+            rows.append(row)
+        out.append(rows)
+    return out
+
+
+def to_table(records: list[dict]) -> pa.Table:
+    """Records → Arrow table with SCHEMA. JSON-typed fields are serialized here.
+
+    Built column by column (one ``pa.array`` per field): about 3× faster than
+    ``Table.from_pylist`` on row dicts."""
+    columns = []
+    for f in SCHEMA:
+        name = f.name
+        if name == "meta":
+            values = [_dump(r.get("meta") or {}) for r in records]
+        elif name == "tests":
+            values = [r.get("tests") or [] for r in records]
+        elif name == "responses":
+            values = _responses_column(records)
+        else:
+            values = [r.get(name) for r in records]
+        columns.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def _load(value: str | None, default: Any) -> Any:
