@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 
 import reasonmill
@@ -120,8 +121,16 @@ def run_shard(
     src, dst = StageDir(in_dir), StageDir(out_dir)
     reads, writes = stage.reads, stage.writes
     fast = reads is not None and writes is not None
-    table = src.read_table(shard) if fast else None
-    records = from_table(table.select(list(reads))) if fast else src.read_shard(shard)
+    screened = None
+    if fast:
+        table = src.read_table(shard)
+        screened = stage.screen(table)
+        partial = table.select(list(reads))
+        if screened is not None:  # only the rows the vectorized screen could not settle
+            partial = partial.take(pa.array(np.flatnonzero(screened[0]), type=pa.int64()))
+        records = from_table(partial)
+    else:
+        records = src.read_shard(shard)
     out = stage.process(records, index)
     record_drops = sum(1 for d in out.dropped if d.response_index is None)
     if len(out.kept) + record_drops != len(records):
@@ -129,20 +138,34 @@ def run_shard(
             f"stage {label!r} broke the ledger invariant on shard {shard}: "
             f"{len(records)} in, {len(out.kept)} kept, {record_drops} dropped"
         )
+    n_in = len(records)
+    kept_count = len(out.kept)
     if fast:
+        n_in = table.num_rows
         position = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
         for d in out.dropped:  # the ledger keeps the whole record, not the partial one
             if d.response_index is None and d.id in position:
                 d.record = from_table(table.slice(position[d.id], 1))[0]
-        kept_table = table.take([position[r["id"]] for r in out.kept])
+        kept_pos = [position[r["id"]] for r in out.kept]
+        if screened is not None:
+            kept_pos = sorted(kept_pos + np.flatnonzero(~screened[0]).tolist())
+            kept_count = len(kept_pos)
+        kept_table = table.take(pa.array(kept_pos, type=pa.int64()))
         for col in writes:
             i = kept_table.schema.get_field_index(col)
-            values = pa.array([r.get(col) for r in out.kept], type=kept_table.schema.field(col).type)
-            kept_table = kept_table.set_column(i, col, values)
+            if screened is None:
+                values = [r.get(col) for r in out.kept]
+            else:
+                filled = screened[1].get(col)
+                full = (table.column(col) if filled is None else filled).to_pylist()
+                for r in out.kept:
+                    full[position[r["id"]]] = r.get(col)
+                values = [full[p] for p in kept_pos]
+            kept_table = kept_table.set_column(i, col, pa.array(values, type=kept_table.schema.field(col).type))
     rows = [drop_to_row(label, d) for d in out.dropped]
     stats = {
-        "in": len(records),
-        "kept": len(out.kept),
+        "in": n_in,
+        "kept": kept_count,
         "dropped": record_drops,
         "dropped_responses": len(out.dropped) - record_drops,
         "reasons": dict(Counter(d.reason for d in out.dropped)),

@@ -129,6 +129,16 @@ class Stage:
     def parallel_build(cls) -> bool:
         return cls.build_map is not Stage.build_map
 
+    def screen(self, table: Any) -> tuple[Any, dict[str, Any]] | None:
+        """Optional vectorized fast path, for stages that declare ``reads``/``writes``.
+
+        Given the shard's Arrow table, return ``(need, filled)``: ``need`` a numpy bool
+        mask of the rows that must go through :meth:`process`; every other row is kept
+        as is, except the ``writes`` columns, taken from ``filled`` (full-length Arrow
+        arrays). The result must equal running ``process`` on every row. None (the
+        default) sends every row through ``process``."""
+        return None
+
     def summary(self, output_stats: dict) -> str:
         return ""
 

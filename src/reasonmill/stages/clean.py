@@ -164,6 +164,11 @@ class Clean(Stage):
     )
     writes = ("language",)
 
+    def screen(self, table: Any) -> Any:
+        from reasonmill.stages.clean_screen import screen
+
+        return screen(self, table)
+
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
         out = StageOutput()
         check = self._check
