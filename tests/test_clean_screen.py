@@ -173,3 +173,14 @@ def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp
     lb = [r["id"] for r in StageDir(tmp_path / "b").iter_ledger()]
     assert sorted(la) == sorted(lb) and len(la) == a["dropped"] > 0
     assert np.count_nonzero(np.array(ta.column("language").to_pylist()) == "en") > 1000
+
+
+def test_a_shard_where_every_record_is_dropped_writes_an_empty_table(tmp_path):
+    records = _edge_records()
+    src = StageDir(tmp_path / "in")
+    src.write_shard("00000", records, [], {"in": len(records), "kept": len(records), "dropped": 0})
+    stats = run_shard(Clean({"min_chars": 100_000}), "clean", src.path, tmp_path / "out", "00000", None)
+    assert stats["in"] == len(records) and stats["kept"] == 0 and stats["dropped"] == len(records)
+    out = StageDir(tmp_path / "out")
+    assert out.read_table("00000").num_rows == 0
+    assert len(list(out.iter_ledger())) == len(records)
