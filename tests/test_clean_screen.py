@@ -160,7 +160,7 @@ def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp
     src.write_shard("00000", records, [], {"in": len(records), "kept": len(records), "dropped": 0})
 
     class NoScreen(Clean):
-        def screen(self, table):
+        def screen(self, table, index=None):
             return None
 
     settings = {"require_reference_answer_for": ["math"]}

@@ -124,7 +124,7 @@ def run_shard(
     screened = None
     if fast:
         table = src.read_table(shard)
-        screened = stage.screen(table)
+        screened = stage.screen(table, index)
         partial = table.select(list(reads))
         if screened is not None:  # only the rows the vectorized screen could not settle
             partial = partial.take(pa.array(np.flatnonzero(screened[0]), type=pa.int64()))
@@ -143,9 +143,12 @@ def run_shard(
     if fast:
         n_in = table.num_rows
         position = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
-        for d in out.dropped:  # the ledger keeps the whole record, not the partial one
-            if d.response_index is None and d.id in position:
-                d.record = from_table(table.slice(position[d.id], 1))[0]
+        # the ledger keeps the whole record, not the partial one (one take for all drops)
+        whole = [d for d in out.dropped if d.response_index is None and d.id in position]
+        if whole:
+            rows_of = from_table(table.take(pa.array([position[d.id] for d in whole], type=pa.int64())))
+            for d, full_record in zip(whole, rows_of):
+                d.record = full_record
         kept_pos = [position[r["id"]] for r in out.kept]
         if screened is not None:
             kept_pos = sorted(kept_pos + np.flatnonzero(~screened[0]).tolist())
@@ -180,7 +183,7 @@ def run_shard(
 
 def _build_map_task(args: tuple) -> Any:
     cls, settings, ctx, in_dir, shard = args
-    return cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+    return StageDir(Path(in_dir)).build_part(cls(settings, ctx), shard)
 
 
 def _pool_task(args: tuple) -> dict:
@@ -471,6 +474,8 @@ class LocalEngine:
         if cls.parallel_build() and self.workers > 1 and len(shards) > 1:
             args = [(cls, settings, ctx, str(prev.path), s) for s in shards]
             return builder.build_reduce(list(self.pool().map(_build_map_task, args)))
+        if cls.parallel_build() and cls.build is Stage.build:
+            return builder.build_reduce([prev.build_part(builder, s) for s in shards])
         return builder.build(prev.read_shard(s, cls.build_columns) for s in shards)
 
     # exports --------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _remote(ray: Any, fn: Callable, **options: Any) -> Any:
 
 def _exact_map(cls: type[Stage], settings: Any, ctx: StageContext, in_dir: str, shard: str, parts: int) -> Any:
     """The stage's own ``build_map`` on one shard, split into partitions by text hash."""
-    hashes, keys, ids = cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+    hashes, keys, ids = StageDir(Path(in_dir)).build_part(cls(settings, ctx), shard)
     part = (hashes % np.uint64(parts)).astype(np.int64)
     out = [(hashes[part == p], keys[part == p], ids[part == p]) for p in range(parts)]
     return out if parts > 1 else out[0]
@@ -85,7 +85,7 @@ def build_exact(
 
 
 def _generic_map(cls: type[Stage], settings: Any, ctx: StageContext, in_dir: str, shard: str) -> Any:
-    return cls(settings, ctx).build_map(StageDir(Path(in_dir)).read_shard(shard, cls.build_columns))
+    return StageDir(Path(in_dir)).build_part(cls(settings, ctx), shard)
 
 
 def build_map_reduce(

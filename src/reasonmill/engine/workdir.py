@@ -117,8 +117,15 @@ class StageDir:
         write_table(self.ledger_path(shard), pa.Table.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
         atomic_write_json(self.done_path(shard), stats)
 
-    def read_table(self, shard: str) -> pa.Table:
-        return pq.ParquetFile(self.shard_path(shard)).read()
+    def read_table(self, shard: str, columns: tuple[str, ...] | None = None) -> pa.Table:
+        return pq.ParquetFile(self.shard_path(shard)).read(columns=list(columns) if columns else None)
+
+    def build_part(self, stage: Any, shard: str) -> Any:
+        """A global stage's ``build_map`` on one shard; stages with ``build_map_table`` get
+        the Arrow table of their ``build_columns`` instead of records (vectorized builds)."""
+        if hasattr(stage, "build_map_table"):
+            return stage.build_map_table(self.read_table(shard, stage.build_columns))
+        return stage.build_map(self.read_shard(shard, stage.build_columns))
 
     def write_shard_table(self, shard: str, table: pa.Table, ledger_rows: list[dict], stats: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

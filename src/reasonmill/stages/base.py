@@ -129,7 +129,7 @@ class Stage:
     def parallel_build(cls) -> bool:
         return cls.build_map is not Stage.build_map
 
-    def screen(self, table: Any) -> tuple[Any, dict[str, Any]] | None:
+    def screen(self, table: Any, index: Any = None) -> tuple[Any, dict[str, Any]] | None:
         """Optional vectorized fast path, for stages that declare ``reads``/``writes``.
 
         Given the shard's Arrow table, return ``(need, filled)``: ``need`` a numpy bool

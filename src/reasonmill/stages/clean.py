@@ -164,7 +164,7 @@ class Clean(Stage):
     )
     writes = ("language",)
 
-    def screen(self, table: Any) -> Any:
+    def screen(self, table: Any, index: Any = None) -> Any:
         from reasonmill.stages.clean_screen import screen
 
         return screen(self, table)

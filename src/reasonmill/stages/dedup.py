@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import Any
+
 import numpy as np
-from typing import Iterable
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from reasonmill.dedup.priority import priority_key
 from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
@@ -23,6 +26,21 @@ class ExactDedupSettings(StageSettings):
     per_category: bool = False
     #: source names, best first, for the keep-priority policy
     source_rank: list[str] = []
+
+
+def _np(mask: Any) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _hash_parts(values: tuple, per_category: bool) -> int:
+    """``_text_hash`` of already extracted field values (the category last when per_category)."""
+    if per_category:
+        *values, category = values
+        parts = [normalize_for_hash(str(v or "")) for v in values] + [category or ""]
+    else:
+        parts = [normalize_for_hash(str(v or "")) for v in values]
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def _text_hash(record: dict, settings: ExactDedupSettings) -> int:
@@ -55,6 +73,49 @@ class ExactDedup(Stage):
             ids.append(key[4])
         return hashes, keys, np.array(ids, dtype=object)
 
+    def build_map_table(self, table: pa.Table) -> tuple:
+        """``build_map`` on the Arrow table: the priority-key parts are computed by column
+        (no response or test is turned into Python objects); only the key text is."""
+        from reasonmill.records import from_table
+
+        s = self.settings
+        n = table.num_rows
+        ids = np.array(table.column("id").to_pylist(), dtype=object)
+        columns = []
+        for f in s.fields:
+            col = table.column(f) if f in table.column_names else None
+            if col is not None and pa.types.is_string(col.type):
+                columns.append(col.to_pylist())
+            else:  # a structured field: its text is the Python form, as in ``build_map``
+                rows = from_table(table.select([f])) if col is not None else [{}] * n
+                columns.append([r.get(f) for r in rows])
+        if s.per_category:
+            columns.append(table.column("category").to_pylist())
+        hashes = np.fromiter(
+            (_hash_parts(parts, s.per_category) for parts in zip(*columns)), dtype=np.uint64, count=n
+        )
+        ref = table.column("reference_answer")
+        has_ref = _np(pc.greater(pc.utf8_length(ref), 0))
+        has_ref |= pc.fill_null(pc.list_value_length(table.column("tests")), 0).to_numpy(zero_copy_only=False) > 0
+        responses = table.column("responses")
+        verified = np.zeros(n, dtype=bool)
+        if isinstance(responses, pa.ChunkedArray):
+            responses = responses.combine_chunks()
+        flat = pc.list_flatten(responses)
+        if len(flat):
+            passed = _np(pc.struct_field(flat, "passed"))
+            parents = pc.list_parent_indices(responses).to_numpy(zero_copy_only=False)
+            verified = np.bincount(parents, weights=passed, minlength=n) > 0
+        difficulty = pc.fill_null(table.column("difficulty"), -1.0).to_numpy(zero_copy_only=False)
+        rank = {name: i for i, name in enumerate(s.source_rank)}
+        sources = table.column("source").to_pylist()
+        keys = np.empty((n, 4), dtype=np.float64)
+        keys[:, 0] = np.where(has_ref, 0, 1)
+        keys[:, 1] = np.where(verified, 0, 1)
+        keys[:, 2] = -difficulty
+        keys[:, 3] = [rank.get(src or "", len(rank)) for src in sources]
+        return hashes, keys, ids
+
     def build_reduce(self, parts: list[tuple]) -> dict[str, tuple[str, int]]:
         """Index: dropped record id → (representative id, text hash)."""
         if not parts:
@@ -74,6 +135,19 @@ class ExactDedup(Stage):
             rep = ids[order[group_start[pos]]]
             index[ids[order[pos]]] = (rep, int(sorted_h[pos]))
         return index
+
+    def screen(self, table: pa.Table, index: Any = None) -> tuple[np.ndarray, dict] | None:
+        """Only the rows whose id is in the index (the duplicates) go through ``process``."""
+        if index is None:
+            return None
+        keys = self._index_keys
+        if keys is None or self._index_ref is not index:
+            keys = self._index_keys = pa.array(list(index), type=pa.string())
+            self._index_ref = index
+        return _np(pc.is_in(table.column("id"), value_set=keys)), {}
+
+    _index_keys: Any = None
+    _index_ref: Any = None
 
     def process(self, records: list[dict], index: dict[str, tuple[str, int]] | None = None) -> StageOutput:
         out = StageOutput()
