@@ -505,7 +505,11 @@ class LocalEngine:
         task = self.progress.start("export", total=None)
         start = time.monotonic()
         card = CardStats()
-        exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export", card)
+        shards = last.shards()
+        if self.workers > 1 and len(shards) > 1:
+            exports, report = self._export_parallel(last, shards, specs, paths, card)
+        else:
+            exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export", card)
         report.seconds = time.monotonic() - start
         reports.append(report)
         card_path = paths[0].parent / "DATASET_CARD.md"
@@ -518,6 +522,30 @@ class LocalEngine:
         )
         self.progress.finish(task, report)
         return exports
+
+    def _export_parallel(self, last: StageDir, shards: list[str], specs: list, paths: list[Path], card: Any) -> tuple:
+        """Each shard exported to part files by the pool, then stitched in shard order."""
+        import shutil
+
+        from reasonmill.io.writers import stitch_parts
+
+        parts_dir = self.workdir.root / "export" / "parts"
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        parts_dir.mkdir(parents=True)
+        args = [(str(last.path), s, specs, [str(p) for p in paths], str(parts_dir)) for s in shards]
+        try:
+            results = list(self.pool().map(_export_task, args))
+            return stitch_parts(results, specs, paths, self.workdir.root / "export", card)
+        finally:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def _export_task(args: tuple) -> dict:
+    from reasonmill.io.writers import export_part
+
+    in_dir, shard, specs, paths, parts_dir = args
+    records = StageDir(Path(in_dir)).read_shard(shard)
+    return export_part(records, specs, [Path(p) for p in paths], Path(parts_dir), shard)
 
 
 class NullProgress:

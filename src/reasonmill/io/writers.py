@@ -165,3 +165,87 @@ def export_records(
     report.reasons = reasons
     exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(specs, paths, counts)]
     return exports, report
+
+
+# --- parallel export: one part per shard, stitched in shard order -----------------------
+
+
+def _part_path(path: Path, parts_dir: Path, shard: str, k: int) -> Path:
+    """Where shard ``shard``'s rows for export ``k`` go. ``.zst`` parts are plain JSONL
+    (the driver compresses them into one frame); ``.gz`` parts stay gzip members, which
+    concatenate into a valid gzip file; Parquet parts are Parquet."""
+    if path.suffix in (".zst", ".zstd"):
+        return parts_dir / f"{shard}-{k}.jsonl"
+    if path.suffix == ".gz":
+        return parts_dir / f"{shard}-{k}.jsonl.gz"
+    if path.suffix == ".parquet":
+        return parts_dir / f"{shard}-{k}.parquet"
+    return parts_dir / f"{shard}-{k}.jsonl"
+
+
+def export_part(records: Iterable[dict], specs: list, paths: list[Path], parts_dir: Path, shard: str) -> dict:
+    """Export one shard's records into part files (run in a worker). Returns what the
+    driver needs to stitch: part paths, row counts, the report and the card counts."""
+    from reasonmill.report.card import CardStats
+
+    card = CardStats()
+    part_paths = [_part_path(p, parts_dir, shard, k) for k, p in enumerate(paths)]
+    ledger_dir = parts_dir / f"{shard}-ledger"
+    exports, report = export_records(lambda: records, specs, part_paths, ledger_dir, card)
+    return {
+        "parts": [str(p) for p in part_paths],
+        "rows": [e["rows"] for e in exports],
+        "ledger": str(ledger_dir / "ledger.jsonl"),
+        "report": report.to_dict(),
+        "card": card,
+    }
+
+
+def stitch_parts(results: list[dict], specs: list, paths: list[Path], ledger_dir: Path, card: Any) -> tuple[list[dict], Any]:
+    """Concatenate the parts of ``export_part`` (in shard order) into the final files and
+    ledger; returns (export infos, report) like ``export_records``."""
+    import shutil
+
+    from reasonmill.engine.local import StageReport
+
+    report = StageReport(label="export")
+    for res in results:
+        part = StageReport.from_dict(res["report"])
+        report.records_in += part.records_in
+        report.kept += part.kept
+        report.dropped += part.dropped
+        report.reasons.update(part.reasons)
+        if card is not None:
+            card.merge(res["card"])
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    with open(ledger_dir / "ledger.jsonl", "wb") as out:
+        for res in results:
+            with open(res["ledger"], "rb") as fh:
+                shutil.copyfileobj(fh, out)
+    for k, (spec, path) in enumerate(zip(specs, paths)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        parts = [Path(res["parts"][k]) for res in results]
+        if path.suffix == ".parquet":
+            writer = pq.ParquetWriter(tmp, PARQUET_SCHEMAS[spec.format], compression="zstd")
+            for p in parts:
+                writer.write_table(pq.ParquetFile(p).read())
+            writer.close()
+        elif path.suffix in (".zst", ".zstd"):
+            import zstandard
+
+            with open(tmp, "wb") as raw, zstandard.ZstdCompressor(level=6).stream_writer(raw) as out:
+                for p in parts:
+                    with open(p, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        else:
+            with open(tmp, "wb") as out:
+                for p in parts:
+                    with open(p, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        tmp.replace(path)
+    exports = [
+        {"path": str(p), "format": s.format, "rows": sum(res["rows"][k] for res in results)}
+        for k, (s, p) in enumerate(zip(specs, paths))
+    ]
+    return exports, report

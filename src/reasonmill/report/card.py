@@ -36,6 +36,13 @@ class CardStats:
     think_chars: Counter = field(default_factory=Counter)
     answer_chars: Counter = field(default_factory=Counter)
 
+    def merge(self, other: "CardStats") -> None:
+        """Add another shard's counts (parallel export)."""
+        self.records += other.records
+        self.responses += other.responses
+        for name in ("by_source", "by_category", "by_language", "by_difficulty", "think_chars", "answer_chars"):
+            getattr(self, name).update(getattr(other, name))
+
     def add(self, record: dict) -> None:
         self.records += 1
         self.by_source[record.get("source") or "?"] += 1
