@@ -6,7 +6,7 @@ log then shows:
 
 - every (prompt, sample) pair that was committed to the cache before a kill is never
   completed again (a pair re-sent after a kill was in flight: its reply was on the
-  wire but not yet committed);
+  wire, or read but still waiting for its group commit);
 - the final output holds all pairs, with the server's deterministic answers.
 """
 
@@ -48,7 +48,8 @@ def cached_keys(path: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_five_times_then_resume(tmp_path):
+@pytest.mark.parametrize("commit_interval", [None, 0.25])  # the default group commit, and a wide one
+def test_sigkill_five_times_then_resume(tmp_path, commit_interval):
     log = tmp_path / "server.jsonl"
     srv = FaultServer(
         FaultConfig(
@@ -72,6 +73,7 @@ def test_sigkill_five_times_then_resume(tmp_path):
     settings.write_text(
         f"base_url: {srv.url}\nmodel: teacher\napi_key_env: null\nn: {SAMPLES}\nconcurrency: {CONCURRENCY}\n"
         f"cache_path: {cache}\nbackoff_base: 0.05\nbackoff_max: 0.3\ntimeout: 5\nprogress: false\n"
+        + (f"commit_interval: {commit_interval}\n" if commit_interval is not None else "")
     )
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "reasonmill.llm.run_cli", "--input", str(inp), "--output", str(out), "--settings", str(settings)]

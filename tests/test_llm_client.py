@@ -296,3 +296,90 @@ def test_wrong_shape_json_is_retried_not_crashing():
         with pytest.raises(_Retry) as info:
             client._check(HTTPReply(200, {}, body))
         assert info.value.kind == "malformed_json"
+
+
+# -- encoding once, group commit, GC settings ----------------------------------------
+
+
+def test_request_encoder_keys_equal_cache_key_and_bodies_carry_the_request():
+    import json
+
+    from reasonmill.llm.cache import RequestEncoder
+
+    cases = [
+        ([{"role": "user", "content": "hi"}], {"temperature": 0.6, "top_p": 0.95, "max_tokens": 100}),
+        (
+            [
+                {"role": "system", "content": 'Système ü 日本 \n\t"q" \\ {x} \x00\x1f\x7f\u2028 😀'},
+                {"content": [{"type": "text", "text": "é"}], "role": "user", "name": None},
+            ],
+            {"max_tokens": 7, "temperature": 1.0, "top_p": 0.5, "stop": ["</answer>"], "seed": 3, "response_format": {"b": 1, "a": 2.5}},
+        ),
+    ]
+    for msgs, params in cases:
+        for model in ("m", "deepseek-ai/DeepSeek-R1 ü"):
+            enc = RequestEncoder(model, params)
+            text = enc.encode_messages(msgs)
+            for sample in (0, 7, 123):
+                # byte-identical to the old two-encode path: existing caches stay valid
+                assert enc.key(text, sample) == cache_key(model, params, msgs, sample)
+            assert json.loads(enc.body(text)) == {"model": model, "messages": msgs, **params}
+    client = ChatClient(ClientConfig(base_url="http://x/v1", model="m", stream=True))
+    msgs = cases[0][0]
+    assert client.key_of(client.encode(msgs), 2) == client.key(msgs, 2) == cache_key("m", client._params, msgs, 2)
+    body = json.loads(client._encoder.body(client.encode(msgs)))
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "stream" not in client._params  # transport details stay out of the key
+
+
+def test_group_commit_commits_before_each_writer_resumes(tmp_path):
+    from reasonmill.llm.client import GroupCommit
+
+    path = tmp_path / "g.sqlite"
+    cache = ResponseCache(path)
+    seen_by_other_connection: list[bool] = []
+
+    async def run() -> GroupCommit:
+        group = GroupCommit(cache, interval=0.05)
+
+        async def writer(i: int) -> None:
+            await group.put(f"k{i}", f'{{"response": {{"answer": "{i}"}}}}')
+            other = sqlite3.connect(path)  # a separate reader: only committed rows are visible
+            seen_by_other_connection.append(other.execute("SELECT 1 FROM responses WHERE key = ?", (f"k{i}",)).fetchone() is not None)
+            other.close()
+
+        tasks = [asyncio.ensure_future(writer(i)) for i in range(20)]
+        doomed = asyncio.ensure_future(group.put("cancelled", '{"response": {"answer": "c"}}'))
+        await asyncio.sleep(0.01)
+        doomed.cancel()  # its writer gave up waiting; the reply is committed all the same
+        await asyncio.gather(*tasks)
+        return group
+
+    group = asyncio.run(run())
+    assert seen_by_other_connection == [True] * 20
+    assert group.groups == 1 and group.rows == 21  # one transaction for the whole group
+    assert cache.get("k3") == {"response": {"answer": "3"}} and "cancelled" in cache
+
+
+def test_put_many_is_all_or_nothing(tmp_path):
+    cache = ResponseCache(tmp_path / "a.sqlite")
+    cache.put_many([("a", '{"x": 1}'), ("b", '{"x": 2}')])
+    with pytest.raises(sqlite3.Error):
+        cache.put_many([("c", '{"x": 3}'), ("d", None)])  # NOT NULL fails on the second row
+    assert sorted(cache.keys()) == ["a", "b"] and not cache._db.in_transaction
+    assert cache.get_many(["a", "b"]) == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+def test_relaxed_gc_restores_the_collector_settings():
+    import gc
+
+    from reasonmill.llm.client import GC_GEN0_THRESHOLD, relaxed_gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with relaxed_gc():
+        assert gc.get_threshold()[0] >= GC_GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0 or frozen > 0
+        with relaxed_gc():  # nested: the outer one restores
+            pass
+        assert gc.get_threshold()[0] >= GC_GEN0_THRESHOLD
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen

@@ -33,7 +33,7 @@ class TransportError(Exception):
 @dataclass
 class HTTPReply:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive (the transport's own header mapping)
     body: bytes
 
 
@@ -74,7 +74,7 @@ class AiohttpTransport:
         try:
             async with self._session.post(url, data=body, headers=headers) as resp:
                 data = await resp.read()
-                return HTTPReply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
+                return HTTPReply(resp.status, resp.headers, data)
         except TimeoutError as exc:  # aiohttp.ServerTimeoutError is a subclass
             raise TransportError("timeout", f"no reply within the timeout ({type(exc).__name__})") from exc
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
@@ -101,7 +101,7 @@ class HttpxTransport:
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> HTTPReply:
         resp = await self._client.post(url, content=body, headers=headers)
-        return HTTPReply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+        return HTTPReply(resp.status_code, resp.headers, resp.content)
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> HTTPReply:
         httpx = self._httpx

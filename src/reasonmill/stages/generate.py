@@ -3,8 +3,9 @@
 It runs inline in the driver (``Resources(executor="inline")``): the work is network
 I/O, so one asyncio loop per shard with hundreds of requests in flight beats a process
 pool. Every (prompt, sample index) request goes through the content-addressed cache
-first (``reasonmill.llm.cache``), and each reply is committed the moment it arrives, so
-a killed run resumes without losing or re-paying a completed response.
+first (``reasonmill.llm.cache``), and each reply is committed (in a group with the
+replies that arrive within ``commit_interval``) before it counts as done, so a killed
+run resumes without losing or re-paying a completed response.
 
 Outcomes per record:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +41,7 @@ from reasonmill.llm.client import (
     Failure,
     FatalRequestError,
     api_key_from_env,
+    relaxed_gc,
 )
 from reasonmill.llm.prompts import DEFAULT_SYSTEM_PROMPT, build_messages
 from reasonmill.llm.transport import Timeouts
@@ -46,6 +49,9 @@ from reasonmill.llm.transport import Timeouts
 from .base import Resources, Stage, StageOutput, StageSettings, stage
 
 __all__ = ["BudgetExhausted", "FatalRequestError", "Generate", "GenerateSettings"]
+
+#: jobs keyed and looked up in the cache per query; requests start after the first chunk
+_LOOKUP_CHUNK = 512
 
 
 class GenerateSettings(StageSettings):
@@ -74,6 +80,10 @@ class GenerateSettings(StageSettings):
     timeout: float = Field(600.0, gt=0, description="seconds of silence before an attempt is abandoned")
     connect_timeout: float = Field(10.0, gt=0)
     cache_path: str | None = None
+    commit_interval: float = Field(
+        0.002, ge=0, le=1.0,
+        description="seconds replies wait to share one cache commit (each is committed before it counts)",
+    )
     price_prompt_per_m: float | None = Field(None, ge=0)
     price_completion_per_m: float | None = Field(None, ge=0)
     max_cost: float | None = Field(None, ge=0)
@@ -206,6 +216,7 @@ class Generate(Stage):
             price_completion_per_m=s.price_completion_per_m,
             max_cost=s.max_cost,
             max_requests=s.max_requests,
+            commit_interval=s.commit_interval,
         )
 
     def _next_sample_index(self, record: dict) -> int:
@@ -236,8 +247,9 @@ class Generate(Stage):
                     results[i].append((sample, result))
                 self._report_records(len(plan))
             else:
-                for (i, sample), result in _run_coroutine(self._run_openai(jobs)):
-                    results[i].append((sample, result))
+                with relaxed_gc():
+                    for (i, sample), result in _run_coroutine(self._run_openai(jobs)):
+                        results[i].append((sample, result))
 
         self._report_records(len(records) - len(plan))
         out = StageOutput()
@@ -245,7 +257,9 @@ class Generate(Stage):
             if i not in plan:
                 out.kept.append(record)
                 continue
-            got = sorted(results[i], key=lambda t: t[0])
+            got = results[i]
+            if len(got) > 1:
+                got.sort(key=lambda t: t[0])
             responses = [r for _, r in got if not isinstance(r, Failure)]
             failures = [(s, r) for s, r in got if isinstance(r, Failure)]
             new = dict(record)
@@ -276,28 +290,48 @@ class Generate(Stage):
         cache = self._open_cache()
         config = self.client_config()
         collected: list[tuple[Any, dict | Failure]] = []
+        left = Counter(tag[0] for tag, *_ in jobs)  # record index -> samples still to come
         async with ChatClient(config, cache, accounting=self._accounting) as client:
-            # settle cache hits in one bulk lookup: no task, no semaphore, no request
-            keyed = [(tag, messages, sample, client.key(messages, sample)) for tag, messages, sample in jobs]
-            hits = client.cached(k for *_, k in keyed)
-            self._accounting.cache_hits += len(hits)
-            collected += [(tag, hits[k]) for tag, _, _, k in keyed if k in hits]
-            todo = [job for job in keyed if job[3] not in hits]
             # the engine's own live display (context.progress) excludes a second rich Live
             show = self.settings.progress
             if show is None and self.context.progress is not None:
                 show = False
             progress = GenerationProgress(self._accounting, len(jobs), self.context.label or "generate", show)
-            progress.done = len(collected)
-            left = Counter(tag[0] for tag, *_ in todo)  # record index -> samples still coming
+
+            def done(tag: Any, result: dict | Failure) -> None:
+                collected.append((tag, result))
+                progress.advance()
+                left[tag[0]] -= 1
+                if left[tag[0]] == 0:
+                    self._report_records(1)
+
+            def uncached() -> Iterator[tuple]:
+                """The jobs to send, a chunk at a time, so the first requests leave at once.
+
+                Each chunk is keyed (the messages encoded once per prompt, for the keys
+                and the request bodies) and looked up in one query; hits are settled here
+                (no task, no semaphore, no request) and only misses reach the workers.
+                """
+                encoded_of: dict[int, str] = {}
+                for lo in range(0, len(jobs), _LOOKUP_CHUNK):
+                    keyed = []
+                    for tag, messages, sample in jobs[lo : lo + _LOOKUP_CHUNK]:
+                        encoded = encoded_of.get(id(messages))
+                        if encoded is None:
+                            encoded = encoded_of[id(messages)] = client.encode(messages)
+                        keyed.append((tag, messages, sample, client.key_of(encoded, sample), encoded))
+                    hits = client.cached(job[3] for job in keyed)
+                    self._accounting.cache_hits += len(hits)
+                    for job in keyed:
+                        hit = hits.get(job[3])
+                        if hit is None:
+                            yield job
+                        else:
+                            done(job[0], hit)
+
             with progress:
-                self._report_records(len({tag[0] for tag, *_ in jobs}) - len(left))
-                async for tag, result in client.map(todo, check_cache=False):
-                    collected.append((tag, result))
-                    progress.advance()
-                    left[tag[0]] -= 1
-                    if left[tag[0]] == 0:
-                        self._report_records(1)
+                async for tag, result in client.map(uncached(), check_cache=False):
+                    done(tag, result)
         return collected
 
     def _report_records(self, n: int) -> None:
