@@ -31,7 +31,7 @@ from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
 from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint
 from reasonmill.records import from_table
-from reasonmill.io.sources import iter_source, source_fingerprint
+from reasonmill.io.sources import source_fingerprint
 from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
 
 
@@ -302,48 +302,25 @@ class LocalEngine:
         report = StageReport(label="ingest")
         start = time.monotonic()
         task = self.progress.start("ingest", total=None)
-        buffer: list[dict] = []
-        ledger: list[dict] = []
-        shard_no = 0
+        from reasonmill.engine.ingest import IdAssigner, _map_task, plan_chunks, run_chunks
 
-        def flush() -> None:
-            nonlocal shard_no, buffer, ledger
-            name = f"{shard_no:05d}"
+        sources = list(cfg.sources)
+        chunks = plan_chunks(sources, cfg.base_dir, cfg.shard_size)
+        submit = (lambda args: self.pool().submit(_map_task, args)) if self.workers > 1 else None
+        ids = IdAssigner(sources)
+        for shard_no, (table, ledger, origins, n_in) in enumerate(
+            run_chunks(chunks, sources, submit, window=2 * self.workers)
+        ):
+            table = ids.fix(table, origins)
             stats = {
-                "in": len(buffer) + len(ledger),
-                "kept": len(buffer),
+                "in": n_in,
+                "kept": table.num_rows,
                 "dropped": len(ledger),
                 "reasons": dict(Counter(r["reason"] for r in ledger)),
             }
-            sd.write_shard(name, buffer, ledger, stats)
+            sd.write_shard_table(f"{shard_no:05d}", table, ledger, stats)
             _accumulate(report, stats)
             self.progress.advance(task, stats["in"], report)
-            shard_no += 1
-            buffer, ledger = [], []
-
-        seen_ids: set[str] = set()
-        for spec in cfg.sources:
-            for item in iter_source(spec, cfg.base_dir):
-                if isinstance(item, dict):
-                    _unique_id(item, seen_ids)
-                    buffer.append(item)
-                else:  # a malformed input line kept in the ledger with its raw text
-                    ledger.append(
-                        {
-                            "stage": "ingest",
-                            "id": f"{spec.name}@{item.location}",
-                            "kind": "record",
-                            "response_index": None,
-                            "reason": getattr(item, "reason", "malformed"),
-                            "message": f"{item.location}: {item.error}",
-                            "evidence": json.dumps({"location": item.location, "error": item.error}),
-                            "record": json.dumps({"raw": item.raw}, ensure_ascii=False),
-                        }
-                    )
-                if len(buffer) + len(ledger) >= cfg.shard_size:
-                    flush()
-        if buffer or ledger or shard_no == 0:
-            flush()
         report.seconds = time.monotonic() - start
         sd.write_manifest(
             {"stage": "ingest", "fingerprint": fp, "status": "complete", "sources": specs, "report": report.to_dict()}

@@ -93,13 +93,50 @@ def open_binary(path: Path, compression: str) -> IO[bytes]:
         import zstandard
 
         raw = open(path, "rb")
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
         return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
     return open(path, "rb", buffering=1 << 20)
 
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+PRETTY = object()  # marker: line 1 opens a pretty-printed JSON document, not JSONL
+
+
+def parse_jsonl_line(
+    line: bytes, lineno: int, label: str, on_error: OnError = "fail", source: str | None = None
+) -> Item | IngestErrorItem | object | None:
+    """One line of a JSONL file: ``(obj, "label:lineno")``, an ``IngestErrorItem`` (or an
+    ``IngestError`` with ``on_error: fail``), None for a blank line, or ``PRETTY`` when
+    line 1 is a lone ``{`` / ``[`` (the file is a pretty-printed JSON document)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if not line.strip():
+            return None
+        if lineno == 1:
+            if line.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+                try:
+                    obj = orjson.loads(line[3:])
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    if type(obj) is dict:
+                        return obj, f"{label}:{lineno}"
+            if line.strip() in (b"{", b"["):
+                return PRETTY
+        return _bad(f"{label}:{lineno}", _decode(line), f"invalid JSON: {exc}", on_error, source)
+    if type(obj) is dict:
+        return obj, f"{label}:{lineno}"
+    return _bad(
+        f"{label}:{lineno}",
+        _decode(line),
+        f"expected a JSON object, got {type(obj).__name__}",
+        on_error,
+        source,
+    )
 
 
 def read_jsonl(
@@ -112,38 +149,15 @@ def read_jsonl(
     """One JSON object per line. Blank lines are skipped; a file that turns out to hold
     pretty-printed objects (first line ``{`` alone) is read as a JSON document instead."""
     label = label or str(path)
-    loads = orjson.loads
+    parse = parse_jsonl_line
     with open_binary(path, compression) as fh:
         for lineno, line in enumerate(fh, 1):
-            try:
-                obj = loads(line)
-            except orjson.JSONDecodeError as exc:
-                if not line.strip():
-                    continue
-                if lineno == 1:
-                    if line.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
-                        line = line[3:]
-                        try:
-                            obj = loads(line)
-                        except orjson.JSONDecodeError:
-                            pass
-                        else:
-                            yield obj, f"{label}:{lineno}"
-                            continue
-                    if line.strip() in (b"{", b"["):
-                        break  # pretty-printed JSON, handled below
-                yield _bad(f"{label}:{lineno}", _decode(line), f"invalid JSON: {exc}", on_error, source)
+            item = parse(line, lineno, label, on_error, source)
+            if item is None:
                 continue
-            if type(obj) is dict:
-                yield obj, f"{label}:{lineno}"
-            else:
-                yield _bad(
-                    f"{label}:{lineno}",
-                    _decode(line),
-                    f"expected a JSON object, got {type(obj).__name__}",
-                    on_error,
-                    source,
-                )
+            if item is PRETTY:
+                break
+            yield item  # type: ignore[misc]
         else:
             return
     yield from read_json(path, compression, on_error, source, label)

@@ -266,7 +266,7 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     they raise ``IngestError`` naming ``file:line`` and the fix. ``limit`` counts rows
     read, bad ones included. ``preset: auto`` is decided per file from its first row.
     """
-    ctx = Context(spec.name, spec.category, spec.model, tuple(spec.meta_fields), dict(spec.columns or {}))
+    ctx = source_context(spec)
     mapping = spec.mapping
     limit = spec.limit
     keep_origin = mapping != "am"  # AM rows round-trip exactly; origin would add to meta
@@ -281,42 +281,51 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
             if type(item) is tuple:
                 raw, loc = item
                 if preset is None:
-                    try:
-                        name = detect_preset(raw)
-                    except MappingError as exc:
-                        raise IngestError(f"{loc}: source {spec.name!r}: {exc}") from None
-                    preset = get_preset(name)
-                    keep_origin = name != "am"
-                try:
-                    record = preset(raw, ctx)
-                except Exception as exc:  # a preset meeting a row of the wrong shape
-                    msg = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
-                    how = f"preset {getattr(preset, '__name__', mapping)!r}"
-                    if spec.on_error == "fail":
-                        raise IngestError(
-                            f"{loc}: cannot map the row with {how}: {msg}. Row: {snippet(_dump(raw))!r}. "
-                            f"Choose another `preset:` or a `columns:` map. {skip_hint(spec.name)}"
-                        ) from None
-                    item = IngestErrorItem(
-                        location=loc,
-                        raw=_dump(raw),
-                        error=f"{how}: {msg}",
-                        reason="unmappable",
-                        source=spec.name,
-                    )
-                else:
-                    key = _id_key(record["id"])
+                    preset = get_preset(detect_file_preset(raw, loc, spec))
+                    keep_origin = preset.__name__ != "am"
+                item = map_row(raw, loc, preset, spec, ctx, keep_origin)
+                if type(item) is dict:
+                    key = _id_key(item["id"])
                     if key in ids:
-                        key = _disambiguate(record, ids, spec.name)
+                        key = _disambiguate(item, ids, spec.name)
                     ids_add(key)
-                    if keep_origin:
-                        record["meta"]["origin"] = loc
-                    item = record
             yield item
             if limit is not None:
                 seen += 1
                 if seen >= limit:
                     return
+
+
+def source_context(spec: SourceSpec) -> Context:
+    return Context(spec.name, spec.category, spec.model, tuple(spec.meta_fields), dict(spec.columns or {}))
+
+
+def detect_file_preset(raw: dict, loc: str, spec: SourceSpec) -> str:
+    """``preset: auto``: the preset name for a file, from its first row."""
+    try:
+        return detect_preset(raw)
+    except MappingError as exc:
+        raise IngestError(f"{loc}: source {spec.name!r}: {exc}") from None
+
+
+def map_row(raw: dict, loc: str, preset: Any, spec: SourceSpec, ctx: Context, keep_origin: bool) -> dict | IngestErrorItem:
+    """One raw row → a record (``meta.origin`` = ``loc`` unless AM), or an
+    ``IngestErrorItem`` (``on_error: skip``) / ``IngestError`` (``fail``) when the preset
+    cannot map it. Ids are not made unique here: see ``iter_source``."""
+    try:
+        record = preset(raw, ctx)
+    except Exception as exc:  # a preset meeting a row of the wrong shape
+        msg = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+        how = f"preset {getattr(preset, '__name__', spec.mapping)!r}"
+        if spec.on_error == "fail":
+            raise IngestError(
+                f"{loc}: cannot map the row with {how}: {msg}. Row: {snippet(_dump(raw))!r}. "
+                f"Choose another `preset:` or a `columns:` map. {skip_hint(spec.name)}"
+            ) from None
+        return IngestErrorItem(location=loc, raw=_dump(raw), error=f"{how}: {msg}", reason="unmappable", source=spec.name)
+    if keep_origin:
+        record["meta"]["origin"] = loc
+    return record
 
 
 def _id_key(rid: str) -> int | str:
@@ -333,14 +342,23 @@ def _disambiguate(record: dict, ids: set, source: str) -> int | str:
     stays the same from run to run for the same input. ``meta.duplicate_id_of`` keeps the
     id it collided with."""
     base = record["id"]
+    record["id"], key = _disambiguate_id(base, ids, source)
+    meta = record["meta"]
+    origin = meta.pop("origin", None)  # keep "origin" last, as it is added last
+    meta["duplicate_id_of"] = base
+    if origin is not None:
+        meta["origin"] = origin
+    return key
+
+
+def _disambiguate_id(base: str, ids: set, source: str) -> tuple[str, int | str]:
+    """(new id, its set key) for a repeated id ``base``: the first free ``<id>#<n>``."""
     n = 1
     while True:
         new = stable_id(source, f"{base}#{n}")
         key = _id_key(new)
         if key not in ids:
-            record["id"] = new
-            record["meta"]["duplicate_id_of"] = base
-            return key
+            return new, key
         n += 1
 
 
