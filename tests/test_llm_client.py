@@ -353,11 +353,13 @@ def test_group_commit_commits_before_each_writer_resumes(tmp_path):
         await asyncio.sleep(0.01)
         doomed.cancel()  # its writer gave up waiting; the reply is committed all the same
         await asyncio.gather(*tasks)
+        await group.put("last", '{"response": {"answer": "l"}}')  # the next group
+        await group.aclose()
         return group
 
     group = asyncio.run(run())
     assert seen_by_other_connection == [True] * 20
-    assert group.groups == 1 and group.rows == 21  # one transaction for the whole group
+    assert (group.groups, group.rows) == (2, 22)  # one transaction for the 21 writes of the first group
     assert cache.get("k3") == {"response": {"answer": "3"}} and "cancelled" in cache
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from reasonmill.stages.base import StopRun
 
 import asyncio
+import concurrent.futures
 import contextlib
 import email.utils
 import gc
@@ -299,15 +300,18 @@ def parse_sse(body: bytes) -> _Parsed:
 
 
 class GroupCommit:
-    """Commits cache writes in groups; each writer waits until its own write is committed.
+    """Commits cache writes in groups, in a writer thread; each writer waits for its own commit.
 
-    ``await put(key, text)`` queues the write; the first write of a group schedules a
-    flush ``interval`` seconds later (next loop turn when 0), which stores the whole
-    group in one transaction and then wakes its writers. So a reply is durable before
-    ``put`` returns, as with one commit per reply, at a fraction of the cost: at
-    hundreds of replies per second, one transaction per reply was the largest part of
-    the client's CPU and blocked the event loop. A kill before the flush loses the
-    group's replies, which are then re-requested like requests in flight.
+    ``await put(key, text)`` queues the write. The first write of a group schedules a
+    flush ``interval`` seconds later (next loop turn when 0); the flush hands the whole
+    group to a writer thread, which stores it in one transaction on its own SQLite
+    connection, and then the group's writers resume. Writes that arrive while a group is
+    being written form the next group, sent as soon as that one is committed. So a reply
+    is durable before ``put`` returns, as with one commit per reply, at a fraction of the
+    cost: at hundreds of replies per second, one transaction per reply was the largest
+    part of the client's CPU, and the commits (with WAL checkpoints, which write to disk)
+    blocked the event loop. A kill before the commit loses the group's replies, which
+    are then re-requested like requests in flight.
     """
 
     def __init__(self, cache: ResponseCache, interval: float):
@@ -316,6 +320,10 @@ class GroupCommit:
         self._items: list[tuple[str, str]] = []
         self._waiters: list[asyncio.Future] = []
         self._handle: asyncio.Handle | None = None
+        self._writing = False
+        self._written: asyncio.Event | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer: ResponseCache | None = None
         self.groups = 0  # transactions committed (for benchmarks and tests)
         self.rows = 0
 
@@ -324,31 +332,65 @@ class GroupCommit:
         waiter = loop.create_future()
         self._items.append((key, text))
         self._waiters.append(waiter)
-        if self._handle is None:
-            self._handle = loop.call_later(self.interval, self.flush) if self.interval else loop.call_soon(self.flush)
+        if not self._writing and self._handle is None:
+            self._handle = loop.call_later(self.interval, self._flush) if self.interval else loop.call_soon(self._flush)
         await waiter
 
-    def flush(self) -> None:
-        """Commit what is queued now (also called on exit, so nothing queued is dropped)."""
+    def _flush(self) -> None:
+        """Send the queued writes to the writer thread (unless a group is being written)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._writing or not self._items:
+            return
         items, waiters = self._items, self._waiters
-        if not items:
-            return
         self._items, self._waiters = [], []
-        try:
-            self.cache.put_many(items)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, every writer of the group gets it
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
-        self.groups += 1
-        self.rows += len(items)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reasonmill-cache")
+            self._writer = ResponseCache(self.cache.path)  # its own connection, used only by that thread
+            self._written = asyncio.Event()
+        assert self._written is not None and self._writer is not None
+        self._writing = True
+        self._written.clear()
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._pool, self._writer.put_many, items)
+        done.add_done_callback(lambda fut: self._committed(fut, len(items), waiters))
+
+    def _committed(self, fut: asyncio.Future, rows: int, waiters: list[asyncio.Future]) -> None:
+        self._writing = False
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            self.groups += 1
+            self.rows += rows
         for waiter in waiters:
-            if not waiter.done():  # a cancelled writer's reply is committed all the same
+            if waiter.done():  # a cancelled writer's reply is committed all the same
+                continue
+            if exc is None:
                 waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+        assert self._written is not None
+        self._written.set()
+        if self._items and self._handle is None:  # they waited during this write already
+            self._handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    async def aclose(self) -> None:
+        """Commit everything queued, then stop the writer thread."""
+        while self._writing or self._items:
+            if not self._writing:
+                self._flush()
+            if self._writing:
+                assert self._written is not None
+                await self._written.wait()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class ChatClient:
@@ -384,7 +426,7 @@ class ChatClient:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._commits is not None:
-            self._commits.flush()
+            await self._commits.aclose()
         if self._transport is not None:
             await self._transport.aclose()
             self._transport = None
