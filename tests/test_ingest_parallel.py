@@ -136,3 +136,15 @@ def test_parallel_ingest_equals_serial_read_on_real_data(shared_data, tmp_path):
     expected = reference(raw, tmp_path)
     assert sum(t.num_rows for t, _ in expected) > 8000
     assert_same(ingested(raw, tmp_path, 2, tmp_path), expected)
+
+
+def test_one_source_with_repeated_ids(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_inputs(data)
+    raw = dict(_config(5), sources=_config(5)["sources"][:1])
+    expected = reference(raw, data)
+    got = ingested(raw, data, 2, tmp_path)
+    assert_same(got, expected)
+    metas = [m for t, _ in got for m in t.column("meta").to_pylist() if "duplicate_id_of" in m]
+    assert len(metas) >= 3

@@ -47,18 +47,17 @@ from reasonmill.records import to_table
 
 @dataclass
 class Piece:
-    """Consecutive items of one file: raw JSONL lines (``lines``: (lineno, bytes)) or
-    rows already read (``rows``: (raw dict, location) tuples or ``IngestErrorItem``)."""
+    """Consecutive items of one file: raw JSONL lines (``lines``, blank ones included,
+    the first being line ``first_line``) or rows already read (``rows``: (raw dict,
+    location) tuples or ``IngestErrorItem``)."""
 
     source: int
     preset: str | None
     keep_origin: bool
     label: str = ""
-    lines: list[tuple[int, bytes]] = field(default_factory=list)
+    first_line: int = 1
+    lines: list[bytes] = field(default_factory=list)
     rows: list[Any] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.lines) + len(self.rows)
 
 
 def error_row(spec_name: str, item: IngestErrorItem) -> dict:
@@ -78,9 +77,9 @@ def error_row(spec_name: str, item: IngestErrorItem) -> dict:
 # --- worker side ---------------------------------------------------------------------------
 
 
-def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, list[dict], np.ndarray, int]:
+def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, list[dict], list, list, int]:
     """Parse and map one chunk (in a worker). Returns (records table, ledger rows, source
-    index of every record, items in)."""
+    index of every record, id set keys of the records, items in)."""
     records: list[dict] = []
     origins: list[int] = []
     ledger: list[dict] = []
@@ -92,7 +91,11 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
         items: Iterator[Any]
         if piece.lines:
             label, on_error, name = piece.label, spec.on_error, spec.name
-            items = (parse_jsonl_line(line, lineno, label, on_error, name) for lineno, line in piece.lines)
+            items = (
+                parse_jsonl_line(line, lineno, label, on_error, name)
+                for lineno, line in enumerate(piece.lines, piece.first_line)
+                if not line.isspace()
+            )
         else:
             items = iter(piece.rows)
         for item in items:
@@ -104,7 +107,8 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
                 origins.append(piece.source)
             else:
                 ledger.append(error_row(spec.name, item))
-    return to_table(records), ledger, np.array(origins, dtype=np.int32), n_in
+    keys = [_id_key(r["id"]) for r in records]
+    return to_table(records), ledger, origins, keys, n_in
 
 
 def _map_task(args: tuple) -> tuple:
@@ -172,21 +176,40 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
                     name = _first_row_preset(spec, path, comp, label)
                 else:
                     name = mapping
-                piece = Piece(k, name, name != "am", label)
+                piece = Piece(k, name, name != "am", label, 1)
+                lineno = 1  # of the next line to read
                 with open_binary(path, comp) as fh:
-                    for lineno, line in enumerate(fh, 1):
-                        if not line.strip():
-                            continue
-                        piece.lines.append((lineno, line))
-                        count += 1
-                        taken += 1
-                        if count >= shard_size:
-                            chunk.append(piece)
-                            yield chunk
-                            chunk, count, yielded = [], 0, True
-                            piece = Piece(k, name, name != "am", label)
-                        if taken == limit:
+                    while taken != limit:
+                        block = fh.readlines(1 << 22)
+                        if not block:
                             break
+                        while block:
+                            room = shard_size - count
+                            if limit is not None:
+                                room = min(room, limit - taken)
+                            blanks = sum(map(bytes.isspace, block))
+                            if len(block) - blanks <= room:
+                                cut = len(block)
+                            else:  # where the room-th non-blank line ends
+                                cut, seen_items = 0, 0
+                                while seen_items < room:
+                                    if not block[cut].isspace():
+                                        seen_items += 1
+                                    cut += 1
+                            part = block[:cut] if cut < len(block) else block
+                            items = len(part) - (blanks if cut == len(block) else sum(map(bytes.isspace, part)))
+                            piece.lines.extend(part)
+                            count += items
+                            taken += items
+                            lineno += len(part)
+                            block = block[cut:] if cut < len(block) else []
+                            if count >= shard_size:
+                                chunk.append(piece)
+                                yield chunk
+                                chunk, count, yielded = [], 0, True
+                                piece = Piece(k, name, name != "am", label, lineno)
+                            if taken == limit:
+                                break
                 if piece.lines:
                     chunk.append(piece)
                 continue
@@ -228,29 +251,39 @@ class IdAssigner:
         self.per_source: list[set] = [set() for _ in specs]
         self.seen: set[str] = set()
 
-    def fix(self, table: pa.Table, origins: np.ndarray) -> pa.Table:
+    def fix(self, table: pa.Table, origins: list, keys: list) -> pa.Table:
+        """``table`` with ids made unique (and ``meta.duplicate_id_of`` where changed)."""
         if table.num_rows == 0:
             return table
-        ids = table.column("id").to_pylist()
+        ids: list | None = None
         dup_of: dict[int, str] = {}
-        seen, add = self.seen, self.seen.add
-        changed = False
-        for i, rid in enumerate(ids):
-            sset = self.per_source[origins[i]]
-            key = _id_key(rid)
-            if key in sset:
-                new, key = _disambiguate_id(rid, sset, self.specs[origins[i]].name)
-                dup_of[i] = rid
-                rid = ids[i] = new
-                changed = True
-            sset.add(key)
-            if rid in seen:
-                n = 2
-                while f"{rid}~{n}" in seen:
-                    n += 1
-                rid = ids[i] = f"{rid}~{n}"
-                changed = True
-            add(rid)
+        first = origins[0]
+        if origins[-1] == first and origins.count(first) == len(origins):  # one source
+            sset = self.per_source[first]
+            if sset.isdisjoint(keys) and len(set(keys)) == len(keys):
+                sset.update(keys)  # no repeat: the common case, at C speed
+            else:
+                ids = table.column("id").to_pylist()
+                self._per_source_loop(ids, keys, origins, dup_of)
+        else:
+            ids = table.column("id").to_pylist()
+            self._per_source_loop(ids, keys, origins, dup_of)
+        changed = bool(dup_of)
+        if len(self.specs) > 1:  # across sources: a "~N" suffix on ids given before
+            if ids is None:
+                ids = table.column("id").to_pylist()
+            seen = self.seen
+            if seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+                seen.update(ids)
+            else:
+                for i, rid in enumerate(ids):
+                    if rid in seen:
+                        n = 2
+                        while f"{rid}~{n}" in seen:
+                            n += 1
+                        rid = ids[i] = f"{rid}~{n}"
+                        changed = True
+                    seen.add(rid)
         if not changed:
             return table
         table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, type=pa.string()))
@@ -266,13 +299,25 @@ class IdAssigner:
             table = table.set_column(table.schema.get_field_index("meta"), "meta", pa.array(metas, type=pa.string()))
         return table
 
+    def _per_source_loop(self, ids: list, keys: list, origins: list, dup_of: dict) -> None:
+        """Input order, one row at a time: a repeated id becomes ``<id>#<n>``'s id."""
+        per_source, specs = self.per_source, self.specs
+        for i, key in enumerate(keys):
+            sset = per_source[origins[i]]
+            if key in sset:
+                rid = ids[i]
+                new, key = _disambiguate_id(rid, sset, specs[origins[i]].name)
+                dup_of[i] = rid
+                ids[i] = new
+            sset.add(key)
+
 
 def run_chunks(
     chunks: Iterator[list[Piece]],
     specs: list[SourceSpec],
     submit: Callable[[tuple], Any] | None,
     window: int,
-) -> Iterator[tuple[pa.Table, list[dict], np.ndarray, int]]:
+) -> Iterator[tuple[pa.Table, list[dict], list, list, int]]:
     """Map chunks (through ``submit`` → futures, or inline when None) and yield their
     results in input order, with at most ``window`` chunks in flight."""
     if submit is None:

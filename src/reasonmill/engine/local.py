@@ -308,10 +308,10 @@ class LocalEngine:
         chunks = plan_chunks(sources, cfg.base_dir, cfg.shard_size)
         submit = (lambda args: self.pool().submit(_map_task, args)) if self.workers > 1 else None
         ids = IdAssigner(sources)
-        for shard_no, (table, ledger, origins, n_in) in enumerate(
+        for shard_no, (table, ledger, origins, keys, n_in) in enumerate(
             run_chunks(chunks, sources, submit, window=2 * self.workers)
         ):
-            table = ids.fix(table, origins)
+            table = ids.fix(table, origins, keys)
             stats = {
                 "in": n_in,
                 "kept": table.num_rows,
