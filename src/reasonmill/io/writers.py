@@ -57,19 +57,34 @@ def open_text(path: Path, mode: str = "wt") -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
+def open_binary_out(path: Path) -> IO[bytes]:
+    """A binary file for writing, compressing by suffix (.gz, .zst/.zstd)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb")  # type: ignore[return-value]
+    if path.suffix in (".zst", ".zstd"):
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=6).stream_writer(open(path, "wb"), closefd=True)  # type: ignore[return-value]
+    return open(path, "wb", buffering=1 << 20)
+
+
+def _json_line(row: dict) -> bytes:
+    try:
+        return orjson.dumps(row)
+    except TypeError:
+        return json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+
+
 class _JsonlSink:
     def __init__(self, path: Path):
         self.tmp = path.with_name(path.name + ".partial" + "".join(path.suffixes[-1:]))
         self.path = path
-        self.fh = open_text(self.tmp, "wt")
+        self.fh = open_binary_out(self.tmp)
 
     def write(self, rows: list[dict]) -> None:
-        for row in rows:
-            try:
-                self.fh.write(orjson.dumps(row).decode("utf-8"))
-            except TypeError:
-                self.fh.write(json.dumps(row, ensure_ascii=False, default=str))
-            self.fh.write("\n")
+        if rows:
+            self.fh.write(b"\n".join(map(_json_line, rows)) + b"\n")
 
     def close(self) -> None:
         self.fh.close()
