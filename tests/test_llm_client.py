@@ -385,3 +385,12 @@ def test_relaxed_gc_restores_the_collector_settings():
             pass
         assert gc.get_threshold()[0] >= GC_GEN0_THRESHOLD
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_broken_template_fails_before_any_request(server, tmp_path):
+    recs = problems(3) + problems(2, category="chat")
+    stage = Generate(settings(server, tmp_path, templates={"chat": "Q: {nope}"}))
+    with pytest.raises(ValueError, match="templates"):
+        stage.process(recs)
+    server.settle()
+    assert stage.accounting()["requests_sent"] == 0 and read_log(server.config.log_path) == []

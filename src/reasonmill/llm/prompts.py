@@ -28,7 +28,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 
 def render_prompt(record: dict, templates: dict[str, str] | None = None) -> str:
     """The user message for a record, from its category's template (or ``default``)."""
-    merged = {**DEFAULT_TEMPLATES, **(templates or {})}
+    merged = {**DEFAULT_TEMPLATES, **templates} if templates else DEFAULT_TEMPLATES
     category = record.get("category") or "default"
     template = merged.get(category, merged["default"])
     starter = record.get("starter_code") or ""

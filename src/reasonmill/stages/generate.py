@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,8 +228,8 @@ class Generate(Stage):
         ]
         return max(indexes, default=-1) + 1
 
-    def _generate(self, records: list[dict], plan: dict[int, int], drop_empty: bool) -> StageOutput:
-        jobs: list[tuple[tuple[int, int], list[dict], int]] = []
+    def _jobs(self, records: list[dict], plan: dict[int, int]) -> Iterator[tuple[tuple[int, int], list[dict], int]]:
+        """``((record index, sample), messages, sample)`` per request, built as they are needed."""
         for i, count in plan.items():
             record = records[i]
             try:
@@ -236,19 +237,31 @@ class Generate(Stage):
             except ValueError as exc:
                 raise ValueError(f"record {record.get('id')}: {exc}") from exc
             start = self._next_sample_index(record)
-            jobs += [((i, start + j), messages, start + j) for j in range(count)]
+            for j in range(count):
+                yield (i, start + j), messages, start + j
+
+    def _generate(self, records: list[dict], plan: dict[int, int], drop_empty: bool) -> StageOutput:
+        # a broken template fails here, before any request: one record per category
+        first_of: dict[Any, int] = {}
+        for i in plan:
+            first_of.setdefault(records[i].get("category"), i)
+        for _ in self._jobs(records, {i: 1 for i in first_of.values()}):
+            pass
 
         results: dict[int, list[tuple[int, dict | Failure]]] = {i: [] for i in plan}
-        if jobs:
+        n_jobs = sum(plan.values())
+        if n_jobs:
             if self.settings.engine == "vllm":
                 from reasonmill.llm.vllm_engine import run_vllm  # lazy: vllm is optional
 
+                jobs = list(self._jobs(records, plan))
                 for (i, sample), result in run_vllm(self.settings, self._open_cache(), jobs, self._accounting):
                     results[i].append((sample, result))
                 self._report_records(len(plan))
             else:
                 with relaxed_gc():
-                    for (i, sample), result in _run_coroutine(self._run_openai(jobs)):
+                    # jobs are built while the first requests are out
+                    for (i, sample), result in _run_coroutine(self._run_openai(self._jobs(records, plan), plan)):
                         results[i].append((sample, result))
 
         self._report_records(len(records) - len(plan))
@@ -284,19 +297,21 @@ class Generate(Stage):
                 out.kept.append(new)
         return out
 
-    async def _run_openai(self, jobs: list[tuple[Any, list[dict], int]]) -> list[tuple[Any, dict | Failure]]:
+    async def _run_openai(
+        self, jobs: Iterator[tuple[Any, list[dict], int]], plan: dict[int, int]
+    ) -> list[tuple[Any, dict | Failure]]:
         from reasonmill.llm.progress import GenerationProgress
 
         cache = self._open_cache()
         config = self.client_config()
         collected: list[tuple[Any, dict | Failure]] = []
-        left = Counter(tag[0] for tag, *_ in jobs)  # record index -> samples still to come
+        left = Counter(plan)  # record index -> samples still to come
         async with ChatClient(config, cache, accounting=self._accounting) as client:
             # the engine's own live display (context.progress) excludes a second rich Live
             show = self.settings.progress
             if show is None and self.context.progress is not None:
                 show = False
-            progress = GenerationProgress(self._accounting, len(jobs), self.context.label or "generate", show)
+            progress = GenerationProgress(self._accounting, sum(plan.values()), self.context.label or "generate", show)
 
             def done(tag: Any, result: dict | Failure) -> None:
                 collected.append((tag, result))
@@ -312,14 +327,16 @@ class Generate(Stage):
                 and the request bodies) and looked up in one query; hits are settled here
                 (no task, no semaphore, no request) and only misses reach the workers.
                 """
-                encoded_of: dict[int, str] = {}
-                for lo in range(0, len(jobs), _LOOKUP_CHUNK):
+                last: tuple[list[dict] | None, str] = (None, "")  # a record's samples share its messages
+                while True:
                     keyed = []
-                    for tag, messages, sample in jobs[lo : lo + _LOOKUP_CHUNK]:
-                        encoded = encoded_of.get(id(messages))
-                        if encoded is None:
-                            encoded = encoded_of[id(messages)] = client.encode(messages)
+                    for tag, messages, sample in itertools.islice(jobs, _LOOKUP_CHUNK):
+                        if messages is not last[0]:
+                            last = (messages, client.encode(messages))
+                        encoded = last[1]
                         keyed.append((tag, messages, sample, client.key_of(encoded, sample), encoded))
+                    if not keyed:
+                        return
                     hits = client.cached(job[3] for job in keyed)
                     self._accounting.cache_hits += len(hits)
                     for job in keyed:
