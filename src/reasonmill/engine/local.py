@@ -484,7 +484,7 @@ class LocalEngine:
         card = CardStats()
         shards = last.shards()
         if self.workers > 1 and len(shards) > 1:
-            exports, report = self._export_parallel(last, shards, specs, paths, card)
+            exports, report = self._export_parallel(last, shards, specs, paths, card, task)
         else:
             exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export", card)
         report.seconds = time.monotonic() - start
@@ -500,7 +500,9 @@ class LocalEngine:
         self.progress.finish(task, report)
         return exports
 
-    def _export_parallel(self, last: StageDir, shards: list[str], specs: list, paths: list[Path], card: Any) -> tuple:
+    def _export_parallel(
+        self, last: StageDir, shards: list[str], specs: list, paths: list[Path], card: Any, task: Any
+    ) -> tuple:
         """Each shard exported to part files by the pool, then stitched in shard order."""
         import shutil
 
@@ -511,7 +513,10 @@ class LocalEngine:
         parts_dir.mkdir(parents=True)
         args = [(str(last.path), s, specs, [str(p) for p in paths], str(parts_dir)) for s in shards]
         try:
-            results = list(self.pool().map(_export_task, args))
+            results = []
+            for res in self.pool().map(_export_task, args):
+                results.append(res)
+                self.progress.advance(task, res["report"]["records_in"], None)
             return stitch_parts(results, specs, paths, self.workdir.root / "export", card)
         finally:
             shutil.rmtree(parts_dir, ignore_errors=True)
