@@ -42,6 +42,7 @@ from reasonmill.io.sources import (
     source_context,
     _label,
 )
+from reasonmill.engine.workdir import gc_paused
 from reasonmill.records import to_table
 
 
@@ -112,7 +113,8 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
 
 
 def _map_task(args: tuple) -> tuple:
-    return map_chunk(*args)
+    with gc_paused():
+        return map_chunk(*args)
 
 
 # --- driver side ---------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def run_chunks(
     results in input order, with at most ``window`` chunks in flight."""
     if submit is None:
         for chunk in chunks:
-            yield map_chunk(chunk, specs)
+            yield _map_task((chunk, specs))
         return
     pending: deque = deque()
     try:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import reasonmill
 from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
-from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint
+from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint, gc_paused
 from reasonmill.records import from_table
 from reasonmill.io.sources import source_fingerprint
 from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
@@ -113,6 +113,15 @@ def _load_index(path: str | None) -> Any:
 def run_shard(
     stage: Stage, label: str, in_dir: Path, out_dir: Path, shard: str, index: Any
 ) -> dict:
+    if type(stage).executor_for(stage.settings) == "inline":  # long network/sandbox work:
+        return _run_shard(stage, label, in_dir, out_dir, shard, index)  # keep the collector
+    with gc_paused():
+        return _run_shard(stage, label, in_dir, out_dir, shard, index)
+
+
+def _run_shard(
+    stage: Stage, label: str, in_dir: Path, out_dir: Path, shard: str, index: Any
+) -> dict:
     """Process one shard and write its output, ledger and done marker. Returns its stats.
 
     Stages that declare ``reads``/``writes`` get partial records (only those fields) and
@@ -183,7 +192,8 @@ def run_shard(
 
 def _build_map_task(args: tuple) -> Any:
     cls, settings, ctx, in_dir, shard = args
-    return StageDir(Path(in_dir)).build_part(cls(settings, ctx), shard)
+    with gc_paused():
+        return StageDir(Path(in_dir)).build_part(cls(settings, ctx), shard)
 
 
 def _pool_task(args: tuple) -> dict:
@@ -526,8 +536,9 @@ def _export_task(args: tuple) -> dict:
     from reasonmill.io.writers import export_part
 
     in_dir, shard, specs, paths, parts_dir = args
-    records = StageDir(Path(in_dir)).read_shard(shard)
-    return export_part(records, specs, [Path(p) for p in paths], Path(parts_dir), shard)
+    with gc_paused():
+        records = StageDir(Path(in_dir)).read_shard(shard)
+        return export_part(records, specs, [Path(p) for p in paths], Path(parts_dir), shard)
 
 
 class NullProgress:
