@@ -460,7 +460,9 @@ class LocalEngine:
         shards = prev.shards()
         if cls.parallel_build() and self.workers > 1 and len(shards) > 1:
             args = [(cls, settings, ctx, str(prev.path), s) for s in shards]
-            return builder.build_reduce(list(self.pool().map(_build_map_task, args)))
+            parts = list(self.pool().map(_build_map_task, args))
+            with gc_paused():
+                return builder.build_reduce(parts)
         if cls.parallel_build() and cls.build is Stage.build:
             return builder.build_reduce([prev.build_part(builder, s) for s in shards])
         return builder.build(prev.read_shard(s, cls.build_columns) for s in shards)
