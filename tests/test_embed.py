@@ -101,3 +101,18 @@ def test_logtf_variant_damps_repeated_tokens():
     # a token repeated 20 times outvotes the sentence under counts, far less under 1 + log(count)
     assert float(lg[0] @ lg[1]) > float(m[0] @ m[1]) + 0.05
     assert np.allclose(np.linalg.norm(lg, axis=1), 1.0, atol=1e-5)
+
+
+def test_token_ids_match_per_word_wordpiece_and_cap():
+    from reasonmill.embed.static import _WORD, StaticEmbedder
+
+    emb = StaticEmbedder(tf="log")
+    emb.max_tokens = 12
+    texts = ["Find x if 2x + 3 = 11.", "", "unbelievably antidisestablishmentarianism " * 5, "a b", "Find x if 2x + 3 = 11."]
+    ids, indptr = emb.token_ids(texts)
+    for k, t in enumerate(texts):
+        want = [i for w in _WORD.findall(t.lower()) for i in emb.tokenizer.encode(w, add_special_tokens=False).ids][:12]
+        assert ids[indptr[k] : indptr[k + 1]].tolist() == want, t
+    assert indptr[3] - indptr[2] == 12  # capped
+    again, _ = emb.token_ids(texts[:1])  # memoised words give the same ids
+    assert again.tolist() == ids[: indptr[1]].tolist()

@@ -37,6 +37,11 @@ def default_cache_dir() -> Path:
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Normalise rows in place (float32); all-zero rows (empty texts) stay zero."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if x.ndim != 2:
+        norms = np.linalg.norm(x, axis=-1, keepdims=True)
+        np.divide(x, norms, out=x, where=norms > 0)
+        return x
+    # einsum: no n×d temporary (np.linalg.norm squares a copy: +1 GB at a million rows)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
     np.divide(x, norms, out=x, where=norms > 0)
     return x
