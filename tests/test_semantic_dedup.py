@@ -129,3 +129,83 @@ def test_default_settings_on_real_problems_with_planted_edits():
     assert np.mean(labels[planted] == labels[truth_arr[planted]]) >= 0.95
     merged = len(problems) - len(np.unique(labels[: len(problems)]))
     assert merged <= 0.04 * len(problems)  # distinct MATH problems rarely merge (some are template siblings)
+
+
+def test_word_jaccard_matches_python_sets():
+    from reasonmill.dedup.semantic import word_jaccard, word_sets
+
+    texts = ["The cat sat on the mat.", "the cat sat on a mat", "", "Dogs bark loudly, dogs run", "", "x 12 y", "x 37 y"]
+    ws = word_sets(texts)
+    assert len(ws) == len(texts)
+
+    def ref(t):
+        import re
+
+        return {re.sub(r"\d", "0", w.lower()).rstrip(",.;:!?") for w in t.split()}
+
+    a = np.array([0, 0, 2, 3, 5, 1], np.int64)
+    b = np.array([1, 3, 4, 0, 6, 1], np.int64)
+    got = word_jaccard(ws, a, b, block=4)  # several blocks
+    for k, (i, j) in enumerate(zip(a, b)):
+        si, sj = ref(texts[i]), ref(texts[j])
+        want = len(si & sj) / len(si | sj) if si | sj else 1.0
+        assert abs(got[k] - want) < 1e-6, (i, j, got[k], want)
+    assert got[0] == pytest.approx(5 / 6)  # {the, cat, sat, on, mat} vs + {a}
+    assert got[4] == 1.0  # digits masked: "12" and "37" are the same word ("00")
+    kept = word_jaccard(word_sets(texts, "keep"), np.array([5]), np.array([6]))
+    assert kept[0] == pytest.approx(2 / 4)
+
+
+def test_cell_search_finds_the_exact_pairs():
+    rng = np.random.default_rng(0)
+    base = _unit(rng.standard_normal((3000, 32)))
+    near = _unit(base[:600] + 0.03 * rng.standard_normal((600, 32)))
+    x = np.vstack([base, near])
+    exact = similar_pairs(x, SemanticSettings(threshold=0.95, search="exact"))
+    cells = similar_pairs(x, SemanticSettings(threshold=0.95, search="cells", nlist=20, nprobe=3))
+    pairs_e = set(zip(exact[0].tolist(), exact[1].tolist()))
+    pairs_c = list(zip(cells[0].tolist(), cells[1].tolist()))
+    assert {(i, 3000 + i) for i in range(600)} <= pairs_e
+    assert len(pairs_c) == len(set(pairs_c))  # each pair once, a < b
+    assert all(i < j for i, j in pairs_c)
+    assert len(set(pairs_c) & pairs_e) >= 0.97 * len(pairs_e)
+    assert set(pairs_c) <= pairs_e and all(c >= 0.95 for c in cells[2])
+
+
+def test_word_check_rejects_shared_blocks_and_strict_numbers():
+    from reasonmill.dedup.semantic import semantic_links, word_sets
+
+    texts = [
+        "a triangle with sides 3, 4 and 5 has which area",  # 0
+        "a triangle with sides 5, 12 and 13 has which area",  # 1: other numbers
+        "completely different words here sharing nothing at all",  # 2
+        "a triangle with sides 3, 4 and 5 has which area",  # 3: same as 0
+    ]
+    # cosines are given: all four rows the same direction except a tiny offset
+    x = _unit([[1, 0.0], [1, 0.001], [1, 0.002], [1, 0.003]])
+    settings = SemanticSettings(center=False, search="exact", accept_cosine=1.0001)
+    a, b, cos, wj = semantic_links(x, word_sets(texts), settings)
+    links = set(zip(a.tolist(), b.tolist()))
+    assert (0, 1) in links and (0, 3) in links and (1, 3) in links  # digits masked: template siblings merge
+    assert not any(2 in link for link in links)  # cosine ~1 but no shared words: rejected
+    assert np.all(wj >= 0.7)
+    strict = settings.model_copy(update={"numbers": "strict"})
+    a, b, _, _ = semantic_links(x, word_sets(texts, "strict"), strict)
+    assert set(zip(a.tolist(), b.tolist())) == {(0, 3)}
+    # above accept_cosine the embedding alone decides (but strict numbers still apply)
+    loose = settings.model_copy(update={"accept_cosine": 0.99})
+    a, b, _, _ = semantic_links(x, word_sets(texts), loose)
+    assert (0, 2) in set(zip(a.tolist(), b.tolist()))
+    # without word sets: the pure cosine rule at `threshold`
+    a, b, _, wj = semantic_links(x, None, settings.model_copy(update={"threshold": 0.9999}))
+    assert np.isnan(wj).all() and (0, 1) in set(zip(a.tolist(), b.tolist()))
+
+
+def test_stage_evidence_has_word_jaccard(static):
+    records = [_rec(1, A, difficulty=2.0), _rec(2, A2, difficulty=5.0), _rec(3, B)]
+    st = SemanticDedup({})
+    st.embedder_override = static
+    index = st.build([records])
+    assert list(index) == ["r1"]
+    evidence = index["r1"][1]
+    assert evidence["word_jaccard"] == 1.0 and evidence["cosine"] >= 0.87

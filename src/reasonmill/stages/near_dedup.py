@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..dedup.minhash import MinHashIndex, MinHashSettings, NumbersMode, TokensMode
 from ..dedup.priority import priority_key
-from ..dedup.semantic import DEFAULT_SEMANTIC_EMBEDDER, SemanticSettings, embed_texts, grouped_pairs
+from ..dedup.semantic import DEFAULT_SEMANTIC_EMBEDDER, SemanticSettings, embed_and_words, semantic_links
 from ..dedup.unionfind import connected_components
 from .base import Resources, Stage, StageOutput, StageSettings, stage
 
@@ -56,7 +56,13 @@ class _Compact:
 
 
 def _drop_index(
-    compact: _Compact, labels: np.ndarray, a: np.ndarray, b: np.ndarray, sim: np.ndarray, metric: str
+    compact: _Compact,
+    labels: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    sim: np.ndarray,
+    metric: str,
+    extra: tuple[str, np.ndarray] | None = None,
 ) -> DropIndex:
     """Pick each cluster's representative by priority key; evidence for every other member."""
     n = len(labels)
@@ -65,6 +71,9 @@ def _drop_index(
     sizes = np.bincount(labels, minlength=n)
     # best similarity each member has to any cluster-mate it was linked with, and to the rep
     pair_sim: dict[tuple[int, int], float] = {}
+    pair_extra: dict[tuple[int, int], float] = {}
+    if extra is not None:
+        pair_extra = dict(zip(zip(a.tolist(), b.tolist()), extra[1].tolist()))
     best = np.full(n, np.nan, np.float32)
     for x, y, s in zip(a.tolist(), b.tolist(), sim.tolist()):
         pair_sim[(x, y)] = s
@@ -88,6 +97,9 @@ def _drop_index(
                 metric: None if direct is None or np.isnan(direct) else round(float(direct), 4),
                 f"best_{metric}": None if np.isnan(best[i]) else round(float(best[i]), 4),
             }
+            if extra is not None:
+                value = pair_extra.get((min(i, rep), max(i, rep)))
+                evidence[extra[0]] = None if value is None or np.isnan(value) else round(float(value), 4)
             if compact.categories[i] is not None:
                 evidence["category"] = compact.categories[i]
             out[compact.ids[i]] = (compact.ids[rep], evidence)
@@ -178,14 +190,21 @@ class SemanticDedup(Stage):
     resources: ClassVar[Resources] = Resources(cpus=2, memory_mb=4096, executor="inline")
 
     class Settings(_Common):
-        threshold: float = Field(0.93, gt=0, le=1, description="cosine similarity (see dedup.semantic for why 0.93)")
+        threshold: float = Field(
+            0.93, gt=0, le=1, description="cosine that alone makes duplicates without the word check (see dedup.semantic)"
+        )
+        candidate_threshold: float = Field(0.87, gt=0, le=1, description="with the word check: cosine of candidate links")
+        min_word_jaccard: float = Field(0.75, ge=0, le=1, description="word-set Jaccard needed below accept_cosine (0: off)")
+        accept_cosine: float = Field(0.97, gt=0, le=1.0001, description="links at or above skip the word check")
+        numbers: str = Field("mask", pattern="^(mask|keep|strict)$", description="word check: strict = same numbers")
         embedder: str = DEFAULT_SEMANTIC_EMBEDDER
         cache: bool = True
         cache_dir: str | None = None
         batch_size: int = Field(4096, ge=1)
         chunk_size: int = Field(50_000, ge=1)
-        search: str = Field("auto", pattern="^(auto|exact|ivf)$")
-        nprobe: int = Field(6, ge=1)
+        search: str = Field("auto", pattern="^(auto|exact|cells|ivf)$")
+        nlist: int | None = Field(None, ge=1)
+        nprobe: int = Field(3, ge=1)
         workers: int = Field(1, ge=1)
         center: bool = True
         remove_components: int = Field(2, ge=0, le=32)
@@ -197,8 +216,10 @@ class SemanticDedup(Stage):
         s = self.settings
         cache_dir = s.cache_dir or self.context.cache_dir
         return SemanticSettings(
-            threshold=s.threshold, embedder=s.embedder, cache=s.cache, cache_dir=cache_dir,
-            batch_size=s.batch_size, chunk_size=s.chunk_size, search=s.search, nprobe=s.nprobe, workers=s.workers,
+            threshold=s.threshold, candidate_threshold=s.candidate_threshold, min_word_jaccard=s.min_word_jaccard,
+            accept_cosine=s.accept_cosine, numbers=s.numbers, embedder=s.embedder, cache=s.cache, cache_dir=cache_dir,
+            batch_size=s.batch_size, chunk_size=s.chunk_size, search=s.search, nlist=s.nlist, nprobe=s.nprobe,
+            workers=s.workers,
             center=s.center, remove_components=s.remove_components,
         )
 
@@ -212,13 +233,13 @@ class SemanticDedup(Stage):
                     compact.add(record)
                     yield _text(record, s.field)
 
-        x = embed_texts(texts(), self._semantic_settings(), self.embedder_override)
+        x, words = embed_and_words(texts(), self._semantic_settings(), self.embedder_override)
         groups = None
         if s.per_category:
             _, groups = np.unique(np.array([str(c) for c in compact.categories]), return_inverse=True)
-        a, b, cos = grouped_pairs(x, self._semantic_settings(), groups, inplace=True)
+        a, b, cos, wj = semantic_links(x, words, self._semantic_settings(), groups, inplace=True)
         labels = connected_components(len(compact.ids), a, b)
-        return _drop_index(compact, labels, a, b, cos, "cosine")
+        return _drop_index(compact, labels, a, b, cos, "cosine", ("word_jaccard", wj) if words is not None else None)
 
     def process(self, records: list[dict], index: DropIndex | None = None) -> StageOutput:
         return _apply(records, index or {}, "semantic_duplicate", "semantic duplicate")
