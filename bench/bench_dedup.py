@@ -8,7 +8,8 @@ Usage (from the repo root):
 
 The corpus comes from ../shared/bench/make_dedup_corpus.py (seeded) and is generated
 under bench/_work/dedup/ (gitignored). Every method runs in its own subprocess, reads
-the JSONL itself (that time counts), writes one cluster label per row; we report wall
+the JSONL itself (that time counts; ours stream it, as the stages stream shards, unless
+``--no-stream``), writes one cluster label per row; we report wall
 time, peak RSS (ru_maxrss of the method's process, and the largest of its worker
 processes) and pairwise precision/recall/F1 against the ground-truth ``cluster`` field.
 
@@ -81,6 +82,15 @@ def read_texts(path: Path) -> list[str]:
         return [orjson.loads(line)["text"] for line in f]
 
 
+def iter_texts(path: Path):
+    """Stream the texts (our stages stream shards; they never hold all texts)."""
+    import orjson
+
+    with open(path, "rb") as f:
+        for line in f:
+            yield orjson.loads(line)["text"]
+
+
 def read_truth(path: Path) -> np.ndarray:
     import orjson
 
@@ -94,15 +104,18 @@ def run_ours_minhash(corpus: Path, args: argparse.Namespace) -> np.ndarray:
 
     overrides = {"ngram": args.ngram, "threshold": args.jaccard, "num_perm": args.num_perm, "numbers": args.numbers}
     settings = MinHashSettings(workers=args.workers, **{k: v for k, v in overrides.items() if v is not None})
-    return minhash_clusters(read_texts(corpus), settings)
+    return minhash_clusters(iter_texts(corpus) if args.stream else read_texts(corpus), settings)
 
 
 def run_ours_semantic(corpus: Path, args: argparse.Namespace) -> np.ndarray:
     from reasonmill.dedup.semantic import SemanticSettings, semantic_clusters
 
-    overrides = {"threshold": args.cosine, "embedder": args.embedder}
+    overrides = {"threshold": args.cosine, "embedder": args.embedder, "min_word_jaccard": args.min_word_jaccard,
+                 "candidate_threshold": args.candidate_cosine,
+                 "accept_cosine": args.accept_cosine, "search": args.search, "nprobe": args.nprobe, "nlist": args.nlist,
+                 "numbers": args.sem_numbers}
     settings = SemanticSettings(workers=args.workers, cache=False, **{k: v for k, v in overrides.items() if v is not None})
-    return semantic_clusters(read_texts(corpus), settings)
+    return semantic_clusters(iter_texts(corpus) if args.stream else read_texts(corpus), settings)
 
 
 def run_rensa_bare(corpus: Path, args: argparse.Namespace) -> np.ndarray:
@@ -235,9 +248,11 @@ def child(method: str, corpus: Path, out: Path, args: argparse.Namespace) -> Non
                   "rensa-bare": run_rensa_bare}[method](corpus, args)
         np.save(out, labels)
     wall = time.perf_counter() - t0
-    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    Path(str(out) + ".json").write_text(json.dumps({"seconds": wall, "rss_mb": self_rss, "child_rss_mb": child_rss}))
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the method and its workers: unlike wall time, not inflated by other load
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    Path(str(out) + ".json").write_text(json.dumps(
+        {"seconds": wall, "cpu_seconds": cpu, "rss_mb": me.ru_maxrss / 1024, "child_rss_mb": kids.ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -251,7 +266,17 @@ def main() -> None:
     ap.add_argument("--numbers", help="default: MinHashSettings' default")
     ap.add_argument("--cosine", type=float, help="default: SemanticSettings' default")
     ap.add_argument("--embedder", help="default: SemanticSettings' default")
+    ap.add_argument("--min-word-jaccard", type=float, help="semantic word check (0: off); default: SemanticSettings'")
+    ap.add_argument("--candidate-cosine", type=float, help="semantic: cosine of candidate links (with the word check)")
+    ap.add_argument("--accept-cosine", type=float, help="semantic: cosine that skips the word check")
+    ap.add_argument("--search", help="semantic search: auto | exact | cells | ivf")
+    ap.add_argument("--nprobe", type=int, help="semantic: cells each vector queries")
+    ap.add_argument("--nlist", type=int, help="semantic: k-means cells")
+    ap.add_argument("--sem-numbers", help="semantic word check: mask | keep | strict")
     ap.add_argument("--semhash-threshold", type=float, default=0.9)
+    ap.add_argument("--no-stream", dest="stream", action="store_false",
+                    help="ours: read all texts into a list first (the earlier harness; adds ~0.6 GB at 1M to the "
+                    "method's RSS, and forked workers inherit it)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -262,7 +287,10 @@ def main() -> None:
     corpus = ensure_corpus(args.n)
     truth = read_truth(corpus)
     passthrough = [f"--workers={args.workers}", f"--semhash-threshold={args.semhash_threshold}"]
-    for name in ("ngram", "jaccard", "num_perm", "numbers", "cosine", "embedder"):
+    if not args.stream:
+        passthrough.append("--no-stream")
+    for name in ("ngram", "jaccard", "num_perm", "numbers", "cosine", "embedder", "min_word_jaccard", "candidate_cosine", "accept_cosine",
+                 "search", "nprobe", "nlist", "sem_numbers"):
         if getattr(args, name) is not None:
             passthrough.append(f"--{name.replace('_', '-')}={getattr(args, name)}")
     rows = {}
@@ -277,7 +305,7 @@ def main() -> None:
         stats = json.loads(Path(str(out) + ".json").read_text())
         stats.update(pairwise_f1(np.load(out), truth))
         rows[method] = stats
-        print(f"{method:14s} {stats['seconds']:8.1f} s  rss {stats['rss_mb']:7.0f} MB (workers {stats['child_rss_mb']:6.0f} MB)"
+        print(f"{method:14s} {stats['seconds']:8.1f} s (cpu {stats.get('cpu_seconds', float('nan')):6.1f} s)  rss {stats['rss_mb']:7.0f} MB (workers {stats['child_rss_mb']:6.0f} MB)"
               f"  P {stats['precision']:.3f} R {stats['recall']:.3f} F1 {stats['f1']:.3f}  removed {stats['removed']}/{stats['true_removable']}",
               flush=True)
     for ours, peer in (("ours-minhash", "datatrove"), ("ours-semantic", "semhash"), ("ours-minhash", "rensa-bare")):
