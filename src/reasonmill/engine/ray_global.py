@@ -264,13 +264,14 @@ def build_minhash(
 
 
 def _embed_map(sem_settings: Any, field: str, source_rank: list[str], in_dir: str, shard: str) -> tuple:
-    from reasonmill.dedup.semantic import _worker_embedder
+    from reasonmill.dedup.semantic import _worker_embedder, word_sets
 
     records = StageDir(Path(in_dir)).read_shard(shard, tuple(dict.fromkeys((*_COMPACT_COLUMNS, field))))
     ids, keys, cats, texts = _compact_of(records, field, source_rank)
     embedder = _worker_embedder(sem_settings.embedder, sem_settings.cache, sem_settings.cache_dir)
     x = embedder.encode(texts, batch_size=sem_settings.batch_size) if texts else None
-    return x, (ids, keys, cats)
+    words = word_sets(texts, sem_settings.numbers) if texts and sem_settings.check_words else None
+    return x, words, (ids, keys, cats)
 
 
 def build_semantic(
@@ -280,7 +281,7 @@ def build_semantic(
     part: one task per shard, each worker keeps its embedder, the embedding cache lives in
     the shared cache dir); the neighbour search runs where the vectors meet (exact blocks
     or faiss IVF, as on one machine)."""
-    from reasonmill.dedup.semantic import grouped_pairs
+    from reasonmill.dedup.semantic import WordSets, semantic_links
     from reasonmill.dedup.unionfind import connected_components
     from reasonmill.stages.near_dedup import _drop_index, _Compact
 
@@ -292,22 +293,25 @@ def build_semantic(
     task = _remote(ray, _embed_map, num_cpus=1)
     results = ray.get([task.remote(sem, settings.field, settings.source_rank, str(prev.path), s) for s in shards])
     compact = _Compact(settings.source_rank)
-    parts = []
-    for x, (ids, keys, cats) in results:
+    parts, word_parts = [], []
+    for x, words, (ids, keys, cats) in results:
         compact.ids += ids
         compact.keys += keys
         compact.categories += cats
         if x is not None:
             parts.append(x)
+            if words is not None:
+                word_parts.append(words)
     if not parts:
         return {}
     x = np.concatenate(parts)
     groups = None
     if settings.per_category:
         _, groups = np.unique(np.array([str(c) for c in compact.categories]), return_inverse=True)
-    a, b, cos = grouped_pairs(x, sem, groups)
+    words = WordSets.concat(word_parts) if word_parts else None
+    a, b, cos, wj = semantic_links(x, words, sem, groups)
     labels = connected_components(len(compact.ids), a, b)
-    return _drop_index(compact, labels, a, b, cos, "cosine")
+    return _drop_index(compact, labels, a, b, cos, "cosine", ("word_jaccard", wj) if words is not None else None)
 
 
 _BUILDERS: dict[str, Builder] = {
