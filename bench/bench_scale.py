@@ -60,34 +60,61 @@ def build_corpus(n: int, path: Path) -> None:
             fh.write(json.dumps({"problem": text, "answer": str(i % 97)}) + "\n")
 
 
-def tree_rss_mb(pid: int) -> float:
-    total = 0
+def tree_pids(pid: int) -> list[int]:
     pids = [pid]
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
     for c in children:
-        total += tree_rss_mb(int(c))
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    except OSError:
-        pass
+        pids += tree_pids(int(c))
+    return pids
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
     return total
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process (its own, not its children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS of the process tree, CPU seconds of the whole tree).
+
+    CPU is sampled every 0.1 s per process (the last sample of each), so it is robust to
+    other jobs on the machine, unlike wall time: on 2 idle cores, wall >= CPU / 2."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd)
     peak = 0.0
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
+        for p in tree_pids(proc.pid):
+            c = cpu_seconds(p)
+            if c is not None:
+                cpu[p] = c
         peak = max(peak, tree_rss_mb(proc.pid))
-        time.sleep(0.2)
+        time.sleep(0.1)
+    wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed with {proc.returncode}")
-    return time.perf_counter() - start, peak
+    return wall, peak, sum(cpu.values())
 
 
 NAIVE = r"""
@@ -118,6 +145,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     corpus = WORK / f"scale_{args.n}.jsonl"
     build_corpus(args.n, corpus)
+    load = os.getloadavg()[0]
     cfg = WORK / "scale.yaml"
     cfg.write_text(
         json.dumps(
@@ -132,16 +160,19 @@ def main() -> None:
             }
         )
     )
-    ours_s, ours_mb = run_measured(
+    ours_s, ours_mb, ours_cpu = run_measured(
         [sys.executable, "-m", "reasonmill.cli", "run", str(cfg), "--fresh", "--quiet"], WORK
     )
     (WORK / "naive.py").write_text(NAIVE)
-    naive_s, naive_mb = run_measured([sys.executable, "naive.py", corpus.name, "naive_out.jsonl"], WORK)
+    naive_s, naive_mb, naive_cpu = run_measured([sys.executable, "naive.py", corpus.name, "naive_out.jsonl"], WORK)
     summary = json.loads((WORK / f"run_{args.n}" / "summary.json").read_text())
     kept = summary["stages"][-1]["kept"]
     print(f"records: {args.n:,}  exported: {kept:,}")
-    print(f"reasonmill: {ours_s:.1f} s  {args.n / ours_s:,.0f} records/s  peak RSS {ours_mb:,.0f} MB")
-    print(f"naive in-memory script: {naive_s:.1f} s  {args.n / naive_s:,.0f} records/s  peak RSS {naive_mb:,.0f} MB")
+    print(f"load average before the run: {load:.2f}")
+    print(f"reasonmill: {ours_s:.1f} s  {args.n / ours_s:,.0f} records/s  peak RSS {ours_mb:,.0f} MB  CPU {ours_cpu:.1f} s")
+    print(f"naive in-memory script: {naive_s:.1f} s  {args.n / naive_s:,.0f} records/s  peak RSS {naive_mb:,.0f} MB  CPU {naive_cpu:.1f} s")
+    print(f"CPU-bound rate on {os.cpu_count()} idle cores (records / (CPU s / cores)): "
+          f"ours {args.n / (ours_cpu / (os.cpu_count() or 1)):,.0f} records/s, naive (1 core) {args.n / naive_cpu:,.0f} records/s")
     print(f"speed ratio (naive time / ours): {naive_s / ours_s:.2f}x; memory ratio (ours / naive): {ours_mb / naive_mb:.2f}")
     for s in summary["stages"]:
         print(f"  {s['label']:<12} {s['records_in']:>9} → {s['kept']:>9}  {s['seconds']:.1f} s  {dict(s['reasons'])}")
