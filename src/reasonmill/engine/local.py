@@ -489,7 +489,7 @@ class LocalEngine:
             reports.append(report)
             return manifest["exports"]
         from reasonmill.engine.ledger import iter_ledger
-        from reasonmill.report.card import CardStats, removal_report, write_card
+        from reasonmill.report.card import CardStats, removal_report_of, write_card
 
         task = self.progress.start("export", total=None)
         start = time.monotonic()
@@ -502,7 +502,7 @@ class LocalEngine:
         report.seconds = time.monotonic() - start
         reports.append(report)
         card_path = paths[0].parent / "DATASET_CARD.md"
-        write_card(card_path, self.config.name, card, reports, removal_report(iter_ledger(self.workdir)), exports)
+        write_card(card_path, self.config.name, card, reports, removal_report_of(self.workdir), exports)
         exports.append({"path": str(card_path), "format": "card", "rows": card.records})
         mpath.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(

@@ -78,6 +78,42 @@ def removal_report(ledger_rows: Iterable[dict]) -> dict:
     return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
 
 
+def removal_report_of(workdir: "Path | object") -> dict:
+    """``removal_report`` over a run's ledger, reading only the columns it needs and only
+    the dedup/decontamination rows (the full ledger can hold millions of records)."""
+    import orjson
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    per_source: dict[str, Counter] = defaultdict(Counter)
+    per_benchmark: Counter = Counter()
+    for sd in workdir.stage_dirs():  # type: ignore[attr-defined]
+        for shard in sd.shards():
+            path = sd.ledger_path(shard)
+            if not path.exists():
+                continue
+            table = pq.ParquetFile(path).read(columns=["stage", "kind", "record", "evidence"])
+            if table.num_rows == 0:
+                continue
+            stage_col = table.column("stage")
+            mask = pc.and_(
+                pc.or_(pc.starts_with(stage_col, DEDUP_STAGES[0]), pc.starts_with(stage_col, DEDUP_STAGES[1])),
+                pc.equal(table.column("kind"), "record"),
+            )
+            table = table.filter(mask)
+            for stage, record, evidence in zip(
+                table.column("stage").to_pylist(), table.column("record").to_pylist(), table.column("evidence").to_pylist()
+            ):
+                try:
+                    source = orjson.loads(record or "{}").get("source") or "?"
+                except orjson.JSONDecodeError:
+                    source = "?"
+                per_source[stage][source] += 1
+                if stage.startswith("decontaminate"):
+                    per_benchmark[orjson.loads(evidence or "{}").get("benchmark") or "?"] += 1
+    return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
+
+
 def _table(title: str, counts: Counter) -> str:
     if not counts:
         return ""

@@ -123,17 +123,26 @@ class ExactDedup(Stage):
         hashes = np.concatenate([p[0] for p in parts])
         keys = np.concatenate([p[1] for p in parts])
         ids = np.concatenate([p[2] for p in parts])
-        # ids sort as the last tiebreak: rank them so lexsort stays numeric
-        id_rank = np.argsort(np.argsort(ids.astype(str), kind="stable"), kind="stable")
-        order = np.lexsort((id_rank, keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], hashes))
+        # sort by hash, then priority key; ties on the whole key (then the smaller id
+        # wins) are settled below, only inside groups that have duplicates
+        order = np.lexsort((keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], hashes))
         sorted_h = hashes[order]
         first = np.ones(len(order), dtype=bool)
         first[1:] = sorted_h[1:] != sorted_h[:-1]
-        group_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.append(starts, len(order)))
         index: dict[str, tuple[str, int]] = {}
-        for pos in np.flatnonzero(~first):
-            rep = ids[order[group_start[pos]]]
-            index[ids[order[pos]]] = (rep, int(sorted_h[pos]))
+        sorted_keys = keys[order]
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            members = order[start : start + size]
+            best = sorted_keys[start]
+            tied = [ids[m] for k, m in enumerate(members) if (sorted_keys[start + k] == best).all()]
+            rep = min(tied)
+            h = int(sorted_h[start])
+            for m in members:
+                rid = ids[m]
+                if rid != rep:
+                    index[rid] = (rep, h)
         return index
 
     def screen(self, table: pa.Table, index: Any = None) -> tuple[np.ndarray, dict] | None:
