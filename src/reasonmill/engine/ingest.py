@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 
+from reasonmill.engine.workdir import gc_paused
 from reasonmill.io.presets import get_preset
 from reasonmill.io.readers import (
-    PRETTY,
     IngestErrorItem,
     detect_format,
     open_binary,
@@ -35,14 +34,13 @@ from reasonmill.io.sources import (
     SourceSpec,
     _disambiguate_id,
     _id_key,
+    _label,
     detect_file_preset,
     iter_raw,
     map_row,
     resolve_paths,
     source_context,
-    _label,
 )
-from reasonmill.engine.workdir import gc_paused
 from reasonmill.records import to_table
 
 

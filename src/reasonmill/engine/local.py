@@ -30,8 +30,8 @@ import reasonmill
 from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
 from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint, gc_paused
-from reasonmill.records import from_table
 from reasonmill.io.sources import source_fingerprint
+from reasonmill.records import from_table
 from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
 
 
@@ -488,7 +488,6 @@ class LocalEngine:
             self.progress.skipped(report)
             reports.append(report)
             return manifest["exports"]
-        from reasonmill.engine.ledger import iter_ledger
         from reasonmill.report.card import CardStats, removal_report_of, write_card
 
         task = self.progress.start("export", total=None)

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reasonmill.records import SCHEMA, from_table, to_table
+from reasonmill.records import from_table, to_table
 
 LEDGER_SCHEMA = pa.schema(
     [

@@ -7,7 +7,6 @@ the representative chosen by the keep-priority policy (``dedup.priority``).
 from __future__ import annotations
 
 import hashlib
-
 from typing import Any
 
 import numpy as np
