@@ -77,15 +77,18 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# Dictionary encoding only pays for low-cardinality columns; texts and ids skip it, and no
-# column statistics are written (nothing reads them): ~35% faster writes and reads.
+# Shards are working files read and written by every stage: LZ4 (about 2x faster to read
+# and 30% faster to write than zstd, files ~45% larger); exports stay zstd. Dictionary
+# encoding only pays for low-cardinality columns; texts and ids skip it, and no column
+# statistics are written (nothing reads them).
+SHARD_COMPRESSION = "lz4"
 _DICTIONARY_COLUMNS = ["source", "category", "language", "stage", "kind", "reason"]
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     columns = [c for c in _DICTIONARY_COLUMNS if c in table.column_names]
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=columns, write_statistics=False)
+    pq.write_table(table, tmp, compression=SHARD_COMPRESSION, use_dictionary=columns, write_statistics=False)
     os.replace(tmp, path)
 
 
