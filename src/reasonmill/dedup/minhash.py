@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal
 
@@ -169,6 +170,25 @@ class ShingleChunk:
     numbers: np.ndarray  # uint64 [n]: order-free hash of the multiset of numbers (0 = none)
 
 
+_POWERS: list[np.ndarray] = []
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """P^i and P^-i (mod 2^64) for i < n, computed once per process and grown as needed
+    (chunks are similar in size, so this saves two cumulative products per chunk)."""
+    if not _POWERS or len(_POWERS[0]) < n:
+        size = max(n, int(len(_POWERS[0]) * 1.25) if _POWERS else n)
+        with np.errstate(over="ignore"):
+            powers = np.full(size, _P, dtype=np.uint64)
+            powers[:1] = 1
+            np.cumprod(powers, out=powers)
+            inv = np.full(size, pow(int(_P), -1, 1 << 64), dtype=np.uint64)
+            inv[:1] = 1
+            np.cumprod(inv, out=inv)
+        _POWERS[:] = [powers, inv]
+    return _POWERS[0][:n], _POWERS[1][:n]
+
+
 def _token_hashes(
     buf: np.ndarray, doc_start: np.ndarray, tokens: TokensMode, lower: np.ndarray, strip_punct: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,16 +216,10 @@ def _token_hashes(
     starts = np.nonzero((cls != 0) & ((cls != prev) | single))[0]
     ends = np.nonzero((cls != 0) & ((cls != nxt) | single))[0] + 1
     # polynomial prefix hash: H[i] = sum_{j<i} c_j P^j, token = (H[e]-H[s]) * P^-s
+    powers, inv = _powers(len(buf))
     with np.errstate(over="ignore"):
-        powers = np.full(len(buf), _P, dtype=np.uint64)
-        powers[:1] = 1
-        np.cumprod(powers, out=powers)
         prefix = np.zeros(len(buf) + 1, dtype=np.uint64)
         np.cumsum(lower[buf] * powers, out=prefix[1:])
-        del powers
-        inv = np.full(len(buf), pow(int(_P), -1, 1 << 64), dtype=np.uint64)
-        inv[:1] = 1
-        np.cumprod(inv, out=inv)
         words = _mix((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64))
     word_doc = np.searchsorted(doc_start, starts, side="right") - 1
     is_num = (_CLASS[buf[starts]] == 2) if tokens != "whitespace" else np.zeros(len(starts), bool)
@@ -352,8 +366,8 @@ class MinHashIndex:
         empty = np.concatenate(self._empty_chunks)
         alive = np.nonzero(~empty)[0]
         n = np.uint64(len(bands))
-        keys: list[np.ndarray] = []
-        for j in range(self.bands):
+
+        def band_keys(j: int) -> np.ndarray:
             col = bands[alive, j]
             order = np.argsort(col, kind="stable")
             sc = col[order]
@@ -365,10 +379,16 @@ class MinHashIndex:
             member = ~new_group
             a = alive[order[head[member]]].astype(np.uint64)
             b = alive[order[member]].astype(np.uint64)
-            keys.append(np.minimum(a, b) * n + np.maximum(a, b))
-            if len(keys) >= 8:  # merge as we go: the same pair recurs in many bands
-                keys = [np.unique(np.concatenate(keys))]
-        key = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.uint64)
+            return np.minimum(a, b) * n + np.maximum(a, b)
+
+        def group_keys(js: range) -> np.ndarray:  # 8 bands merged: a pair recurs in many
+            return _sorted_unique(np.concatenate([band_keys(j) for j in js]))
+
+        groups = [range(g, min(g + 8, self.bands)) for g in range(0, self.bands, 8)]
+        # numpy sorts and element-wise kernels release the GIL: two threads use both cores
+        with ThreadPoolExecutor(max(1, min(self.settings.workers, 2))) as pool:
+            parts = list(pool.map(group_keys, groups))
+        key = _sorted_unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
         return (key // n).astype(np.int64), (key % n).astype(np.int64)
 
     def estimated_jaccard(self, a: np.ndarray, b: np.ndarray, block: int = 65536) -> np.ndarray:
@@ -396,6 +416,15 @@ class MinHashIndex:
         """Cluster label per row: the smallest row index of its component."""
         a, b, _ = self.edges()
         return connected_components(len(self), a, b)
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` for uint64 keys by sorting (the sort releases the GIL)."""
+    x = np.sort(x)
+    keep = np.empty(len(x), bool)
+    keep[:1] = True
+    keep[1:] = x[1:] != x[:-1]
+    return x[keep]
 
 
 def _merge_chunks(chunks: list[np.ndarray]) -> np.ndarray:
