@@ -190,6 +190,8 @@ def main() -> None:
         print(f"| {name} | {rates[name]:,.0f} | {cpu:.3f} | {loads} |")
     for name, r in once.items():
         count = args.httpx_requests if name == "reasonmill (httpx)" else args.requests
+        if not count:
+            continue
         rates[name] = count / r["wall"]
         print(f"| {name} | {rates[name]:,.0f} | {r['cpu'] / count * 1000:.3f} | {r['load']:.1f} |")
     for name, rs in runs.items():
