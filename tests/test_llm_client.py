@@ -394,3 +394,20 @@ def test_broken_template_fails_before_any_request(server, tmp_path):
         stage.process(recs)
     server.settle()
     assert stage.accounting()["requests_sent"] == 0 and read_log(server.config.log_path) == []
+
+
+def test_identical_requests_in_flight_are_sent_once(server, tmp_path):
+    """Two records with the same prompt and sample index: one request, both get the answer."""
+    async def run():
+        cfg = ClientConfig(base_url=server.url, model="m", concurrency=8)
+        async with ChatClient(cfg, ResponseCache(tmp_path / "c.sqlite")) as client:
+            msgs = [{"role": "user", "content": "Compute 2 + 2. [[answer=4]]"}]
+            other = [{"role": "user", "content": "Compute 3 + 3. [[answer=6]]"}]
+            jobs = [("a", msgs, 0), ("b", msgs, 0), ("c", other, 0), ("d", msgs, 1)]
+            return {tag: result async for tag, result in client.map(jobs)}
+
+    before = server.counts["requests"]
+    out = asyncio.run(run())
+    assert server.counts["requests"] - before == 3  # a and b share one request
+    assert out["a"] == out["b"] and "4" in out["a"]["answer"]
+    assert "6" in out["c"]["answer"]

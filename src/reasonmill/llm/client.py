@@ -415,6 +415,8 @@ class ChatClient:
         self._encoder = RequestEncoder(config.model, self._params, body_extra)
         self._commits = GroupCommit(cache, config.commit_interval) if cache is not None else None
         self._url = config.url
+        #: requests in flight by cache key: an identical request waits for it (single flight)
+        self._inflight: dict[str, asyncio.Future] = {}
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -497,8 +499,26 @@ class ChatClient:
                 self.accounting.cache_hits += 1
                 return hit["response"]
         assert self._semaphore is not None, "use ChatClient inside `async with`"
-        async with self._semaphore:
-            return await self._complete_uncached(messages, sample_index, key, encoded)
+        pending = self._inflight.get(key)
+        if pending is not None:  # the same request is already on the wire: never pay twice
+            self.accounting.cache_hits += 1
+            return await asyncio.shield(pending)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved"
+        self._inflight[key] = fut
+        try:
+            async with self._semaphore:
+                result = await self._complete_uncached(messages, sample_index, key, encoded)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                fut.set_exception(exc)
+            else:
+                fut.cancel()
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(result)
+        return result
 
     async def _complete_uncached(self, messages: list[dict], sample_index: int, key: str, encoded: str) -> dict | Failure:
         cfg, acc = self.config, self.accounting
