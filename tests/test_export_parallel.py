@@ -62,3 +62,23 @@ def test_parallel_export_equals_serial_export(tmp_path):
     strip = lambda card: [l for l in card.splitlines() if "out1" not in l and "out2" not in l and " s |" not in l]
     assert strip(card_a) == strip(card_b)
     assert not (tmp_path / "run2" / "export" / "parts").exists()
+
+
+def test_card_counts_in_batches_equal_counts_one_by_one():
+    from reasonmill.records import new_record, new_response
+    from reasonmill.report.card import CardStats
+
+    records = [
+        new_record(source="ab"[i % 2], problem="x", original_id=i, difficulty=None if i % 3 else i / 3,
+                   category=["math", None][i % 2], language="en")
+        for i in range(50)
+    ]
+    for r in records[:10]:
+        r["responses"] = [new_response("<think>" + "t" * (k * 700) + "</think>a") for k in range(3)]
+    one, many = CardStats(), CardStats()
+    for r in records:
+        one.add(r)
+    many.add_many(records[:20])
+    many.add_many(records[20:])
+    assert one == many and many.records == 50 and many.responses == 30
+    assert len(many.think_chars) >= 2 and many.by_difficulty["unlabelled"] == 33

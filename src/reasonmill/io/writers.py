@@ -143,6 +143,7 @@ def export_records(
     report = StageReport(label="export")
     ledger_dir.mkdir(parents=True, exist_ok=True)
     reasons: Counter = Counter()
+    carded: list[dict] = []  # kept records not yet counted in the card (batches of 1000)
     with open(ledger_dir / "ledger.jsonl", "w", encoding="utf-8") as ledger:
         for record in records():
             report.records_in += 1
@@ -169,11 +170,16 @@ def export_records(
                 continue
             report.kept += 1
             if card is not None:
-                card.add(record)
+                carded.append(record)
+                if len(carded) >= 1000:
+                    card.add_many(carded)
+                    carded = []
             for k, (spec, sink) in enumerate(zip(specs, sinks)):
                 rows = am_rows if spec.format == "am" else list(EXPORT_FORMATS[spec.format](record))
                 sink.write(rows)
                 counts[k] += len(rows)
+    if card is not None and carded:
+        card.add_many(carded)
     for sink in sinks:
         sink.close()
     report.dropped = sum(reasons.values())

@@ -43,6 +43,21 @@ class CardStats:
         for name in ("by_source", "by_category", "by_language", "by_difficulty", "think_chars", "answer_chars"):
             getattr(self, name).update(getattr(other, name))
 
+    def add_many(self, records: list[dict]) -> None:
+        """``add`` for a batch: the counts are taken by ``Counter.update`` (C speed)."""
+        self.records += len(records)
+        self.by_source.update([r.get("source") or "?" for r in records])
+        self.by_category.update([r.get("category") or "unlabelled" for r in records])
+        self.by_language.update([r.get("language") or "unlabelled" for r in records])
+        self.by_difficulty.update(
+            ["unlabelled" if r.get("difficulty") is None else f"{round(r['difficulty'])}" for r in records]
+        )
+        for r in records:
+            for resp in r.get("responses") or []:
+                self.responses += 1
+                self.think_chars[_bin(len(resp.get("think") or ""))] += 1
+                self.answer_chars[_bin(len(resp.get("answer") or ""))] += 1
+
     def add(self, record: dict) -> None:
         self.records += 1
         self.by_source[record.get("source") or "?"] += 1
