@@ -221,22 +221,6 @@ def _unique_id(record: dict, seen: set[str]) -> None:
 # --- driver side --------------------------------------------------------------------
 
 
-_PRELOAD = (
-    "numpy",
-    "pyarrow",
-    "pyarrow.compute",
-    "pyarrow.parquet",
-    "orjson",
-    "reasonmill.records",
-    "reasonmill.engine.local",
-    "reasonmill.engine.ingest",
-    "reasonmill.io.sources",
-    "reasonmill.io.writers",
-    "reasonmill.stages.clean",
-    "reasonmill.stages.dedup",
-)
-
-
 class LocalEngine:
     def __init__(
         self,
@@ -257,11 +241,7 @@ class LocalEngine:
     # pool shared by every map stage of the run
     def pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            ctx = mp.get_context("forkserver")
-            # workers fork from a server that has already imported the engine and Arrow:
-            # each worker starts in milliseconds instead of importing them again
-            ctx.set_forkserver_preload(list(_PRELOAD))
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("forkserver"))
         return self._pool
 
     def close(self) -> None:
