@@ -18,8 +18,7 @@ import zstandard
 
 from reasonmill import Pipeline
 from reasonmill.config import config_from_dict
-from reasonmill.engine.ingest import error_row
-from reasonmill.engine.local import _unique_id
+from reasonmill.engine.ingest import error_row, unique_id
 from reasonmill.engine.workdir import StageDir
 from reasonmill.io.sources import iter_source
 from reasonmill.records import to_table
@@ -33,7 +32,7 @@ def reference(raw_config: dict, base_dir: Path) -> list[tuple[pa.Table, list[dic
     for spec in cfg.sources:
         for item in iter_source(spec, cfg.base_dir):
             if isinstance(item, dict):
-                _unique_id(item, seen)
+                item["id"] = unique_id(item["id"], seen)
                 buf.append(item)
             else:
                 led.append(error_row(spec.name, item))

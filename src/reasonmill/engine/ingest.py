@@ -242,6 +242,19 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
         yield chunk  # the last chunk; an empty one when there was no input at all
 
 
+def unique_id(rid: str, seen: set[str]) -> str:
+    """``rid``, or ``rid~N`` (the first N ≥ 2 not given yet) when ``rid`` was given
+    before; the result is added to ``seen``. Across sources, repeats keep their input
+    order this way."""
+    if rid in seen:
+        n = 2
+        while f"{rid}~{n}" in seen:
+            n += 1
+        rid = f"{rid}~{n}"
+    seen.add(rid)
+    return rid
+
+
 class IdAssigner:
     """Makes ids unique in input order, as ``iter_source`` (per source) and the serial
     engine (across sources) do."""
@@ -277,13 +290,10 @@ class IdAssigner:
                 seen.update(ids)
             else:
                 for i, rid in enumerate(ids):
-                    if rid in seen:
-                        n = 2
-                        while f"{rid}~{n}" in seen:
-                            n += 1
-                        rid = ids[i] = f"{rid}~{n}"
+                    new = unique_id(rid, seen)
+                    if new != rid:
+                        ids[i] = new
                         changed = True
-                    seen.add(rid)
         if not changed:
             return table
         table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, type=pa.string()))

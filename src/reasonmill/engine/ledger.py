@@ -10,17 +10,9 @@ import json
 from collections import Counter
 from typing import Iterable, Iterator
 
-import orjson
-
 from reasonmill.engine.workdir import Workdir
+from reasonmill.records import _dump
 from reasonmill.stages.base import Drop
-
-
-def _json(value: object) -> str:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
-    except TypeError:  # a value orjson does not know (sets, numpy scalars...)
-        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def drop_to_row(stage: str, drop: Drop) -> dict:
@@ -31,8 +23,8 @@ def drop_to_row(stage: str, drop: Drop) -> dict:
         "response_index": drop.response_index,
         "reason": drop.reason,
         "message": drop.message,
-        "evidence": _json(drop.evidence),
-        "record": _json(drop.record) if drop.record is not None else None,
+        "evidence": _dump(drop.evidence),
+        "record": _dump(drop.record),
     }
 
 

@@ -206,18 +206,6 @@ def _pool_task(args: tuple) -> dict:
     return run_shard(stage, label, Path(in_dir), Path(out_dir), shard, _load_index(index_path))
 
 
-def _unique_id(record: dict, seen: set[str]) -> None:
-    """Ids must be unique for the ledger and dedup: repeats (same text, no upstream id)
-    get a deterministic ``~N`` suffix, in input order."""
-    rid = record["id"]
-    if rid in seen:
-        n = 2
-        while f"{rid}~{n}" in seen:
-            n += 1
-        rid = record["id"] = f"{rid}~{n}"
-    seen.add(rid)
-
-
 # --- driver side --------------------------------------------------------------------
 
 
@@ -458,13 +446,15 @@ class LocalEngine:
         """Build a global stage's index from the previous stage's shards (engine hook)."""
         builder = cls(settings, ctx)
         shards = prev.shards()
-        if cls.parallel_build() and self.workers > 1 and len(shards) > 1:
-            args = [(cls, settings, ctx, str(prev.path), s) for s in shards]
-            parts = list(self.pool().map(_build_map_task, args))
+        parallel = self.workers > 1 and len(shards) > 1
+        if cls.parallel_build() and (parallel or cls.build is Stage.build):
+            if parallel:
+                args = [(cls, settings, ctx, str(prev.path), s) for s in shards]
+                parts = list(self.pool().map(_build_map_task, args))
+            else:
+                parts = [prev.build_part(builder, s) for s in shards]
             with gc_paused():
                 return builder.build_reduce(parts)
-        if cls.parallel_build() and cls.build is Stage.build:
-            return builder.build_reduce([prev.build_part(builder, s) for s in shards])
         return builder.build(prev.read_shard(s, cls.build_columns) for s in shards)
 
     # exports --------------------------------------------------------------------------

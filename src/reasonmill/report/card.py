@@ -7,7 +7,6 @@ decontamination removed, per source and per benchmark, read back from the ledger
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,8 @@ DEDUP_STAGES = ("dedup", "decontaminate")
 
 def removal_report(ledger_rows: Iterable[dict]) -> dict:
     """What dedup and decontamination removed, per stage × source, and per benchmark."""
+    import orjson
+
     per_source: dict[str, Counter] = defaultdict(Counter)
     per_benchmark: Counter = Counter()
     for row in ledger_rows:
@@ -83,50 +84,34 @@ def removal_report(ledger_rows: Iterable[dict]) -> dict:
         if not stage.startswith(DEDUP_STAGES) or row["kind"] != "record":
             continue
         try:
-            source = json.loads(row["record"] or "{}").get("source") or "?"
-        except json.JSONDecodeError:
+            source = orjson.loads(row["record"] or "{}").get("source") or "?"
+        except orjson.JSONDecodeError:
             source = "?"
         per_source[stage][source] += 1
         if stage.startswith("decontaminate"):
-            ev = json.loads(row["evidence"] or "{}")
-            per_benchmark[ev.get("benchmark") or "?"] += 1
+            per_benchmark[orjson.loads(row["evidence"] or "{}").get("benchmark") or "?"] += 1
     return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
 
 
 def removal_report_of(workdir: "Path | object") -> dict:
     """``removal_report`` over a run's ledger, reading only the columns it needs and only
     the dedup/decontamination rows (the full ledger can hold millions of records)."""
-    import orjson
+    return removal_report(_dedup_ledger_rows(workdir))
+
+
+def _dedup_ledger_rows(workdir: "Path | object") -> Iterable[dict]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    per_source: dict[str, Counter] = defaultdict(Counter)
-    per_benchmark: Counter = Counter()
     for sd in workdir.stage_dirs():  # type: ignore[attr-defined]
         for shard in sd.shards():
             path = sd.ledger_path(shard)
             if not path.exists():
                 continue
             table = pq.ParquetFile(path).read(columns=["stage", "kind", "record", "evidence"])
-            if table.num_rows == 0:
-                continue
-            stage_col = table.column("stage")
-            mask = pc.and_(
-                pc.or_(pc.starts_with(stage_col, DEDUP_STAGES[0]), pc.starts_with(stage_col, DEDUP_STAGES[1])),
-                pc.equal(table.column("kind"), "record"),
-            )
-            table = table.filter(mask)
-            for stage, record, evidence in zip(
-                table.column("stage").to_pylist(), table.column("record").to_pylist(), table.column("evidence").to_pylist()
-            ):
-                try:
-                    source = orjson.loads(record or "{}").get("source") or "?"
-                except orjson.JSONDecodeError:
-                    source = "?"
-                per_source[stage][source] += 1
-                if stage.startswith("decontaminate"):
-                    per_benchmark[orjson.loads(evidence or "{}").get("benchmark") or "?"] += 1
-    return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
+            stage = table.column("stage")
+            starts = [pc.starts_with(stage, prefix) for prefix in DEDUP_STAGES]
+            yield from table.filter(pc.or_(*starts)).to_pylist()
 
 
 def _table(title: str, counts: Counter) -> str:
