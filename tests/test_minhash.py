@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import planted_math_edits
 
 from reasonmill.dedup.minhash import (
     MinHashIndex,
@@ -157,19 +158,8 @@ def test_settings_reject_unknown_keys():
 
 
 def test_real_problems_with_planted_edits():
-    path = DATA / "math_test_full" / "math_test_5000.jsonl"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (needs ../shared/data beside the repo)")
-    problems = [json.loads(line)["problem"] for line in open(path, encoding="utf-8")][:1500]
-    problems = [p for p in problems if len(p.split()) >= 40][:400]
-    rng = random.Random(1)
-    texts, truth = list(problems), list(range(len(problems)))
-    for i in rng.sample(range(len(problems)), 150):
-        w = problems[i].split(" ")
-        del w[rng.randrange(len(w))]  # drop a word, insert one, add a template suffix
-        w.insert(rng.randrange(len(w)), "carefully")
-        texts.append(" ".join(w) + " Let's think step by step.")
-        truth.append(i)
+    # drop a word, insert one, add a template suffix
+    problems, texts, truth = planted_math_edits(1500, 40, 400, 150, seed=1, suffix=" Let's think step by step.")
     labels = minhash_clusters(texts, MinHashSettings())
     truth_arr = np.array(truth)
     planted = np.arange(len(problems), len(texts))

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import planted_math_edits
 
 from reasonmill.dedup.semantic import SemanticSettings, grouped_pairs, semantic_clusters, similar_pairs
 from reasonmill.embed import CachedEmbedder, get_embedder
@@ -107,22 +108,8 @@ def test_remove_top_components_projects_them_out():
 
 
 def test_default_settings_on_real_problems_with_planted_edits():
-    import random
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math_test_full" / "math_test_5000.jsonl"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (needs ../shared/data beside the repo)")
-    problems = [json.loads(line)["problem"] for line in open(path, encoding="utf-8")][:2000]
-    problems = [p for p in problems if len(p.split()) >= 20][:1200]
-    rng = random.Random(3)
-    texts, truth = list(problems), list(range(len(problems)))
-    for i in rng.sample(range(len(problems)), 200):
-        w = problems[i].split(" ")
-        del w[rng.randrange(len(w))]
-        w.insert(rng.randrange(len(w)), "carefully")
-        texts.append(" ".join(w))  # (an instruction prefix on short problems is a known weak spot)
-        truth.append(i)
+    # (an instruction prefix on short problems is a known weak spot)
+    problems, texts, truth = planted_math_edits(2000, 20, 1200, 200, seed=3)
     labels = semantic_clusters(texts, SemanticSettings(cache=False, search="exact"))
     truth_arr = np.array(truth)
     planted = np.arange(len(problems), len(texts))
