@@ -205,7 +205,7 @@ def build_minhash(
     tasks next to the signatures, then connected components and the keep-priority choice
     on the driver over compact arrays."""
     from reasonmill.dedup.unionfind import connected_components
-    from reasonmill.stages.near_dedup import _drop_index, _Compact
+    from reasonmill.stages.near_dedup import _Compact, _drop_index
 
     stage = cls(settings, ctx)
     mh = stage._minhash_settings()
@@ -283,7 +283,7 @@ def build_semantic(
     or faiss IVF, as on one machine)."""
     from reasonmill.dedup.semantic import WordSets, semantic_links
     from reasonmill.dedup.unionfind import connected_components
-    from reasonmill.stages.near_dedup import _drop_index, _Compact
+    from reasonmill.stages.near_dedup import _Compact, _drop_index
 
     stage = cls(settings, ctx)
     if getattr(stage, "embedder_override", None) is not None:
