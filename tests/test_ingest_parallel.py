@@ -147,3 +147,24 @@ def test_one_source_with_repeated_ids(tmp_path):
     assert_same(got, expected)
     metas = [m for t, _ in got for m in t.column("meta").to_pylist() if "duplicate_id_of" in m]
     assert len(metas) >= 3
+
+
+@pytest.mark.parametrize("shard_size", [2, 3, 100])
+def test_repeated_ids_whose_renamed_id_is_given_too(tmp_path, shard_size):
+    """A repeat is renamed to the id of ``<id>#1``; when that id is also given in the same
+    input (before or after), the result must still be the serial one (the fast path for
+    repeats steps aside for the row-by-row loop)."""
+    from reasonmill.records import stable_id
+
+    a = stable_id("s", "A")
+    renamed = f"{a}#1"  # the original id whose stable id is A's first rename
+    ids = ["A", "B", renamed, "A", "A", "B", "C", "A", renamed, "C", "D"]
+    rows = [{"id": rid, "problem": f"Problem {i}: find x.", "answer": str(i)} for i, rid in enumerate(ids)]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = {"name": "ids", "shard_size": shard_size, "sources": [{"name": "s", "path": "s.jsonl"}]}
+    expected = reference(raw, tmp_path)
+    got = ingested(raw, tmp_path, 2, tmp_path)
+    assert_same(got, expected)
+    out = [r for t, _ in got for r in t.to_pylist()]
+    assert len({r["id"] for r in out}) == len(ids)
+    assert sum("duplicate_id_of" in r["meta"] for r in out) == 6

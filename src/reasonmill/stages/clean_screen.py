@@ -41,6 +41,13 @@ if TYPE_CHECKING:  # pragma: no cover
 _CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _EN = pa.array(sorted(_EN_STOPWORDS))
 _OTHER = pa.array(sorted(w for w in _OTHER_STOPWORDS if w.isascii()))
+# one of those words as a whole whitespace-separated token (Arrow's ASCII whitespace,
+# the separators of ascii_split_whitespace)
+_OTHER_WORD_PATTERN = (
+    r"(?:^|[ \t\n\v\f\r])(?:"
+    + "|".join(re.escape(w) for w in sorted(w for w in _OTHER_STOPWORDS if w.isascii()))
+    + r")(?:[ \t\n\v\f\r]|$)"
+)
 _DANGLING_LAST = pa.array(sorted(c for c in _DANGLING_CHARS if c.isascii()))
 _DANGLING_WORD_ARR = pa.array(sorted(_DANGLING_WORDS))
 # The Python rules' own regexes, run by RE2 over the whole column (same syntax here; on
@@ -73,20 +80,23 @@ def detect_language_ascii(text: pa.ChunkedArray) -> np.ndarray:
 
     Same steps: the first 500 characters lower-cased; no letter → "other"; else English
     when English function words are at least as many as other languages' ones (and
-    some), "other" when only the latter are present, "en" when there are none."""
-    n = len(text)
+    some), "other" when only the latter are present, "en" when there are none. So a
+    text with letters and none of the other languages' words is English: words are
+    split and counted only for the rows where one regex finds such a word."""
     sample = pc.ascii_lower(pc.utf8_slice_codeunits(text, 0, 500))
     has_letter = _np(pc.match_substring_regex(sample, "[a-z']"))
-    words = pc.ascii_split_whitespace(sample)
-    if isinstance(words, pa.ChunkedArray):
-        words = words.combine_chunks()
-    flat = pc.list_flatten(words)
-    parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False)
-    en = np.bincount(parents, weights=_np(pc.is_in(flat, value_set=_EN)), minlength=n)
-    other = np.bincount(parents, weights=_np(pc.is_in(flat, value_set=_OTHER)), minlength=n)
-    lang = np.where((en > 0) & (en >= other), "en", np.where(other > 0, "other", "en"))
-    lang = np.where(has_letter, lang, "other")
-    return lang.astype(object)
+    lang = np.where(has_letter, "en", "other").astype(object)
+    rows = np.flatnonzero(has_letter & _np(pc.match_substring_regex(sample, _OTHER_WORD_PATTERN)))
+    if len(rows):
+        words = pc.ascii_split_whitespace(sample.take(pa.array(rows, type=pa.int64())))
+        if isinstance(words, pa.ChunkedArray):
+            words = words.combine_chunks()
+        flat = pc.list_flatten(words)
+        parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False)
+        en = np.bincount(parents, weights=_np(pc.is_in(flat, value_set=_EN)), minlength=len(rows))
+        other = np.bincount(parents, weights=_np(pc.is_in(flat, value_set=_OTHER)), minlength=len(rows))
+        lang[rows] = np.where((en > 0) & (en >= other), "en", "other")
+    return lang
 
 
 def screen(stage: "Clean", table: pa.Table) -> tuple[np.ndarray, dict[str, pa.Array]] | None:
