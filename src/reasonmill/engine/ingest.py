@@ -13,7 +13,7 @@ equals a serial ``iter_source`` read (tests compare them).
 from __future__ import annotations
 
 import json
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from reasonmill.io.sources import (
     resolve_paths,
     source_context,
 )
-from reasonmill.records import stable_id, to_table
+from reasonmill.records import to_table
 
 
 @dataclass
@@ -277,8 +277,7 @@ class IdAssigner:
                 sset.update(keys)  # no repeat: the common case, at C speed
             else:
                 ids = table.column("id").to_pylist()
-                if not self._repeats_only(ids, keys, sset, self.specs[first].name, dup_of):
-                    self._per_source_loop(ids, keys, origins, dup_of)
+                self._per_source_loop(ids, keys, origins, dup_of)
         else:
             ids = table.column("id").to_pylist()
             self._per_source_loop(ids, keys, origins, dup_of)
@@ -309,44 +308,6 @@ class IdAssigner:
                 metas[i] = orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS).decode()
             table = table.set_column(table.schema.get_field_index("meta"), "meta", pa.array(metas, type=pa.string()))
         return table
-
-    @staticmethod
-    def _repeats_only(ids: list, keys: list, sset: set, source: str, dup_of: dict) -> bool:
-        """``_per_source_loop`` for a one-source chunk, visiting only the repeated ids.
-
-        Same result: a row is a repeat when its key was given before the chunk or earlier
-        in it, and a repeat gets the first ``<id>#<n>`` not given before. When such a
-        candidate key is one of the chunk's own keys (a 64-bit hash collision), nothing
-        is changed and False is returned: the caller then runs the row-by-row loop."""
-        chunk = set(keys)
-        hot = chunk & sset
-        if len(chunk) < len(keys):
-            hot.update(k for k, c in Counter(keys).items() if c > 1)
-        seen: set = set()
-        made: set = set()
-        renamed: dict[int, tuple[str, int | str]] = {}
-        for i in [i for i, k in enumerate(keys) if k in hot]:
-            key = keys[i]
-            if key not in sset and key not in seen:
-                seen.add(key)  # the first time this id is given
-                continue
-            n = 1
-            while True:
-                new = stable_id(source, f"{ids[i]}#{n}")
-                new_key = _id_key(new)
-                if new_key in chunk:
-                    return False
-                if new_key not in sset and new_key not in made:
-                    break
-                n += 1
-            made.add(new_key)
-            renamed[i] = (new, new_key)
-        sset.update(chunk)
-        sset.update(made)
-        for i, (new, _) in renamed.items():
-            dup_of[i] = ids[i]
-            ids[i] = new
-        return True
 
     def _per_source_loop(self, ids: list, keys: list, origins: list, dup_of: dict) -> None:
         """Input order, one row at a time: a repeated id becomes ``<id>#<n>``'s id."""
