@@ -68,3 +68,39 @@ def test_screened_map_phase_equals_full_process(tmp_path):
     ledger = list(StageDir(tmp_path / "a").iter_ledger())
     assert sorted(r["id"] for r in ledger) == sorted(index)
     assert all('"problem"' in r["record"] for r in ledger)  # the whole record, not the partial one
+
+
+def _reduce_by_groups(parts: list[tuple]) -> dict:
+    """The keep-priority rule written plainly: per hash, the best key wins, and among
+    members tied on the whole key, the smallest id."""
+    groups: dict[int, list] = {}
+    for hashes, keys, ids in parts:
+        for h, k, rid in zip(hashes.tolist(), keys.tolist(), ids.tolist()):
+            groups.setdefault(h, []).append((tuple(k), rid))
+    index = {}
+    for h, members in groups.items():
+        rep = min(members)[1]
+        for _, rid in members:
+            if rid != rep:
+                index[rid] = (rep, h)
+    return index
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reduce_picks_the_priority_winner_then_the_smallest_id(seed):
+    import random
+
+    rng = random.Random(seed)
+    names = [f"id{j}" for j in range(300)] + ["b", "a", "~x", "A", "é", "z\x00", "z", "😀", "a\x00b"]
+    for _ in range(60):
+        n = rng.randint(1, 60)
+        hashes = np.array([rng.choice([1, 2, 3, 2**63 + 5, 2**64 - 1]) for _ in range(n)], dtype=np.uint64)
+        keys = np.array(
+            [[rng.randint(0, 1), rng.randint(0, 1), -rng.choice([1.0, 2.5, -1.0]), rng.randint(0, 2)] for _ in range(n)],
+            dtype=np.float64,
+        )
+        ids = np.array(rng.sample(names, n), dtype=object)
+        cut = rng.randint(0, n)
+        parts = [(hashes[:cut], keys[:cut], ids[:cut]), (hashes[cut:], keys[cut:], ids[cut:])]
+        assert ExactDedup({}).build_reduce(parts) == _reduce_by_groups(parts)
+    assert ExactDedup({}).build_reduce([]) == {}

@@ -50,6 +50,16 @@ def _text_hash(record: dict, settings: ExactDedupSettings) -> int:
     return int.from_bytes(digest, "little")
 
 
+def _string_rank(values: np.ndarray) -> np.ndarray:
+    """Rank of every string of an object array, in Python's string order."""
+    as_list = values.tolist()
+    if "\x00" in "".join(as_list):  # numpy's fixed-width strings drop trailing NULs
+        rank = np.empty(len(as_list), dtype=np.int64)
+        rank[sorted(range(len(as_list)), key=as_list.__getitem__)] = np.arange(len(as_list))
+        return rank
+    return np.argsort(np.argsort(np.array(as_list, dtype=str), kind="stable"), kind="stable")
+
+
 @stage("dedup.exact")
 class ExactDedup(Stage):
     kind = "global"
@@ -116,33 +126,36 @@ class ExactDedup(Stage):
         return hashes, keys, ids
 
     def build_reduce(self, parts: list[tuple]) -> dict[str, tuple[str, int]]:
-        """Index: dropped record id → (representative id, text hash)."""
+        """Index: dropped record id → (representative id, text hash).
+
+        The representative of a group of equal hashes is its member with the best
+        priority key, and among members tied on the whole key, the smallest id. Rows
+        are sorted by hash alone; only the rows of groups with duplicates are then
+        sorted by (group, key, id), so that each group's first row is its representative."""
         if not parts:
             return {}
         hashes = np.concatenate([p[0] for p in parts])
-        keys = np.concatenate([p[1] for p in parts])
-        ids = np.concatenate([p[2] for p in parts])
-        # sort by hash, then priority key; ties on the whole key (then the smaller id
-        # wins) are settled below, only inside groups that have duplicates
-        order = np.lexsort((keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], hashes))
+        n = len(hashes)
+        order = np.argsort(hashes)
         sorted_h = hashes[order]
-        first = np.ones(len(order), dtype=bool)
+        first = np.ones(n, dtype=bool)
         first[1:] = sorted_h[1:] != sorted_h[:-1]
-        starts = np.flatnonzero(first)
-        sizes = np.diff(np.append(starts, len(order)))
-        index: dict[str, tuple[str, int]] = {}
-        sorted_keys = keys[order]
-        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            members = order[start : start + size]
-            best = sorted_keys[start]
-            tied = [ids[m] for k, m in enumerate(members) if (sorted_keys[start + k] == best).all()]
-            rep = min(tied)
-            h = int(sorted_h[start])
-            for m in members:
-                rid = ids[m]
-                if rid != rep:
-                    index[rid] = (rep, h)
-        return index
+        group = np.cumsum(first) - 1
+        in_dup = (np.diff(np.append(np.flatnonzero(first), n)) > 1)[group]
+        rows = np.flatnonzero(in_dup)
+        if not len(rows):
+            return {}
+        src = order[rows]  # rows of groups with duplicates, as indices into the parts
+        keys = np.concatenate([p[1] for p in parts])[src]
+        ids = np.concatenate([p[2] for p in parts])[src]
+        g = group[rows]
+        o = np.lexsort((_string_rank(ids), keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], g))
+        g, h = g[o], sorted_h[rows][o]
+        lead = np.ones(len(g), dtype=bool)
+        lead[1:] = g[1:] != g[:-1]
+        member = np.flatnonzero(~lead)
+        rep_of = o[np.flatnonzero(lead)][np.cumsum(lead)[member] - 1]
+        return dict(zip(ids[o[member]].tolist(), zip(ids[rep_of].tolist(), h[member].tolist())))
 
     def screen(self, table: pa.Table, index: Any = None) -> tuple[np.ndarray, dict] | None:
         """Only the rows whose id is in the index (the duplicates) go through ``process``."""
