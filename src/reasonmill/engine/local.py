@@ -485,13 +485,14 @@ class LocalEngine:
         card = CardStats()
         shards = last.shards()
         if self.workers > 1 and len(shards) > 1:
-            exports, report = self._export_parallel(last, shards, specs, paths, card, task)
+            exports, report, removals = self._export_parallel(last, shards, specs, paths, card, task)
         else:
             exports, report = export_records(last.iter_records, specs, paths, self.workdir.root / "export", card)
+            removals = removal_report_of(self.workdir)
         report.seconds = time.monotonic() - start
         reports.append(report)
         card_path = paths[0].parent / "DATASET_CARD.md"
-        write_card(card_path, self.config.name, card, reports, removal_report_of(self.workdir), exports)
+        write_card(card_path, self.config.name, card, reports, removals, exports)
         exports.append({"path": str(card_path), "format": "card", "rows": card.records})
         mpath.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
@@ -504,21 +505,34 @@ class LocalEngine:
     def _export_parallel(
         self, last: StageDir, shards: list[str], specs: list, paths: list[Path], card: Any, task: Any
     ) -> tuple:
-        """Each shard exported to part files by the pool, then stitched in shard order."""
+        """Each shard exported to part files by the pool and stitched, in shard order, as
+        the parts arrive. Returns (export infos, report, removal report): the removal
+        report's ledger reading is queued behind the exports, so it runs in the pool
+        while the last parts are stitched."""
         import shutil
 
-        from reasonmill.io.writers import stitch_parts
+        from reasonmill.io.writers import PartStitcher
+        from reasonmill.report.card import dedup_ledger_paths, merge_removals, removal_counts
 
         parts_dir = self.workdir.root / "export" / "parts"
         shutil.rmtree(parts_dir, ignore_errors=True)
         parts_dir.mkdir(parents=True)
         args = [(str(last.path), s, specs, [str(p) for p in paths], str(parts_dir)) for s in shards]
+        pool = self.pool()
+        futures = [pool.submit(_export_task, a) for a in args]
+        futures += [pool.submit(removal_counts, str(p)) for p in dedup_ledger_paths(self.workdir)]
         try:
-            results = []
-            for res in self.pool().map(_export_task, args):
-                results.append(res)
+            stitcher = PartStitcher(specs, paths, self.workdir.root / "export", card)
+            for fut in futures[: len(args)]:
+                res = fut.result()
+                stitcher.add(res)
                 self.progress.advance(task, res["report"]["records_in"], None)
-            return stitch_parts(results, specs, paths, self.workdir.root / "export", card)
+            exports, report = stitcher.close()
+            return exports, report, merge_removals(f.result() for f in futures[len(args) :])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
         finally:
             shutil.rmtree(parts_dir, ignore_errors=True)
 

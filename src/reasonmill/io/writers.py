@@ -222,51 +222,65 @@ def export_part(records: Iterable[dict], specs: list, paths: list[Path], parts_d
     }
 
 
-def stitch_parts(results: list[dict], specs: list, paths: list[Path], ledger_dir: Path, card: Any) -> tuple[list[dict], Any]:
-    """Concatenate the parts of ``export_part`` (in shard order) into the final files and
-    ledger; returns (export infos, report) like ``export_records``."""
-    import shutil
+class PartStitcher:
+    """Appends the parts of ``export_part``, in shard order, to the final files and ledger
+    as they arrive (so the copying overlaps the export of later shards); ``close``
+    renames the files into place and returns (export infos, report) like
+    ``export_records``."""
 
-    from reasonmill.engine.local import StageReport
+    def __init__(self, specs: list, paths: list[Path], ledger_dir: Path, card: Any):
+        from reasonmill.engine.local import StageReport
 
-    report = StageReport(label="export")
-    for res in results:
+        self.specs, self.paths, self.card = specs, paths, card
+        self.report = StageReport(label="export")
+        self.rows = [0] * len(specs)
+        ledger_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = open(ledger_dir / "ledger.jsonl", "wb")
+        self.tmps: list[Path] = []
+        self.outs: list[Any] = []
+        for spec, path in zip(specs, paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".partial")
+            if path.suffix == ".parquet":
+                out: Any = pq.ParquetWriter(tmp, PARQUET_SCHEMAS[spec.format], compression="zstd")
+            elif path.suffix in (".zst", ".zstd"):
+                import zstandard
+
+                out = zstandard.ZstdCompressor(level=6).stream_writer(open(tmp, "wb"), closefd=True)
+            else:
+                out = open(tmp, "wb")
+            self.tmps.append(tmp)
+            self.outs.append(out)
+
+    def add(self, res: dict) -> None:
+        """One shard's parts (a result of ``export_part``); each part file is removed once copied."""
+        import shutil
+
+        from reasonmill.engine.local import StageReport
+
         part = StageReport.from_dict(res["report"])
-        report.records_in += part.records_in
-        report.kept += part.kept
-        report.dropped += part.dropped
-        report.reasons.update(part.reasons)
-        if card is not None:
-            card.merge(res["card"])
-    ledger_dir.mkdir(parents=True, exist_ok=True)
-    with open(ledger_dir / "ledger.jsonl", "wb") as out:
-        for res in results:
-            with open(res["ledger"], "rb") as fh:
-                shutil.copyfileobj(fh, out)
-    for k, (spec, path) in enumerate(zip(specs, paths)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        parts = [Path(res["parts"][k]) for res in results]
-        if path.suffix == ".parquet":
-            writer = pq.ParquetWriter(tmp, PARQUET_SCHEMAS[spec.format], compression="zstd")
-            for p in parts:
-                writer.write_table(pq.ParquetFile(p).read())
-            writer.close()
-        elif path.suffix in (".zst", ".zstd"):
-            import zstandard
+        self.report.records_in += part.records_in
+        self.report.kept += part.kept
+        self.report.dropped += part.dropped
+        self.report.reasons.update(part.reasons)
+        if self.card is not None:
+            self.card.merge(res["card"])
+        with open(res["ledger"], "rb") as fh:
+            shutil.copyfileobj(fh, self.ledger)
+        for k, (path, out) in enumerate(zip(self.paths, self.outs)):
+            self.rows[k] += res["rows"][k]
+            src = Path(res["parts"][k])
+            if path.suffix == ".parquet":
+                out.write_table(pq.ParquetFile(src).read())
+            else:
+                with open(src, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+            src.unlink()
 
-            with open(tmp, "wb") as raw, zstandard.ZstdCompressor(level=6).stream_writer(raw) as out:
-                for p in parts:
-                    with open(p, "rb") as fh:
-                        shutil.copyfileobj(fh, out, 1 << 20)
-        else:
-            with open(tmp, "wb") as out:
-                for p in parts:
-                    with open(p, "rb") as fh:
-                        shutil.copyfileobj(fh, out, 1 << 20)
-        tmp.replace(path)
-    exports = [
-        {"path": str(p), "format": s.format, "rows": sum(res["rows"][k] for res in results)}
-        for k, (s, p) in enumerate(zip(specs, paths))
-    ]
-    return exports, report
+    def close(self) -> tuple[list[dict], Any]:
+        self.ledger.close()
+        for out, tmp, path in zip(self.outs, self.tmps, self.paths):
+            out.close()
+            tmp.replace(path)
+        exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(self.specs, self.paths, self.rows)]
+        return exports, self.report

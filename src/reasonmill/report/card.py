@@ -94,24 +94,45 @@ def removal_report(ledger_rows: Iterable[dict]) -> dict:
 
 
 def removal_report_of(workdir: "Path | object") -> dict:
-    """``removal_report`` over a run's ledger, reading only the columns it needs and only
-    the dedup/decontamination rows (the full ledger can hold millions of records)."""
-    return removal_report(_dedup_ledger_rows(workdir))
+    """``removal_report`` over a run's ledger, reading only the dedup/decontamination
+    stages' ledger files and only the columns it needs (the full ledger can hold
+    millions of records)."""
+    return merge_removals(removal_counts(str(p)) for p in dedup_ledger_paths(workdir))
 
 
-def _dedup_ledger_rows(workdir: "Path | object") -> Iterable[dict]:
+def dedup_ledger_paths(workdir: "Path | object") -> list[Path]:
+    """The ledger files of the stages ``removal_report`` counts (by their labels)."""
+    paths = []
+    for sd in workdir.stage_dirs():  # type: ignore[attr-defined]
+        if not sd.path.name[3:].startswith(DEDUP_STAGES):  # "NN-<label>"; the ledger's stage is the label
+            continue
+        paths += [p for p in map(sd.ledger_path, sd.shards()) if p.exists()]
+    return paths
+
+
+def removal_counts(path: str) -> dict:
+    """``removal_report`` of one ledger file (a pool task in parallel export)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    for sd in workdir.stage_dirs():  # type: ignore[attr-defined]
-        for shard in sd.shards():
-            path = sd.ledger_path(shard)
-            if not path.exists():
-                continue
-            table = pq.ParquetFile(path).read(columns=["stage", "kind", "record", "evidence"])
-            stage = table.column("stage")
-            starts = [pc.starts_with(stage, prefix) for prefix in DEDUP_STAGES]
-            yield from table.filter(pc.or_(*starts)).to_pylist()
+    table = pq.ParquetFile(path).read(columns=["stage", "kind", "record", "evidence"])
+    stage = table.column("stage")
+    keep = pc.and_(pc.or_(*[pc.starts_with(stage, prefix) for prefix in DEDUP_STAGES]), pc.equal(table.column("kind"), "record"))
+    table = table.filter(keep)
+    if not any(s.startswith("decontaminate") for s in pc.unique(table.column("stage")).to_pylist()):
+        table = table.select(["stage", "kind", "record"])  # the evidence is read for decontamination only
+    return removal_report(table.to_pylist())
+
+
+def merge_removals(parts: Iterable[dict]) -> dict:
+    """Sum of ``removal_report`` results (in order: first occurrences keep their place)."""
+    per_source: dict[str, Counter] = defaultdict(Counter)
+    per_benchmark: Counter = Counter()
+    for part in parts:
+        for stage, counts in part["per_source"].items():
+            per_source[stage].update(counts)
+        per_benchmark.update(part["per_benchmark"])
+    return {"per_source": {k: dict(v) for k, v in per_source.items()}, "per_benchmark": dict(per_benchmark)}
 
 
 def _table(title: str, counts: Counter) -> str:
