@@ -29,7 +29,14 @@ import pyarrow as pa
 import reasonmill
 from reasonmill.config import PipelineConfig, StageSpec
 from reasonmill.engine.ledger import drop_to_row
-from reasonmill.engine.workdir import StageDir, Workdir, atomic_write_bytes, fingerprint, gc_paused
+from reasonmill.engine.workdir import (
+    StageDir,
+    Workdir,
+    atomic_write_bytes,
+    fingerprint,
+    gc_paused,
+    keep_freed_memory,
+)
 from reasonmill.io.sources import source_fingerprint
 from reasonmill.records import from_table
 from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
@@ -229,6 +236,7 @@ class LocalEngine:
     # pool shared by every map stage of the run
     def pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
+            keep_freed_memory()  # before the fork server starts: the workers inherit it
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("forkserver"))
         return self._pool
 

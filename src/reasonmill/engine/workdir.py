@@ -77,6 +77,33 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# glibc malloc: keep freed memory (up to 1 GiB at the heap's top) instead of handing it
+# back to the kernel, and serve blocks up to 32 MiB from the heap. Shard work allocates
+# and frees tens of MB of arrays and JSON lines per shard; with the defaults each new
+# page is a page fault again (~5 µs each on a VM: numpy passes over a shard ran 2x slower).
+# Peak memory is unchanged; a process's RSS stays near its own peak.
+MALLOC_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": 1 << 30, "MALLOC_TOP_PAD_": 64 << 20, "MALLOC_MMAP_THRESHOLD_": 32 << 20}
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}  # M_* in malloc.h
+
+
+def keep_freed_memory() -> None:
+    """Apply ``MALLOC_SETTINGS`` to this process (``mallopt``) and, through the environment,
+    to the worker processes it starts. Settings the user exported are left alone; on a
+    libc without ``mallopt`` (musl, macOS) this does nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    for name, value in MALLOC_SETTINGS.items():
+        if name in os.environ:
+            continue
+        os.environ[name] = str(value)
+        mallopt(_MALLOPT[name], value)
+
+
 # Shards are working files read and written by every stage: LZ4 (about 2x faster to read
 # and 30% faster to write than zstd, files ~45% larger); exports stay zstd. Dictionary
 # encoding only pays for low-cardinality columns; texts and ids skip it, and no column

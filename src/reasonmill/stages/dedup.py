@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from reasonmill.dedup.exact_hash import column_hashes
 from reasonmill.dedup.priority import priority_key
 from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
 from reasonmill.text import normalize_for_hash
@@ -90,19 +91,24 @@ class ExactDedup(Stage):
         s = self.settings
         n = table.num_rows
         ids = np.array(table.column("id").to_pylist(), dtype=object)
-        columns = []
-        for f in s.fields:
-            col = table.column(f) if f in table.column_names else None
-            if col is not None and pa.types.is_string(col.type):
-                columns.append(col.to_pylist())
-            else:  # a structured field: its text is the Python form, as in ``build_map``
-                rows = from_table(table.select([f])) if col is not None else [{}] * n
-                columns.append([r.get(f) for r in rows])
-        if s.per_category:
-            columns.append(table.column("category").to_pylist())
-        hashes = np.fromiter(
-            (_hash_parts(parts, s.per_category) for parts in zip(*columns)), dtype=np.uint64, count=n
-        )
+        strings = [f in table.column_names and pa.types.is_string(table.column(f).type) for f in s.fields]
+        if all(strings):  # the key fields' texts normalized and hashed by column
+            extra = table.column("category").to_pylist() if s.per_category else None
+            hashes = column_hashes([table.column(f) for f in s.fields], extra, normalize_for_hash)
+        else:
+            columns = []
+            for f in s.fields:
+                col = table.column(f) if f in table.column_names else None
+                if col is not None and pa.types.is_string(col.type):
+                    columns.append(col.to_pylist())
+                else:  # a structured field: its text is the Python form, as in ``build_map``
+                    rows = from_table(table.select([f])) if col is not None else [{}] * n
+                    columns.append([r.get(f) for r in rows])
+            if s.per_category:
+                columns.append(table.column("category").to_pylist())
+            hashes = np.fromiter(
+                (_hash_parts(parts, s.per_category) for parts in zip(*columns)), dtype=np.uint64, count=n
+            )
         ref = table.column("reference_answer")
         has_ref = _np(pc.greater(pc.utf8_length(ref), 0))
         has_ref |= pc.fill_null(pc.list_value_length(table.column("tests")), 0).to_numpy(zero_copy_only=False) > 0
