@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -92,7 +93,7 @@ def column_hashes(
     blake = hashlib.blake2b
     if len(columns) == 1 and extra is None:
         view, offs = texts[0], offsets[0]
-        keys: list = [view[a:b] for a, b in zip(offs, offs[1:])]
+        keys: list = [view[a:b] for a, b in pairwise(offs)]
     else:
         extras = [b""] * n if extra is None else [(e or "").encode("utf-8") for e in extra]
         keys = [
