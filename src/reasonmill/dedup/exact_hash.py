@@ -50,7 +50,7 @@ def normalize_ascii(col: pa.ChunkedArray | pa.Array) -> tuple[bytes, np.ndarray]
     Every run of whitespace inside a row becomes one space, unless the character before
     or after the run is punctuation (then it goes); runs at the start or the end of a row
     go too."""
-    data, offsets = _bytes_and_offsets(pc.ascii_lower(pc.fill_null(col, "")))
+    data, offsets = _bytes_and_offsets(pc.ascii_lower(col))
     size = len(data)
     if not size:
         return b"", offsets
@@ -82,32 +82,25 @@ def column_hashes(
     """The 64-bit blake2b hash (little-endian) of ``"\x1f".join(normalized fields [+ extra])``
     for every row, as ``_text_hash`` computes it: ASCII rows vectorized, the others with
     ``normalize``. ``extra`` holds one more (not normalized) string per row, or is None."""
-    n = len(columns[0])
-    ascii_rows = np.ones(n, dtype=bool)
-    texts, offsets = [], []
+    ascii_rows = np.ones(len(columns[0]), dtype=bool)
+    fields = []  # per column, every row's normalized bytes
     for col in columns:
         ascii_rows &= np.asarray(pc.string_is_ascii(pc.fill_null(col, "")), dtype=bool)
-        data, offs = normalize_ascii(col)
-        texts.append(memoryview(data))
-        offsets.append(offs.tolist())
-    blake = hashlib.blake2b
-    if len(columns) == 1 and extra is None:
-        view, offs = texts[0], offsets[0]
-        keys: list = [view[a:b] for a, b in pairwise(offs)]
-    else:
-        extras = [b""] * n if extra is None else [(e or "").encode("utf-8") for e in extra]
-        keys = [
-            b"\x1f".join([bytes(v[o[i] : o[i + 1]]) for v, o in zip(texts, offsets)] + ([extras[i]] if extra is not None else []))
-            for i in range(n)
-        ]
+        data, offsets = normalize_ascii(col)
+        view = memoryview(data)
+        fields.append([view[a:b] for a, b in pairwise(offsets.tolist())])
+    if extra is not None:
+        fields.append([(e or "").encode("utf-8") for e in extra])
+    keys = fields[0] if len(fields) == 1 else [b"\x1f".join(parts) for parts in zip(*fields)]
     slow = np.flatnonzero(~ascii_rows).tolist()
     if slow:
         rows = pa.array(slow, type=pa.int64())
         values = [col.take(rows).to_pylist() for col in columns]
         for k, i in enumerate(slow):
-            fields = [normalize(str(v[k] or "")) for v in values]
+            texts = [normalize(str(v[k] or "")) for v in values]
             if extra is not None:
-                fields.append(extra[i] or "")
-            keys[i] = "\x1f".join(fields).encode("utf-8")
+                texts.append(extra[i] or "")
+            keys[i] = "\x1f".join(texts).encode("utf-8")
+    blake = hashlib.blake2b
     digests = b"".join([blake(key, digest_size=8).digest() for key in keys])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)

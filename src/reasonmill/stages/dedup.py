@@ -32,17 +32,6 @@ def _np(mask: Any) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _hash_parts(values: tuple, per_category: bool) -> int:
-    """``_text_hash`` of already extracted field values (the category last when per_category)."""
-    if per_category:
-        *values, category = values
-        parts = [normalize_for_hash(str(v or "")) for v in values] + [category or ""]
-    else:
-        parts = [normalize_for_hash(str(v or "")) for v in values]
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
 def _text_hash(record: dict, settings: ExactDedupSettings) -> int:
     parts = [normalize_for_hash(str(record.get(f) or "")) for f in settings.fields]
     if settings.per_category:
@@ -91,24 +80,16 @@ class ExactDedup(Stage):
         s = self.settings
         n = table.num_rows
         ids = np.array(table.column("id").to_pylist(), dtype=object)
-        strings = [f in table.column_names and pa.types.is_string(table.column(f).type) for f in s.fields]
-        if all(strings):  # the key fields' texts normalized and hashed by column
-            extra = table.column("category").to_pylist() if s.per_category else None
-            hashes = column_hashes([table.column(f) for f in s.fields], extra, normalize_for_hash)
-        else:
-            columns = []
-            for f in s.fields:
-                col = table.column(f) if f in table.column_names else None
-                if col is not None and pa.types.is_string(col.type):
-                    columns.append(col.to_pylist())
-                else:  # a structured field: its text is the Python form, as in ``build_map``
-                    rows = from_table(table.select([f])) if col is not None else [{}] * n
-                    columns.append([r.get(f) for r in rows])
-            if s.per_category:
-                columns.append(table.column("category").to_pylist())
-            hashes = np.fromiter(
-                (_hash_parts(parts, s.per_category) for parts in zip(*columns)), dtype=np.uint64, count=n
-            )
+        columns = []
+        for f in s.fields:
+            col = table.column(f) if f in table.column_names else None
+            if col is None or not pa.types.is_string(col.type):
+                # a structured field: its text is the Python form, as in ``build_map``
+                rows = from_table(table.select([f])) if col is not None else [{}] * n
+                col = pa.array([str(r.get(f) or "") for r in rows], type=pa.string())
+            columns.append(col)
+        extra = table.column("category").to_pylist() if s.per_category else None
+        hashes = column_hashes(columns, extra, normalize_for_hash)
         ref = table.column("reference_answer")
         has_ref = _np(pc.greater(pc.utf8_length(ref), 0))
         has_ref |= pc.fill_null(pc.list_value_length(table.column("tests")), 0).to_numpy(zero_copy_only=False) > 0
