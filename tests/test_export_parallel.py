@@ -82,3 +82,17 @@ def test_card_counts_in_batches_equal_counts_one_by_one():
     many.add_many(records[20:])
     assert one == many and many.records == 50 and many.responses == 30
     assert len(many.think_chars) >= 2 and many.by_difficulty["unlabelled"] == 33
+
+
+def test_a_discarded_stitch_leaves_no_partial_files(tmp_path):
+    from reasonmill.config import ExportSpec
+    from reasonmill.io.writers import PartStitcher
+
+    specs = [ExportSpec(path="a.jsonl", format="am"), ExportSpec(path="b.jsonl.zst", format="am"),
+             ExportSpec(path="c.parquet", format="messages")]
+    paths = [tmp_path / "out" / s.path for s in specs]
+    stitcher = PartStitcher(specs, paths, tmp_path / "ledger", None)
+    assert len(list((tmp_path / "out").glob("*.partial"))) == 3
+    stitcher.discard()
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not any(p.exists() for p in paths)

@@ -526,11 +526,11 @@ class LocalEngine:
         shutil.rmtree(parts_dir, ignore_errors=True)
         parts_dir.mkdir(parents=True)
         args = [(str(last.path), s, specs, [str(p) for p in paths], str(parts_dir)) for s in shards]
+        stitcher = PartStitcher(specs, paths, self.workdir.root / "export", card)
         pool = self.pool()
         futures = [pool.submit(_export_task, a) for a in args]
         futures += [pool.submit(removal_counts, str(p)) for p in dedup_ledger_paths(self.workdir)]
         try:
-            stitcher = PartStitcher(specs, paths, self.workdir.root / "export", card)
             for fut in futures[: len(args)]:
                 res = fut.result()
                 stitcher.add(res)
@@ -540,6 +540,7 @@ class LocalEngine:
         except BaseException:
             for f in futures:
                 f.cancel()
+            stitcher.discard()
             raise
         finally:
             shutil.rmtree(parts_dir, ignore_errors=True)

@@ -282,5 +282,14 @@ class PartStitcher:
         for out, tmp, path in zip(self.outs, self.tmps, self.paths):
             out.close()
             tmp.replace(path)
+        self.outs = []
         exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(self.specs, self.paths, self.rows)]
         return exports, self.report
+
+    def discard(self) -> None:
+        """After a failure: close the files and remove the unfinished ones."""
+        self.ledger.close()
+        for out, tmp in zip(self.outs, self.tmps):
+            out.close()
+            tmp.unlink(missing_ok=True)
+        self.outs = []
