@@ -283,7 +283,9 @@ class PartStitcher:
             out.close()
             tmp.replace(path)
         self.outs = []
-        exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(self.specs, self.paths, self.rows)]
+        exports = [
+            {"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(self.specs, self.paths, self.rows)
+        ]
         return exports, self.report
 
     def discard(self) -> None:

@@ -117,7 +117,8 @@ def removal_counts(path: str) -> dict:
 
     table = pq.ParquetFile(path).read(columns=["stage", "kind", "record", "evidence"])
     stage = table.column("stage")
-    keep = pc.and_(pc.or_(*[pc.starts_with(stage, prefix) for prefix in DEDUP_STAGES]), pc.equal(table.column("kind"), "record"))
+    dedup_stage = pc.or_(*[pc.starts_with(stage, prefix) for prefix in DEDUP_STAGES])
+    keep = pc.and_(dedup_stage, pc.equal(table.column("kind"), "record"))
     table = table.filter(keep)
     if not any(s.startswith("decontaminate") for s in pc.unique(table.column("stage")).to_pylist()):
         table = table.select(["stage", "kind", "record"])  # the evidence is read for decontamination only
