@@ -82,7 +82,11 @@ def gc_paused() -> Iterator[None]:
 # and frees tens of MB of arrays and JSON lines per shard; with the defaults each new
 # page is a page fault again (~5 µs each on a VM: numpy passes over a shard ran 2x slower).
 # Peak memory is unchanged; a process's RSS stays near its own peak.
-MALLOC_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": 1 << 30, "MALLOC_TOP_PAD_": 64 << 20, "MALLOC_MMAP_THRESHOLD_": 32 << 20}
+MALLOC_SETTINGS = {
+    "MALLOC_TRIM_THRESHOLD_": 1 << 30,
+    "MALLOC_TOP_PAD_": 64 << 20,
+    "MALLOC_MMAP_THRESHOLD_": 32 << 20,
+}
 # their mallopt parameters (M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD in malloc.h)
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
 

@@ -283,9 +283,8 @@ class PartStitcher:
             out.close()
             tmp.replace(path)
         self.outs = []
-        exports = [
-            {"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(self.specs, self.paths, self.rows)
-        ]
+        rows = zip(self.specs, self.paths, self.rows)
+        exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in rows]
         return exports, self.report
 
     def discard(self) -> None:
