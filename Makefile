@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 .PHONY: setup demo demo-local test test-fast bench clean
 
@@ -14,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[dev,embed,hf]"
 	# optional engines: tests that need them skip with a message when they are missing
 	$(BIN)/pip install -e ".[ray]" || echo "warning: ray did not install; Ray engine tests will skip"
-	$(BIN)/pip install -e ".[local]" || echo "warning: llama-cpp-python did not build; local-teacher tests will skip"
+	# llama.cpp built for a baseline x86-64 CPU (AVX2/FMA), never for the build machine's:
+	# a native build on an AVX-512/AMX Xeon dies at the first completion elsewhere (and there).
+	# --no-cache-dir: a wheel cached by an earlier native build must not be reused.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir -e ".[local]" || echo "warning: llama-cpp-python did not build; local-teacher tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

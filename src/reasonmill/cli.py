@@ -23,7 +23,10 @@ err_console = Console(stderr=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done, 1 run error (a service down, bad input data), 2 invalid
+    pipeline (file, key, --redo label), 3 stopped by a budget (resumable)."""
     from reasonmill.config import ConfigError
+    from reasonmill.errors import EXIT_INVALID_PIPELINE, EXIT_OK, EXIT_RUN_ERROR, EXIT_STOPPED
     from reasonmill.pipeline import Pipeline
     from reasonmill.report.progress import RichProgress, summary_table
 
@@ -31,33 +34,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline = Pipeline.from_yaml(args.pipeline)
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        return 2
+        return EXIT_INVALID_PIPELINE
     workdir = Path(args.workdir) if args.workdir else pipeline.default_workdir()
     progress = None if args.quiet else RichProgress(err_console)
     try:
         result = pipeline.run(
-            workdir, fresh=args.fresh, engine=args.engine, workers=args.workers, progress=progress, address=args.address
+            workdir, fresh=args.fresh, redo=args.redo, engine=args.engine, workers=args.workers,
+            progress=progress, address=args.address,
         )
+    except ConfigError as exc:
+        if progress:
+            progress.stop()
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return EXIT_INVALID_PIPELINE
     except Exception as exc:  # errors from ingest name the file and line already
         if progress:
             progress.stop()
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         if args.debug:
             raise
-        return 1
+        return EXIT_RUN_ERROR
     if progress:
         progress.stop()
     console.print(summary_table(result))
     for e in result.exports:
         console.print(f"wrote {e['path']} ({e['rows']} rows, {e['format']})")
-    if result.stopped:
+    code = EXIT_OK
+    if result.failed:
+        err_console.print(f"[red]error:[/red] {escape(result.failed)}", highlight=False)
+        code = EXIT_RUN_ERROR
+    elif result.stopped:
         console.print(f"[yellow]stopped early:[/yellow] {result.stopped}; run the same command again to resume")
+        code = EXIT_STOPPED
     elif result.all_skipped:
-        console.print("every stage was skipped: nothing to do (all outputs are complete; use --fresh to redo)")
+        console.print("every stage was skipped: nothing to do (all outputs are complete; use --redo STAGE to redo one)")
     console.print(
         f"workdir {workdir} · resume: `reasonmill run {args.pipeline}` · why dropped: `reasonmill inspect {workdir}`"
     )
-    return 0
+    return code
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -162,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", help="pipeline YAML file")
     run.add_argument("--workdir", help="where stage outputs and the ledger go (default: runs/<name>)")
     run.add_argument("--fresh", action="store_true", help="discard previous outputs and start over")
+    run.add_argument("--redo", metavar="STAGE", help="run this stage (its label) and every stage after it again")
     run.add_argument("--engine", choices=["local", "ray"], default="local")
     run.add_argument("--address", help="Ray cluster address (ray://host:10001 or auto) for --engine ray")
     run.add_argument("--workers", type=int, help="process-pool size (default: CPU count)")

@@ -81,19 +81,35 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _format_validation(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+def _format_validation(err: ValidationError, where: str, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per error: ``file: stages[4].verify.math: unknown key 'timeuot' (did you
+    mean 'timeout'?); valid keys: ...``; ``prefix`` is the path of ``model`` itself."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = tuple(p for p in e["loc"] if not _is_union_tag(p))
         if e["type"] == "extra_forbidden":
-            key = str(e["loc"][-1])
-            valid = _valid_keys(model, e["loc"][:-1])
+            key = str(loc[-1])
+            valid = _valid_keys(model, loc[:-1])
+            path = _path(prefix, loc[:-1])
             lines.append(
-                f"{where}: unknown key {loc!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}"
+                f"{where}: {path}: unknown key {key!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}"
             )
         else:
-            lines.append(f"{where}: {loc}: {e['msg']}")
+            lines.append(f"{where}: {_path(prefix, loc)}: {e['msg']}")
     return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the union member's name in the location (``math.MathSettings.x``)."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+
+
+def _path(prefix: str, loc: tuple) -> str:
+    """``stages[4].verify`` + ``("math", "limits")`` -> ``stages[4].verify.math.limits``."""
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -121,8 +137,10 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(f.alias or name for name, f in current.model_fields.items() if not f.exclude)
 
 
-def parse_stage_entry(entry: Any, where: str) -> StageSpec:
-    """``- clean``, ``- clean: {..}`` or ``- {stage: clean, as: clean2, ...}``."""
+def parse_stage_entry(entry: Any, file: str, path: str) -> StageSpec:
+    """``- clean``, ``- clean: {..}`` or ``- {stage: clean, as: clean2, ...}``; ``file`` and
+    ``path`` (``stages[4]``) locate it in error messages."""
+    where = f"{file}: {path}"
     if isinstance(entry, str):
         name, settings, label = entry, {}, entry
     elif isinstance(entry, dict) and "stage" in entry:
@@ -144,7 +162,7 @@ def parse_stage_entry(entry: Any, where: str) -> StageSpec:
     try:
         cls.Settings(**settings)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, f"{where} ({name})", cls.Settings)) from None
+        raise ConfigError(_format_validation(exc, file, cls.Settings, prefix=f"{path}.{name}")) from None
     return StageSpec(name=name, label=label, settings=settings)
 
 
@@ -172,7 +190,7 @@ def config_from_dict(raw: dict, base_dir: Path | str = ".", where: str = "<pipel
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(f"{where}: plugin {module!r} cannot be imported ({exc}); is it on PYTHONPATH?") from None
-    specs = [parse_stage_entry(e, f"{where}: stages[{i}]") for i, e in enumerate(cfg.stages)]
+    specs = [parse_stage_entry(e, where, f"stages[{i}]") for i, e in enumerate(cfg.stages)]
     labels = [s.label for s in specs]
     dupes = {label for label in labels if labels.count(label) > 1}
     if dupes:
@@ -182,6 +200,11 @@ def config_from_dict(raw: dict, base_dir: Path | str = ".", where: str = "<pipel
         for p in _source_paths(src):
             if not any(ch in p for ch in "*?[") and not (cfg.base_dir / p).exists():
                 raise ConfigError(f"{where}: sources[{i}] ({src.name}): file not found: {cfg.base_dir / p}")
+    for i, spec in enumerate(specs):
+        cls = get_stage(spec.name)
+        for p in cls.input_files(cls.Settings(**spec.settings), cfg.base_dir):
+            if not Path(p).exists():
+                raise ConfigError(f"{where}: stages[{i}].{spec.name}: file not found: {p}")
     return cfg
 
 

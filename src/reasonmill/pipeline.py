@@ -30,19 +30,22 @@ class Pipeline:
         workdir: str | Path | None = None,
         *,
         fresh: bool = False,
+        redo: str | None = None,
         engine: str = "local",
         workers: int | None = None,
         progress: Any = None,
         address: str | None = None,
     ):
-        """Run every stage (skipping completed ones) and the exports. Returns a RunResult."""
+        """Run every stage (skipping completed ones) and the exports. Returns a RunResult.
+
+        ``redo``: a stage label to run again, with every stage after it."""
         workdir = Path(workdir) if workdir else self.default_workdir()
         if engine == "local":
             from reasonmill.engine.local import LocalEngine
 
-            return LocalEngine(self.config, workdir, workers=workers, progress=progress).run(fresh=fresh)
+            return LocalEngine(self.config, workdir, workers=workers, progress=progress).run(fresh=fresh, redo=redo)
         if engine == "ray":
             from reasonmill.engine.ray import RayEngine
 
-            return RayEngine(self.config, workdir, address=address, progress=progress).run(fresh=fresh)
+            return RayEngine(self.config, workdir, address=address, progress=progress).run(fresh=fresh, redo=redo)
         raise ValueError(f"unknown engine {engine!r}: use 'local' or 'ray'")

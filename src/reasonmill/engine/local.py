@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -27,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 import reasonmill
-from reasonmill.config import PipelineConfig, StageSpec
+from reasonmill.config import ConfigError, PipelineConfig, StageSpec
+from reasonmill.engine.code_deps import closure_fingerprint
 from reasonmill.engine.ledger import drop_to_row
 from reasonmill.engine.workdir import (
     StageDir,
@@ -39,7 +39,8 @@ from reasonmill.engine.workdir import (
 )
 from reasonmill.io.sources import source_fingerprint
 from reasonmill.records import from_table
-from reasonmill.stages.base import Stage, StageContext, StopRun, get_stage
+from reasonmill.errors import ServiceFailure, StopRun
+from reasonmill.stages.base import Stage, StageContext, get_stage
 
 
 class EngineError(RuntimeError):
@@ -76,7 +77,10 @@ class RunResult:
     workdir: Path
     stages: list[StageReport]
     exports: list[dict]
+    #: why the run stopped on purpose (a spent budget): resumable, exit code 3
     stopped: str | None = None
+    #: why the run failed (a service down, a key refused): exit code 1, the re-run resumes
+    failed: str | None = None
 
     @property
     def all_skipped(self) -> bool:
@@ -84,12 +88,9 @@ class RunResult:
 
 
 def code_version(cls: type) -> str:
-    """reasonmill's version plus a hash of the stage's module source: edits re-run the stage."""
-    try:
-        src = inspect.getsource(inspect.getmodule(cls))
-    except (OSError, TypeError):
-        src = ""
-    return fingerprint(reasonmill.__version__, getattr(cls, "version", "1"), src)
+    """reasonmill's version, the class's ``version`` and a hash of every module its module
+    imports (transitively, see ``code_deps``): editing a helper re-runs the stage."""
+    return fingerprint(reasonmill.__version__, getattr(cls, "version", "1"), closure_fingerprint(cls.__module__))
 
 
 def _accumulate(report: StageReport, stats: dict) -> None:
@@ -254,13 +255,24 @@ class LocalEngine:
             extra={"base_dir": str(self.config.base_dir)},
         )
 
-    def run(self, fresh: bool = False) -> RunResult:
+    def run(self, fresh: bool = False, redo: str | None = None) -> RunResult:
+        """Run every stage not already complete, then the exports.
+
+        ``redo`` names a stage to run again with every stage after it. Before any stage
+        runs, every model server the pending stages name is checked (``preflight``).
+        A ``StopRun`` (a spent budget) or a ``ServiceFailure`` ends the run with the
+        finished shards kept and the stage unfinished; ``RunResult.stopped`` /
+        ``RunResult.failed`` say why."""
         if fresh and self.workdir.root.exists():
             self.workdir.remove_from(0)
             (self.workdir.root / "export" / "manifest.json").unlink(missing_ok=True)
         self.workdir.root.mkdir(parents=True, exist_ok=True)
+        if redo is not None:
+            self.redo_from(redo)
+        self.preflight()
         reports: list[StageReport] = []
-        stopped = None
+        stopped = failed = None
+        exports: list[dict] = []
         try:
             report, prev_dir, prev_fp = self.run_ingest()
             reports.append(report)
@@ -269,22 +281,73 @@ class LocalEngine:
                     report, prev_dir, prev_fp = self.run_stage(i, spec, prev_dir, prev_fp)
                 except StopRun as exc:
                     stopped = f"{spec.label}: {exc}"
+                except ServiceFailure as exc:
+                    failed = f"{spec.label}: {exc}"
+                if stopped or failed:
                     reports.append(StageReport(label=spec.label))
                     break
                 reports.append(report)
-            exports = [] if stopped else self.run_exports(prev_dir, prev_fp, reports)
+            if not (stopped or failed):
+                exports = self.run_exports(prev_dir, prev_fp, reports)
         finally:
             self.close()
-        result = RunResult(self.workdir.root, reports, exports, stopped)
-        atomic_write_bytes(
-            self.workdir.summary_path,
-            json.dumps(
-                {"stages": [r.to_dict() for r in reports], "exports": exports, "stopped": stopped},
-                indent=2,
-                default=str,
-            ).encode(),
-        )
+        result = RunResult(self.workdir.root, reports, exports, stopped, failed)
+        summary = {"stages": [r.to_dict() for r in reports], "exports": exports, "stopped": stopped, "failed": failed}
+        atomic_write_bytes(self.workdir.summary_path, json.dumps(summary, indent=2, default=str).encode())
         return result
+
+    # planning -------------------------------------------------------------------------
+
+    def ingest_fingerprint(self) -> str:
+        cfg = self.config
+        specs = [s.model_dump(mode="json") for s in cfg.sources]
+        fps = [source_fingerprint(s, cfg.base_dir) for s in cfg.sources]
+        # every engine writes the same ingest shards, so a run started on one engine
+        # resumes on another
+        code = closure_fingerprint("reasonmill.engine.ingest")
+        return fingerprint("ingest", specs, fps, cfg.shard_size, reasonmill.__version__, code)
+
+    @staticmethod
+    def stage_fingerprint(spec: StageSpec, prev_fp: str) -> str:
+        cls = get_stage(spec.name)
+        settings = cls.Settings(**spec.settings)
+        return fingerprint(spec.name, settings.model_dump(mode="json"), prev_fp, code_version(cls))
+
+    def pending_stages(self) -> list[StageSpec]:
+        """The stages this run will execute: those without a complete output of the same
+        fingerprint (fingerprints chain, so they are known before anything runs)."""
+        fp = self.ingest_fingerprint()
+        pending = []
+        for i, spec in enumerate(self.config.stage_specs, start=1):
+            fp = self.stage_fingerprint(spec, fp)
+            manifest = self.workdir.stage_dir(i, spec.label).manifest()
+            if not (manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete"):
+                pending.append(spec)
+        return pending
+
+    def preflight(self) -> None:
+        """Check every model server a pending stage will call; raise ``ServiceFailure``
+        listing every problem (server down, key variable unset, key refused)."""
+        from reasonmill.llm.preflight import preflight
+
+        endpoints = []
+        for spec in self.pending_stages():
+            cls = get_stage(spec.name)
+            endpoints += cls.endpoints(cls.Settings(**spec.settings))
+        problems = preflight(endpoints)
+        if problems:
+            raise ServiceFailure("preflight failed, no stage was run:\n  " + "\n  ".join(problems))
+
+    def redo_from(self, label: str) -> None:
+        """Discard the outputs of stage ``label`` and every stage after it."""
+        labels = ["ingest", *(s.label for s in self.config.stage_specs)]
+        if label == "export":
+            self.workdir.export_manifest.unlink(missing_ok=True)
+            return
+        if label not in labels:
+            raise ConfigError(f"--redo {label!r}: no such stage in this pipeline; stages: {', '.join(labels)}, export")
+        self.workdir.remove_from(labels.index(label))
+        self.workdir.export_manifest.unlink(missing_ok=True)
 
     # ingest ---------------------------------------------------------------------------
 
@@ -292,10 +355,7 @@ class LocalEngine:
         cfg = self.config
         sd = self.workdir.stage_dir(0, "ingest")
         specs = [s.model_dump(mode="json") for s in cfg.sources]
-        fps = [source_fingerprint(s, cfg.base_dir) for s in cfg.sources]
-        # LocalEngine, not type(self): every engine writes the same ingest shards, so a run
-        # started on one engine resumes on another
-        fp = fingerprint("ingest", specs, fps, cfg.shard_size, reasonmill.__version__, code_version(LocalEngine))
+        fp = self.ingest_fingerprint()
         manifest = sd.manifest()
         if manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete":
             report = StageReport.from_dict(manifest["report"])
@@ -339,7 +399,7 @@ class LocalEngine:
     def run_stage(self, i: int, spec: StageSpec, prev: StageDir, prev_fp: str) -> tuple[StageReport, StageDir, str]:
         cls = get_stage(spec.name)
         settings = cls.Settings(**spec.settings)
-        fp = fingerprint(spec.name, settings.model_dump(mode="json"), prev_fp, code_version(cls))
+        fp = self.stage_fingerprint(spec, prev_fp)
         sd = self.workdir.stage_dir(i, spec.label)
         manifest = sd.manifest()
         if manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete":

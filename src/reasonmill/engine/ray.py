@@ -35,7 +35,8 @@ from typing import Any
 from reasonmill.config import PipelineConfig
 from reasonmill.engine.local import EngineError, LocalEngine, RunResult, StageReport, _accumulate
 from reasonmill.engine.workdir import StageDir
-from reasonmill.stages.base import Stage, StageContext, StopRun
+from reasonmill.errors import ServiceFailure, StopRun
+from reasonmill.stages.base import Stage, StageContext
 
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'reasonmill[ray]' (or pip install 'ray[data]>=2.10')"
 
@@ -110,10 +111,10 @@ class RayEngine(LocalEngine):
             self.ray.shutdown()
             self._started_ray = False
 
-    def run(self, fresh: bool = False) -> RunResult:
+    def run(self, fresh: bool = False, redo: str | None = None) -> RunResult:
         self.connect()
         try:
-            return super().run(fresh=fresh)
+            return super().run(fresh=fresh, redo=redo)
         finally:
             self.disconnect()
 
@@ -174,7 +175,7 @@ class RayEngine(LocalEngine):
                 self.progress.advance(task, stats["in"], report)
         except Exception as exc:
             cause = _user_cause(exc)
-            if isinstance(cause, (EngineError, StopRun)):
+            if isinstance(cause, (EngineError, StopRun, ServiceFailure)):
                 raise cause from None
             raise EngineError(f"stage {label!r} failed on Ray:\n{_worker_trace(exc)}") from exc
 

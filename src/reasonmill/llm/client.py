@@ -18,8 +18,6 @@ never pay twice, so the client owns the whole request life cycle:
 
 from __future__ import annotations
 
-from reasonmill.stages.base import StopRun
-
 import asyncio
 import concurrent.futures
 import contextlib
@@ -37,6 +35,7 @@ from typing import Any, Literal
 
 import orjson
 
+from reasonmill.errors import ServiceFailure, StopRun
 from reasonmill.records import new_response
 
 from .cache import RequestEncoder, ResponseCache, dumps_value
@@ -69,7 +68,7 @@ class BudgetExhausted(StopRun):
     """
 
 
-class FatalRequestError(StopRun):
+class FatalRequestError(ServiceFailure):
     """The teacher refuses every request (bad key, unknown model or URL): stop the run."""
 
 

@@ -15,16 +15,15 @@ engine writes the shards and the ledger. That keeps stages engine-agnostic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from reasonmill.errors import ServiceFailure, StopRun  # noqa: F401  (part of the stage contract)
 
-class StopRun(Exception):
-    """Raised by a stage to stop the run cleanly (e.g. a spent budget).
-
-    The engine keeps every completed shard, marks the stage unfinished and returns; the
-    same command resumes the run."""
+if TYPE_CHECKING:
+    from reasonmill.llm.preflight import Endpoint
 
 
 class StageSettings(BaseModel):
@@ -141,6 +140,18 @@ class Stage:
 
     def summary(self, output_stats: dict) -> str:
         return ""
+
+    @classmethod
+    def endpoints(cls, settings: StageSettings) -> list["Endpoint"]:
+        """The model servers these settings will call. The engine checks each one before
+        any stage runs (it answers; its key variable is set and accepted), so a teacher
+        that is down fails the run in seconds, not after ingest and dedup."""
+        return []
+
+    @classmethod
+    def input_files(cls, settings: StageSettings, base_dir: Path) -> list[Path]:
+        """Files these settings name (benchmarks, models); checked when the pipeline loads."""
+        return []
 
     @classmethod
     def executor_for(cls, settings: StageSettings) -> str:

@@ -47,7 +47,7 @@ from reasonmill.llm.client import (
 from reasonmill.llm.prompts import DEFAULT_SYSTEM_PROMPT, build_messages
 from reasonmill.llm.transport import Timeouts
 
-from .base import Resources, Stage, StageOutput, StageSettings, stage
+from .base import Resources, ServiceFailure, Stage, StageOutput, StageSettings, stage
 
 __all__ = ["BudgetExhausted", "FatalRequestError", "Generate", "GenerateSettings"]
 
@@ -140,6 +140,15 @@ class Generate(Stage):
             if k > 0:
                 plan[i] = k
         return self._generate(records, plan, drop_empty=False)
+
+    @classmethod
+    def endpoints(cls, settings: GenerateSettings) -> list:
+        from reasonmill.llm.preflight import Endpoint
+
+        if settings.base_url == "local" or settings.engine == "vllm":
+            return []  # started by the stage itself; serve_local reports its own failure
+        explicit = "api_key_env" in settings.model_fields_set
+        return [Endpoint("generate teacher", settings.base_url, settings.api_key_env, explicit and bool(settings.api_key_env))]
 
     def accounting(self) -> dict:
         """Tokens, cost, requests, cache hits, retries and errors of this run so far."""
@@ -265,6 +274,7 @@ class Generate(Stage):
                         results[i].append((sample, result))
 
         self._report_records(len(records) - len(plan))
+        self._fail_on_service_failures(results)
         out = StageOutput()
         for i, record in enumerate(records):
             if i not in plan:
@@ -296,6 +306,24 @@ class Generate(Stage):
             else:
                 out.kept.append(new)
         return out
+
+    def _fail_on_service_failures(self, results: dict[int, list[tuple[int, dict | Failure]]]) -> None:
+        """Raise ``ServiceFailure`` when any request failed for a reason outside the data.
+
+        A refused connection, retries exhausted on 5xx or garbage, a timeout: dropping the
+        record would cache the outage as a decision about the data. So the shard is not
+        recorded and the run fails; the replies that did arrive are in the cache, and the
+        next run re-asks only for the rest."""
+        failed = [f for got in results.values() for _, f in got if isinstance(f, Failure) and f.retryable]
+        if not failed:
+            return
+        kinds = Counter(f.reason for f in failed)
+        raise ServiceFailure(
+            f"{len(failed)} request(s) to the teacher at {self.settings.base_url} failed "
+            f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}); last: {failed[-1].message[:300]}. "
+            "Nothing was dropped for it; fix the server and run the same command again "
+            "(completed replies are cached)"
+        )
 
     async def _run_openai(
         self, jobs: Iterator[tuple[Any, list[dict], int]], plan: dict[int, int]
