@@ -20,7 +20,7 @@ def test_generate_verify_resample_loop_rescues_failing_problems(tmp_path):
     ]
     data = tmp_path / "p.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    teacher = {"base_url": url, "model": "fault-teacher", "api_key_env": "NO_KEY_NEEDED", "n": 1,
+    teacher = {"base_url": url, "model": "fault-teacher", "api_key_env": None, "n": 1,
                "max_tokens": 256, "progress": False}
     cfg = {
         "name": "rs", "workdir": "work",

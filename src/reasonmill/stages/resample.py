@@ -40,6 +40,10 @@ class Resample(Stage):
         self.generator = Generate(self.settings.generate, self.context)
         self.verifier = Verify(self.settings.verify, self.context)
 
+    @classmethod
+    def endpoints(cls, settings: ResampleSettings) -> list:
+        return Generate.endpoints(settings.generate) + Verify.endpoints(settings.verify)
+
     def process(self, records: list[dict], index: Any = None) -> StageOutput:
         s = self.settings
         current = {r["id"]: r for r in records}
