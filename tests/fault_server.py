@@ -111,7 +111,8 @@ class FaultServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.pending = 0  # replies written whose delivery is not yet confirmed
-        self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, *FORCED, "ok", "requests", "abandoned", "unread")}
+        names = (*FAULTS, *FORCED, "ok", "requests", "abandoned", "unread")
+        self.counts: dict[str, int] = {name: 0 for name in names}
         self.huge_sent = 0  # body bytes of ``huge`` replies written before the client hung up
         self._attempts: dict[tuple[str, int], int] = {}  # (prompt hash, sample) -> requests so far
 
@@ -410,7 +411,8 @@ class FaultServer:
 
     async def _trickle(self, writer, reader, payload: bytes, ctype: str) -> bool:
         """A 200 whose body comes one byte every ``trickle_seconds``; False if the client left."""
-        writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head.encode())
         await writer.drain()
         for i in range(len(payload)):
             await asyncio.sleep(self.config.trickle_seconds)

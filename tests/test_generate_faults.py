@@ -36,7 +36,9 @@ SEED = 7  # its worst sample needs 12 attempts (see the module docstring)
 def test_every_fault_at_20_percent(tmp_path, stream):
     log = tmp_path / "server.jsonl"
     srv = FaultServer(
-        FaultConfig.uniform(0.2, retry_after="0.2", slow_seconds=0.3, hang_seconds=60, log_path=str(log), seed=SEED)
+        FaultConfig.uniform(
+            0.2, retry_after="0.2", slow_seconds=0.3, hang_seconds=60, log_path=str(log), seed=SEED
+        )
     )
     srv.start_thread()
     try:

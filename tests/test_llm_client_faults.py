@@ -154,7 +154,9 @@ def test_empty_completion_rules_for_both_reply_shapes():
     with pytest.raises(_Retry) as info:
         parse_sse(b"data: [DONE]\n\n")
     assert info.value.kind == "empty_completion"
-    stop_no_content = b'data: {"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}\n\n'
+    stop_no_content = (
+        b'data: {"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}\n\n'
+    )
     with pytest.raises(_Retry) as info:
         parse_sse(stop_no_content + b"data: [DONE]\n\n")
     assert info.value.kind == "empty_completion"
@@ -193,7 +195,8 @@ def test_key_echoed_by_the_server_reaches_no_message_exception_or_cache(make_ser
 
 
 def test_redact_masks_the_secrets_and_anything_credential_shaped():
-    text = 'auth "Bearer abc.def-123" api_key=qwerty123 {"api-key": "zzz999"} sk-proj-AbC123xyz9 raw s3cr3t-value'
+    text = 'auth "Bearer abc.def-123" api_key=qwerty123 {"api-key": "zzz999"} sk-proj-AbC123xyz9 '
+    text += "raw s3cr3t-value"
     out = redact(text, ["s3cr3t-value", "abc"])
     for leaked in ("abc.def-123", "qwerty123", "zzz999", "sk-proj-AbC123xyz9", "s3cr3t-value"):
         assert leaked not in out, out

@@ -36,6 +36,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -342,12 +343,14 @@ def parse_completion(body: bytes) -> _Parsed:
     finish_reason = choice.get("finish_reason")
     if not content and not reasoning:
         raise _empty(finish_reason)
-    return _Parsed(content or "", reasoning, finish_reason, data.get("usage"), data.get("id"), data.get("model"))
+    usage, request_id, model = data.get("usage"), data.get("id"), data.get("model")
+    return _Parsed(content or "", reasoning, finish_reason, usage, request_id, model)
 
 
 def _empty(finish_reason: str | None) -> _Retry:
     """A 200 with neither content nor reasoning: never a paid answer, always retried."""
-    return _Retry("empty_completion", f"the reply has no content and no reasoning (finish_reason={finish_reason})")
+    message = f"the reply has no content and no reasoning (finish_reason={finish_reason})"
+    return _Retry("empty_completion", message)
 
 
 def parse_sse(body: bytes) -> _Parsed:
@@ -520,7 +523,11 @@ class ChatClient:
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         #: what ``redact`` removes from every server text: the key and credential headers
-        secrets = {config.api_key or "", *(v for k, v in config.headers.items() if _is_credential_header(k))}
+        secrets = {
+            config.api_key or "",
+            urllib.parse.urlsplit(config.base_url).password or "",
+            *(v for k, v in config.headers.items() if _is_credential_header(k)),
+        }
         self._secrets = tuple(sorted(secrets - {""}, key=len, reverse=True))
 
     async def __aenter__(self) -> ChatClient:
@@ -704,7 +711,8 @@ class ChatClient:
             )
         if status == 402:
             raise FatalRequestError(
-                f"the teacher at {url} wants payment (HTTP 402: {clip(message, 200)}); check the account's credits"
+                f"the teacher at {url} wants payment (HTTP 402: {clip(message, 200)}); "
+                "check the account's credits"
             )
         if status == 404:
             raise FatalRequestError(

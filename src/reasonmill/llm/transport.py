@@ -94,6 +94,10 @@ async def read_capped(chunks: AsyncIterator[bytes], headers: Mapping[str, str], 
     return b"".join(parts)
 
 
+def _past_deadline(deadline: float) -> str:
+    return f"attempt exceeded its {deadline:g} s deadline (Timeouts.total)"
+
+
 def _too_large(what: str, limit: int) -> TransportError:
     return TransportError("reply_too_large", f"reply of {what} is over max_reply_bytes={limit}: abandoned")
 
@@ -126,9 +130,10 @@ class AiohttpTransport:
                 data = await read_capped(resp.content.iter_any(), resp.headers, self._max_reply)
                 return HTTPReply(resp.status, resp.headers, data)
         except aiohttp.ServerTimeoutError as exc:  # connect or sock_read: the server went silent
-            raise TransportError("timeout", f"no reply within the timeout ({type(exc).__name__}: {exc})") from exc
+            message = f"no reply within the timeout ({type(exc).__name__}: {exc})"
+            raise TransportError("timeout", message) from exc
         except TimeoutError as exc:  # the total deadline
-            raise TransportError("timeout", f"attempt exceeded its {self._deadline:g} s deadline") from exc
+            raise TransportError("timeout", _past_deadline(self._deadline)) from exc
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             raise TransportError("connection", f"connection dropped mid-reply: {exc}") from exc
         except aiohttp.ClientResponseError as exc:
@@ -169,7 +174,7 @@ class HttpxTransport:
                 return await self._post(url, body, headers)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if deadline.expired():
-                raise TransportError("timeout", f"attempt exceeded its {self._deadline:g} s deadline") from exc
+                raise TransportError("timeout", _past_deadline(self._deadline)) from exc
             raise TransportError("timeout", f"no reply within the timeout ({type(exc).__name__})") from exc
         except httpx.RemoteProtocolError as exc:
             raise TransportError("connection", f"connection dropped mid-reply: {exc}") from exc
