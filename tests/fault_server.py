@@ -168,8 +168,11 @@ class FaultServer:
             self._log.close()
             self._log = None
 
-    def settle(self, timeout: float = 5.0) -> None:
-        """Wait until every written reply is confirmed (clients closed or moved on)."""
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every written reply is confirmed (clients closed or moved on).
+
+        Returns as soon as they are; the timeout is generous for a loaded machine.
+        """
         deadline = time.monotonic() + timeout
         while self.pending > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
