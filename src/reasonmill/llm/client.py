@@ -48,7 +48,7 @@ from reasonmill.records import new_response
 
 from .cache import RequestEncoder, ResponseCache, dumps_value
 from .ratelimit import RateLimiter, estimate_tokens
-from .transport import MAX_REPLY_BYTES, HTTPReply, Timeouts, Transport, TransportError, make_transport
+from .transport import HTTPReply, Timeouts, Transport, TransportError, make_transport
 
 SAMPLE_HEADER = "X-Reasonmill-Sample-Index"
 KEY_HEADER = "X-Reasonmill-Cache-Key"
@@ -170,6 +170,24 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _CREDENTIAL.sub(_mask, text)
 
 
+#: bytes a reply may take per requested token: an SSE chunk carries a token in ~250 bytes
+#: (a non-streamed reply needs far less); with ``logprobs`` / ``top_logprobs`` up to ~2 KiB
+REPLY_BYTES_PER_TOKEN = 512
+REPLY_BYTES_PER_TOKEN_WITH_LOGPROBS = 4096
+
+
+def default_max_reply_bytes(max_tokens: int, extra_params: dict[str, Any]) -> int:
+    """Twice the largest honest reply for ``max_tokens``, plus 1 MiB (17 MiB at 32,768 tokens).
+
+    Why a cap: a broken or hostile server can send any amount, and a JSON reply costs
+    some 20 times its size once parsed (three 50 MB replies took 3 GB); ``concurrency``
+    replies are read at once. A reply over the cap is abandoned unread and retried.
+    """
+    logprobs = extra_params.get("logprobs") or extra_params.get("top_logprobs")
+    per_token = REPLY_BYTES_PER_TOKEN_WITH_LOGPROBS if logprobs else REPLY_BYTES_PER_TOKEN
+    return 2**20 + max_tokens * per_token
+
+
 @dataclass
 class ClientConfig:
     base_url: str
@@ -188,8 +206,9 @@ class ClientConfig:
     backoff_max: float = 60.0
     #: ``timeouts.read`` (silence), ``timeouts.total`` (one whole attempt; default 3 x read)
     timeouts: Timeouts = field(default_factory=Timeouts)
-    #: a reply larger than this is abandoned and retried (``reply_too_large``)
-    max_reply_bytes: int = MAX_REPLY_BYTES
+    #: a reply larger than this is abandoned and retried (``reply_too_large``);
+    #: None: ``default_max_reply_bytes(max_tokens, extra_params)``
+    max_reply_bytes: int | None = None
     transport: Literal["auto", "aiohttp", "httpx"] = "auto"
     price_prompt_per_m: float | None = None
     price_completion_per_m: float | None = None
@@ -208,6 +227,11 @@ class ClientConfig:
         if not base.endswith("/v1"):
             base += "/v1"
         return base + "/chat/completions"
+
+    @property
+    def reply_limit(self) -> int:
+        """The size cap of one reply, in bytes."""
+        return self.max_reply_bytes or default_max_reply_bytes(self.max_tokens, self.extra_params)
 
     def sampling_params(self) -> dict[str, Any]:
         """The parameters that change the answer: they go into the cache key."""
@@ -532,7 +556,7 @@ class ChatClient:
 
     async def __aenter__(self) -> ChatClient:
         cfg = self.config
-        self._transport = make_transport(cfg.transport, cfg.concurrency, cfg.timeouts, cfg.max_reply_bytes)
+        self._transport = make_transport(cfg.transport, cfg.concurrency, cfg.timeouts, cfg.reply_limit)
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         return self
 

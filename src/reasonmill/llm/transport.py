@@ -26,12 +26,6 @@ from typing import Literal, Protocol
 
 ErrorKind = Literal["timeout", "connection", "protocol", "reply_too_large"]
 
-#: default reply size cap. A 32,768-token completion streamed as SSE is about 32,768
-#: chunks of ~250 bytes (8 MiB); with ``logprobs``/``top_logprobs`` a chunk can reach
-#: ~2 KiB (64 MiB). Anything larger is a broken or hostile server, and parsing it would
-#: cost ~20x its size in Python objects.
-MAX_REPLY_BYTES = 64 * 2**20
-
 #: without an explicit ``Timeouts.total``, an attempt may last this many ``read`` timeouts
 TOTAL_PER_READ = 3.0
 
@@ -103,7 +97,7 @@ def _too_large(what: str, limit: int) -> TransportError:
 
 
 class AiohttpTransport:
-    def __init__(self, max_connections: int, timeouts: Timeouts, max_reply_bytes: int = MAX_REPLY_BYTES):
+    def __init__(self, max_connections: int, timeouts: Timeouts, max_reply_bytes: int):
         import aiohttp
 
         self._aiohttp = aiohttp
@@ -146,7 +140,7 @@ class AiohttpTransport:
 
 
 class HttpxTransport:
-    def __init__(self, max_connections: int, timeouts: Timeouts, max_reply_bytes: int = MAX_REPLY_BYTES):
+    def __init__(self, max_connections: int, timeouts: Timeouts, max_reply_bytes: int):
         import httpx
 
         self._httpx = httpx
@@ -198,7 +192,7 @@ def make_transport(
     kind: Literal["auto", "aiohttp", "httpx"],
     max_connections: int,
     timeouts: Timeouts,
-    max_reply_bytes: int = MAX_REPLY_BYTES,
+    max_reply_bytes: int,
 ) -> Transport:
     """Build the transport; must be called inside a running event loop (aiohttp needs one)."""
     if kind == "auto":
