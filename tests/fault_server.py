@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     ap.add_argument("--slow-seconds", type=float, default=2.0)
     ap.add_argument("--hang-seconds", type=float, default=3600.0)
-    ap.add_argument("--trickle-seconds", type=float, default=0.2, help="pause between bytes of [[first=K:trickle]]")
+    ap.add_argument("--trickle-seconds", type=float, default=0.2, help="byte interval of [[first=K:trickle]]")
     ap.add_argument("--huge-bytes", type=int, default=64 * 2**20, help="body size of [[first=K:huge]]")
     ap.add_argument("--retry-after", default="1")
     ap.add_argument("--log", default=None, help="JSON-lines log of completed replies")

@@ -117,7 +117,9 @@ def test_oversized_reply_is_abandoned_at_the_cap_and_retried(make_server, transp
 
 def test_default_reply_cap_follows_max_tokens_and_logprobs():
     assert ClientConfig(base_url="http://x/v1", model="m").reply_limit == 17 * 2**20  # 32,768 tokens
-    with_logprobs = ClientConfig(base_url="http://x/v1", model="m", max_tokens=1000, extra_params={"logprobs": True})
+    with_logprobs = ClientConfig(
+        base_url="http://x/v1", model="m", max_tokens=1000, extra_params={"logprobs": True}
+    )
     assert with_logprobs.reply_limit == 2**20 + 1000 * 4096
     assert ClientConfig(base_url="http://x/v1", model="m", max_reply_bytes=5).reply_limit == 5
 
