@@ -3,7 +3,10 @@
 A real HTTP/1.1 server on asyncio streams (keep-alive, chunked SSE streaming), so the
 client under test goes through real sockets. Each request rolls every fault in turn,
 each with its own probability; the request succeeds only when no fault fires, so with
-every fault at 20 % about 0.8**5 = 33 % of attempts succeed (``slow`` only delays):
+every fault at 20 % about 0.8**5 = 33 % of attempts succeed (``slow`` only delays).
+With a ``seed``, the dice are a hash of (seed, fault, prompt, sample, attempt number):
+which attempt of which pair meets which fault does not depend on the order in which
+concurrent requests arrive, so a test's fault counts and outcomes are reproducible.
 
 - ``429``: HTTP 429 with a ``Retry-After`` header;
 - ``500``: HTTP 500 with a JSON error;
@@ -19,7 +22,16 @@ prompt force behaviours: ``[[answer=X]]`` answers ``\\boxed{X}``;
 ``[[pass_from=K]]`` makes samples before index K answer wrongly;
 ``[[context_length]]`` returns a non-retryable context-length 400; ``[[truncate]]``
 finishes with ``length``; ``[[reasoning_content]]`` puts the thinking in the separate
-``reasoning_content`` field.
+``reasoning_content`` field. ``[[first=K:FORCED]]`` gives the first K attempts at each
+sample one of the ``FORCED`` faults (later attempts are served normally):
+
+- ``trickle``: HTTP 200, then the reply one byte every ``trickle_seconds``;
+- ``huge`` / ``huge_declared``: HTTP 200 and ``huge_bytes`` of body (a valid reply after
+  that much leading whitespace), chunked or with its ``Content-Length``;
+- ``done_only``: an empty completion (a stream of ``data: [DONE]`` alone, or ``content: ""``);
+- ``null_content``: ``content: null`` and no reasoning (a stream with no content delta);
+- ``echo_500`` / ``echo_400``: an error whose message echoes the ``Authorization`` header;
+- ``echo_ok``: a good answer that echoes the ``Authorization`` header in its content.
 
 A request whose client hung up before the reply was ready is abandoned, as vLLM
 aborts a disconnected request. Every *completed* reply is logged as one JSON line:
@@ -46,6 +58,7 @@ from pathlib import Path
 from typing import IO
 
 FAULTS = ("429", "500", "hang", "malformed", "cut", "slow")
+FORCED = ("trickle", "huge", "huge_declared", "done_only", "null_content", "echo_500", "echo_400", "echo_ok")
 
 
 @dataclass
@@ -54,6 +67,8 @@ class FaultConfig:
     latency: float = 0.0
     slow_seconds: float = 2.0
     hang_seconds: float = 3600.0
+    trickle_seconds: float = 0.2
+    huge_bytes: int = 64 * 2**20
     retry_after: str = "1"
     log_path: str | None = None
     seed: int | None = None
@@ -96,7 +111,10 @@ class FaultServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.pending = 0  # replies written whose delivery is not yet confirmed
-        self.counts: dict[str, int] = {f: 0 for f in (*FAULTS, "ok", "requests", "abandoned", "unread")}
+        names = (*FAULTS, *FORCED, "ok", "requests", "abandoned", "unread")
+        self.counts: dict[str, int] = {name: 0 for name in names}
+        self.huge_sent = 0  # body bytes of ``huge`` replies written before the client hung up
+        self._attempts: dict[tuple[str, int], int] = {}  # (prompt hash, sample) -> requests so far
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -150,8 +168,11 @@ class FaultServer:
             self._log.close()
             self._log = None
 
-    def settle(self, timeout: float = 5.0) -> None:
-        """Wait until every written reply is confirmed (clients closed or moved on)."""
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every written reply is confirmed (clients closed or moved on).
+
+        Returns as soon as they are; the timeout is generous for a loaded machine.
+        """
         deadline = time.monotonic() + timeout
         while self.pending > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -216,9 +237,16 @@ class FaultServer:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
         await writer.drain()
 
-    def _roll(self, fault: str) -> bool:
+    def _dice(self, name: str, attempt: str) -> float:
+        """A uniform number in [0, 1): a hash of the attempt with a seed, else the shared RNG."""
+        if self.config.seed is None:
+            return self._rng.random()
+        digest = hashlib.blake2b(f"{self.config.seed}/{name}/{attempt}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def _roll(self, fault: str, attempt: str) -> bool:
         rate = self.config.rates.get(fault, 0.0)
-        return rate > 0 and self._rng.random() < rate
+        return rate > 0 and self._dice(fault, attempt) < rate
 
     async def _dispatch(
         self, method: str, path: str, headers: dict, body: bytes, writer, reader=None, pending: list | None = None
@@ -233,7 +261,8 @@ class FaultServer:
             return True
         self.counts["requests"] += 1
         if self.config.api_key and headers.get("authorization") != f"Bearer {self.config.api_key}":
-            await self._send(writer, 401, b'{"error": {"message": "invalid api key"}}')
+            msg = f"invalid api key in Authorization: {headers.get('authorization')}"  # as some proxies do
+            await self._send(writer, 401, json.dumps({"error": {"message": msg}}).encode())
             return True
         try:
             request = json.loads(body)
@@ -245,6 +274,16 @@ class FaultServer:
         user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
         stream = bool(request.get("stream"))
         cfg = self.config
+        pair = (prompt_hash(messages), sample)
+        n = self._attempts[pair] = self._attempts.get(pair, 0) + 1
+        attempt = f"{pair[0]}/{sample}/{n}"
+        forced = re.search(r"\[\[first=(\d+):(\w+)\]\]", user)
+        force = forced.group(2) if forced and n <= int(forced.group(1)) else None
+        if force is not None and force not in FORCED:
+            raise ValueError(f"unknown forced fault {force!r}: one of {FORCED}")
+        if force:
+            self.counts[force] += 1
+        authorization = headers.get("authorization", "")
 
         if cfg.latency:
             await asyncio.sleep(cfg.latency)
@@ -255,19 +294,26 @@ class FaultServer:
         if "[[bad_request]]" in user:
             await self._send(writer, 400, b'{"error": {"message": "unsupported parameter: foo"}}')
             return True
-        if self._roll("429"):
+        if force in ("echo_500", "echo_400"):
+            msg = f"upstream refused the request sent with Authorization: {authorization}"
+            await self._send(writer, int(force[-3:]), json.dumps({"error": {"message": msg}}).encode())
+            return True
+        if force in ("huge", "huge_declared"):
+            await self._send_huge(writer, force == "huge_declared")
+            return True
+        if self._roll("429", attempt):
             self.counts["429"] += 1
             await self._send(writer, 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": cfg.retry_after})
             return True
-        if self._roll("500"):
+        if self._roll("500", attempt):
             self.counts["500"] += 1
             await self._send(writer, 500, b'{"error": {"message": "internal error"}}')
             return True
-        if self._roll("hang"):
+        if self._roll("hang", attempt):
             self.counts["hang"] += 1
             await asyncio.sleep(cfg.hang_seconds)
             return False
-        if self._roll("slow"):
+        if self._roll("slow", attempt):
             self.counts["slow"] += 1
             await asyncio.sleep(cfg.slow_seconds)
         if reader is not None and reader.at_eof():
@@ -275,8 +321,8 @@ class FaultServer:
             # vLLM, abort the request instead of completing it for nobody
             self.counts["abandoned"] += 1
             return False
-        malformed = self._roll("malformed")
-        cut = not malformed and self._roll("cut")
+        malformed = self._roll("malformed", attempt)
+        cut = not malformed and self._roll("cut", attempt)
 
         think, answer = expected_answer(messages, sample)
         finish = "length" if "[[truncate]]" in user else "stop"
@@ -285,9 +331,13 @@ class FaultServer:
         separate = "[[reasoning_content]]" in user
         content = answer if separate else f"<think>\n{think}\n</think>\n<answer>\n{answer}\n</answer>"
         reasoning = think if separate else None
+        if force == "echo_ok":
+            content += f"\n(request sent with Authorization: {authorization})"
+        elif force in ("done_only", "null_content"):
+            content, reasoning = ("" if force == "done_only" else None), None
         usage = {
             "prompt_tokens": max(1, len(json.dumps(messages)) // 4),
-            "completion_tokens": max(1, (len(content) + len(reasoning or "")) // 4),
+            "completion_tokens": max(1, (len(content or "") + len(reasoning or "")) // 4),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         rid = "chatcmpl-" + hashlib.sha256(f"{prompt_hash(messages)}/{sample}/{time.time()}".encode()).hexdigest()[:12]
@@ -299,10 +349,14 @@ class FaultServer:
             else:
                 await self._send(writer, 200, b'{"id": "' + rid.encode() + b'", "choices": [{"message": {"content": "')
             return True
+        if stream and force == "done_only":
+            await self._send_stream(writer, [], done=True)
+            return True
         if stream:
             chunks = [{"role": "assistant", "content": ""}]
             if reasoning:
                 chunks.append({"reasoning_content": reasoning})
+            content = content or ""
             third = max(1, len(content) // 3)
             chunks += [{"content": content[i : i + third]} for i in range(0, len(content), third)]
             events = [self._chunk(rid, d, None) for d in chunks] + [self._chunk(rid, {}, finish)]
@@ -310,12 +364,17 @@ class FaultServer:
                 events.append(b"data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "choices": [], "usage": usage}).encode())
             if cut:
                 self.counts["cut"] += 1
-                if self._rng.random() < 0.5:  # clean end of the HTTP body, but no finish reason
+                if self._dice("cut_clean", attempt) < 0.5:  # clean end of the HTTP body, but no finish reason
                     await self._send_stream(writer, events[:2], done=False)
                     return True
                 await self._send_stream(writer, events[:2], done=False, terminate=False)
                 return False
-            await self._send_stream(writer, events, done=True)
+            if force == "trickle":
+                body = b"".join(e + b"\n\n" for e in [*events, b"data: [DONE]"])
+                if not await self._trickle(writer, reader, body, "text/event-stream"):
+                    return False
+            else:
+                await self._send_stream(writer, events, done=True)
         else:
             payload = json.dumps(
                 {
@@ -339,7 +398,11 @@ class FaultServer:
                 writer.write(head.encode() + payload[: len(payload) // 2])
                 await writer.drain()
                 return False
-            await self._send(writer, 200, payload)
+            if force == "trickle":
+                if not await self._trickle(writer, reader, payload, "application/json"):
+                    return False
+            else:
+                await self._send(writer, 200, payload)
         self.counts["ok"] += 1
         entry = {"prompt": prompt_hash(messages), "sample": sample, "key": headers.get("x-reasonmill-cache-key"), "stream": stream, "t": time.time()}
         if pending is None:
@@ -348,6 +411,39 @@ class FaultServer:
             pending.append(entry)
             self.pending += 1
         return True
+
+    async def _trickle(self, writer, reader, payload: bytes, ctype: str) -> bool:
+        """A 200 whose body comes one byte every ``trickle_seconds``; False if the client left."""
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head.encode())
+        await writer.drain()
+        for i in range(len(payload)):
+            await asyncio.sleep(self.config.trickle_seconds)
+            if reader is not None and reader.at_eof():
+                self.counts["abandoned"] += 1
+                return False
+            writer.write(b"1\r\n" + payload[i : i + 1] + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def _send_huge(self, writer, declared: bool) -> None:
+        """``huge_bytes`` of whitespace and then a valid reply, until the client hangs up."""
+        tail = json.dumps({"choices": [{"message": {"content": "huge"}, "finish_reason": "stop"}]}).encode()
+        size = self.config.huge_bytes
+        framing = f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked"
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode())
+        block = b" " * 65536
+        left = size - len(tail)
+        while left > 0:
+            data = block[: min(left, len(block))]
+            writer.write(data if declared else f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()  # raises ConnectionError once the client has hung up
+            self.huge_sent += len(data)
+            left -= len(data)
+        writer.write(tail if declared else f"{len(tail):x}\r\n".encode() + tail + b"\r\n0\r\n\r\n")
+        await writer.drain()
 
     @staticmethod
     def _chunk(rid: str, delta: dict, finish: str | None) -> bytes:
@@ -400,6 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     ap.add_argument("--slow-seconds", type=float, default=2.0)
     ap.add_argument("--hang-seconds", type=float, default=3600.0)
+    ap.add_argument("--trickle-seconds", type=float, default=0.2, help="byte interval of [[first=K:trickle]]")
+    ap.add_argument("--huge-bytes", type=int, default=64 * 2**20, help="body size of [[first=K:huge]]")
     ap.add_argument("--retry-after", default="1")
     ap.add_argument("--log", default=None, help="JSON-lines log of completed replies")
     ap.add_argument("--seed", type=int, default=None)
@@ -414,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
         latency=args.latency,
         slow_seconds=args.slow_seconds,
         hang_seconds=args.hang_seconds,
+        trickle_seconds=args.trickle_seconds,
+        huge_bytes=args.huge_bytes,
         retry_after=args.retry_after,
         log_path=args.log,
         seed=args.seed,

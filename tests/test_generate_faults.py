@@ -4,6 +4,13 @@ The server rolls 429 (with Retry-After), 500, hang, malformed JSON, cut-off repl
 slow reply independently for each attempt; the client must retry through all of them.
 Every record ends either in the output, with only correct responses, or in the drops
 with a reason - never with an empty or made-up response.
+
+Nothing here depends on the order in which the 32 concurrent requests reach the server
+or on how busy the machine is: the server's dice are a hash of (seed, fault, prompt,
+sample, attempt number), so with ``SEED`` the worst sample needs 12 attempts whatever
+the scheduling, and ``max_retries`` leaves room for 9 more (a slow reply that a loaded
+machine turns into a timeout costs an attempt). Counts are compared through
+invariants that hold under any timing, not through equalities that assume none.
 """
 
 from __future__ import annotations
@@ -16,18 +23,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fault_server import FaultConfig, FaultServer, expected_answer, read_log
+from fault_server import FAULTS, FaultConfig, FaultServer, expected_answer, read_log
 
 from reasonmill.llm.prompts import build_messages
 from reasonmill.records import new_record
 from reasonmill.stages.generate import Generate
+
+SEED = 7  # its worst sample needs 12 attempts (see the module docstring)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_every_fault_at_20_percent(tmp_path, stream):
     log = tmp_path / "server.jsonl"
     srv = FaultServer(
-        FaultConfig.uniform(0.2, retry_after="0.2", slow_seconds=0.4, hang_seconds=60, log_path=str(log), seed=7)
+        FaultConfig.uniform(
+            0.2, retry_after="0.2", slow_seconds=0.3, hang_seconds=60, log_path=str(log), seed=SEED
+        )
     )
     srv.start_thread()
     try:
@@ -44,8 +55,10 @@ def test_every_fault_at_20_percent(tmp_path, stream):
                 "n": 2,
                 "stream": stream,
                 "concurrency": 32,
-                "max_retries": 10,
-                "timeout": 1.0,  # a hung reply is abandoned after 1 s of silence
+                "max_retries": 20,
+                # a hung reply is abandoned after 2 s of silence; a slow one (0.3 s) is far
+                # from that limit, so a reply is not abandoned while it arrives (paid twice)
+                "timeout": 2.0,
                 "backoff_base": 0.05,
                 "backoff_max": 0.5,
                 "cache_path": str(tmp_path / "cache.sqlite"),
@@ -59,24 +72,24 @@ def test_every_fault_at_20_percent(tmp_path, stream):
     kept = {r["id"] for r in out.kept}
     dropped = {d.id for d in out.dropped}
     assert kept | dropped == {r["id"] for r in records} and not kept & dropped
-    for d in out.dropped:
-        assert d.reason in {"context_length", "retries_exhausted", "generation_failed"} and d.message
-    assert {d.id: d.reason for d in out.dropped}[records[-1]["id"]] == "context_length"
+    assert [(d.id, d.reason) for d in out.dropped] == [(records[-1]["id"], "context_length")]
+    assert all(d.evidence["failures"][0]["retryable"] is False for d in out.dropped)  # a data failure
 
     n_responses = 0
     for rec in out.kept:
-        assert 1 <= len(rec["responses"]) <= 2
-        failed = rec["meta"].get("generate_failures", [])
-        assert len(rec["responses"]) + len(failed) == 2  # every sample: a response or a failure with reason
+        assert len(rec["responses"]) == 2 and not rec["meta"].get("generate_failures"), rec["meta"]
         for resp in rec["responses"]:
             think, answer = expected_answer(build_messages(rec, stage.settings.system_prompt), resp["meta"]["sample_index"])
             assert resp["answer"] == answer and resp["think"] == think  # never empty, never garbled
             n_responses += 1
 
     acc = stage.accounting()
-    faults = {k: v for k, v in srv.counts.items() if k in ("429", "500", "hang", "malformed", "cut", "slow")}
+    errors = acc["errors"]
+    faults = {k: v for k, v in srv.counts.items() if k in FAULTS}
     assert all(v > 0 for v in faults.values()), faults  # every fault really happened
-    assert acc["errors"]["rate_limited"] == faults["429"] and acc["errors"]["timeout"] >= faults["hang"]
-    assert n_responses == acc["responses"] >= 95  # P(one sample fails 11 times) is about 1 %
+    # each 429 sent reached the client as one, unless the client had given up (a timeout)
+    assert errors.get("rate_limited", 0) <= faults["429"] <= errors.get("rate_limited", 0) + errors["timeout"]
+    assert errors["timeout"] >= faults["hang"]  # every hang ends in a timeout
+    assert n_responses == acc["responses"] == 100
     pairs = Counter((e["prompt"], e["sample"]) for e in read_log(log))
     assert len(pairs) == n_responses and max(pairs.values()) == 1

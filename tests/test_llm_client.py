@@ -141,7 +141,7 @@ def test_token_bucket_throttles():
             await bucket.acquire(1)
         return time.monotonic() - t0
 
-    assert 0.4 <= asyncio.run(run()) <= 1.0
+    assert asyncio.run(run()) >= 0.4  # 5 tokens at 10/s; no upper bound: a loaded machine is only slower
 
 
 # -- the stage against the real server -----------------------------------------------

@@ -7,11 +7,16 @@ never pay twice, so the client owns the whole request life cycle:
   ``ResponseCache`` and committed there before it is returned (group commit: the
   replies that arrive within ``commit_interval`` share one SQLite transaction);
 - bounded concurrency plus RPM/TPM token buckets;
+- every attempt bounded in time (silence and total deadline) and in size
+  (``max_reply_bytes``), so a server can neither hang a run nor exhaust its memory;
 - retries with exponential backoff and jitter on 429, 408, 5xx, timeouts, dropped
-  connections, malformed JSON and cut-off streams, honouring ``Retry-After``;
-- non-retryable errors (a context-length 400) come back as a ``Failure`` with a reason,
-  never as an empty response; configuration errors (401/403/404) raise
-  ``FatalRequestError`` so a wrong key does not drop every record;
+  connections, oversized replies, malformed JSON, empty completions and cut-off
+  streams, honouring ``Retry-After``; only a good, non-empty completion is cached;
+- a request the server rejects for its content (a context-length 400) comes back as a
+  ``Failure`` with a reason, never as an empty response; configuration errors
+  (401/402/403/404) raise ``FatalRequestError`` so a wrong key does not drop every record;
+- the API key never leaves the client: server texts are passed through ``redact``
+  before they reach a ``Failure``, an exception or the cache;
 - token and cost accounting, and ``max_cost`` / ``max_requests`` budgets that raise
   ``BudgetExhausted`` before a request that would break them is sent.
 """
@@ -26,8 +31,10 @@ import gc
 import json
 import os
 import random
+import re
 import threading
 import time
+import urllib.parse
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +66,15 @@ _CONTEXT_MARKERS = (
 )
 
 
+#: statuses that refuse the request's content (a data failure; anything else is infrastructure)
+_DATA_STATUSES = (400, 413, 422)
+
+
+def _is_credential_header(name: str) -> bool:
+    low = name.lower()
+    return low == "authorization" or "key" in low or "token" in low or "secret" in low
+
+
 class BudgetExhausted(StopRun):
     """``max_cost`` or ``max_requests`` is spent.
 
@@ -74,7 +90,21 @@ class FatalRequestError(ServiceFailure):
 
 @dataclass
 class Failure:
-    """A request that produced no response, with the reason that goes to the ledger."""
+    """A request that produced no response, with the reason that goes to the ledger.
+
+    ``retryable`` is the one flag that says whose fault it is:
+
+    - ``True``, an infrastructure failure (``reason="retries_exhausted"``): every attempt
+      met a fault of the server or the network (connection refused or dropped, timeouts,
+      5xx, 429, garbage or empty replies, oversized replies). The prompt is not to blame;
+      a later run must ask again, so a shard holding such a failure is not complete.
+    - ``False``, a data failure: the server rejected this request's content
+      (``context_length``, ``http_400``, ``http_413``, ``http_422``). Asking again sends
+      the same request and gets the same answer; the record can be dropped for good.
+
+    A refused key, an unknown model or URL, or exhausted credits are not failures of one
+    request: they raise ``FatalRequestError`` and stop the run.
+    """
 
     reason: str
     message: str
@@ -83,7 +113,78 @@ class Failure:
     retryable: bool = False
 
     def as_dict(self) -> dict:
-        return {"reason": self.reason, "message": self.message, "status": self.status, "attempts": self.attempts}
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "status": self.status,
+            "attempts": self.attempts,
+            "retryable": self.retryable,
+        }
+
+
+REDACTED = "[REDACTED]"
+
+#: credentials that may show up in a server's text whatever the configured key is:
+#: ``Bearer <token>``, ``api_key=<token>`` / ``api-key: <token>``, and OpenAI-style ``sk-...`` keys
+_CREDENTIAL = re.compile(
+    r"(?i)\b(?P<scheme>bearer)\s+[^\s\"',;]+"
+    r"|\b(?P<name>x-api-key|api[_-]?key)(?P<sep>[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"
+    r"|\bsk-[A-Za-z0-9_\-]{6,}"
+)
+
+
+def _mask(match: re.Match) -> str:
+    if match.group("scheme"):
+        return f"{match.group('scheme')} {REDACTED}"
+    if match.group("name"):
+        return f"{match.group('name')}{match.group('sep')}{REDACTED}"
+    return REDACTED
+
+
+_TOKEN_END = re.compile(r"[\s\"',;:{}\[\]()<>]")
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text``, cut between tokens.
+
+    Why not ``text[:limit]``: a key cut in two escapes ``redact`` (its first half is no
+    longer the key), so a text is only ever cut where a token ends.
+    """
+    if len(text) <= limit:
+        return text
+    cut = max((m.start() for m in _TOKEN_END.finditer(text, 0, limit + 1)), default=0)
+    return text[:cut] + " ..."
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the ``secrets`` (the API key ...) nor anything that looks like a credential.
+
+    Why: servers echo request headers in error bodies ("invalid key Bearer sk-..."), and
+    those texts go to the ledger, to exceptions and to logs. Secrets shorter than 4
+    characters are left alone (they would mask ordinary words).
+    """
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return _CREDENTIAL.sub(_mask, text)
+
+
+#: bytes a reply may take per requested token: an SSE chunk carries a token in ~250 bytes
+#: (a non-streamed reply needs far less); with ``logprobs`` / ``top_logprobs`` up to ~2 KiB
+REPLY_BYTES_PER_TOKEN = 512
+REPLY_BYTES_PER_TOKEN_WITH_LOGPROBS = 4096
+
+
+def default_max_reply_bytes(max_tokens: int, extra_params: dict[str, Any]) -> int:
+    """Twice the largest honest reply for ``max_tokens``, plus 1 MiB (17 MiB at 32,768 tokens).
+
+    Why a cap: a broken or hostile server can send any amount, and a JSON reply costs
+    some 20 times its size once parsed (three 50 MB replies took 3 GB); ``concurrency``
+    replies are read at once. A reply over the cap is abandoned unread and retried.
+    """
+    logprobs = extra_params.get("logprobs") or extra_params.get("top_logprobs")
+    per_token = REPLY_BYTES_PER_TOKEN_WITH_LOGPROBS if logprobs else REPLY_BYTES_PER_TOKEN
+    return 2**20 + max_tokens * per_token
 
 
 @dataclass
@@ -102,7 +203,11 @@ class ClientConfig:
     max_retries: int = 8
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+    #: ``timeouts.read`` (silence), ``timeouts.total`` (one whole attempt; default 3 x read)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: a reply larger than this is abandoned and retried (``reply_too_large``);
+    #: None: ``default_max_reply_bytes(max_tokens, extra_params)``
+    max_reply_bytes: int | None = None
     transport: Literal["auto", "aiohttp", "httpx"] = "auto"
     price_prompt_per_m: float | None = None
     price_completion_per_m: float | None = None
@@ -121,6 +226,11 @@ class ClientConfig:
         if not base.endswith("/v1"):
             base += "/v1"
         return base + "/chat/completions"
+
+    @property
+    def reply_limit(self) -> int:
+        """The size cap of one reply, in bytes."""
+        return self.max_reply_bytes or default_max_reply_bytes(self.max_tokens, self.extra_params)
 
     def sampling_params(self) -> dict[str, Any]:
         """The parameters that change the answer: they go into the cache key."""
@@ -171,7 +281,7 @@ class _Retry(Exception):
 
 
 class _NonRetryable(_Retry):
-    """An HTTP error that a retry cannot fix (400 bad request, 422 ...)."""
+    """The server rejected this request's content (context length, 400, 413, 422): a data failure."""
 
 
 def _retry_after(headers: dict[str, str] | Any) -> float | None:
@@ -208,6 +318,11 @@ def _error_text(body: bytes) -> str:
     return text.strip()
 
 
+def _snippet(body: bytes) -> str:
+    """The start of a reply, quoted, for an error message."""
+    return repr(clip(body[:2000].decode("utf-8", "replace"), 120))
+
+
 def _is_context_error(text: str) -> bool:
     low = text.lower()
     return any(marker in low for marker in _CONTEXT_MARKERS)
@@ -236,28 +351,37 @@ def parse_completion(body: bytes) -> _Parsed:
     try:
         data = _loads_reply(body)
     except ValueError as exc:
-        raise _Retry("malformed_json", f"reply is not JSON ({exc}): {body[:120]!r}") from exc
+        raise _Retry("malformed_json", f"reply is not JSON ({exc}): {_snippet(body)}") from exc
     if not isinstance(data, dict) or not data.get("choices"):
         message = _error_text(body)
         if _is_context_error(message):
-            raise _Retry("context_length", message, 400)  # reclassified as non-retryable by the caller
-        raise _Retry("malformed_json", f"reply has no choices: {message[:200]}")
+            raise _NonRetryable("context_length", message, 400)
+        raise _Retry("malformed_json", f"reply has no choices: {clip(message, 200)}")
     choice = data["choices"][0]
-    message = choice.get("message") or {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _Retry("malformed_json", "reply has a choice without a message")
     content = message.get("content")
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if content is None and not reasoning:
-        raise _Retry("malformed_json", "reply has a choice without message content")
-    return _Parsed(
-        content or "", reasoning, choice.get("finish_reason"), data.get("usage"), data.get("id"), data.get("model")
-    )
+    finish_reason = choice.get("finish_reason")
+    if not content and not reasoning:
+        raise _empty(finish_reason)
+    usage, request_id, model = data.get("usage"), data.get("id"), data.get("model")
+    return _Parsed(content or "", reasoning, finish_reason, usage, request_id, model)
+
+
+def _empty(finish_reason: str | None) -> _Retry:
+    """A 200 with neither content nor reasoning: never a paid answer, always retried."""
+    message = f"the reply has no content and no reasoning (finish_reason={finish_reason})"
+    return _Retry("empty_completion", message)
 
 
 def parse_sse(body: bytes) -> _Parsed:
     """Parse a whole SSE stream; raise ``_Retry`` on a cut-off or garbled stream.
 
-    A stream is complete when it carried a ``finish_reason`` (``[DONE]`` alone with no
-    finish reason is accepted too); a stream that simply stops is cut off.
+    A stream is complete when it carried a ``finish_reason`` (``[DONE]`` with no
+    finish reason is accepted too); a stream that simply stops is cut off, and a
+    complete stream without content or reasoning (``data: [DONE]`` alone) is empty.
     """
     content: list[str] = []
     reasoning: list[str] = []
@@ -274,12 +398,12 @@ def parse_sse(body: bytes) -> _Parsed:
         try:
             chunk = json.loads(payload)
         except ValueError as exc:
-            raise _Retry("malformed_json", f"stream chunk is not JSON: {payload[:120]!r}") from exc
+            raise _Retry("malformed_json", f"stream chunk is not JSON: {_snippet(payload)}") from exc
         if "error" in chunk and not chunk.get("choices"):
             message = _error_text(payload)
             if _is_context_error(message):
-                raise _Retry("context_length", message, 400)
-            raise _Retry("stream_error", f"server error inside the stream: {message[:200]}")
+                raise _NonRetryable("context_length", message, 400)
+            raise _Retry("stream_error", f"server error inside the stream: {clip(message, 200)}")
         request_id = request_id or chunk.get("id")
         model = model or chunk.get("model")
         if chunk.get("usage"):
@@ -295,6 +419,8 @@ def parse_sse(body: bytes) -> _Parsed:
                 finish_reason = choice["finish_reason"]
     if finish_reason is None and not done:
         raise _Retry("stream_cut", f"stream ended without a finish reason after {len(content)} chunks")
+    if not content and not reasoning:
+        raise _empty(finish_reason)
     return _Parsed("".join(content), "".join(reasoning) or None, finish_reason, usage, request_id, model)
 
 
@@ -419,9 +545,17 @@ class ChatClient:
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
+        #: what ``redact`` removes from every server text: the key and credential headers
+        secrets = {
+            config.api_key or "",
+            urllib.parse.urlsplit(config.base_url).password or "",
+            *(v for k, v in config.headers.items() if _is_credential_header(k)),
+        }
+        self._secrets = tuple(sorted(secrets - {""}, key=len, reverse=True))
 
     async def __aenter__(self) -> ChatClient:
-        self._transport = make_transport(self.config.transport, self.config.concurrency, self.config.timeouts)
+        cfg = self.config
+        self._transport = make_transport(cfg.transport, cfg.concurrency, cfg.timeouts, cfg.reply_limit)
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         return self
 
@@ -540,12 +674,12 @@ class ChatClient:
                 parsed = self._check(reply)
             except TransportError as exc:
                 last = _Retry(exc.kind, str(exc))
+            except _NonRetryable as exc:  # a data failure: the same request gets the same answer
+                acc.failures += 1
+                acc.errors[exc.kind] += 1
+                self.limiter.settle(estimate, 0)
+                return Failure(exc.kind, self._redact(str(exc)), exc.status, attempt + 1, retryable=False)
             except _Retry as exc:
-                if exc.kind == "context_length" or isinstance(exc, _NonRetryable):
-                    acc.failures += 1
-                    acc.errors[exc.kind] += 1
-                    self.limiter.settle(estimate, 0)
-                    return Failure(exc.kind, str(exc), exc.status, attempt + 1)
                 last = exc
             else:
                 last = None
@@ -554,8 +688,11 @@ class ChatClient:
             if last is None:
                 response, value = self._accept(parsed, messages, sample_index, key, estimate)
                 if self._commits is not None:
+                    text = dumps_value(value)
+                    if self._secrets and any(secret in text for secret in self._secrets):
+                        response, text = self._without_secrets(text)
                     # durable before it is returned: wait for this reply's group commit
-                    await self._commits.put(key, dumps_value(value))
+                    await self._commits.put(key, text)
                 return response
             acc.errors[last.kind] += 1
             self.limiter.settle(estimate, 0)
@@ -564,13 +701,22 @@ class ChatClient:
                 await asyncio.sleep(self._backoff(attempt, last.retry_after))
         acc.failures += 1
         assert last is not None
-        return Failure(
+        return Failure(  # an infrastructure failure: a later run must ask again
             "retries_exhausted",
-            f"gave up after {cfg.max_retries + 1} attempts; last error {last.kind}: {last}",
+            self._redact(f"gave up after {cfg.max_retries + 1} attempts; last error {last.kind}: {last}"),
             last.status,
             cfg.max_retries + 1,
             retryable=True,
         )
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _without_secrets(self, text: str) -> tuple[dict, str]:
+        """A reply that echoes the key (a broken server), stored and returned without it."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return orjson.loads(text)["response"], text
 
     def _check(self, reply: HTTPReply) -> _Parsed:
         status = reply.status
@@ -579,23 +725,29 @@ class ChatClient:
                 return parse_sse(reply.body) if self.config.stream else parse_completion(reply.body)
             except (KeyError, TypeError, AttributeError, IndexError) as exc:  # JSON of the wrong shape
                 raise _Retry("malformed_json", f"unexpected reply shape ({type(exc).__name__}: {exc})") from exc
-        message = _error_text(reply.body)
+        message = self._redact(_error_text(reply.body))  # servers echo the Authorization header
+        url = self._redact(self.config.url)
         if status in (401, 403):
             raise FatalRequestError(
-                f"the teacher at {self.config.url} refused the API key (HTTP {status}: {message[:200]}); "
+                f"the teacher at {url} refused the API key (HTTP {status}: {clip(message, 200)}); "
                 "check the environment variable named by generate.api_key_env"
+            )
+        if status == 402:
+            raise FatalRequestError(
+                f"the teacher at {url} wants payment (HTTP 402: {clip(message, 200)}); "
+                "check the account's credits"
             )
         if status == 404:
             raise FatalRequestError(
-                f"HTTP 404 from {self.config.url} for model {self.config.model!r}: {message[:200]}; "
+                f"HTTP 404 from {url} for model {self.config.model!r}: {clip(message, 200)}; "
                 "check generate.base_url (it should end in /v1) and generate.model"
             )
-        if status in (400, 413, 422) and (status == 413 or _is_context_error(message)):
-            raise _Retry("context_length", message[:500], status)
-        if status == 429 or status == 408 or status == 409 or status >= 500:
-            kind = "rate_limited" if status == 429 else f"http_{status}"
-            raise _Retry(kind, message[:300], status, _retry_after(reply.headers))
-        raise _NonRetryable(f"http_{status}", message[:500], status)
+        if status in _DATA_STATUSES:  # this request's content is refused
+            kind = "context_length" if status == 413 or _is_context_error(message) else f"http_{status}"
+            raise _NonRetryable(kind, clip(message, 500), status)
+        # 429, 408, 409, 5xx, and any other status: the server's trouble, not the prompt's
+        kind = "rate_limited" if status == 429 else f"http_{status}"
+        raise _Retry(kind, clip(message, 300), status, _retry_after(reply.headers))
 
     def _accept(
         self, parsed: _Parsed, messages: list[dict], sample_index: int, key: str, estimate: int
