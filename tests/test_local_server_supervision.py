@@ -1,0 +1,216 @@
+"""The local server's supervision with real processes: crashes are reported, children never outlive us.
+
+Uses ``tests/fake_llama_server.py`` in place of llama.cpp (started through the same
+``launch_server`` path, or as ``llama_cpp.server`` through a shim package for
+``python -m reasonmill.llm.local_server``), so these run in seconds and without the
+``local`` extra. ``test_local_teacher.py`` repeats the signal test with the real server.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fake_llama_server import LOADER_LINES, fake_llama_package
+
+from reasonmill.llm.local_server import LOG_TAIL_LINES, LocalServerDied, launch_server
+
+FAKE = Path(__file__).resolve().parent / "fake_llama_server.py"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process supervision tests use /proc")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Nobody listens on ``port`` (SO_REUSEADDR so closed connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only a zombie left for init to reap."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def wait_until(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def launch_fake(tmp_path: Path, *fault: str, log: bool = True):
+    port = free_port()
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    cmd = [sys.executable, str(FAKE), "--model", str(model), "--port", str(port), *fault]
+    log_path = tmp_path / "server.log" if log else None
+    return launch_server(cmd, f"http://127.0.0.1:{port}/v1", model, log_path, startup_timeout=30, name="fake llama")
+
+
+def post_completion(url: str) -> None:
+    body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "What is 2 + 3?"}]}).encode()
+    req = urllib.request.Request(url + "/chat/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def test_crash_at_first_completion_is_reported_with_signal_and_log_tail(tmp_path):
+    server = launch_fake(tmp_path, "--crash-on-completion", "SIGSEGV")
+    try:
+        assert server.alive
+        server.check()
+        with pytest.raises(OSError):
+            post_completion(server.url)
+        assert server.wait(20), "the crashed server was not reaped"
+        assert not server.alive
+        with pytest.raises(LocalServerDied) as info:
+            server.check()
+    finally:
+        server.stop()
+    died = info.value
+    assert died.returncode == -signal.SIGSEGV and died.how == "killed by SIGSEGV"
+    assert f"(pid {server.pid}, {server.url}) killed by SIGSEGV while serving" in str(died)
+    assert "-DGGML_NATIVE=OFF" in str(died)
+    assert len(died.tail) == LOG_TAIL_LINES and died.tail[-1] == "ggml_graph_compute: fake crash in the CPU backend"
+    assert "  | ggml_graph_compute: fake crash" in str(died) and str(tmp_path / "server.log") in str(died)
+    assert server.death is died
+
+
+def test_death_without_any_request_is_noticed_at_once(tmp_path):
+    server = launch_fake(tmp_path, log=False)  # log to a temporary file
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        assert server.wait(20)
+        with pytest.raises(LocalServerDied, match="killed by SIGKILL while serving"):
+            server.check()
+        temp_log = server.log_path
+        assert temp_log.name.startswith("reasonmill-local-server-") and "GET /v1/models" in server.log_tail()[-1]
+    finally:
+        server.stop()
+    assert temp_log.exists(), "the log of a server that died must stay for the user to read"
+    temp_log.unlink()
+
+
+def test_startup_failure_reports_exit_code_and_log_tail(tmp_path):
+    with pytest.raises(LocalServerDied) as info:
+        launch_fake(tmp_path, "--exit-at-startup", "3")
+    message = str(info.value)
+    assert "exited with code 3 at startup" in message and "GGML_NATIVE" not in message
+    assert info.value.tail[-1] == f"error: failed to load model '{tmp_path / 'fake.gguf'}'"
+    assert f"kv {LOADER_LINES - 1:3d}" in message
+
+
+def test_stop_escalates_to_sigkill_and_frees_the_port_and_temp_log(tmp_path):
+    server = launch_fake(tmp_path, "--ignore-sigterm", log=False)
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    assert not port_is_free(port)
+    server.stop(timeout=1.0)
+    assert not server.alive and server.death is None
+    assert process_gone(server.pid) and port_is_free(port)
+    assert not server.log_path.exists(), "a clean stop removes the temporary log"
+    with pytest.raises(RuntimeError, match="was stopped"):
+        server.check()
+
+
+def test_a_server_started_from_a_short_lived_thread_outlives_the_thread(tmp_path):
+    """PR_SET_PDEATHSIG follows the forking *thread*: generate may start the server from a worker thread."""
+    started = []
+    worker = threading.Thread(target=lambda: started.append(launch_fake(tmp_path)))
+    worker.start()
+    worker.join()
+    (server,) = started
+    try:
+        assert not server.wait(1.0), f"the server died with the thread that started it: {server.death}"
+        post_completion(server.url)
+        server.check()
+    finally:
+        server.stop()
+
+
+# -- python -m reasonmill.llm.local_server (what `reasonmill serve-local` runs) ---------------
+
+
+def start_serve_local(tmp_path: Path, fake_args: str = "") -> tuple[subprocess.Popen, int, int]:
+    """serve-local with the fake as ``llama_cpp.server``: (process, port, server pid) once it serves."""
+    shim = fake_llama_package(tmp_path / "shim")
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(SRC)]), "FAKE_LLAMA_ARGS": fake_args}
+    cmd = [sys.executable, "-m", "reasonmill.llm.local_server", "--model", str(model), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        proc.kill()
+        pytest.fail(f"serve-local did not start: {line!r} {proc.communicate()}")
+    child = int(line.split("pid ")[1].split(")")[0])
+    return proc, port, child
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_stop_signal_to_serve_local_stops_the_server_and_frees_the_port(tmp_path, signum):
+    proc, port, child = start_serve_local(tmp_path)
+    assert not process_gone(child) and not port_is_free(port)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert process_gone(child), f"llama server {child} outlived serve-local"
+    assert port_is_free(port)
+
+
+def test_serve_local_killed_outright_takes_its_server_along(tmp_path):
+    """SIGKILL gives serve-local no chance to clean up: the kernel's parent-death signal does it."""
+    proc, port, child = start_serve_local(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    try:
+        assert wait_until(lambda: process_gone(child)), f"llama server {child} outlived a killed serve-local"
+        assert wait_until(lambda: port_is_free(port))
+    finally:
+        if not process_gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_serve_local_exits_nonzero_with_the_reason_when_the_server_dies(tmp_path):
+    proc, port, child = start_serve_local(tmp_path, "--crash-on-completion SIGSEGV")
+    with pytest.raises(OSError):
+        post_completion(f"http://127.0.0.1:{port}/v1")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert f"llama_cpp.server (pid {child}, http://127.0.0.1:{port}/v1) killed by SIGSEGV while serving" in err
+    assert "  | ggml_graph_compute: fake crash in the CPU backend" in err
+    assert process_gone(child) and port_is_free(port)
