@@ -34,7 +34,8 @@ def fake_llama_package(root: Path) -> Path:
     server.mkdir(parents=True, exist_ok=True)
     (root / "llama_cpp" / "__init__.py").write_text("")
     (server / "__init__.py").write_text("")
-    (server / "__main__.py").write_text(f"import runpy\nrunpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')\n")
+    this_file = str(Path(__file__).resolve())
+    (server / "__main__.py").write_text(f"import runpy\nrunpy.run_path({this_file!r}, run_name='__main__')\n")
     return root
 
 

