@@ -8,7 +8,8 @@ arguments or in ``FAKE_LLAMA_ARGS`` (for when it is started as ``llama_cpp.serve
 - ``--crash-on-completion SIGSEGV``: the first completion kills the server with that
   signal, as the AVX-512 build of issue 11 did, after ``/v1/models`` answered;
 - ``--exit-at-startup CODE``: print an error and exit before listening;
-- ``--ignore-sigterm``: only SIGKILL stops it.
+- ``--ignore-sigterm``: only SIGKILL stops it;
+- ``--startup-delay SECONDS``: a slow model load.
 
 Started as ``llama_cpp.server`` through a shim package on ``PYTHONPATH`` (see
 ``fake_llama_package``) so ``serve_local``/``main`` run unchanged.
@@ -22,6 +23,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--crash-on-completion", default=None, help="signal name, e.g. SIGSEGV")
     ap.add_argument("--exit-at-startup", type=int, default=None)
     ap.add_argument("--ignore-sigterm", action="store_true")
+    ap.add_argument("--startup-delay", type=float, default=0.0, help="seconds before it listens")
     args, _ = ap.parse_known_args(sys.argv[1:] + shlex.split(os.environ.get("FAKE_LLAMA_ARGS", "")))
 
     for i in range(LOADER_LINES):
@@ -57,6 +60,7 @@ def main() -> None:
         sys.exit(args.exit_at_startup)
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(args.startup_delay)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *a: object) -> None:

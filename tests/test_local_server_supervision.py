@@ -28,14 +28,14 @@ FAKE = Path(__file__).resolve().parent / "fake_llama_server.py"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
 
 
-def launch_fake(tmp_path: Path, *fault: str, log: bool = True):
+def launch_fake(tmp_path: Path, *fault: str, log: bool = True, startup_timeout: float = 30):
     port = free_port()
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
     cmd = [sys.executable, str(FAKE), "--model", str(model), "--port", str(port), *fault]
     log_path = tmp_path / "server.log" if log else None
     url = f"http://127.0.0.1:{port}/v1"
-    return launch_server(cmd, url, model, log_path, startup_timeout=30, name="fake llama")
+    return launch_server(cmd, url, model, log_path, startup_timeout=startup_timeout, name="fake llama")
 
 
 def post_completion(url: str) -> None:
@@ -91,6 +91,17 @@ def test_startup_failure_reports_exit_code_and_log_tail(tmp_path):
     assert "exited with code 3 at startup" in message and "GGML_NATIVE" not in message
     assert info.value.tail[-1] == f"error: failed to load model '{tmp_path / 'fake.gguf'}'"
     assert f"kv {LOADER_LINES - 1:3d}" in message
+
+
+def test_startup_timeout_stops_the_server_and_keeps_its_log(tmp_path):
+    with pytest.raises(TimeoutError) as info:
+        launch_fake(tmp_path, "--startup-delay", "60", log=False, startup_timeout=1)
+    message = str(info.value)
+    assert "fake llama did not answer on http://127.0.0.1:" in message and "within 1 s" in message
+    assert f"  | llama_model_loader: - kv {LOADER_LINES - 1:3d}" in message
+    temp_log = Path(message.split("last lines of its log ")[1].split(":\n")[0])
+    assert temp_log.exists(), "the log named in the error must still exist"
+    temp_log.unlink()
 
 
 def test_stop_escalates_to_sigkill_and_frees_the_port_and_temp_log(tmp_path):

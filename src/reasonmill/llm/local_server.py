@@ -25,7 +25,6 @@ import argparse
 import atexit
 import concurrent.futures
 import importlib.util
-import logging
 import os
 import signal
 import subprocess
@@ -47,9 +46,6 @@ PORTABLE_BUILD_HINT = (
     "portable CPU baseline: CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --force-reinstall --no-cache-dir "
     "'llama-cpp-python[server]'"
 )
-
-log = logging.getLogger(__name__)
-
 
 class LocalServerDied(RuntimeError):
     """The local server process exited without being asked to: how, and the end of its log."""
@@ -200,7 +196,7 @@ class LocalServer:
                 self._exited.wait()
         self._watcher.join()
         _running.discard(self)
-        if self._temporary_log and self.death is None:
+        if self._temporary_log and self._serving and self.death is None:  # else the user may need it
             self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalServer:
@@ -221,7 +217,6 @@ class LocalServer:
             when = "while serving" if self._serving else "at startup"
             self.death = LocalServerDied(self.name, self.process.pid, self.url, returncode, when,
                                          self.log_path, self.log_tail())
-            log.error("%s", self.death)
         self._exited.set()
 
 
@@ -260,7 +255,7 @@ def launch_server(
     """Start ``cmd`` supervised and wait until ``url + '/models'`` answers.
 
     Its output goes to ``log_path`` (appended) or to a temporary file, removed by a
-    clean ``stop()``. Raises ``LocalServerDied`` if it exits first, ``TimeoutError``
+    ``stop()`` after a clean run. Raises ``LocalServerDied`` if it exits first, ``TimeoutError``
     (with the log tail) if it never answers; either way the process is gone.
     """
     temporary = log_path is None
