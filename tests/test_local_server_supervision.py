@@ -141,7 +141,8 @@ def start_fake_serve_local(tmp_path: Path, fake_args: str = "") -> tuple[subproc
     port = free_port()
     shim = fake_llama_package(tmp_path / "shim")
     env = {"FAKE_LLAMA_ARGS": fake_args}
-    proc, child = start_serve_local(port, "--model", str(model), pythonpath=(shim,), env=env)
+    log = ["--log", str(tmp_path / "server.log")]
+    proc, child = start_serve_local(port, "--model", str(model), *log, pythonpath=(shim,), env=env)
     return proc, port, child
 
 
