@@ -61,13 +61,16 @@ def unportable_instructions(binary: Path) -> tuple[Counter, list[str]]:
 
 
 def llama_cpp_libraries() -> list[Path]:
-    """libllama and libggml* shipped inside the llama_cpp package (found without importing it)."""
+    """libllama.so and libggml*.so shipped inside the llama_cpp package (found without importing it).
+
+    The versioned names (``libggml-cpu.so.0``...) are copies or links of these, so they are left out.
+    """
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None:
         pytest.skip("llama_cpp is not installed: pip install 'reasonmill[local]' to check its CPU libraries")
     found: dict[Path, None] = {}
     for root in spec.submodule_search_locations or []:
-        for pattern in ("**/libggml*.so*", "**/libllama*.so*"):
+        for pattern in ("**/libggml*.so", "**/libllama.so"):
             for path in sorted(Path(root).glob(pattern)):
                 found[path.resolve()] = None
     if not found:
