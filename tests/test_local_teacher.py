@@ -16,7 +16,7 @@ import os
 import signal
 
 import pytest
-from process_checks import free_port, port_is_free, process_gone, start_serve_local
+from process_checks import free_port, port_is_free, process_gone, start_serve_local, wait_until
 
 from reasonmill.llm.local_server import LocalServerDied, find_smollm2_gguf, have_llama_server, serve_local
 from reasonmill.records import new_record
@@ -122,3 +122,17 @@ def test_stop_signal_to_serve_local_leaves_no_llama_server_on_the_port(signum):
     assert proc.returncode == 0, err
     assert process_gone(child), f"llama_cpp.server {child} outlived serve-local"
     assert port_is_free(port)
+
+
+def test_serve_local_killed_outright_takes_the_real_server_along(tmp_path):
+    """SIGKILL leaves serve-local no time to clean up: the kernel's parent-death SIGTERM stops llama.cpp."""
+    port = free_port()
+    proc, child = start_serve_local(port, "--n-ctx", "512", "--log", str(tmp_path / "llama.log"))
+    proc.kill()
+    proc.communicate(timeout=30)
+    try:
+        assert wait_until(lambda: process_gone(child), timeout=30), f"llama_cpp.server {child} outlived us"
+        assert wait_until(lambda: port_is_free(port), timeout=30)
+    finally:
+        if not process_gone(child):
+            os.kill(child, signal.SIGKILL)
