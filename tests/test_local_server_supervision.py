@@ -202,3 +202,31 @@ def test_the_local_teacher_test_fails_fast_with_the_server_error_when_llama_cpp_
     assert "LocalServerDied: llama_cpp.server (pid" in run.stdout
     assert "killed by SIGSEGV while serving" in run.stdout
     assert "| ggml_graph_compute: fake crash in the CPU backend" in run.stdout
+
+
+LIBRARY_USER = """
+import atexit
+import sys
+import time
+from pathlib import Path
+from reasonmill.llm.local_server import launch_server
+fake, port, model = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+cmd = [sys.executable, fake, "--model", str(model), "--port", port]
+server = launch_server(cmd, f"http://127.0.0.1:{port}/v1", model, startup_timeout=30, name="fake llama")
+print(server.pid, server.log_path, flush=True)
+atexit.register(time.sleep, 0.5)  # runs before reasonmill's exit handler: the server must still be up
+# exits without stop(): atexit must stop the server, cleanly
+"""
+
+
+def test_a_library_user_that_exits_without_stopping_leaves_no_server_nor_log(tmp_path):
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    run = subprocess.run([sys.executable, "-c", LIBRARY_USER, str(FAKE), str(port), str(model)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    pid, log_path = run.stdout.split()
+    assert process_gone(int(pid)) and port_is_free(port)
+    assert not Path(log_path).exists(), "a server stopped at exit ran cleanly: its temporary log goes"

