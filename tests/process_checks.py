@@ -75,3 +75,16 @@ def start_serve_local(port: int, *args: str, pythonpath: tuple[Path, ...] = (),
         out, err = proc.communicate()
         raise AssertionError(f"serve-local did not start (code {proc.returncode}): {line}{out}{err}")
     return proc, int(re.search(r"\bpid (\d+)", line)[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found

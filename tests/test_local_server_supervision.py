@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 from fake_llama_server import LOADER_LINES, fake_llama_package
-from process_checks import SRC, free_port, port_is_free, process_gone, start_serve_local, wait_until
+from process_checks import (
+    SRC,
+    children_of,
+    free_port,
+    port_is_free,
+    process_gone,
+    start_serve_local,
+    wait_until,
+)
 
 from reasonmill.llm.local_server import LOG_TAIL_LINES, LocalServerDied, launch_server
 
@@ -157,6 +165,27 @@ def test_stop_signal_to_serve_local_stops_the_server_and_frees_the_port(tmp_path
     assert proc.returncode == 0, err
     assert process_gone(child), f"llama server {child} outlived serve-local"
     assert port_is_free(port)
+
+
+def test_stop_signal_during_a_slow_startup_stops_the_loading_server(tmp_path):
+    shim = fake_llama_package(tmp_path / "shim")
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(SRC)]),
+           "FAKE_LLAMA_ARGS": "--startup-delay 60"}
+    cmd = [sys.executable, "-m", "reasonmill.llm.local_server", "--model", str(model),
+           "--port", str(free_port()), "--log", str(log)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: log.exists() and "fake.key.24" in log.read_text()), "the fake never loaded"
+        (child,) = children_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "serving" not in out and process_gone(child)
 
 
 def test_serve_local_killed_outright_takes_its_server_along(tmp_path):
