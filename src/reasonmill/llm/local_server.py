@@ -121,7 +121,6 @@ _PDEATHSIG_EXEC = (
 )
 
 
-
 class _Spawner:
     """A daemon thread that starts the servers: PR_SET_PDEATHSIG fires when the *thread*
     that forked the child exits, and generate may call us from a short-lived worker thread.
@@ -349,7 +348,7 @@ def _request_stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until a stop signal (exit 0) or until the server dies (exit 1, the reason on stderr)."""
+    """Serve until a stop signal (exit 0), or until the server dies or fails to start (exit 1)."""
     ap = argparse.ArgumentParser(prog="reasonmill serve-local",
                                  description="Serve a GGUF model over an OpenAI-compatible API")
     ap.add_argument("--model", default=None,
@@ -372,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except _StopRequested:
         return 0
-    except LocalServerDied as exc:
+    except (LocalServerDied, TimeoutError, FileNotFoundError) as exc:  # at startup or while serving
         print(f"reasonmill serve-local: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
