@@ -9,6 +9,7 @@ tail), not turn into dropped records after minutes of retries.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from reasonmill.stages.generate import Generate
 @pytest.fixture
 def fake_llama(tmp_path, monkeypatch):
     """Make ``llama_cpp.server`` the fake, here and in the child; returns the fake model file."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the server logs of crashed runs stay there
     shim = fake_llama_package(tmp_path / "shim")
     monkeypatch.syspath_prepend(str(shim))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shim), str(SRC)]))
