@@ -8,8 +8,11 @@ refuses the key is an error naming the URL, never a score.
 
 from __future__ import annotations
 
+import http.server
+import json
 import pickle
 import socket
+import threading
 
 import pytest
 from reward_server import RewardServer, judge_score, toy_reward
@@ -221,3 +224,58 @@ def test_verdict_cache_keys_follow_version_model_and_rubric(monkeypatch):
     assert RewardVerifier.from_settings(
         {"base_url": "http://x", "model": "rm", "template": "{answer}"}
     ).cache_key(rec, resp) != reward.cache_key(rec, resp)
+
+
+class _SameProblemJudge(http.server.BaseHTTPRequestHandler):
+    """A chat endpoint for the decontamination judge: "True" when both problems mention 64."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        prompt = body["messages"][0]["content"]
+        reply = {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": str(prompt.count("64") == 2)},
+                    "finish_reason": "stop",
+                }
+            ]
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_decontamination_judge_rerun_asks_nothing_twice(tmp_path):
+    _SameProblemJudge.requests = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SameProblemJudge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        settings = DecontamJudgeSettings(
+            enabled=True, base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", model="judge-m"
+        )
+        questions = [
+            ("Divisors of 64 that are cubes?", "How many divisors of 64 are cubes?"),
+            ("Divisors of 64 that are cubes?", "How many divisors of 729 are cubes?"),
+        ]
+        cache = llm_cache_path(tmp_path / "cache")
+        judge = LLMJudge(settings, cache)
+        verdicts = [judge.same_problem(a, b) for a, b in questions]
+        judge.close()
+        assert [v["same"] for v in verdicts] == [True, False] and verdicts[0]["model"] == "judge-m"
+        assert len(_SameProblemJudge.requests) == 2
+        again = LLMJudge(settings, cache)  # a re-run
+        assert [again.same_problem(a, b) for a, b in questions] == verdicts
+        again.close()
+        assert len(_SameProblemJudge.requests) == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -57,6 +57,7 @@ class _Running:
     """The loop thread, the cache and the async clients of one process."""
 
     def __init__(self, config: ClientConfig, cache_path: Path | None):
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="reasonmill-model-client", daemon=True
@@ -73,8 +74,8 @@ class _Running:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self) -> None:
-        if self.loop.is_closed():
-            return
+        if self.loop.is_closed() or os.getpid() != self.pid or not self.thread.is_alive():
+            return  # closed already, or a forked child: the loop thread lives in the parent
         try:
             self.run(self.chat.__aexit__(None, None, None))
             self.run(self.json.__aexit__(None, None, None))

@@ -140,14 +140,7 @@ def _clip01(x: float) -> float:
 class HttpRewardScorer:
     """Scores ``(problem, answer)`` pairs with a served reward model (see the module doc)."""
 
-    APIS: ClassVar[tuple[str, ...]] = (
-        "vllm-reward",
-        "vllm-pooling",
-        "vllm-classify",
-        "vllm-score",
-        "tei",
-        "tei-rerank",
-    )
+    APIS: ClassVar[tuple[str, ...]] = tuple(API_PATHS)
 
     def __init__(
         self,
