@@ -7,7 +7,8 @@ applies ``ChatClient``'s policy to any JSON endpoint, with the same ``ClientConf
 the same ``ResponseCache`` file and the same ``Accounting``:
 
 - a content-addressed key (model, path, payload; the base URL left out, as for chat), looked
-  up first; a reply is committed to the cache before it is returned;
+  up first; a reply is committed to the cache (``GroupCommit``, as for chat) before it is
+  returned;
 - bounded concurrency and the RPM bucket; ``max_requests`` raises ``BudgetExhausted``;
 - retries with exponential backoff and jitter on 408/409/425/429/5xx, timeouts, dropped
   connections and non-JSON bodies, honouring ``Retry-After``;
@@ -30,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from .cache import SCHEMA_VERSION, ResponseCache
-from .client import Accounting, BudgetExhausted, ClientConfig, Failure, FatalRequestError
+from .cache import SCHEMA_VERSION, ResponseCache, dumps_value
+from .client import Accounting, BudgetExhausted, ClientConfig, Failure, FatalRequestError, GroupCommit
 from .ratelimit import RateLimiter
 from .transport import HTTPReply, Transport, TransportError, make_transport
 
@@ -91,6 +92,7 @@ class JsonClient:
         self._transport: Transport | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._inflight: dict[str, asyncio.Future] = {}
+        self._commits = GroupCommit(cache, config.commit_interval) if cache is not None else None
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -101,6 +103,8 @@ class JsonClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._commits is not None:
+            await self._commits.aclose()
         if self._transport is not None:
             await self._transport.aclose()
             self._transport = None
@@ -133,8 +137,9 @@ class JsonClient:
         try:
             async with self._semaphore:
                 result = await self._post_uncached(path, payload)
-            if self.cache is not None and not isinstance(result, Failure):
-                self.cache.put(key, {"json": result})  # committed before it is returned
+            if self._commits is not None and not isinstance(result, Failure):
+                # durable before it is returned: wait for this reply's group commit
+                await self._commits.put(key, dumps_value({"json": result}))
         except BaseException as exc:
             if isinstance(exc, Exception):
                 fut.set_exception(exc)
