@@ -63,12 +63,18 @@ class _Running:
             target=self.loop.run_forever, name="reasonmill-model-client", daemon=True
         )
         self.thread.start()
-        self.cache = ResponseCache(cache_path) if cache_path else None
-        self.accounting = Accounting()
-        self.chat = ChatClient(config, self.cache, accounting=self.accounting)
-        self.json = JsonClient(config, self.cache, accounting=self.accounting)
-        self.run(self.chat.__aenter__())
-        self.run(self.json.__aenter__())
+        try:
+            self.cache = ResponseCache(cache_path) if cache_path else None
+            self.accounting = Accounting()
+            self.chat = ChatClient(config, self.cache, accounting=self.accounting)
+            self.json = JsonClient(config, self.cache, accounting=self.accounting)
+            self.run(self.chat.__aenter__())
+            self.run(self.json.__aenter__())
+        except BaseException:  # e.g. an unreadable cache file: leave no thread behind
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+            self.loop.close()
+            raise
 
     def run(self, coro: Coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
