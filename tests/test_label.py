@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from reasonmill.llm.sync_client import ModelEndpointError
 from reasonmill.records import new_record, new_response
+from reasonmill.stages.base import StageContext
 from reasonmill.stages.label import Label, classify_category, hash_fraction, pass_rate_difficulty
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -129,7 +131,8 @@ def test_pass_rate_difficulty():
 
 
 class _Rater(BaseHTTPRequestHandler):
-    """A tiny OpenAI-compatible chat endpoint: rates by problem length, 500 on 'boom'."""
+    """A tiny OpenAI-compatible chat endpoint: rates by problem length; 500 on 'boom' (the
+    server is broken), 400 context-length on 'toolong' (this one request is rejected)."""
 
     requests: list = []
 
@@ -139,15 +142,21 @@ class _Rater(BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         if "boom" in prompt:
             self.send_response(500)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        rating = "Difficulty: 5" if "olympiad" in prompt else "2"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": rating}}]}).encode()
-        self.send_response(200)
+        if "toolong" in prompt:
+            status, payload = 400, {"error": {"message": "This model's maximum context length is 8 tokens"}}
+        else:
+            rating = "Difficulty: 5" if "olympiad" in prompt else "2"
+            status, payload = 200, {"choices": [{"message": {"role": "assistant", "content": rating},
+                                                 "finish_reason": "stop"}]}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(payload)
+        self.wfile.write(data)
 
     def log_message(self, *args):
         pass
@@ -164,31 +173,59 @@ def rater():
     server.server_close()
 
 
-def test_llm_difficulty_over_a_real_http_endpoint(rater, monkeypatch):
-    monkeypatch.setenv("RATER_KEY", "sk-test")
-    records = [
+def _llm_records():
+    return [
         rec("An olympiad problem: find all functions f with f(x+y)=f(x)+f(y)."),
         rec("What is 2+2?"),
-        rec("boom: this one fails"),
+        rec("toolong: this one is rejected"),
         rec("Already rated", difficulty=3.0),
     ]
-    stage = Label(
-        {"difficulty": {"method": "llm", "base_url": rater, "model": "rater-7b", "api_key_env": "RATER_KEY"}}
-    )
+
+
+def test_llm_difficulty_over_a_real_http_endpoint_and_a_rerun_pays_nothing(rater, monkeypatch, tmp_path):
+    monkeypatch.setenv("RATER_KEY", "sk-test")
+    difficulty = {"method": "llm", "base_url": rater, "model": "rater-7b", "api_key_env": "RATER_KEY"}
+    settings = {"difficulty": difficulty}
+    stage = Label(settings, StageContext(cache_dir=str(tmp_path / "cache")))
     assert stage.resources.executor == "inline"
     assert Label.executor_for(stage.settings) == "inline" and Label.executor_for(Label().settings) == "pool"
-    out = stage.process(records)
+    assert stage.endpoints() == [(rater, "RATER_KEY")] and Label().endpoints() == []
+    out = stage.process(_llm_records())
+    stage.close()
     got = {r["problem"][:8]: r for r in out.kept}
     assert got["An olymp"]["difficulty"] == 5.0 and got["An olymp"]["meta"]["difficulty_method"] == "llm"
     assert got["What is "]["difficulty"] == 2.0
-    assert got["boom: th"]["difficulty"] is None and "500" in got["boom: th"]["meta"]["difficulty_error"]
+    # a request the server rejects leaves that record unrated, with the reason
+    assert got["toolong:"]["difficulty"] is None
+    error = got["toolong:"]["meta"]["difficulty_error"]
+    assert "context" in error and rater in error
     assert got["Already "]["difficulty"] == 3.0
     paths = {p for p, _, _ in _Rater.requests}
     assert paths == {"/v1/chat/completions"}
     assert all(h.get("Authorization") == "Bearer sk-test" for _, h, _ in _Rater.requests)
     assert all(b["model"] == "rater-7b" and b["temperature"] == 0.0 for _, _, b in _Rater.requests)
-    # 1 + 1 + (1 + 2 retries) requests; the pre-rated record costs nothing
-    assert len(_Rater.requests) == 5
+    # one request per unrated record (a 400 is not retried); the pre-rated record costs nothing
+    assert len(_Rater.requests) == 3
+    assert (tmp_path / "cache" / "llm_cache.sqlite").exists()
+
+    # a re-run (a new stage, as in a new process) reads every rating from the cache
+    again = Label(settings, StageContext(cache_dir=str(tmp_path / "cache")))
+    out2 = again.process(_llm_records())
+    again.close()
+    assert [r["difficulty"] for r in out2.kept] == [r["difficulty"] for r in out.kept]
+    # the only new request is the rejected one (a rejection costs no tokens and is not cached)
+    assert len(_Rater.requests) == 4 and "toolong" in _Rater.requests[-1][2]["messages"][0]["content"]
+
+
+def test_llm_difficulty_fails_loudly_when_the_server_keeps_failing(rater):
+    settings = {"difficulty": {"llm": {"base_url": rater, "model": "m", "retries": 2, "backoff": 0.01},
+                               "method": "llm"}}
+    stage = Label(settings)
+    with pytest.raises(ModelEndpointError, match=r"/v1/chat/completions: gave up after 3 attempts.*http_500"):
+        stage.process([rec("What is 2+2?"), rec("boom: the server breaks")])
+    stage.close()
+    boom = [b for _, _, b in _Rater.requests if "boom" in b["messages"][0]["content"]]
+    assert len(boom) == 3  # retried, then an error: never a record without its difficulty
 
 
 def test_llm_settings_errors(monkeypatch):

@@ -145,7 +145,7 @@ def test_retries_on_429_and_5xx_then_succeeds(server):
 def test_gives_up_with_a_clear_error(server):
     server.fail_next = [503] * 10
     scorer = HttpRewardScorer(server.url, "cls", api="vllm-classify", backoff=0.01, max_retries=2)
-    with pytest.raises(RewardEndpointError, match=r"failed after 3 attempts \(HTTP 503"):
+    with pytest.raises(RewardEndpointError, match=r"classify: gave up after 3 attempts; last error http_503"):
         scorer.score(*PAIRS[0])
 
 

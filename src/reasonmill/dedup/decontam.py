@@ -147,6 +147,9 @@ class JudgeSettings(BaseModel):
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_tokens: int = 16
+    #: retries of a failing request (exponential backoff from ``backoff`` seconds); then the run stops
+    max_retries: int = Field(5, ge=0)
+    backoff: float = Field(0.5, gt=0)
     #: which candidates go to the judge: hits of the layers, template siblings, and
     #: embedding neighbours above this cosine that no layer flagged
     candidate_cosine: float = 0.75
@@ -653,38 +656,51 @@ JUDGE_PROMPT = (
 class LLMJudge:
     """Asks an OpenAI-compatible chat endpoint whether two texts are the same problem.
 
-    Synchronous on purpose: it sees only the few candidates the cheap layers found. The
-    verdict (with the raw reply) goes into the evidence; an unparsable reply gives
-    ``same: None`` and leaves the layers' decision in place.
+    It sees only the few candidates the cheap layers found. Requests go through the LLM
+    client (``reasonmill.llm.sync_client``): cached in ``cache_path`` (the run's
+    ``llm_cache.sqlite``), so a re-run asks nothing twice, and retried with backoff. The
+    verdict (with the raw reply) goes into the evidence; an unparsable reply or a request
+    the server rejects gives ``same: None`` and leaves the layers' decision in place. An
+    unreachable endpoint raises ``ModelEndpointError``: the run stops rather than
+    deciding without the judge it was configured with.
     """
 
-    def __init__(self, settings: JudgeSettings):
-        import os
-
-        import httpx
+    def __init__(self, settings: JudgeSettings, cache_path: Any = None):
+        """``cache_path`` (str or Path): the run's ``<cache_dir>/llm_cache.sqlite``; None: no cache."""
+        from reasonmill.llm.client import ClientConfig
+        from reasonmill.llm.sync_client import SyncModelClient
+        from reasonmill.llm.transport import Timeouts
 
         self.s = settings
-        key = os.environ.get(settings.api_key_env, "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=settings.base_url.rstrip("/"), headers=headers,
-                                    timeout=settings.timeout)
+        config = ClientConfig(
+            base_url=settings.base_url, model=settings.model, temperature=0.0, top_p=1.0,
+            max_tokens=settings.max_tokens, concurrency=4, max_retries=settings.max_retries,
+            backoff_base=settings.backoff,
+            timeouts=Timeouts(connect=min(10.0, settings.timeout), read=settings.timeout),
+        )
+        # the key is optional here: a local judge needs none
+        self._client = SyncModelClient(
+            config, cache_path, api_key_env=settings.api_key_env, require_key=False,
+            what=f"decontamination judge {settings.model!r}",
+            hint="Start the judge server or fix judge.base_url in the decontaminate settings.",
+        )
+
+    @staticmethod
+    def endpoints(settings: JudgeSettings) -> list[tuple[str, str | None]]:
+        """``(base_url, api_key_env)`` the judge calls when enabled (for a preflight check)."""
+        return [(settings.base_url, settings.api_key_env)] if settings.enabled else []
 
     def same_problem(self, text: str, benchmark_text: str) -> dict:
-        body = {
-            "model": self.s.model,
-            "messages": [{"role": "user", "content": JUDGE_PROMPT.format(a=text, b=benchmark_text)}],
-            "temperature": 0.0,
-            "max_tokens": self.s.max_tokens,
-        }
-        try:
-            resp = self._client.post("/chat/completions", json=body)
-            resp.raise_for_status()
-            reply = resp.json()["choices"][0]["message"]["content"] or ""
-        except Exception as exc:  # the judge is advisory: a failure must not lose the record
-            return {"same": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}", "model": self.s.model}
-        word = reply.strip().lower()
+        from reasonmill.llm.client import Failure
+
+        messages = [{"role": "user", "content": JUDGE_PROMPT.format(a=text, b=benchmark_text)}]
+        (reply,) = self._client.complete_many([messages])
+        if isinstance(reply, Failure):
+            return {"same": None, "error": f"{reply.reason}: {reply.message[:200]}", "model": self.s.model}
+        answer = (reply.get("answer") or "").strip()
+        word = answer.lower()
         same = True if word.startswith(("true", "yes")) else False if word.startswith(("false", "no")) else None
-        return {"same": same, "reply": reply.strip()[:200], "model": self.s.model}
+        return {"same": same, "reply": answer[:200], "model": self.s.model}
 
     def close(self) -> None:
         self._client.close()

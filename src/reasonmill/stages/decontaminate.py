@@ -32,8 +32,10 @@ from reasonmill.dedup.decontam import (
     Decontaminator,
     DecontamSettings,
     Hit,
+    LLMJudge,
     build_index,
 )
+from reasonmill.llm.sync_client import llm_cache_path
 from reasonmill.stages.base import Resources, Stage, StageOutput, stage
 
 
@@ -88,7 +90,11 @@ class Decontaminate(Stage):
         if index is None:
             index = self.build([])
         out = StageOutput()
-        checker = Decontaminator(index, embedder=self._embedder() if index.embeddings is not None else None)
+        judge = None
+        if index.settings.judge.enabled:  # its replies go to the run's LLM cache: a re-run asks nothing twice
+            judge = LLMJudge(index.settings.judge, llm_cache_path(self.context.cache_dir))
+        embedder = self._embedder() if index.embeddings is not None else None
+        checker = Decontaminator(index, embedder=embedder, judge=judge)
         problem_hits = checker.check([r.get("problem") or "" for r in records])
         response_hits: dict[tuple[int, int], list[Hit]] = {}
         if self.settings.apply_to == "problem+responses":

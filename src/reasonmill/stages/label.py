@@ -14,13 +14,14 @@ dropped on every run and on every engine, whatever the shard layout.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import Field
 
+from reasonmill.llm.client import ClientConfig, Failure
+from reasonmill.llm.sync_client import Endpoint, SyncModelClient, llm_cache_path
+from reasonmill.llm.transport import Timeouts
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.text import detect_language
 
@@ -496,6 +497,8 @@ class LLMDifficulty(StageSettings):
     timeout_s: float = 60.0
     concurrency: int = 8
     retries: int = 2
+    #: seconds before the first retry (doubled per retry, with jitter; ``Retry-After`` wins)
+    backoff: float = Field(1.0, gt=0)
 
 
 class DifficultySettings(StageSettings):
@@ -547,6 +550,7 @@ class Label(Stage):
     def __init__(self, settings: Any = None, context: Any = None):
         super().__init__(settings, context)
         self._llm: LLMDifficulty | None = None
+        self._client: SyncModelClient | None = None
         if self.settings.difficulty.method == "llm":
             self._llm = self.settings.difficulty.llm_settings()
             # network-bound: run in the driver with a thread pool, not in a process pool
@@ -608,55 +612,56 @@ class Label(Stage):
             meta["difficulty_method"] = "pass_rate"
 
     def _rate_with_llm(self, records: list[dict]) -> None:
+        """Rate the records without a difficulty through the LLM client (cached: a re-run pays nothing).
+
+        A request the server rejects (a 400, a context-length error) leaves the record
+        unrated with ``meta.difficulty_error``; an unreachable server raises."""
         todo = [r for r in records if r.get("difficulty") is None or self.settings.difficulty.overwrite]
         if not todo:
             return
-        import httpx  # only needed for this method
-
         cfg = self._llm
         assert cfg is not None
-        headers = {}
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env)
-            if not key:
-                raise RuntimeError(
-                    f"label.difficulty: environment variable {cfg.api_key_env} (api_key_env) is not set"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        url = cfg.base_url.rstrip("/") + "/chat/completions"
-        with httpx.Client(timeout=cfg.timeout_s, headers=headers) as client:
+        client = self._llm_client()
+        prompts = [
+            [{"role": "user", "content": cfg.prompt.format(problem=r.get("problem") or "")}] for r in todo
+        ]
+        for r, reply in zip(todo, client.complete_many(prompts)):
+            meta = dict(r.get("meta") or {})
+            if isinstance(reply, Failure):
+                meta["difficulty_error"] = f"{cfg.base_url}: {reply.reason}: {reply.message[:200]}"
+            else:
+                content = reply.get("answer") or ""
+                m = _RATING_RE.search(content)
+                if m:
+                    r["difficulty"] = float(m.group(1))
+                    meta["difficulty_method"] = "llm"
+                    meta.pop("difficulty_error", None)
+                else:
+                    meta["difficulty_error"] = f"no rating 1-5 in reply {content[:80]!r}"
+            r["meta"] = meta
 
-            def rate(r: dict) -> None:
-                body = {
-                    "model": cfg.model,
-                    "messages": [
-                        {"role": "user", "content": cfg.prompt.format(problem=r.get("problem") or "")}
-                    ],
-                    "temperature": cfg.temperature,
-                    "max_tokens": cfg.max_tokens,
-                }
-                error = None
-                for _ in range(cfg.retries + 1):
-                    try:
-                        resp = client.post(url, json=body)
-                        resp.raise_for_status()
-                        content = resp.json()["choices"][0]["message"]["content"] or ""
-                    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                        continue
-                    m = _RATING_RE.search(content)
-                    meta = dict(r.get("meta") or {})
-                    if m:
-                        r["difficulty"] = float(m.group(1))
-                        meta["difficulty_method"] = "llm"
-                        meta.pop("difficulty_error", None)
-                    else:
-                        meta["difficulty_error"] = f"no rating 1-5 in reply {content[:80]!r}"
-                    r["meta"] = meta
-                    return
-                meta = dict(r.get("meta") or {})
-                meta["difficulty_error"] = f"{url}: {error}"
-                r["meta"] = meta
+    def _llm_client(self) -> SyncModelClient:
+        if self._client is None:
+            cfg = self._llm
+            assert cfg is not None
+            config = ClientConfig(
+                base_url=cfg.base_url, model=cfg.model, temperature=cfg.temperature, top_p=1.0,
+                max_tokens=cfg.max_tokens, concurrency=max(1, cfg.concurrency), max_retries=cfg.retries,
+                backoff_base=cfg.backoff,
+                timeouts=Timeouts(connect=min(10.0, cfg.timeout_s), read=cfg.timeout_s),
+            )
+            self._client = SyncModelClient(
+                config, llm_cache_path(self.context.cache_dir), api_key_env=cfg.api_key_env,
+                what=f"label.difficulty (model {cfg.model!r})",
+                hint="Start the server or fix label.difficulty.base_url in the pipeline YAML.",
+            )
+        return self._client
 
-            with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
-                list(pool.map(rate, todo))
+    def endpoints(self) -> list[Endpoint]:
+        """``(base_url, api_key_env)`` of the endpoints this stage calls (for a preflight check)."""
+        return [(self._llm.base_url, self._llm.api_key_env)] if self._llm else []
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

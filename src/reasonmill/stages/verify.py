@@ -128,7 +128,7 @@ class Verify(Stage):
                 if s.judge:
                     from reasonmill.verify.reward import math_judge
 
-                    judge = math_judge(**s.judge)
+                    judge = math_judge(**s.judge, cache_path=self._llm_cache_path())
                 self._verifiers[kind] = MathVerifier(judge=judge, **s.math)
             elif kind == "code":
                 from reasonmill.sandbox.limits import Limits
@@ -145,11 +145,12 @@ class Verify(Stage):
                 if s.reward:
                     from reasonmill.verify.reward import RewardVerifier
 
-                    self._verifiers[kind] = RewardVerifier.from_settings(dict(s.reward))
+                    cache_path = self._llm_cache_path()
+                    self._verifiers[kind] = RewardVerifier.from_settings(dict(s.reward), cache_path)
                 elif s.judge:
                     from reasonmill.verify.reward import JudgeScorer
 
-                    self._verifiers[kind] = JudgeScorer.from_settings(dict(s.judge))
+                    self._verifiers[kind] = JudgeScorer.from_settings(dict(s.judge), self._llm_cache_path())
                 else:
                     self._verifiers[kind] = None
             elif kind == "format":
@@ -158,6 +159,12 @@ class Verify(Stage):
                 opts = s.format if isinstance(s.format, dict) else {}
                 self._verifiers[kind] = FormatVerifier(opts)
         return self._verifiers[kind]
+
+    def _llm_cache_path(self) -> Path | None:
+        """The LLM response cache shared with generate: a re-run pays for no judge or reward call twice."""
+        from reasonmill.llm.sync_client import llm_cache_path
+
+        return llm_cache_path(self.context.cache_dir)
 
     def _run(self, kind: str, pairs: list[tuple[dict, dict]]) -> list[Verdict]:
         """Verdicts for ``pairs`` from the cache, computing only the missing ones."""

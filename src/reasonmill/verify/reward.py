@@ -32,10 +32,15 @@ are trained on final answers and a long trace would only dilute (or truncate) th
 Thresholds per category follow SPEC §1 item 8: math/code > 0.99, science > 4.99/5,
 everything else > 0.7 (on the normalized score).
 
-Transient failures (429, 5xx, timeouts, refused connections) are retried with
-exponential backoff, honouring ``Retry-After``; when the endpoint stays unreachable, a
-:class:`RewardEndpointError` names the URL and what to do. Clients are created lazily
-and dropped on pickling, so the scorers and verifiers travel to worker processes.
+Every request goes through the generation client's machinery
+(:class:`reasonmill.llm.sync_client.SyncModelClient`): chat requests through
+``ChatClient``, the reward APIs through ``JsonClient``; both look the request up in the
+LLM response cache first (``<cache_dir>/llm_cache.sqlite`` when a ``cache_path`` is
+given), so a re-run pays for nothing twice, and retry 429, 5xx, timeouts and refused
+connections with exponential backoff, honouring ``Retry-After``. When the endpoint stays
+unreachable, or refuses the key or the URL, :class:`RewardEndpointError` names the URL and
+what to do: an infrastructure failure stops the run, it never becomes a score. Clients
+start lazily and are dropped on pickling, so the scorers travel to worker processes.
 """
 
 from __future__ import annotations
@@ -43,17 +48,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal, Sequence
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
+from reasonmill.llm.client import ClientConfig, Failure
+from reasonmill.llm.sync_client import Endpoint, ModelEndpointError, SyncModelClient
+from reasonmill.llm.transport import Timeouts
 from reasonmill.verify.base import Verdict
 
 #: SPEC §1 item 8, on scores normalized to [0, 1]; "default" covers every other category
@@ -64,109 +68,50 @@ DT_REWARD_WEIGHTS = {"coherence": 1.0, "correctness": 1.0, "helpfulness": 1.0}
 
 RewardApi = Literal["vllm-reward", "vllm-pooling", "vllm-classify", "vllm-score", "tei", "tei-rerank"]
 Normalize = Literal["auto", "none", "sigmoid", "range", "attributes"]
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+API_PATHS: dict[str, str] = {
+    "vllm-reward": "/pooling",
+    "vllm-pooling": "/pooling",
+    "vllm-classify": "/classify",
+    "vllm-score": "/score",
+    "tei": "/predict",
+    "tei-rerank": "/rerank",
+}
 
-
-class RewardEndpointError(RuntimeError):
-    """The scoring endpoint cannot be reached or keeps failing: the run cannot go on."""
+#: the endpoint cannot be reached, keeps failing, or refuses the key or URL: the run stops
+RewardEndpointError = ModelEndpointError
 
 
 class RewardRequestError(RuntimeError):
     """The endpoint rejected one request (a 4xx other than 429), or replied in a shape we cannot read."""
 
 
-# --- HTTP with retries ---------------------------------------------------------------------
-
-
-class _JsonHttp:
-    """A small retrying JSON POST client; picklable (the httpx client is rebuilt lazily)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key_env: str | None,
-        timeout: float,
-        max_retries: int,
-        backoff: float,
-        what: str,
-        hint: str,
-    ):
-        self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.what = what
-        self.hint = hint
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_client"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise RewardEndpointError(
-                    f"{self.what}: environment variable {self.api_key_env} is not set; export it with the API key "
-                    f"for {self.base_url}, or drop api_key_env from the settings"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    @property
-    def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(timeout=self.timeout, headers=self._headers())
-            return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def post(self, path: str, payload: dict) -> Any:
-        url = self.base_url + path
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                reply = self.client.post(url, json=payload)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError,
-                    httpx.WriteError, httpx.ReadError, httpx.PoolTimeout) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if reply.status_code < 400:
-                    try:
-                        return reply.json()
-                    except ValueError as exc:
-                        raise RewardRequestError(f"{self.what}: {url} returned non-JSON: {reply.text[:200]!r}") from exc
-                if reply.status_code not in RETRY_STATUS:
-                    raise RewardRequestError(
-                        f"{self.what}: {url} answered HTTP {reply.status_code}: {reply.text[:300]}"
-                    )
-                last = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                retry_after = reply.headers.get("retry-after")
-                if retry_after:
-                    try:
-                        wait = max(wait, min(float(retry_after), 60.0))
-                    except ValueError:
-                        pass
-            if attempt < self.max_retries:
-                time.sleep(min(wait, 60.0))
-        raise RewardEndpointError(
-            f"{self.what}: {url} failed after {self.max_retries + 1} attempts ({last}). {self.hint}"
-        )
+def _client(
+    base_url: str,
+    model: str,
+    api_key_env: str | None,
+    cache_path: str | Path | None,
+    *,
+    what: str,
+    hint: str,
+    timeout: float,
+    max_retries: int,
+    backoff: float,
+    concurrency: int,
+    temperature: float = 0.0,
+    max_tokens: int = 1,
+) -> SyncModelClient:
+    config = ClientConfig(
+        base_url=base_url,
+        model=model,
+        temperature=temperature,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        concurrency=max(1, concurrency),
+        max_retries=max_retries,
+        backoff_base=backoff,
+        timeouts=Timeouts(connect=min(10.0, timeout), read=timeout),
+    )
+    return SyncModelClient(config, cache_path, api_key_env=api_key_env, what=what, hint=hint)
 
 
 # --- reward models -------------------------------------------------------------------------
@@ -195,7 +140,7 @@ def _clip01(x: float) -> float:
 class HttpRewardScorer:
     """Scores ``(problem, answer)`` pairs with a served reward model (see the module doc)."""
 
-    APIS: ClassVar[tuple[str, ...]] = ("vllm-reward", "vllm-pooling", "vllm-classify", "vllm-score", "tei", "tei-rerank")
+    APIS: ClassVar[tuple[str, ...]] = tuple(API_PATHS)
 
     def __init__(
         self,
@@ -217,6 +162,7 @@ class HttpRewardScorer:
         timeout: float = 120.0,
         max_retries: int = 5,
         backoff: float = 0.5,
+        cache_path: str | Path | None = None,
     ):
         if api not in self.APIS:
             raise ValueError(f"reward api {api!r} is not one of {', '.join(self.APIS)}")
@@ -239,22 +185,31 @@ class HttpRewardScorer:
         if normalize == "range" and not self.score_range:
             raise ValueError("normalize='range' needs score_range=(lo, hi), e.g. (0, 5)")
         if normalize == "attributes" and not self.attributes:
-            raise ValueError(f"normalize='attributes' needs the attribute names in output order, e.g. {list(DT_REWARD_ATTRIBUTES)}")
+            raise ValueError(
+                "normalize='attributes' needs the attribute names in output order, "
+                f"e.g. {list(DT_REWARD_ATTRIBUTES)}"
+            )
         self.normalize = normalize
         self.label = label
         self.label_index = label_index
         self.template = template
         self.batch_size = max(1, batch_size)
-        self.concurrency = max(1, concurrency)
-        self.http = _JsonHttp(
-            self.base_url, api_key_env, timeout, max_retries, backoff,
+        self.client = _client(
+            self.base_url,
+            model,
+            api_key_env,
+            cache_path,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            concurrency=concurrency,
             what=f"reward model {model!r} ({api})",
             hint="Start the reward server (e.g. `vllm serve MODEL --runner pooling`, or TEI for /predict and "
             "/rerank) or fix verify.reward.base_url in the pipeline YAML.",
         )
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
     # -- public --------------------------------------------------------------------------
 
@@ -272,27 +227,37 @@ class HttpRewardScorer:
             by_problem: dict[str, list[int]] = {}
             for i, (p, _) in enumerate(pairs):
                 by_problem.setdefault(p, []).append(i)
-            jobs = [idx[k : k + self.batch_size] for idx in by_problem.values() for k in range(0, len(idx), self.batch_size)]
+            jobs = [
+                idx[k : k + self.batch_size]
+                for idx in by_problem.values()
+                for k in range(0, len(idx), self.batch_size)
+            ]
         else:
-            jobs = [list(range(k, min(k + self.batch_size, len(pairs)))) for k in range(0, len(pairs), self.batch_size)]
+            jobs = [
+                list(range(k, min(k + self.batch_size, len(pairs))))
+                for k in range(0, len(pairs), self.batch_size)
+            ]
+        path = API_PATHS[self.api]
+        batches = [[pairs[i] for i in idx] for idx in jobs]
+        replies = self.client.post_many(path, [self._payload(batch) for batch in batches])
         raws: list[Any] = [None] * len(pairs)
-
-        def run(idx: list[int]) -> None:
-            values = self._request([pairs[i] for i in idx])
+        for idx, batch, reply in zip(jobs, batches, replies):
+            if isinstance(reply, Failure):
+                raise RewardRequestError(f"reward model {self.model!r}: {reply.message}")
+            try:
+                values = self._values(reply, batch)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise RewardRequestError(
+                    f"reward model {self.model!r}: unexpected reply from {self.base_url}{path} "
+                    f"({type(exc).__name__}: {exc}): {str(reply)[:200]}"
+                ) from exc
             if len(values) != len(idx):
                 raise RewardRequestError(
-                    f"reward model {self.model!r}: {len(values)} scores for {len(idx)} inputs from {self.base_url}"
+                    f"reward model {self.model!r}: {len(values)} scores for {len(idx)} inputs "
+                    f"from {self.base_url}"
                 )
             for i, v in zip(idx, values):
                 raws[i] = v
-
-        if len(jobs) == 1 or self.concurrency == 1:
-            for job in jobs:
-                run(job)
-        else:
-            with ThreadPoolExecutor(min(self.concurrency, len(jobs))) as ex:
-                for fut in [ex.submit(run, job) for job in jobs]:
-                    fut.result()
         return [self._normalize(v) for v in raws]
 
     # -- requests per API ----------------------------------------------------------------------
@@ -300,31 +265,39 @@ class HttpRewardScorer:
     def _text(self, problem: str, answer: str) -> str:
         return self.template.format(problem=problem, answer=answer)
 
-    def _request(self, batch: list[tuple[str, str]]) -> list[Any]:
+    def _payload(self, batch: list[tuple[str, str]]) -> dict:
         api, model = self.api, self.model
         if api == "vllm-reward":
-            (problem, answer), = batch
-            body = self.http.post("/pooling", {
+            ((problem, answer),) = batch
+            # one chat per request, so the server applies the model's chat template
+            return {
                 "model": model,
                 "messages": [{"role": "user", "content": problem}, {"role": "assistant", "content": answer}],
-            })
-            return [self._pooling_value(d) for d in self._data(body)]
-        if api == "vllm-pooling":
-            body = self.http.post("/pooling", {"model": model, "input": [self._text(p, a) for p, a in batch]})
+            }
+        if api in ("vllm-pooling", "vllm-classify"):
+            return {"model": model, "input": [self._text(p, a) for p, a in batch]}
+        if api == "vllm-score":
+            return {"model": model, "text_1": [p for p, _ in batch], "text_2": [a for _, a in batch]}
+        if api == "tei":
+            return {"inputs": [[p, a] for p, a in batch], "raw_scores": False}
+        if api == "tei-rerank":
+            return {"query": batch[0][0], "texts": [a for _, a in batch], "raw_scores": False}
+        raise AssertionError(api)
+
+    def _values(self, body: Any, batch: list[tuple[str, str]]) -> list[Any]:
+        """The raw score of each input of ``batch`` in ``body``, the server's reply."""
+        api = self.api
+        if api in ("vllm-reward", "vllm-pooling"):
             return [self._pooling_value(d) for d in self._data(body)]
         if api == "vllm-classify":
-            body = self.http.post("/classify", {"model": model, "input": [self._text(p, a) for p, a in batch]})
             return [self._classify_value(d) for d in self._data(body)]
         if api == "vllm-score":
-            body = self.http.post("/score", {"model": model, "text_1": [p for p, _ in batch], "text_2": [a for _, a in batch]})
             return [float(d["score"]) for d in self._data(body)]
         if api == "tei":
-            body = self.http.post("/predict", {"inputs": [[p, a] for p, a in batch], "raw_scores": False})
             if batch and body and isinstance(body[0], dict):  # a single input comes back unnested
                 body = [body]
             return [self._tei_label_value(preds) for preds in body]
         if api == "tei-rerank":
-            body = self.http.post("/rerank", {"query": batch[0][0], "texts": [a for _, a in batch], "raw_scores": False})
             out: list[Any] = [None] * len(batch)
             for rank in body:
                 out[int(rank["index"])] = float(rank["score"])
@@ -335,7 +308,10 @@ class HttpRewardScorer:
         try:
             data = sorted(body["data"], key=lambda d: d.get("index", 0))
         except (TypeError, KeyError) as exc:
-            raise RewardRequestError(f"reward model {self.model!r}: no 'data' list in reply from {self.base_url}: {str(body)[:200]}") from exc
+            raise RewardRequestError(
+                f"reward model {self.model!r}: no 'data' list in reply from {self.base_url}: "
+                f"{str(body)[:200]}"
+            ) from exc
         return data
 
     @staticmethod
@@ -356,12 +332,15 @@ class HttpRewardScorer:
             return float(preds[0]["score"])
         if self.label is None:
             raise RewardRequestError(
-                f"reward model {self.model!r} returns labels {[p['label'] for p in preds]}: set `label` to the one to score"
+                f"reward model {self.model!r} returns labels {[p['label'] for p in preds]}: "
+                "set `label` to the one to score"
             )
         for p in preds:
             if p["label"] == self.label:
                 return float(p["score"])
-        raise RewardRequestError(f"label {self.label!r} not among {[p['label'] for p in preds]} from {self.base_url}")
+        raise RewardRequestError(
+            f"label {self.label!r} not among {[p['label'] for p in preds]} from {self.base_url}"
+        )
 
     # -- normalization -----------------------------------------------------------------------
 
@@ -369,16 +348,21 @@ class HttpRewardScorer:
         if isinstance(raw, list):
             if self.normalize != "attributes":
                 raise RewardRequestError(
-                    f"reward model {self.model!r} returned {len(raw)} values per answer; set normalize='attributes' "
-                    f"and attributes=[names in output order] (Decision-Tree-Reward: {list(DT_REWARD_ATTRIBUTES)})"
+                    f"reward model {self.model!r} returned {len(raw)} values per answer; "
+                    "set normalize='attributes' and attributes=[names in output order] "
+                    f"(Decision-Tree-Reward: {list(DT_REWARD_ATTRIBUTES)})"
                 )
             if len(raw) < len(self.attributes or ()):
-                raise RewardRequestError(f"{len(raw)} values but {len(self.attributes or ())} attribute names")
+                raise RewardRequestError(
+                    f"{len(raw)} values but {len(self.attributes or ())} attribute names"
+                )
             attrs = dict(zip(self.attributes or (), raw))
             total = sum(w * attrs.get(name, 0.0) for name, w in self.attribute_weights.items())
             return RewardScore(_clip01(total / self.attribute_scale), raw, attrs)
         if self.normalize == "attributes":
-            raise RewardRequestError(f"reward model {self.model!r} returned one value, but attributes are configured")
+            raise RewardRequestError(
+                f"reward model {self.model!r} returned one value, but attributes are configured"
+            )
         if self.normalize == "sigmoid":
             return RewardScore(_sigmoid(raw), raw)
         if self.normalize == "range":
@@ -425,7 +409,9 @@ def answer_part(response: dict) -> str:
 
 
 def _cache_key(name: str, config: dict, record: dict, response: dict) -> str:
-    payload = json.dumps([name, config, record.get("problem"), answer_part(response)], ensure_ascii=False, default=str)
+    payload = json.dumps(
+        [name, config, record.get("problem"), answer_part(response)], ensure_ascii=False, default=str
+    )
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -438,22 +424,51 @@ class RewardVerifier:
     """
 
     name: ClassVar[str] = "reward"
+    #: bump when scoring changes, so cached verdicts are recomputed
+    version: ClassVar[str] = "2"
 
     def __init__(self, scorer: HttpRewardScorer, thresholds: dict[str, float] | None = None):
         self.scorer = scorer
         self.thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
 
     @classmethod
-    def from_settings(cls, settings: RewardSettings | dict) -> "RewardVerifier":
+    def from_settings(
+        cls, settings: RewardSettings | dict, cache_path: str | Path | None = None
+    ) -> "RewardVerifier":
+        """``cache_path``: the LLM response cache (``<cache_dir>/llm_cache.sqlite``); None: no cache."""
         s = settings if isinstance(settings, RewardSettings) else RewardSettings(**settings)
         kw = s.model_dump(exclude={"base_url", "model", "api", "api_key_env", "normalize", "thresholds"})
-        scorer = HttpRewardScorer(s.base_url, s.model, s.api, s.api_key_env, s.normalize, **kw)
+        scorer = HttpRewardScorer(
+            s.base_url, s.model, s.api, s.api_key_env, s.normalize, cache_path=cache_path, **kw
+        )
         return cls(scorer, s.thresholds)
+
+    @staticmethod
+    def endpoints(settings: RewardSettings | dict) -> list[Endpoint]:
+        """``(base_url, api_key_env)`` of every endpoint these settings call (for a preflight check)."""
+        s = settings if isinstance(settings, RewardSettings) else RewardSettings(**settings)
+        return [(s.base_url, s.api_key_env)]
+
+    def close(self) -> None:
+        self.scorer.close()
 
     def cache_key(self, record: dict, response: dict) -> str:
         sc = self.scorer
-        config = [sc.base_url, sc.model, sc.api, sc.normalize, sc.template, sc.attributes, sc.label]
-        return _cache_key(self.name, {"scorer": config}, record, response)
+        config = {
+            "version": self.version,
+            "model": sc.model,
+            "api": sc.api,
+            "template": sc.template,
+            "normalize": sc.normalize,
+            "score_range": sc.score_range,
+            "attributes": sc.attributes,
+            "attribute_weights": sc.attribute_weights,
+            "attribute_scale": sc.attribute_scale,
+            "label": sc.label,
+            "label_index": sc.label_index,
+            "thresholds": self.thresholds,
+        }
+        return _cache_key(self.name, config, record, response)
 
     def verify(self, record: dict, response: dict) -> Verdict:
         return self.verify_many([(record, response)])[0]
@@ -464,11 +479,15 @@ class RewardVerifier:
         todo = []
         for i, (record, response) in enumerate(pairs):
             if not answer_part(response):
-                out[i] = Verdict(0.0, False, "empty_answer", {"message": "no answer part to score"}, self.name)
+                out[i] = Verdict(
+                    0.0, False, "empty_answer", {"message": "no answer part to score"}, self.name
+                )
             else:
                 todo.append(i)
         try:
-            scores = self.scorer.score_pairs([(pairs[i][0].get("problem") or "", answer_part(pairs[i][1])) for i in todo])
+            scores = self.scorer.score_pairs(
+                [(pairs[i][0].get("problem") or "", answer_part(pairs[i][1])) for i in todo]
+            )
         except RewardRequestError as exc:
             if len(todo) > 1:  # find the input the server rejected: score one by one
                 for i in todo:
@@ -573,7 +592,9 @@ def parse_judge_score(reply: str, max_score: float = 5.0) -> float:
 def parse_equivalence(reply: str) -> bool:
     """The math judge's verdict: ``Verdict: EQUIVALENT`` / ``NOT_EQUIVALENT`` (or yes/no, true/false)."""
     _, text = split_reasoning(reply)
-    hits = re.findall(r"(?i)verdict\s*[:=]\s*\**\s*(not[_ ]equivalent|equivalent|yes|no|true|false|correct|incorrect)", text)
+    hits = re.findall(
+        r"(?i)verdict\s*[:=]\s*\**\s*(not[_ ]equivalent|equivalent|yes|no|true|false|correct|incorrect)", text
+    )
     if not hits:
         hits = re.findall(r'(?i)"equivalent"\s*:\s*(true|false)', text)
     if not hits:
@@ -587,34 +608,26 @@ def parse_equivalence(reply: str) -> bool:
     return hits[-1].lower().replace(" ", "_") in ("equivalent", "yes", "true", "correct")
 
 
-class _ChatClient:
-    """Just enough of an OpenAI-compatible chat client for judging (sync, retrying)."""
+_JUDGE_HINT = (
+    "Start an OpenAI-compatible server (e.g. `vllm serve MODEL`) or fix the judge base_url in the "
+    "pipeline YAML."
+)
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None, temperature: float,
-                 max_tokens: int, timeout: float, max_retries: int, backoff: float, what: str):
-        base = base_url.rstrip("/")
-        self.path = "/chat/completions" if base.endswith("/v1") else "/v1/chat/completions"
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.http = _JsonHttp(
-            base, api_key_env, timeout, max_retries, backoff, what=what,
-            hint="Start an OpenAI-compatible server (e.g. `vllm serve MODEL`) or fix the judge base_url in the "
-            "pipeline YAML.",
-        )
 
-    def ask(self, system: str | None, user: str) -> tuple[str, str]:
-        """(content, reasoning_content or '')."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        body = self.http.post(self.path, {
-            "model": self.model, "messages": messages,
-            "temperature": self.temperature, "max_tokens": self.max_tokens,
-        })
-        try:
-            msg = body["choices"][0]["message"]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise RewardRequestError(f"{self.http.what}: no choices[0].message in reply: {str(body)[:200]}") from exc
-        return msg.get("content") or "", msg.get("reasoning_content") or msg.get("reasoning") or ""
+def _messages(system: str | None, user: str) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def _judge_text(reply: dict | Failure, what: str) -> tuple[str, str]:
+    """(the judge's visible reply, all its reasoning) from a chat response record.
+
+    A ``Failure`` here is a request the server rejected (a 400, a context-length error);
+    unreachable servers raised already."""
+    if isinstance(reply, Failure):
+        raise RewardRequestError(f"{what}: {reply.reason}: {reply.message[:300]}")
+    visible = reply.get("answer") or ""
+    reasoning = "\n".join(x for x in (reply.get("think"), visible) if x).strip()
+    return visible, reasoning
 
 
 @dataclass(frozen=True)
@@ -650,6 +663,8 @@ class JudgeScorer:
     """
 
     name: ClassVar[str] = "judge"
+    #: bump when judging changes, so cached verdicts are recomputed
+    version: ClassVar[str] = "2"
 
     def __init__(
         self,
@@ -664,71 +679,194 @@ class JudgeScorer:
         max_retries: int = 5,
         backoff: float = 0.5,
         thresholds: dict[str, float] | None = None,
+        cache_path: str | Path | None = None,
     ):
         self.model = model
-        self.concurrency = max(1, concurrency)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
         self.thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-        self.chat = _ChatClient(base_url, model, api_key_env, temperature, max_tokens, timeout, max_retries, backoff,
-                                what=f"judge {model!r}")
+        self.what = f"judge {model!r}"
+        self.client = _client(
+            base_url,
+            model,
+            api_key_env,
+            cache_path,
+            what=self.what,
+            hint=_JUDGE_HINT,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
 
     @classmethod
-    def from_settings(cls, settings: JudgeSettings | dict) -> "JudgeScorer":
+    def from_settings(
+        cls, settings: JudgeSettings | dict, cache_path: str | Path | None = None
+    ) -> "JudgeScorer":
+        """``cache_path``: the LLM response cache (``<cache_dir>/llm_cache.sqlite``); None: no cache."""
         s = settings if isinstance(settings, JudgeSettings) else JudgeSettings(**settings)
         kw = s.model_dump(exclude={"base_url", "model", "api_key_env"})
-        return cls(s.base_url, s.model, s.api_key_env, **kw)
+        return cls(s.base_url, s.model, s.api_key_env, cache_path=cache_path, **kw)
+
+    @staticmethod
+    def endpoints(settings: JudgeSettings | dict) -> list[Endpoint]:
+        """``(base_url, api_key_env)`` of every endpoint these settings call (for a preflight check)."""
+        s = settings if isinstance(settings, JudgeSettings) else JudgeSettings(**settings)
+        return [(s.base_url, s.api_key_env)]
+
+    def close(self) -> None:
+        self.client.close()
+
+    @staticmethod
+    def _prompt(problem: str, answer: str, reference: str | None) -> list[dict]:
+        ref = f"\n[Reference answer]\n{reference}\n" if reference else ""
+        return _messages(
+            JUDGE_SYSTEM, JUDGE_RUBRIC.format(problem=problem, reference_block=ref, answer=answer)
+        )
+
+    def _result(self, reply: dict | Failure) -> JudgeResult:
+        visible, reasoning = _judge_text(reply, self.what)
+        value = parse_judge_score(visible)
+        return JudgeResult(value, value / 5.0, reasoning)
 
     def score(self, problem: str, answer: str, reference: str | None = None) -> JudgeResult:
-        ref = f"\n[Reference answer]\n{reference}\n" if reference else ""
-        content, reasoning = self.chat.ask(JUDGE_SYSTEM, JUDGE_RUBRIC.format(problem=problem, reference_block=ref, answer=answer))
-        value = parse_judge_score(content)
-        thoughts, visible = split_reasoning(content)
-        full = "\n".join(x for x in (reasoning, thoughts, visible) if x).strip()
-        return JudgeResult(value, value / 5.0, full)
+        (reply,) = self.client.complete_many([self._prompt(problem, answer, reference)])
+        return self._result(reply)
 
     def cache_key(self, record: dict, response: dict) -> str:
-        return _cache_key(self.name, {"model": self.model, "rubric": JUDGE_RUBRIC, "ref": record.get("reference_answer")},
-                          record, response)
+        config = {
+            "version": self.version,
+            "model": self.model,
+            "system": JUDGE_SYSTEM,
+            "rubric": JUDGE_RUBRIC,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "thresholds": self.thresholds,
+            "ref": record.get("reference_answer"),
+        }
+        return _cache_key(self.name, config, record, response)
 
     def verify(self, record: dict, response: dict) -> Verdict:
-        answer = answer_part(response)
-        if not answer:
-            return Verdict(0.0, False, "empty_answer", {"message": "no answer part to judge"}, self.name)
+        return self.verify_many([(record, response)])[0]
+
+    def verify_many(self, pairs: Iterable[tuple[dict, dict]]) -> list[Verdict]:
+        """All judge requests of ``pairs`` at once (``concurrency`` in flight, cached)."""
+        pairs = list(pairs)
+        out: list[Verdict | None] = [None] * len(pairs)
+        todo = []
+        for i, (_, response) in enumerate(pairs):
+            if answer_part(response):
+                todo.append(i)
+            else:
+                out[i] = Verdict(
+                    0.0, False, "empty_answer", {"message": "no answer part to judge"}, self.name
+                )
+        prompts = [
+            self._prompt(
+                pairs[i][0].get("problem") or "",
+                answer_part(pairs[i][1]),
+                pairs[i][0].get("reference_answer"),
+            )
+            for i in todo
+        ]
+        for i, reply in zip(todo, self.client.complete_many(prompts)):
+            out[i] = self._verdict(pairs[i][0], reply)
+        return out  # type: ignore[return-value]
+
+    def _verdict(self, record: dict, reply: dict | Failure) -> Verdict:
         category = record.get("category")
         thr = _threshold(self.thresholds, category)
         try:
-            res = self.score(record.get("problem") or "", answer, record.get("reference_answer"))
+            res = self._result(reply)
         except JudgeParseError as exc:
             return Verdict(0.0, False, "judge_unparsed", {"error": str(exc)}, self.name)
         except RewardRequestError as exc:
             return Verdict(0.0, False, "judge_error", {"error": str(exc)}, self.name)
         ok = res.normalized > thr
-        details = {"judge_score": res.score, "threshold": thr, "category": category, "model": self.model,
-                   "reasoning": res.reasoning}
+        details = {
+            "judge_score": res.score,
+            "threshold": thr,
+            "category": category,
+            "model": self.model,
+            "reasoning": res.reasoning,
+        }
         return Verdict(res.normalized, ok, "judge_pass" if ok else "judge_low", details, self.name)
-
-    def verify_many(self, pairs: Iterable[tuple[dict, dict]]) -> list[Verdict]:
-        pairs = list(pairs)
-        if len(pairs) <= 1 or self.concurrency == 1:
-            return [self.verify(r, s) for r, s in pairs]
-        with ThreadPoolExecutor(min(self.concurrency, len(pairs))) as ex:
-            return list(ex.map(lambda p: self.verify(*p), pairs))
 
 
 class MathJudge:
     """``(problem, reference, answer) -> (is_equivalent, reasoning)``: the math verifier's fallback."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, *,
-                 max_tokens: int = 2048, timeout: float = 300.0, max_retries: int = 5, backoff: float = 0.5):
-        self.chat = _ChatClient(base_url, model, api_key_env, 0.0, max_tokens, timeout, max_retries, backoff,
-                                what=f"math judge {model!r}")
+    #: bump when judging changes; part of ``cache_key``
+    version: ClassVar[str] = "1"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+        timeout: float = 300.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        concurrency: int = 4,
+        cache_path: str | Path | None = None,
+    ):
+        self.model = model
+        self.what = f"math judge {model!r}"
+        self.client = _client(
+            base_url,
+            model,
+            api_key_env,
+            cache_path,
+            what=self.what,
+            hint=_JUDGE_HINT,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+
+    def cache_key(self) -> str:
+        """What decides this judge's verdicts (version, model, prompt), for a verifier's cache key."""
+        payload = json.dumps([self.version, self.model, self.client.config.temperature, MATH_JUDGE_PROMPT])
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+    def close(self) -> None:
+        self.client.close()
 
     def __call__(self, problem: str, reference: str, answer: str) -> tuple[bool, str]:
-        content, reasoning = self.chat.ask(None, MATH_JUDGE_PROMPT.format(problem=problem, reference=reference, answer=answer))
-        ok = parse_equivalence(content)
-        thoughts, visible = split_reasoning(content)
-        return ok, "\n".join(x for x in (reasoning, thoughts, visible) if x).strip()
+        prompt = MATH_JUDGE_PROMPT.format(problem=problem, reference=reference, answer=answer)
+        (reply,) = self.client.complete_many([_messages(None, prompt)])
+        visible, reasoning = _judge_text(reply, self.what)
+        return parse_equivalence(visible), reasoning
 
 
-def math_judge(base_url: str, model: str, api_key_env: str | None = None, **kw: Any) -> MathJudge:
-    """The LLM fallback for ``MathVerifier(judge=...)``; see :class:`MathJudge`."""
-    return MathJudge(base_url, model, api_key_env, **kw)
+def math_judge(
+    base_url: str,
+    model: str,
+    api_key_env: str | None = None,
+    *,
+    cache_path: str | Path | None = None,
+    **kw: Any,
+) -> MathJudge:
+    """The LLM fallback for ``MathVerifier(judge=...)``, from the ``verify.judge`` keys (``thresholds``
+    does not apply); see :class:`MathJudge`."""
+    s = JudgeSettings(base_url=base_url, model=model, api_key_env=api_key_env, **kw)
+    return MathJudge(
+        s.base_url,
+        s.model,
+        s.api_key_env,
+        temperature=s.temperature,
+        max_tokens=s.max_tokens,
+        timeout=s.timeout,
+        max_retries=s.max_retries,
+        backoff=s.backoff,
+        concurrency=s.concurrency,
+        cache_path=cache_path,
+    )
