@@ -53,7 +53,8 @@ def test_changing_a_setting_reverifies_only_that_verifier(tmp_path):
     records = _choice_records()
     _run(tmp_path, records)
     changed = _run(tmp_path, records, {"format": {"max_chars": 10_000}})
-    assert (changed["verdicts_computed"], changed["verdict_cache_hits"]) == (3, 3)  # format again, choice cached
+    # format again, choice cached
+    assert (changed["verdicts_computed"], changed["verdict_cache_hits"]) == (3, 3)
     off = _run(tmp_path, records, {"format": {"per_source": {"sci": {"check_language": False}}}})
     assert off["verdicts_computed"] == 3
 
@@ -63,7 +64,8 @@ def test_bumping_a_verifier_version_invalidates_its_verdicts(tmp_path, monkeypat
     _run(tmp_path, records)
     monkeypatch.setattr(ChoiceVerifier, "version", ChoiceVerifier.version + "-bumped")
     bumped = _run(tmp_path, records)
-    assert (bumped["verdicts_computed"], bumped["verdict_cache_hits"]) == (3, 3)  # choice again, format cached
+    # choice again, format cached
+    assert (bumped["verdicts_computed"], bumped["verdict_cache_hits"]) == (3, 3)
     monkeypatch.setattr(FormatVerifier, "version", FormatVerifier.version + "-bumped")
     assert _run(tmp_path, records)["verdicts_computed"] == 3
 
@@ -101,7 +103,8 @@ def test_code_verdicts_follow_fn_name_and_starter_code(tmp_path):
     records[0]["starter_code"] = "def plus(a, b):\n    pass\n"
     assert _run(tmp_path, records, settings)["verdicts_computed"] == 1
     # workers do not decide a verdict: no re-run
-    assert _run(tmp_path, records, dict(settings, code={**settings["code"], "workers": 2}))["verdict_cache_hits"] == 1
+    more_workers = dict(settings, code={**settings["code"], "workers": 2})
+    assert _run(tmp_path, records, more_workers)["verdict_cache_hits"] == 1
     limits = dict(settings, code={**settings["code"], "limits": {"wall_timeout": 9, "cpu_seconds": 5}})
     assert _run(tmp_path, records, limits)["verdicts_computed"] == 1
 
@@ -124,9 +127,11 @@ def test_math_key_holds_settings_judge_and_library_versions(monkeypatch):
     assert key != MathVerifier(float_rounding=3).cache_key(rec, resp)
     judged = MathVerifier(judge=lambda p, r, a: (True, ""), judge_key={"model": "a"})
     assert judged.cache_key(rec, resp) != key
-    assert judged.cache_key(rec, resp) != MathVerifier(judge=judged.judge, judge_key={"model": "b"}).cache_key(rec, resp)
+    other_judge = MathVerifier(judge=judged.judge, judge_key={"model": "b"})
+    assert judged.cache_key(rec, resp) != other_judge.cache_key(rec, resp)
     assert judged.cache_key(rec, resp) != judged.cache_key(dict(rec, problem="one plus one?"), resp)
-    assert key == MathVerifier().cache_key(dict(rec, problem="one plus one?"), resp)  # no judge: problem unread
+    # without a judge the problem is not read
+    assert key == MathVerifier().cache_key(dict(rec, problem="one plus one?"), resp)
     monkeypatch.setattr(math_mod, "package_versions", lambda *names: {n: "0.0-other" for n in names})
     assert MathVerifier().cache_key(rec, resp) != key
 

@@ -8,7 +8,6 @@ import pytest
 from reasonmill.config import ConfigError, config_from_dict
 from reasonmill.io.formats import to_am
 from reasonmill.records import new_record, new_response
-from reasonmill.stages.base import StageContext
 from reasonmill.stages.select import Select
 from reasonmill.stages.verify import Verify, VerifySettings, format_warnings
 from reasonmill.verify.format import FormatSettings, FormatVerifier
@@ -24,7 +23,8 @@ def test_misspelt_nested_key_names_the_key_and_the_valid_ones():
         _load_verify({"math": {"timeuot": 5}})
     msg = str(err.value)
     assert "math.timeuot" in msg and "did you mean 'timeout'" in msg
-    assert "valid keys: allow_set_relation_comp, float_rounding, mp_context, numeric_precision, strict, timeout, workers" in msg
+    valid = "allow_set_relation_comp, float_rounding, mp_context, numeric_precision, strict, timeout, workers"
+    assert f"valid keys: {valid}" in msg
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,8 @@ def test_misspelt_nested_key_names_the_key_and_the_valid_ones():
         ({"format": {"require_thnik": True}}, "format.require_thnik", "require_think"),
         ({"format": {"per_source": {"sky": {"max_char": 9}}}}, "format.per_source.sky.max_char", "max_chars"),
         ({"reward": {"base_url": "http://x", "model": "rm", "treshold": 1}}, "reward.treshold", "thresholds"),
-        ({"judge": {"base_url": "http://x", "model": "j", "temprature": 0}}, "judge.temprature", "temperature"),
+        ({"judge": {"base_url": "http://x", "model": "j", "temprature": 0}}, "judge.temprature",
+         "temperature"),
     ],
 )
 def test_every_verifier_section_rejects_unknown_keys(settings, bad, valid):
@@ -60,7 +61,8 @@ def test_format_switch_stays_yaml_compatible():
 def test_judge_settings_build_both_judges_without_unknown_keywords():
     """temperature/concurrency/thresholds belong to the general judge only; the math
     judge is built from the keys it accepts (this raised TypeError with raw dicts)."""
-    s = _load_verify({"judge": {"base_url": "http://127.0.0.1:9", "model": "j", "temperature": 0.3, "concurrency": 2}})
+    judge = {"base_url": "http://127.0.0.1:9", "model": "j", "temperature": 0.3, "concurrency": 2}
+    s = _load_verify({"judge": judge})
     stage = Verify(s)
     try:
         assert stage.verifier("math").judge is not None
@@ -80,19 +82,23 @@ def _rec(source: str, answer: str, think: str | None, generated: bool = False) -
 
 
 def test_per_source_overrides_only_the_keys_given():
-    v = FormatVerifier({"require_think": True, "max_chars": 50, "per_source": {"qwen": {"require_think": False}}})
+    v = FormatVerifier(
+        {"require_think": True, "max_chars": 50, "per_source": {"qwen": {"require_think": False}}}
+    )
     assert v.rules_for({"source": "qwen"}).require_think is False
     assert v.rules_for({"source": "qwen"}).max_chars == 50  # inherited from the top level
     assert v.rules_for({"source": "sky"}).require_think is True
     qwen, sky = _rec("qwen", "$\\boxed{4}$", None), _rec("sky", "$\\boxed{4}$", None)
     assert v.verify(qwen, qwen["responses"][0]).passed
     assert v.verify(sky, sky["responses"][0]).reason == "missing_think"
-    assert v.cache_key(qwen, qwen["responses"][0]) != v.cache_key(dict(qwen, source="sky"), qwen["responses"][0])
+    resp = qwen["responses"][0]
+    assert v.cache_key(qwen, resp) != v.cache_key(dict(qwen, source="sky"), resp)
 
 
 def test_auto_think_rule_fails_generated_responses_only():
     v = FormatVerifier()
-    replayed, generated = _rec("qwen", "$\\boxed{4}$", None), _rec("qwen", "$\\boxed{4}$", None, generated=True)
+    replayed = _rec("qwen", "$\\boxed{4}$", None)
+    generated = _rec("qwen", "$\\boxed{4}$", None, generated=True)
     assert v.verify(replayed, replayed["responses"][0]).passed
     assert v.verify(generated, generated["responses"][0]).reason == "missing_think"
     empty = _rec("qwen", "$\\boxed{4}$", "  ")
@@ -100,7 +106,8 @@ def test_auto_think_rule_fails_generated_responses_only():
 
 
 def test_stage_counts_format_reasons_and_warns_when_a_rule_removes_a_source():
-    records = [_rec("qwen", "$\\boxed{4}$", None) for _ in range(12)] + [_rec("sky", "$\\boxed{4}$", "2+2") for _ in range(12)]
+    records = [_rec("qwen", "$\\boxed{4}$", None) for _ in range(12)]
+    records += [_rec("sky", "$\\boxed{4}$", "2+2") for _ in range(12)]
     strict = Verify({"math": {"workers": 1}, "format": {"require_think": True}, "cache": False})
     try:
         out = strict.process([dict(r, responses=[dict(x) for x in r["responses"]]) for r in records])
@@ -123,8 +130,10 @@ def test_stage_counts_format_reasons_and_warns_when_a_rule_removes_a_source():
 
 
 def _general(n: int = 2) -> dict:
-    responses = [new_response(answer=f"Paris is the capital, reason {i}.", think="Recall.", source="chat") for i in range(n)]
-    return new_record(source="chat", problem="What is the capital of France?", category="chat", responses=responses)
+    responses = [new_response(answer=f"Paris is the capital, reason {i}.", think="Recall.", source="chat")
+                 for i in range(n)]  # fmt: skip
+    return new_record(source="chat", problem="What is the capital of France?", category="chat",
+                      responses=responses)  # fmt: skip
 
 
 def _verify_then_select(settings: dict) -> tuple[dict, object, object]:

@@ -59,10 +59,11 @@ class Select(Stage):
                 score = resp.get("verify_score")
                 reasons = [v.get("reason") for v in resp.get("verdicts") or [] if not v.get("passed")]
                 if UNVERIFIED in reasons and (resp.get("passed") is not None or len(reasons) > 1):
+                    also = [x for x in reasons if x != UNVERIFIED]
                     out.drop_response(
                         r, i, resp, UNVERIFIED,
                         f"no reward model or judge scored this {r.get('category')} response"
-                        + (f" (and it failed {', '.join(x for x in reasons if x != UNVERIFIED)})" if len(reasons) > 1 else "")
+                        + (f" (and it failed {', '.join(also)})" if also else "")
                         + "; set verify.reward or verify.judge, or verify.keep_unverified: true",
                         failed=reasons,
                     )
@@ -73,7 +74,9 @@ class Select(Stage):
                         kept.append(resp)
                         out.stats["unverified_kept"] = out.stats.get("unverified_kept", 0) + 1
                 elif score is None:
-                    out.drop_response(r, i, resp, UNVERIFIED, "no verify_score: add a verify stage before select")
+                    out.drop_response(
+                        r, i, resp, UNVERIFIED, "no verify_score: add a verify stage before select"
+                    )
                 elif score < th or resp.get("passed") is False:
                     out.drop_response(
                         r, i, resp, "below_threshold",

@@ -175,7 +175,8 @@ class Verify(Stage):
 
             accepted = set(inspect.signature(MathJudge).parameters)
             options = s.judge.model_dump(include=accepted)
-            judge_key = {"prompt": MATH_JUDGE_PROMPT, **{k: options.get(k) for k in ("base_url", "model", "max_tokens")}}
+            judge_key = {"prompt": MATH_JUDGE_PROMPT,
+                         **{k: options.get(k) for k in ("base_url", "model", "max_tokens")}}  # fmt: skip
             return MathVerifier(s.math, math_judge(**options), judge_key=judge_key)
         if kind == "code":
             return s.code.build()
@@ -279,7 +280,9 @@ class Verify(Stage):
             self.context.progress(len(records))
         return out
 
-    def _settle(self, r: dict, resp: dict, verdict: Verdict | None, fmt: Verdict | None, stats: Counter) -> None:
+    def _settle(
+        self, r: dict, resp: dict, verdict: Verdict | None, fmt: Verdict | None, stats: Counter
+    ) -> None:
         """Write one response's verdicts, score and pass flag, and count them."""
         kind = route(r)
         stats[f"{kind}_responses"] += 1
@@ -319,9 +322,9 @@ class Verify(Stage):
             parts.append(f"general_unverified {unverified:g} ({fate}: no reward model or judge)")
         no_think = {k.split("@", 1)[1]: v for k, v in output_stats.items() if k.startswith("no_think@") and v}
         if no_think:
-            parts.append("responses without a think part: " + ", ".join(
-                f"{src} {n:g}/{output_stats.get(f'responses@{src}', 0):g}" for src, n in sorted(no_think.items())
-            ))
+            totals = {src: output_stats.get(f"responses@{src}", 0) for src in no_think}
+            shares = [f"{src} {n:g}/{totals[src]:g}" for src, n in sorted(no_think.items())]
+            parts.append("responses without a think part: " + ", ".join(shares))
         parts += [f"WARNING: {w}" for w in format_warnings(output_stats)]
         return "\n".join(parts)
 

@@ -97,7 +97,7 @@ class CodeVerifierSettings(BaseModel):
     max_tests: int = Field(10, gt=0, description="run the first N tests of a record")
     workers: int = Field(2, gt=0, description="responses verified at once")
     backend: Literal["auto", "bwrap", "rlimit"] = "auto"
-    python: str | None = Field(None, description="interpreter for sandboxed code; default: the system python3")
+    python: str | None = Field(None, description="interpreter for sandboxed code; default: system python3")
 
     def build(self) -> CodeVerifier:
         return CodeVerifier(settings=self)

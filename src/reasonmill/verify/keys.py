@@ -27,7 +27,8 @@ from typing import Any
 def verdict_key(name: str, version: str, settings: Any, libraries: Any, fields: Any) -> str:
     """128-bit hex digest of the JSON of everything a verdict depends on."""
     payload = json.dumps(
-        {"verifier": name, "version": version, "settings": settings, "libraries": libraries, "fields": fields},
+        {"verifier": name, "version": version, "settings": settings, "libraries": libraries,
+         "fields": fields},
         ensure_ascii=False, sort_keys=True, default=str,
     )
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()

@@ -367,7 +367,8 @@ class MathVerifier:
         if self.judge is not None:
             fields += [record.get("problem"), str(record.get("reference_answer"))]
         settings = self.settings.model_dump(exclude={"workers", "mp_context"})
-        return verdict_key(NAME, self.version, [settings, self.judge_key], package_versions(*LIBRARIES), fields)
+        libraries = package_versions(*LIBRARIES)
+        return verdict_key(NAME, self.version, [settings, self.judge_key], libraries, fields)
 
     def verify(self, record: dict, response: dict) -> Verdict:
         verdict = check(record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response))
