@@ -32,11 +32,20 @@ from pydantic import Field, field_validator
 
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.verify.base import Verdict
-from reasonmill.verify.choice import ChoiceSettings
-from reasonmill.verify.code import CodeVerifierSettings
-from reasonmill.verify.format import FormatSettings
-from reasonmill.verify.math import MathSettings
-from reasonmill.verify.reward import JudgeSettings, RewardSettings
+from reasonmill.verify.choice import ChoiceSettings, ChoiceVerifier
+from reasonmill.verify.code import CodeVerifier, CodeVerifierSettings
+from reasonmill.verify.format import FormatSettings, FormatVerifier
+from reasonmill.verify.math import MathSettings, MathVerifier
+from reasonmill.verify.reward import (
+    JUDGE_SYSTEM,
+    MATH_JUDGE_PROMPT,
+    JudgeScorer,
+    JudgeSettings,
+    MathJudge,
+    RewardSettings,
+    RewardVerifier,
+    math_judge,
+)
 
 _LETTER = re.compile(r"^\(?([A-J])\)?$")
 
@@ -149,6 +158,12 @@ def format_warnings(stats: dict[str, float]) -> list[str]:
 class Verify(Stage):
     Settings = VerifySettings
     resources = Resources(cpus=2, executor="inline")
+    #: the verifiers' versions are part of the stage's: a bump re-runs the stage (and the
+    #: verdict cache recomputes only that verifier's verdicts)
+    version = "2:" + ",".join(
+        f"{v.name}{getattr(v, 'version', '')}"
+        for v in (MathVerifier, CodeVerifier, ChoiceVerifier, FormatVerifier, RewardVerifier, JudgeScorer)
+    )
     settings: VerifySettings
 
     def __init__(self, settings=None, context=None):
@@ -167,36 +182,24 @@ class Verify(Stage):
     def _build(self, kind: str) -> Any:
         s = self.settings
         if kind == "math":
-            from reasonmill.verify.math import MathVerifier
-
             if s.judge is None:
                 return MathVerifier(s.math)
-            from reasonmill.verify.reward import MATH_JUDGE_PROMPT, MathJudge, math_judge
-
             accepted = set(inspect.signature(MathJudge).parameters)
             options = s.judge.model_dump(include=accepted)
             judge_key = {"prompt": MATH_JUDGE_PROMPT,
                          **{k: options.get(k) for k in ("base_url", "model", "max_tokens")}}  # fmt: skip
             return MathVerifier(s.math, math_judge(**options), judge_key=judge_key)
         if kind == "code":
-            return s.code.build()
+            return CodeVerifier(settings=s.code)
         if kind == "choice":
-            from reasonmill.verify.choice import ChoiceVerifier
-
             return ChoiceVerifier(s.choice)
         if kind == "general":
             if s.reward is not None:
-                from reasonmill.verify.reward import RewardVerifier
-
                 return RewardVerifier.from_settings(s.reward)
             if s.judge is not None:
-                from reasonmill.verify.reward import JudgeScorer
-
                 return JudgeScorer.from_settings(s.judge)
             return None
         if kind == "format":
-            from reasonmill.verify.format import FormatVerifier
-
             return FormatVerifier(s.format)
         raise ValueError(f"unknown verifier kind {kind!r}")
 
@@ -209,8 +212,6 @@ class Verify(Stage):
         if s.reward is not None:
             return ["reward", s.reward.model_dump(exclude=operational)]
         if s.judge is not None:
-            from reasonmill.verify.reward import JUDGE_SYSTEM
-
             return ["judge", s.judge.model_dump(exclude=operational), JUDGE_SYSTEM]
         return None
 

@@ -150,7 +150,7 @@ class CodeVerifier:
 
     name: ClassVar[str] = "code"
     #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "1"
 
     def __init__(self, limits: Limits | None = None, *, settings: CodeVerifierSettings | None = None,
                  **options: Any) -> None:  # fmt: skip
