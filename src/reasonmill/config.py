@@ -89,7 +89,7 @@ def _format_validation(err: ValidationError, where: str, model: type[BaseModel])
             key = str(e["loc"][-1])
             valid = _valid_keys(model, e["loc"][:-1])
             lines.append(
-                f"{where}: unknown key {loc!r}{_suggest(key, valid)}; valid keys: {', '.join(valid) or '(none)'}"
+                f"{where}: unknown key {loc!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}"
             )
         else:
             lines.append(f"{where}: {loc}: {e['msg']}")

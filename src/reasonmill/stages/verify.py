@@ -158,12 +158,6 @@ def format_warnings(stats: dict[str, float]) -> list[str]:
 class Verify(Stage):
     Settings = VerifySettings
     resources = Resources(cpus=2, executor="inline")
-    #: the verifiers' versions are part of the stage's: a bump re-runs the stage (and the
-    #: verdict cache recomputes only that verifier's verdicts)
-    version = "2:" + ",".join(
-        f"{v.name}{getattr(v, 'version', '')}"
-        for v in (MathVerifier, CodeVerifier, ChoiceVerifier, FormatVerifier, RewardVerifier, JudgeScorer)
-    )
     settings: VerifySettings
 
     def __init__(self, settings=None, context=None):
