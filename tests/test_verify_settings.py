@@ -54,6 +54,11 @@ def test_wrong_value_types_fail_at_load_time():
         _load_verify({"format": {"require_think": "sometimes"}})
 
 
+def test_removed_rules_only_score_says_what_replaced_it():
+    with pytest.raises(ConfigError, match="rules_only_score was removed.*keep_unverified"):
+        _load_verify({"rules_only_score": 0.5})
+
+
 def test_format_switch_stays_yaml_compatible():
     assert _load_verify({"format": False}).format is None
     assert _load_verify({"format": True}).format == FormatSettings()

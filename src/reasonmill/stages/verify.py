@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.verify.base import Verdict
@@ -84,6 +84,16 @@ class VerifySettings(StageSettings):
     keep_unverified: bool = False
     #: cache verdicts in <cache_dir>/verdicts.sqlite
     cache: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rules_only_score" in data:
+            raise ValueError(
+                "rules_only_score was removed: a general response that no reward model or judge scored is "
+                "unverified (verify_score null); set verify.reward or verify.judge, or keep_unverified: true"
+            )
+        return data
 
     @field_validator("format", mode="before")
     @classmethod
@@ -296,7 +306,8 @@ class Verify(Stage):
             return
         source = r.get("source") or "?"
         stats[f"responses@{source}"] += 1
-        stats[f"no_think@{source}"] += int(resp.get("think") is None)
+        if resp.get("think") is None:
+            stats[f"no_think@{source}"] += 1
         if not fmt.passed:
             stats["format_failed"] += 1
             stats[f"format_failed:{fmt.reason}"] += 1
