@@ -143,3 +143,28 @@ def test_settings_are_validated_where_verifiers_are_built():
         CodeVerifier(max_test=3)
     with pytest.raises(Exception, match="letters"):
         ChoiceVerifier(letters="AB")
+
+
+def test_judge_verdicts_follow_thresholds_and_the_math_judge_runs_from_yaml_settings(tmp_path):
+    """A real judge server: general verdicts are cached, a threshold change re-asks the
+    judge; the same ``judge`` section (with general-only keys) also drives math's fallback."""
+    from reward_server import RewardServer
+
+    chat = [new_record(source="chat", problem="Explain why the ocean is salty.", category="chat",
+                       responses=[new_response(answer=f"Rivers carry salt to the ocean {i}.", think="t")])
+            for i in range(3)]  # fmt: skip
+    wrong = new_response(answer="The product is \\boxed{41}.", think="t")
+    math = [new_record(source="m", problem="Compute 6*7.", category="math", reference_answer="42", responses=[wrong])]
+    with RewardServer() as server:
+        judge = {"base_url": server.url, "model": "judge-plain", "temperature": 0.0, "concurrency": 2}
+        settings = {"judge": judge, "format": False, "math": {"workers": 1}}
+        first = _run(tmp_path, chat, settings)
+        assert first["verdicts_computed"] == 3 and len(server.requests) == 3
+        assert _run(tmp_path, chat, settings)["verdict_cache_hits"] == 3 and len(server.requests) == 3
+        stricter = {**settings, "judge": {**judge, "thresholds": {"default": 0.95}}}
+        assert _run(tmp_path, chat, stricter)["verdicts_computed"] == 3 and len(server.requests) == 6
+        math_judge = {**settings, "judge": {**judge, "model": "math-judge"}}
+        stats = _run(tmp_path, math, math_judge)
+        # math-verify says no, so the judge is asked (and agrees)
+        assert (stats["math_responses"], stats.get("math_passed", 0), len(server.requests)) == (1, 0, 7)
+        assert server.requests[-1]["body"]["model"] == "math-judge"
