@@ -154,7 +154,8 @@ def test_judge_verdicts_follow_thresholds_and_the_math_judge_runs_from_yaml_sett
                        responses=[new_response(answer=f"Rivers carry salt to the ocean {i}.", think="t")])
             for i in range(3)]  # fmt: skip
     wrong = new_response(answer="The product is \\boxed{41}.", think="t")
-    math = [new_record(source="m", problem="Compute 6*7.", category="math", reference_answer="42", responses=[wrong])]
+    math = [new_record(source="m", problem="Compute 6*7.", category="math", reference_answer="42",
+                       responses=[wrong])]
     with RewardServer() as server:
         judge = {"base_url": server.url, "model": "judge-plain", "temperature": 0.0, "concurrency": 2}
         settings = {"judge": judge, "format": False, "math": {"workers": 1}}
