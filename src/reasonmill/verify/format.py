@@ -90,7 +90,7 @@ class FormatSettings(FormatRules):
 
     per_source: dict[str, FormatRules] = {}
 
-    def rules_for(self, source: str | None) -> FormatRules:
+    def for_source(self, source: str | None) -> FormatRules:
         """The rules that apply to a record of ``source``."""
         override = self.per_source.get(source) if source is not None else None
         base = self.model_dump(exclude={"per_source"})
@@ -311,12 +311,13 @@ class FormatVerifier:
         elif isinstance(settings, dict):
             settings = FormatSettings(**settings)
         self.settings = settings
-        self._default = settings.rules_for(None)
-        self._per_source = {src: settings.rules_for(src) for src in settings.per_source}
+        self._default = settings.for_source(None)
+        self._per_source = {src: settings.for_source(src) for src in settings.per_source}
         self._dumps = {src: r.model_dump() for src, r in self._per_source.items()}
         self._default_dump = self._default.model_dump()
 
     def rules_for(self, record: dict) -> FormatRules:
+        """The rules for ``record``: the top level with its source's ``per_source`` applied."""
         return self._per_source.get(record.get("source"), self._default)  # type: ignore[arg-type]
 
     def cache_key(self, record: dict, response: dict) -> str:
