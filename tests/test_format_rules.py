@@ -56,6 +56,7 @@ def test_real_r1_traces_pass_the_structure_rules(star1):
 
 def test_degenerate_variants_of_real_traces_fail(star1):
     v = pickle.loads(pickle.dumps(FormatVerifier()))
+    strict = FormatVerifier({"require_think": True})
     got = Counter()
     for rec, resp in star1[:200]:
         think, answer = resp["think"], resp["answer"]
@@ -67,8 +68,13 @@ def test_degenerate_variants_of_real_traces_fail(star1):
         got["loop_also_empty"] += "empty_answer" in failures
         # the think part only
         got["noanswer:" + v.verify(rec, dict(resp, answer="  ")).reason] += 1
-        # no think part
-        got["nothink:" + v.verify(rec, new_response(answer)).reason] += 1
+        # no think part: a failure in a generated response (require_think: auto) ...
+        got["nothink:" + v.verify(rec, new_response(answer, source="generate")).reason] += 1
+        # ... not in a replayed one from a source without think parts
+        got["nothink_replayed:" + v.verify(rec, new_response(answer, source="star1")).reason] += 1
+        got["nothink_strict:" + strict.verify(rec, new_response(answer, source="star1")).reason] += 1
+        # an empty think part always fails
+        got["emptythink:" + v.verify(rec, dict(resp, think=" ")).reason] += 1
         # stopped by the token limit
         got["trunc:" + v.verify(rec, dict(resp, finish_reason="length")).reason] += 1
     assert got["loop:empty_answer"] == 200  # order: empty answer is reported before repetition
@@ -80,6 +86,9 @@ def test_degenerate_variants_of_real_traces_fail(star1):
     assert verdict.reason == "repetition" and verdict.details["failures"][0]["kind"] == "tail_loop"
     assert got["noanswer:empty_answer"] == 200
     assert got["nothink:missing_think"] == 200
+    assert got["nothink_replayed:format_ok"] == 200
+    assert got["nothink_strict:missing_think"] == 200
+    assert got["emptythink:missing_think"] == 200
     assert got["trunc:truncated"] == 200
 
 
@@ -162,7 +171,7 @@ def test_repeated_ngram_ratio_values():
 
 def test_all_failures_are_listed():
     rec = new_record(source="t", problem="Compute 2+2.", category="math")
-    resp = new_response(answer="", think=None)
+    resp = new_response(answer="", think=None, source="generate")
     resp["finish_reason"] = "length"
     v = FormatVerifier().verify(rec, resp)
     assert v.reason == "truncated" and not v.passed and v.score == 0.0

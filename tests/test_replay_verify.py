@@ -50,3 +50,39 @@ def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
     assert summary["agreement_with_upstream"] >= 0.9
     lines = (tmp_path / "verdicts.jsonl").read_text().splitlines()
     assert len(lines) == 40 and {"verify_score", "passed", "verdicts"} <= set(json.loads(lines[0]))
+
+
+def test_format_rules_fit_replayed_sources_without_think(shared_data, tmp_path):
+    """Issue 12: SkyThought and Qwen2.5-Math outputs carry no <think> part (all of the
+    32B-short checkpoint and Qwen-Math, 210/500 of the 27B one). ``require_think: auto``
+    keeps them; the old strict default removed them, and the stage then warns per source."""
+    sky = shared_data / "reasoning_traces_skythought"
+    qwen = shared_data / "model_outputs_qwen_math" / "math_cot_100_rm_maj_example.jsonl"
+    sources = [
+        {"name": "sky27b", "path": str(sky / "sky-t1-math-correct-5k-27b_math500.jsonl"),
+         "preset": "qwen_eval", "limit": 120},
+        {"name": "qwenmath", "path": str(qwen), "preset": "qwen_eval", "limit": 15},
+    ]  # fmt: skip
+
+    def run(verify: dict):
+        stages = ["replay", {"verify": {"math": {"workers": 2, "timeout": 10}, **verify}}]
+        cfg = {"name": "fmt", "workdir": str(tmp_path / "work"), "sources": sources, "stages": stages}
+        return Pipeline.from_dict(cfg, base_dir=tmp_path).run().stages[-1].stats
+
+    from reasonmill.stages.verify import Verify
+
+    auto = run({})
+    assert auto["responses@qwenmath"] == auto["no_think@qwenmath"] == 120
+    assert 30 <= auto["no_think@sky27b"] <= 90 and auto["responses@sky27b"] == 120
+    assert "format_failed:missing_think" not in auto
+    assert "WARNING" not in Verify().summary(auto)
+
+    strict = run({"format": {"require_think": True}})
+    assert strict["format_failed:missing_think"] == 120 + auto["no_think@sky27b"]
+    assert strict["verdict_cache_hits"] >= 240  # the math verdicts were reused, only the rules ran again
+    summary = Verify().summary(strict)
+    assert "WARNING: format rule missing_think fails 120 of the 120 responses of source 'qwenmath'" in summary
+    assert "'sky27b'" not in summary.split("WARNING", 1)[1]  # under 90 %: no warning
+
+    relaxed = run({"format": {"require_think": True, "per_source": {"qwenmath": {"require_think": False}}}})
+    assert relaxed["format_failed:missing_think"] == auto["no_think@sky27b"]

@@ -115,14 +115,17 @@ def _path(prefix: str, loc: tuple) -> str:
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Walk the model along ``loc`` to list the keys valid at that position."""
     current: Any = model
+    key_part = False  # the next part is a key of a dict[str, Model] field
     for part in loc:
-        if isinstance(part, int) or current is None:
+        if isinstance(part, int) or current is None or key_part:
+            key_part = False
             continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             current = None
             break
         ann = field.annotation
+        key_part = getattr(ann, "__origin__", None) is dict
         args = getattr(ann, "__args__", ())
         candidates = [ann, *args]
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)

@@ -35,6 +35,12 @@ class Endpoint:
         return base + "/models"
 
 
+def endpoints_of(purpose: str, pairs: list[tuple[str, str | None]]) -> list[Endpoint]:
+    """Endpoints from the ``(base_url, api_key_env)`` pairs that scorers and judges list;
+    the key is required whenever they name a variable (their settings have no default one)."""
+    return [Endpoint(purpose, url, env, key_required=bool(env)) for url, env in pairs]
+
+
 def check_endpoint(endpoint: Endpoint, timeout: float = 5.0) -> str | None:
     """None when the server answers and accepts the key; otherwise what is wrong and the fix."""
     key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None

@@ -68,6 +68,12 @@ class Decontaminate(Stage):
     resources = Resources(cpus=1.0, memory_mb=1024)
     version = "2"  # 2: rarity-aware n-gram rule (the index format changed)
 
+    @classmethod
+    def endpoints(cls, settings: DecontaminateSettings) -> list:
+        from reasonmill.llm.preflight import endpoints_of
+
+        return endpoints_of("decontaminate judge", LLMJudge.endpoints(settings.judge))
+
     def _decontam_settings(self) -> DecontamSettings:
         data = self.settings.model_dump(exclude={"benchmarks", "apply_to", "note_siblings", "background"})
         return DecontamSettings(**data)

@@ -657,9 +657,15 @@ class Label(Stage):
             )
         return self._client
 
-    def endpoints(self) -> list[Endpoint]:
-        """``(base_url, api_key_env)`` of the endpoints this stage calls (for a preflight check)."""
-        return [(self._llm.base_url, self._llm.api_key_env)] if self._llm else []
+    @classmethod
+    def endpoints(cls, settings: LabelSettings) -> list:
+        """The LLM rating endpoint, when difficulty is rated by an LLM (for the preflight)."""
+        from reasonmill.llm.preflight import endpoints_of
+
+        if settings.difficulty.method != "llm":
+            return []
+        llm = settings.difficulty.llm_settings()
+        return endpoints_of("label difficulty LLM", [(llm.base_url, llm.api_key_env)])
 
     def close(self) -> None:
         if self._client is not None:

@@ -3,6 +3,11 @@
 Responses below the threshold go to the ledger one by one (with their verdicts as
 evidence); a problem left with no passing response is dropped as ``no_passing_response``.
 Optionally only problems whose scores vary across samples are kept (DeepDistill).
+
+Unverified responses (general categories with no reward model or judge, see the verify
+stage) are dropped as ``unverified``, or, with ``verify.keep_unverified``, kept with no
+score and counted apart (``unverified_kept``): exports then carry ``verify_score: null``,
+never a score that no verifier gave.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import statistics
 
 from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
+from reasonmill.stages.verify import UNVERIFIED
 
 DEFAULT_THRESHOLDS = {"math": 0.99, "code": 0.99, "science": 0.99, "instruction": 0.7, "chat": 0.7, "other": 0.7}
 
@@ -51,10 +57,27 @@ class Select(Stage):
             kept = []
             for i, resp in enumerate(responses):
                 score = resp.get("verify_score")
-                if score is None:
-                    out.drop_response(r, i, resp, "unverified", "no verify_score: add a verify stage before select")
+                reasons = [v.get("reason") for v in resp.get("verdicts") or [] if not v.get("passed")]
+                if UNVERIFIED in reasons and (resp.get("passed") is not None or len(reasons) > 1):
+                    also = [x for x in reasons if x != UNVERIFIED]
+                    out.drop_response(
+                        r, i, resp, UNVERIFIED,
+                        f"no reward model or judge scored this {r.get('category')} response"
+                        + (f" (and it failed {', '.join(also)})" if also else "")
+                        + "; set verify.reward or verify.judge, or verify.keep_unverified: true",
+                        failed=reasons,
+                    )
+                elif UNVERIFIED in reasons:  # kept unscored by verify.keep_unverified
+                    if s.max_responses is not None and len(kept) >= s.max_responses:
+                        out.drop_response(r, i, resp, "over_max_responses", f"already kept {s.max_responses}")
+                    else:
+                        kept.append(resp)
+                        out.stats["unverified_kept"] = out.stats.get("unverified_kept", 0) + 1
+                elif score is None:
+                    out.drop_response(
+                        r, i, resp, UNVERIFIED, "no verify_score: add a verify stage before select"
+                    )
                 elif score < th or resp.get("passed") is False:
-                    reasons = [v.get("reason") for v in resp.get("verdicts") or [] if not v.get("passed")]
                     out.drop_response(
                         r, i, resp, "below_threshold",
                         f"verify_score {score:.3f} < {th} ({', '.join(reasons) or 'failed'})",

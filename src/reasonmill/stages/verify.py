@@ -2,46 +2,106 @@
 
 Routing (first match): code (category code, or tests present) → sandboxed tests; science
 with a letter answer → choice; math (or any record with a reference answer) → math-verify;
-everything else → the reward model when one is configured, otherwise the rules alone.
-The format and quality rules run on every response; a failed rule sets ``passed=False``.
+everything else → the reward model, else the LLM judge. The format and quality rules run
+on every response; a failed rule sets ``passed=False``.
 
-Verdicts are cached by content hash in ``<cache_dir>/verdicts.sqlite``, so a re-run
-verifies nothing twice. The stage runs inline: its verifiers own their process pools and
-sandboxes, and timeouts are enforced by killing those workers, never by signals.
+A general response with neither a reward model nor a judge is *unverified*: nothing
+scored it, so ``verify_score`` stays None and ``passed`` is False (reason ``unverified``),
+or None with ``keep_unverified: true`` (select then keeps it, counted apart, and exports
+carry no score). It is never passed as if it had been checked.
+
+Verdicts are cached in ``<cache_dir>/verdicts.sqlite`` under each verifier's own
+``cache_key`` (name, version, settings, library versions and every field it reads; see
+:mod:`reasonmill.verify.keys`), so a re-run verifies nothing twice and never reuses a
+verdict whose inputs changed. The stage runs inline: its verifiers own their process
+pools and sandboxes, and timeouts are enforced by killing those workers, never by signals.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, field_validator, model_validator
+
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.verify.base import Verdict
+from reasonmill.verify.choice import ChoiceSettings, ChoiceVerifier
+from reasonmill.verify.code import CodeVerifier, CodeVerifierSettings
+from reasonmill.verify.format import FormatSettings, FormatVerifier
+from reasonmill.verify.math import MathSettings, MathVerifier
+from reasonmill.verify.reward import (
+    JUDGE_SYSTEM,
+    MATH_JUDGE_PROMPT,
+    JudgeScorer,
+    JudgeSettings,
+    MathJudge,
+    RewardSettings,
+    RewardVerifier,
+    math_judge,
+)
 
 _LETTER = re.compile(r"^\(?([A-J])\)?$")
 
+#: the reason of the verdict given to a general response that nothing scored
+UNVERIFIED = "unverified"
+#: a rule failing at least this share of one source's responses is reported in the summary
+WARN_SHARE = 0.9
+#: ... when the source has at least this many responses
+WARN_MIN_RESPONSES = 10
+#: the setting to look at when a rule removes (almost) a whole source
+_RULE_SETTING = {
+    "truncated": "check_truncated: false",
+    "missing_think": "require_think: false",
+    "empty_answer": "require_answer: false",
+    "too_short": "min_chars / min_tokens",
+    "too_long": "max_chars / max_tokens",
+    "repetition": "repetition_max_ratio / check_tail_loop: false",
+    "language_mismatch": "check_language: false",
+    "no_boxed": "require_boxed_for: []",
+}
+
 
 class VerifySettings(StageSettings):
-    #: MathVerifier options, e.g. {timeout: 5, workers: 2}
-    math: dict[str, Any] = {}
-    #: CodeVerifier options, e.g. {max_tests: 10, workers: 2, backend: auto, limits: {wall_timeout: 6}}
-    code: dict[str, Any] = {}
-    #: ChoiceVerifier options
-    choice: dict[str, Any] = {}
-    #: reward-model scorer for general categories: {base_url, model, api}; none → rules only
-    reward: dict[str, Any] | None = None
-    #: LLM judge (0–5 rubric) for general categories: {base_url, model}
-    judge: dict[str, Any] | None = None
-    #: format/quality rules options; false turns them off
-    format: dict[str, Any] | bool = {}
-    #: score given by rules alone when no reward model or judge is configured
-    rules_only_score: float = 1.0
-    #: cache verdicts by content hash
+    """``verify`` in the pipeline YAML; each verifier's options are its own settings model."""
+
+    math: MathSettings = Field(default_factory=MathSettings)
+    code: CodeVerifierSettings = Field(default_factory=CodeVerifierSettings)
+    choice: ChoiceSettings = Field(default_factory=ChoiceSettings)
+    #: reward model for general categories (answer part only); none → the judge, else unverified
+    reward: RewardSettings | None = None
+    #: LLM judge (0–5 rubric) for general categories, and math-verify's fallback for math
+    judge: JudgeSettings | None = None
+    #: format/quality rules; false (or null) turns them off
+    format: FormatSettings | None = Field(default_factory=FormatSettings)
+    #: keep general responses that nothing scored (verify_score None, passed None) instead of failing them
+    keep_unverified: bool = False
+    #: cache verdicts in <cache_dir>/verdicts.sqlite
     cache: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rules_only_score" in data:
+            raise ValueError(
+                "rules_only_score was removed: a general response that no reward model or judge scored is "
+                "unverified (verify_score null); set verify.reward or verify.judge, or keep_unverified: true"
+            )
+        return data
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_switch(cls, v: Any) -> Any:
+        """YAML ``format: false`` turns the rules off, ``format: true`` means the defaults."""
+        if v is False:
+            return None
+        return {} if v is True else v
 
 
 def route(record: dict) -> str:
@@ -86,29 +146,29 @@ class VerdictCache:
         self.db.close()
 
 
-def content_key(kind: str, settings: Any, record: dict, response: dict) -> str:
-    payload = json.dumps(
-        [
-            kind,
-            settings,
-            record.get("problem"),
-            record.get("reference_answer"),
-            record.get("tests"),
-            record.get("category"),
-            response.get("think"),
-            response.get("answer"),
-            response.get("finish_reason"),
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+def format_warnings(stats: dict[str, float]) -> list[str]:
+    """One line per (source, rule) where the rule fails ≥ ``WARN_SHARE`` of the source's
+    responses: usually the rule does not fit the data, not 90 % bad data."""
+    out = []
+    for key, failed in sorted(stats.items()):
+        if not key.startswith("format_rule:"):
+            continue
+        reason, _, source = key[len("format_rule:") :].partition("@")
+        total = stats.get(f"responses@{source}", 0)
+        if total >= WARN_MIN_RESPONSES and failed / total >= WARN_SHARE:
+            out.append(
+                f"format rule {reason} fails {failed:g} of the {total:g} responses of source {source!r} "
+                f"({failed / total:.0%}); if the source is right as it is, set "
+                f"verify.format.per_source.{source}: {{{_RULE_SETTING.get(reason, '...')}}}"
+            )
+    return out
 
 
 @stage("verify")
 class Verify(Stage):
     Settings = VerifySettings
     resources = Resources(cpus=2, executor="inline")
+    settings: VerifySettings
 
     def __init__(self, settings=None, context=None):
         super().__init__(settings, context)
@@ -120,45 +180,44 @@ class Verify(Stage):
     # verifier construction is lazy: a pipeline without code never starts a sandbox
     def verifier(self, kind: str) -> Any:
         if kind not in self._verifiers:
-            s = self.settings
-            if kind == "math":
-                from reasonmill.verify.math import MathVerifier
-
-                judge = None
-                if s.judge:
-                    from reasonmill.verify.reward import math_judge
-
-                    judge = math_judge(**s.judge, cache_path=self._llm_cache_path())
-                self._verifiers[kind] = MathVerifier(judge=judge, **s.math)
-            elif kind == "code":
-                from reasonmill.sandbox.limits import Limits
-                from reasonmill.verify.code import CodeVerifier
-
-                opts = dict(s.code)
-                limits = Limits(**(opts.pop("limits", None) or {}))
-                self._verifiers[kind] = CodeVerifier(limits=limits, **opts)
-            elif kind == "choice":
-                from reasonmill.verify.choice import ChoiceVerifier
-
-                self._verifiers[kind] = ChoiceVerifier(**s.choice)
-            elif kind == "general":
-                if s.reward:
-                    from reasonmill.verify.reward import RewardVerifier
-
-                    cache_path = self._llm_cache_path()
-                    self._verifiers[kind] = RewardVerifier.from_settings(dict(s.reward), cache_path)
-                elif s.judge:
-                    from reasonmill.verify.reward import JudgeScorer
-
-                    self._verifiers[kind] = JudgeScorer.from_settings(dict(s.judge), self._llm_cache_path())
-                else:
-                    self._verifiers[kind] = None
-            elif kind == "format":
-                from reasonmill.verify.format import FormatVerifier
-
-                opts = s.format if isinstance(s.format, dict) else {}
-                self._verifiers[kind] = FormatVerifier(opts)
+            self._verifiers[kind] = self._build(kind)
         return self._verifiers[kind]
+
+    def _build(self, kind: str) -> Any:
+        s = self.settings
+        if kind == "math":
+            if s.judge is None:
+                return MathVerifier(s.math)
+            accepted = set(inspect.signature(MathJudge).parameters)
+            options = s.judge.model_dump(include=accepted)
+            judge_key = {"prompt": MATH_JUDGE_PROMPT,
+                         **{k: options.get(k) for k in ("base_url", "model", "max_tokens")}}  # fmt: skip
+            return MathVerifier(s.math, math_judge(**options, cache_path=self._llm_cache_path()), judge_key=judge_key)
+        if kind == "code":
+            return CodeVerifier(settings=s.code)
+        if kind == "choice":
+            return ChoiceVerifier(s.choice)
+        if kind == "general":
+            if s.reward is not None:
+                return RewardVerifier.from_settings(s.reward, self._llm_cache_path())
+            if s.judge is not None:
+                return JudgeScorer.from_settings(s.judge, self._llm_cache_path())
+            return None
+        if kind == "format":
+            return FormatVerifier(s.format)
+        raise ValueError(f"unknown verifier kind {kind!r}")
+
+    @classmethod
+    def endpoints(cls, settings: VerifySettings) -> list:
+        """The reward model and judge these settings call (for the preflight)."""
+        from reasonmill.llm.preflight import endpoints_of
+
+        pairs = []
+        if settings.reward is not None:
+            pairs += endpoints_of("verify.reward", RewardVerifier.endpoints(settings.reward))
+        if settings.judge is not None:
+            pairs += endpoints_of("verify.judge", JudgeScorer.endpoints(settings.judge))
+        return pairs
 
     def _llm_cache_path(self) -> Path | None:
         """The LLM response cache shared with generate: a re-run pays for no judge or reward call twice."""
@@ -166,17 +225,36 @@ class Verify(Stage):
 
         return llm_cache_path(self.context.cache_dir)
 
-    def _run(self, kind: str, pairs: list[tuple[dict, dict]]) -> list[Verdict]:
-        """Verdicts for ``pairs`` from the cache, computing only the missing ones."""
+    def _general_scope(self) -> Any:
+        """What the reward/judge verdict depends on beyond their own ``cache_key`` (which
+        leaves out the thresholds, the sampling knobs and the judge's system prompt).
+        Remove once reasonmill.verify.reward's keys hold them."""
+        s = self.settings
+        operational = {"batch_size", "concurrency", "timeout", "max_retries", "backoff", "api_key_env"}
+        if s.reward is not None:
+            return ["reward", s.reward.model_dump(exclude=operational)]
+        if s.judge is not None:
+            return ["judge", s.judge.model_dump(exclude=operational), JUDGE_SYSTEM]
+        return None
+
+    def key(self, kind: str, verifier: Any, record: dict, response: dict) -> str:
+        """The cache key of one verdict: the verifier's own ``cache_key`` plus what routing
+        read (the kind and the category, which also picks reward/judge thresholds)."""
+        parts = [kind, record.get("category"), verifier.cache_key(record, response)]
+        if kind == "general":
+            parts.append(self._general_scope())
+        payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+    def _run(self, kind: str, pairs: list[tuple[dict, dict]], stats: Counter) -> list[Verdict] | None:
+        """Verdicts for ``pairs`` from the cache, computing only the missing ones; None
+        when no verifier is configured for ``kind`` (general without reward or judge)."""
+        verifier = self.verifier(kind)
+        if verifier is None:
+            return None
         if not pairs:
             return []
-        verifier = self.verifier(kind)
-        if verifier is None:  # rules only: the format verdict decides
-            return [
-                Verdict(self.settings.rules_only_score, True, "rules_only", {}, "rules") for _ in pairs
-            ]
-        settings_key = getattr(self.settings, kind, None) if kind != "general" else (self.settings.reward or self.settings.judge)
-        keys = [content_key(kind, settings_key, r, resp) for r, resp in pairs]
+        keys = [self.key(kind, verifier, r, resp) for r, resp in pairs]
         cached = self._cache.get_many(keys) if self._cache else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
         fresh: dict[int, Verdict] = {}
@@ -187,11 +265,22 @@ class Verify(Stage):
             fresh = dict(zip(todo, results))
             if self._cache:
                 self._cache.put_many([(keys[i], v) for i, v in fresh.items()])
-        self.cache_hits = getattr(self, "cache_hits", 0) + len(pairs) - len(todo)
-        return [cached[k] if i not in fresh else fresh[i] for i, k in enumerate(keys)]
+        stats["verdict_cache_hits"] += len(pairs) - len(todo)
+        stats["verdicts_computed"] += len(todo)
+        return [fresh[i] if i in fresh else cached[k] for i, k in enumerate(keys)]
+
+    def _unverified(self, record: dict) -> Verdict:
+        return Verdict(
+            0.0, False, UNVERIFIED,
+            {"message": f"no reward model or judge is configured for category {record.get('category')!r}",
+             "hint": "set verify.reward or verify.judge, or verify.keep_unverified: true to keep it unscored",
+             "kept": self.settings.keep_unverified},
+            "none",
+        )  # fmt: skip
 
     def process(self, records: list[dict], index=None) -> StageOutput:
         out = StageOutput()
+        stats: Counter = Counter()
         groups: dict[str, list[tuple[dict, dict]]] = {}
         all_pairs: list[tuple[dict, dict]] = []
         for r in records:
@@ -199,31 +288,69 @@ class Verify(Stage):
             for resp in r.get("responses") or []:
                 groups.setdefault(kind, []).append((r, resp))
                 all_pairs.append((r, resp))
-        main: dict[int, Verdict] = {}
+        main: dict[int, Verdict | None] = {}
         for kind, pairs in groups.items():
-            for (r, resp), verdict in zip(pairs, self._run(kind, pairs)):
+            verdicts = self._run(kind, pairs, stats)
+            for (r, resp), verdict in zip(pairs, verdicts or [None] * len(pairs)):
                 main[id(resp)] = verdict
-        formats = self._run("format", all_pairs) if self.settings.format is not False else [None] * len(all_pairs)
-        stats: dict[str, float] = {}
-        for (r, resp), fmt in zip(all_pairs, formats):
-            verdict = main[id(resp)]
-            verdicts = [verdict] + ([fmt] if fmt is not None else [])
-            passed = all(v.passed for v in verdicts)
-            resp["verdicts"] = [v.to_dict() for v in verdicts]
-            resp["verify_score"] = float(verdict.score) if (fmt is None or fmt.passed) else 0.0
-            resp["passed"] = passed
-            kind = route(r)
-            stats[f"{kind}_responses"] = stats.get(f"{kind}_responses", 0) + 1
-            stats[f"{kind}_passed"] = stats.get(f"{kind}_passed", 0) + int(passed)
-            if fmt is not None and not fmt.passed:
-                stats["format_failed"] = stats.get("format_failed", 0) + 1
+        formats = self._run("format", all_pairs, stats) if self.settings.format is not None else None
+        for i, (r, resp) in enumerate(all_pairs):
+            self._settle(r, resp, main[id(resp)], formats[i] if formats else None, stats)
         out.kept = list(records)
-        out.stats = stats
-        out.stats["verdict_cache_hits"] = getattr(self, "cache_hits", 0)
-        self.cache_hits = 0
+        out.stats = dict(stats)
+        out.stats.setdefault("verdict_cache_hits", 0)
         if self.context.progress:
             self.context.progress(len(records))
         return out
+
+    def _settle(
+        self, r: dict, resp: dict, verdict: Verdict | None, fmt: Verdict | None, stats: Counter
+    ) -> None:
+        """Write one response's verdicts, score and pass flag, and count them."""
+        kind = route(r)
+        stats[f"{kind}_responses"] += 1
+        fmt_ok = fmt is None or fmt.passed
+        if verdict is None:  # nothing can score it: unverified, never passed
+            verdict = self._unverified(r)
+            resp["verify_score"] = None
+            resp["passed"] = None if (self.settings.keep_unverified and fmt_ok) else False
+            stats[f"{kind}_unverified"] += 1
+        else:
+            resp["verify_score"] = float(verdict.score) if fmt_ok else 0.0
+            resp["passed"] = verdict.passed and fmt_ok
+            stats[f"{kind}_passed"] += int(resp["passed"])
+        resp["verdicts"] = [verdict.to_dict()] + ([fmt.to_dict()] if fmt is not None else [])
+        if fmt is None:
+            return
+        source = r.get("source") or "?"
+        stats[f"responses@{source}"] += 1
+        if resp.get("think") is None:
+            stats[f"no_think@{source}"] += 1
+        if not fmt.passed:
+            stats["format_failed"] += 1
+            stats[f"format_failed:{fmt.reason}"] += 1
+            for reason in {f["reason"] for f in fmt.details.get("failures") or [{"reason": fmt.reason}]}:
+                stats[f"format_rule:{reason}@{source}"] += 1
+
+    def summary(self, output_stats: dict) -> str:
+        """Failed format rules by reason, unverified counts, and a warning for each rule
+        that removes ≥ 90 % of a source's responses."""
+        parts = []
+        reasons = {k.split(":", 1)[1]: v for k, v in output_stats.items() if k.startswith("format_failed:")}
+        if reasons:
+            ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+            parts.append("format_failed: " + ", ".join(f"{k} {v:g}" for k, v in ranked))
+        unverified = output_stats.get("general_unverified", 0)
+        if unverified:
+            fate = "kept unscored (keep_unverified)" if self.settings.keep_unverified else "failed"
+            parts.append(f"general_unverified {unverified:g} ({fate}: no reward model or judge)")
+        no_think = {k.split("@", 1)[1]: v for k, v in output_stats.items() if k.startswith("no_think@") and v}
+        if no_think:
+            totals = {src: output_stats.get(f"responses@{src}", 0) for src in no_think}
+            shares = [f"{src} {n:g}/{totals[src]:g}" for src, n in sorted(no_think.items())]
+            parts.append("responses without a think part: " + ", ".join(shares))
+        parts += [f"WARNING: {w}" for w in format_warnings(output_stats)]
+        return "\n".join(parts)
 
     def close(self) -> None:
         for v in self._verifiers.values():

@@ -13,14 +13,15 @@ same problem can be verified by exact answer instead of by letter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Mapping, Sequence
 
+from pydantic import BaseModel, ConfigDict
+
 from reasonmill.verify.base import Verdict
+from reasonmill.verify.keys import verdict_key
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -282,6 +283,13 @@ def reference_letter(reference: Any, options: Mapping[str, str] | None) -> str |
     return None
 
 
+class ChoiceSettings(BaseModel):
+    """``verify.choice`` in the pipeline YAML. The verifier has no options yet; the model
+    exists so that a misspelt key is an error rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class ChoiceVerifier:
     """Verifier for multiple-choice items (category ``science`` with options).
 
@@ -291,15 +299,20 @@ class ChoiceVerifier:
     """
 
     name: ClassVar[str] = "choice"
+    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
+    version: ClassVar[str] = "1"
+
+    def __init__(self, settings: ChoiceSettings | None = None, **options: Any) -> None:
+        self.settings = settings if settings is not None else ChoiceSettings(**options)
 
     def cache_key(self, record: dict, response: dict) -> str:
-        """Content hash of everything the verdict depends on (for a verdict cache)."""
-        payload = json.dumps(
-            [self.name, record.get("problem"), (record.get("meta") or {}).get("choices"), record.get("reference_answer"),
-             response.get("answer"), response.get("think") is None and response.get("raw")],
-            ensure_ascii=False, default=str,
-        )
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+        """The problem (options are parsed from it), ``meta.choices``, the reference, the
+        answer part, and ``raw`` when there is no think part (the answer's fallback)."""
+        meta = record.get("meta") or {}
+        fields = [record.get("problem"), meta.get("choices") if isinstance(meta, dict) else None,
+                  record.get("reference_answer"), response.get("answer"),
+                  response.get("think") is None and response.get("raw")]  # fmt: skip
+        return verdict_key(self.name, self.version, self.settings.model_dump(), {}, fields)
 
     def verify(self, record: dict, response: dict) -> Verdict:
         meta = record.get("meta") or {}

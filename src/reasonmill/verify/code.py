@@ -14,15 +14,23 @@ out), ``compile_error``, ``syntax_error``, ``no_code_block``, ``no_tests``,
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
+import shutil
+import subprocess
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import reasonmill.sandbox
 from reasonmill.sandbox import Limits, Runner, TestResult, fn_name_from_starter, get_runner, normalize_language
+from reasonmill.sandbox.backends import default_python
 from reasonmill.verify.base import Verdict
+from reasonmill.verify.keys import verdict_key
 
 _FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*\r?$", re.M | re.S)
 _SUPPORTED = ("python", "cpp")
@@ -80,22 +88,98 @@ def _test_detail(r: TestResult) -> dict[str, Any]:
     return d
 
 
+class CodeVerifierSettings(BaseModel):
+    """``verify.code`` in the pipeline YAML: every option of :class:`CodeVerifier`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limits: Limits = Field(default_factory=Limits)
+    max_tests: int = Field(10, gt=0, description="run the first N tests of a record")
+    workers: int = Field(2, gt=0, description="responses verified at once")
+    backend: Literal["auto", "bwrap", "rlimit"] = "auto"
+    python: str | None = Field(None, description="interpreter for sandboxed code; default: system python3")
+
+    def build(self) -> CodeVerifier:
+        return CodeVerifier(settings=self)
+
+
+# --- what decides a code verdict besides the code and the tests (cache-key inputs) --------
+
+
+@lru_cache(maxsize=None)
+def interpreter_version(python: str) -> str | None:
+    """``sys.version`` of the interpreter that runs sandboxed code (asked once per path)."""
+    try:
+        run = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
+                             timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout.strip() or None
+
+
+@lru_cache(maxsize=None)
+def compiler_version() -> str | None:
+    """``g++ --version``'s first line, or None without a compiler."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        return None
+    try:
+        run = subprocess.run([gxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (run.stdout.splitlines() or [""])[0] or None
+
+
+@lru_cache(maxsize=None)
+def sandbox_fingerprint() -> str:
+    """Hash of the sandbox package's sources: its harness and output comparison decide
+    pass/fail, so any edit there re-runs the code verdicts."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in sorted(Path(reasonmill.sandbox.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 class CodeVerifier:
     """``(record, response) -> Verdict`` by running the record's tests in the sandbox.
 
-    Picklable: the runner is created lazily in each process that uses it.
+    ``CodeVerifier(limits, max_tests=10, ...)`` or ``CodeVerifier(settings=...)``: the
+    options are :class:`CodeVerifierSettings`' fields. Picklable: the runner is created
+    lazily in each process that uses it.
     """
 
     name: ClassVar[str] = "code"
+    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
+    version: ClassVar[str] = "1"
 
-    def __init__(self, limits: Limits | None = None, max_tests: int = 10, workers: int = 2,
-                 backend: str = "auto", python: str | None = None) -> None:  # fmt: skip
-        self.limits = limits or Limits()
-        self.max_tests = max_tests
-        self.workers = max(1, workers)
-        self.backend = backend
-        self.python = python
+    def __init__(self, limits: Limits | None = None, *, settings: CodeVerifierSettings | None = None,
+                 **options: Any) -> None:  # fmt: skip
+        if settings is not None and (options or limits is not None):
+            raise TypeError("give CodeVerifier either settings or limits/keyword options, not both")
+        if settings is None:
+            settings = CodeVerifierSettings(limits=limits or Limits(), **options)
+        self.settings = settings
         self._runner: Runner | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    @property
+    def max_tests(self) -> int:
+        return self.settings.max_tests
+
+    @property
+    def workers(self) -> int:
+        return self.settings.workers
+
+    @property
+    def backend(self) -> str:
+        return self.settings.backend
+
+    @property
+    def python(self) -> str | None:
+        return self.settings.python
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -107,6 +191,21 @@ class CodeVerifier:
         if self._runner is None:
             self._runner = get_runner(self.backend, python=self.python)  # type: ignore[arg-type]
         return self._runner
+
+    def cache_key(self, record: dict, response: dict) -> str:
+        """Everything the verdict depends on: settings (not ``workers``), the sandbox's
+        sources, the interpreter and compiler versions, the record's tests, ``meta.fn_name``
+        and ``starter_code`` (they name the function under test), the answer and ``raw``."""
+        meta = record.get("meta") or {}
+        fields = [record.get("tests") or [], meta.get("fn_name") if isinstance(meta, dict) else None,
+                  record.get("starter_code"), response.get("answer"), response.get("raw")]  # fmt: skip
+        libraries = {
+            "sandbox": sandbox_fingerprint(),
+            "python": interpreter_version(self.python or default_python()),
+            "g++": compiler_version(),
+        }
+        settings = self.settings.model_dump(exclude={"workers"})
+        return verdict_key(self.name, self.version, settings, libraries, fields)
 
     def _verdict(self, score: float, reason: str, **details: Any) -> Verdict:
         return Verdict(score=score, passed=score >= 1.0 and reason == "all_passed", reason=reason,
@@ -167,18 +266,3 @@ class CodeVerifier:
             return [self.verify(rec, resp) for rec, resp in items]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(lambda it: self.verify(*it), items))
-
-
-class CodeVerifierSettings(BaseModel):
-    """YAML settings for the code verifier (``verify.code`` in a pipeline config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    limits: Limits = Field(default_factory=Limits)
-    max_tests: int = Field(10, gt=0)
-    workers: int = Field(2, gt=0)
-    backend: Literal["auto", "bwrap", "rlimit"] = "auto"
-    python: str | None = None
-
-    def build(self) -> CodeVerifier:
-        return CodeVerifier(self.limits, self.max_tests, self.workers, self.backend, self.python)

@@ -7,7 +7,7 @@ its own reason code, so a ledger entry says exactly what was wrong:
 reason         meaning
 ============== =============================================================
 truncated      the generation stopped on the token limit (finish_reason length)
-missing_think  no think part, or an empty one
+missing_think  an empty think part, or none where one is required (``require_think``)
 empty_answer   no answer after the think part
 too_short      under ``min_chars`` / ``min_tokens`` (think + answer)
 too_long       over ``max_chars`` / ``max_tokens``
@@ -18,30 +18,44 @@ no_boxed       a math answer without ``\\boxed{}``
 
 ``FormatVerifier`` runs the enabled rules in that order and returns the first failure;
 ``details["failures"]`` lists every failure, so one pass shows all that is wrong.
+
+The think part (``require_think``): ``true`` requires a non-empty think part in every
+response, ``false`` never checks it, and ``auto`` (the default) fails an empty think part
+always but a missing one only in responses the pipeline generated (``source ==
+"generate"``): our teacher was asked for ``<think>…</think>``, so a reply without it broke
+the format, while a replayed response without one comes from a source that has none
+(short-CoT model outputs, reference solutions) and is not malformed. A replayed reasoning
+source can still require it: ``per_source: {openr1: {require_think: true}}``.
+
+Rules can differ per source: ``per_source`` maps a record's ``source`` (the name in the
+pipeline's ``sources``) to the settings that differ for it; the rest come from the top level.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.boilerplate import ngram_hashes
+from reasonmill.verify.keys import verdict_key
+
+#: ``response["source"]`` of responses the pipeline's own teacher generated
+GENERATED_SOURCE = "generate"
 
 
-class FormatSettings(BaseModel):
-    """YAML-friendly settings; every rule can be switched off on its own."""
+class FormatRules(BaseModel):
+    """The rule settings; every rule can be switched off on its own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     check_truncated: bool = True
-    require_think: bool = True
+    #: true | false | auto (see the module docstring)
+    require_think: bool | Literal["auto"] = "auto"
     require_answer: bool = True
     # length of think + answer; tokens use ``response["tokens"]`` when set, else an estimate
     min_chars: int = 1
@@ -60,12 +74,29 @@ class FormatSettings(BaseModel):
     loop_min_span_chars: int = 200
     # language: the share of CJK characters among letters (LaTeX and code removed)
     check_language: bool = True
-    language_part: str = "answer"  # "answer", "think" or "both"
+    language_part: Literal["answer", "think", "both"] = "answer"
     zh_problem_min_cjk: float = 0.2  # a problem with at least this share is Chinese
     zh_answer_min_cjk: float = 0.1  # ... and its answer must have at least this share
     non_zh_answer_max_cjk: float = 0.5  # a non-Chinese problem's answer may have at most this
     # \boxed{} required in the answer for these categories
     require_boxed_for: list[str] = ["math"]
+
+
+class FormatSettings(FormatRules):
+    """``verify.format`` in the pipeline YAML: the rules, and the ones that differ per source.
+
+    ``per_source: {skythought: {require_think: false, max_chars: 60000}}``: records whose
+    ``source`` is ``skythought`` use those two values and the top-level ones for the rest."""
+
+    per_source: dict[str, FormatRules] = {}
+
+    def for_source(self, source: str | None) -> FormatRules:
+        """The rules that apply to a record of ``source``."""
+        override = self.per_source.get(source) if source is not None else None
+        base = self.model_dump(exclude={"per_source"})
+        if override is None:
+            return FormatRules(**base)
+        return FormatRules(**(base | {k: getattr(override, k) for k in override.model_fields_set}))
 
 
 @dataclass(frozen=True)
@@ -78,7 +109,7 @@ class RuleFailure:
         return {"reason": self.reason, "message": self.message, **self.evidence}
 
 
-Rule = Callable[[dict, dict, FormatSettings], "RuleFailure | None"]
+Rule = Callable[[dict, dict, FormatRules], "RuleFailure | None"]
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -161,30 +192,32 @@ def _token_count(response: dict) -> tuple[int, str]:
 # --- rules -----------------------------------------------------------------------------
 
 
-def rule_truncated(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_truncated(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     if s.check_truncated and response.get("finish_reason") == "length":
         return RuleFailure("truncated", "generation stopped at the token limit (finish_reason=length)")
     return None
 
 
-def rule_missing_think(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
-    if not s.require_think:
+def rule_missing_think(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
+    if s.require_think is False:
         return None
     think = response.get("think")
     if think is None:
+        if s.require_think == "auto" and response.get("source") != GENERATED_SOURCE:
+            return None  # replayed from a source without think parts: not malformed
         return RuleFailure("missing_think", "no <think>…</think> part in the response")
     if not think.strip():
         return RuleFailure("missing_think", "the <think> part is empty")
     return None
 
 
-def rule_empty_answer(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_empty_answer(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     if s.require_answer and not (response.get("answer") or "").strip():
         return RuleFailure("empty_answer", "nothing after the think part")
     return None
 
 
-def rule_length(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_length(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     n_chars = len(_body(response).strip())
     if s.min_chars and n_chars < s.min_chars:
         return RuleFailure("too_short", f"{n_chars} chars < min_chars {s.min_chars}", {"chars": n_chars})
@@ -200,7 +233,7 @@ def rule_length(record: dict, response: dict, s: FormatSettings) -> RuleFailure 
     return None
 
 
-def rule_repetition(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_repetition(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     body = _body(response)
     if s.check_tail_loop:
         loop = tail_loop(body, s.loop_window_chars, s.loop_min_repeats, s.loop_min_span_chars)
@@ -221,7 +254,7 @@ def rule_repetition(record: dict, response: dict, s: FormatSettings) -> RuleFail
     return None
 
 
-def rule_language(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_language(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     if not s.check_language:
         return None
     lang = (record.get("language") or "").lower()
@@ -248,7 +281,7 @@ def rule_language(record: dict, response: dict, s: FormatSettings) -> RuleFailur
     return None
 
 
-def rule_boxed(record: dict, response: dict, s: FormatSettings) -> RuleFailure | None:
+def rule_boxed(record: dict, response: dict, s: FormatRules) -> RuleFailure | None:
     if record.get("category") in s.require_boxed_for and "\\boxed" not in (response.get("answer") or ""):
         return RuleFailure("no_boxed", f"a {record.get('category')} answer without \\boxed{{}}")
     return None
@@ -269,6 +302,8 @@ class FormatVerifier:
     """All enabled format rules; the first failure is the verdict's reason."""
 
     name: ClassVar[str] = "format"
+    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
+    version: ClassVar[str] = "2"
 
     def __init__(self, settings: FormatSettings | dict | None = None):
         if settings is None:
@@ -276,21 +311,30 @@ class FormatVerifier:
         elif isinstance(settings, dict):
             settings = FormatSettings(**settings)
         self.settings = settings
+        self._default = settings.for_source(None)
+        self._per_source = {src: settings.for_source(src) for src in settings.per_source}
+        self._dumps = {src: r.model_dump() for src, r in self._per_source.items()}
+        self._default_dump = self._default.model_dump()
+
+    def rules_for(self, record: dict) -> FormatRules:
+        """The rules for ``record``: the top level with its source's ``per_source`` applied."""
+        return self._per_source.get(record.get("source"), self._default)  # type: ignore[arg-type]
 
     def cache_key(self, record: dict, response: dict) -> str:
-        """Content hash of everything the verdict depends on (for a verdict cache)."""
-        keys = ("think", "answer", "finish_reason", "tokens")
-        payload = json.dumps(
-            [self.name, self.settings.model_dump(), record.get("problem"), record.get("language"),
-             record.get("category"), [response.get(k) for k in keys]],
-            ensure_ascii=False, default=str,
-        )
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+        """The rules for the record's source, and the fields they read: the problem, its
+        language and category; think, answer, finish_reason, tokens, and whether the
+        response was generated (``require_think: auto``)."""
+        rules = self._dumps.get(record.get("source"), self._default_dump)  # type: ignore[arg-type]
+        fields = [record.get("problem"), record.get("language"), record.get("category"),
+                  [response.get(k) for k in ("think", "answer", "finish_reason", "tokens")],
+                  response.get("source") == GENERATED_SOURCE]  # fmt: skip
+        return verdict_key(self.name, self.version, rules, {}, fields)
 
     def failures(self, record: dict, response: dict) -> list[RuleFailure]:
+        rules = self.rules_for(record)
         out = []
         for _, rule in RULES:
-            f = rule(record, response, self.settings)
+            f = rule(record, response, rules)
             if f is not None:
                 out.append(f)
         return out

@@ -21,16 +21,18 @@ the judge said yes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.extract import Extraction, answer_region, extract_answer, is_prose
+from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.pool import PoolResult, VerifyPool
 
 #: ``judge(problem, reference, answer) -> (is_correct, reasoning)``
@@ -40,12 +42,22 @@ NAME = "math"
 _MAX_DETAIL = 300
 
 
-@dataclass(frozen=True)
-class MathSettings:
-    """math-verify comparison knobs (see ``math_verify.verify``)."""
+#: the distributions whose behaviour decides a math verdict (part of every cache key)
+LIBRARIES = ("math-verify", "latex2sympy2_extended", "sympy")
 
-    float_rounding: int = 6
-    numeric_precision: int = 15
+
+class MathSettings(BaseModel):
+    """``verify.math`` in the pipeline YAML: every option of :class:`MathVerifier`.
+
+    The comparison knobs are math-verify's (see ``math_verify.verify``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(5.0, gt=0, description="seconds per response; the worker is killed past it")
+    workers: int = Field(2, ge=1, description="worker processes of the verify pool")
+    mp_context: Literal["spawn", "forkserver", "fork"] = "spawn"
+    float_rounding: int = Field(6, ge=0)
+    numeric_precision: int = Field(15, ge=1)
     strict: bool = True
     allow_set_relation_comp: bool = False
 
@@ -303,24 +315,22 @@ class MathVerifier:
     """
 
     name: ClassVar[str] = NAME
+    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
+    version: ClassVar[str] = "1"
 
     def __init__(
-        self,
-        timeout: float = 5.0,
-        workers: int = 2,
-        judge: Judge | None = None,
-        *,
-        float_rounding: int = 6,
-        numeric_precision: int = 15,
-        strict: bool = True,
-        allow_set_relation_comp: bool = False,
-        mp_context: str = "spawn",
+        self, settings: MathSettings | None = None, judge: Judge | None = None, *, judge_key: Any = None,
+        **options: Any,
     ) -> None:
-        self.timeout = timeout
-        self.workers = workers
+        """``settings``, or its fields as keywords (``MathVerifier(timeout=10)``).
+
+        ``judge_key`` identifies the judge in cache keys (its model and prompt); a judge
+        given without one is identified by its type only."""
+        if settings is not None and options:
+            raise TypeError("give MathVerifier either settings or keyword options, not both")
+        self.settings = settings if settings is not None else MathSettings(**options)
         self.judge = judge
-        self.mp_context = mp_context
-        self.settings = MathSettings(float_rounding, numeric_precision, strict, allow_set_relation_comp)
+        self.judge_key = judge_key if judge_key is not None or judge is None else type(judge).__qualname__
         self._pool: VerifyPool | None = None
 
     # pickling: workers never need the pool or the judge
@@ -344,17 +354,21 @@ class MathVerifier:
     @property
     def pool(self) -> VerifyPool:
         if self._pool is None:
-            self._pool = VerifyPool(self.workers, self.timeout, initializer=warmup, mp_context=self.mp_context)
+            s = self.settings
+            self._pool = VerifyPool(s.workers, s.timeout, initializer=warmup, mp_context=s.mp_context)
         return self._pool
 
     def cache_key(self, record: dict, response: dict) -> str:
-        """Content hash of everything the verdict depends on (for a verdict cache)."""
-        payload = json.dumps(
-            [NAME, self.settings.__dict__, normalize_reference(record.get("reference_answer")), response_text(response), _raw_fallback(response)],
-            ensure_ascii=False,
-            default=str,
-        )
-        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+        """Everything the verdict depends on: settings (not the pool size), the judge,
+        math-verify/sympy versions, the reference, the answer part and the raw fallback;
+        with a judge also the problem and the reference as the judge sees it."""
+        fields: list[Any] = [normalize_reference(record.get("reference_answer")), response_text(response),
+                             _raw_fallback(response)]  # fmt: skip
+        if self.judge is not None:
+            fields += [record.get("problem"), str(record.get("reference_answer"))]
+        settings = self.settings.model_dump(exclude={"workers", "mp_context"})
+        libraries = package_versions(*LIBRARIES)
+        return verdict_key(NAME, self.version, [settings, self.judge_key], libraries, fields)
 
     def verify(self, record: dict, response: dict) -> Verdict:
         verdict = check(record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response))
