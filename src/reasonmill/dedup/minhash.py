@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal
@@ -53,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .unionfind import connected_components
 
 NumbersMode = Literal["mask", "keep", "strict"]
-TokensMode = Literal["whitespace", "words", "alnum"]
+TokensMode = Literal["whitespace", "words", "alnum", "math"]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _P = np.uint64(0x100000001B3)  # odd multiplier for the polynomial word hash
@@ -66,10 +67,10 @@ class MinHashSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ngram: int = Field(3, ge=1, description="word n-gram (shingle) size")
+    ngram: int = Field(2, ge=1, description="token n-gram (shingle) size")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
     threshold: float = Field(
-        0.55, gt=0, lt=1, description="Jaccard similarity of the n-gram sets (> 0.5: see the module docstring)"
+        0.5, gt=0, lt=1, description="Jaccard similarity of the n-gram sets (see the module docstring)"
     )
     bands: int | None = Field(None, description="LSH bands; derived from threshold when unset")
     rows: int | None = Field(None, description="rows per band; derived from threshold when unset")
@@ -77,9 +78,11 @@ class MinHashSettings(BaseModel):
     lsh_recall: float = Field(
         0.95, gt=0, lt=1, description="with verify: derive bands so pairs at the threshold become candidates this often"
     )
-    numbers: NumbersMode = "mask"
+    numbers: NumbersMode = "strict"
     tokens: TokensMode = Field(
-        "whitespace", description="whitespace: runs of non-blank characters; words: letter/digit runs + symbols"
+        "math",
+        description="math: letter/digit runs + operators, layout ignored; whitespace: runs of non-blank characters; "
+        "words: letter/digit runs + symbols",
     )
     strip_punct: bool = Field(True, description="whitespace tokens: drop trailing , . ; : ! ? (\"x,\" = \"x\")")
     seed: int = 1
@@ -142,6 +145,11 @@ _WS_CLASS[127] = 0
 # ``tokens="alnum"``: letter runs and digit runs; symbols are separators (like ``\\w+``)
 _ALNUM_CLASS = _CLASS.copy()
 _ALNUM_CLASS[_ALNUM_CLASS == 3] = 0
+# ``tokens="math"``: letter runs, digit runs and operators; layout is no token: blanks,
+# brackets, ``$``, backslashes, quotes, markdown ``*``/``#`` and sentence punctuation
+# ("$x^{2}$," = "\\(x^2\\)"), so reformatting changes no token; operators stay tokens
+_MATH_CLASS = _CLASS.copy()
+_MATH_CLASS[[ord(c) for c in "{}()[]$\\,.;:!?\"'`~*#"]] = 0
 # sentence punctuation that ``strip_punct`` removes at the end of a whitespace token
 _TRAIL = np.zeros(256, bool)
 _TRAIL[[ord(c) for c in ",.;:!?"]] = True
@@ -193,7 +201,7 @@ def _token_hashes(
     buf: np.ndarray, doc_start: np.ndarray, tokens: TokensMode, lower: np.ndarray, strip_punct: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(uint64 hash, text index, is-digit-run) of every token of the byte buffer."""
-    table = {"whitespace": _WS_CLASS, "words": _CLASS, "alnum": _ALNUM_CLASS}[tokens]
+    table = {"whitespace": _WS_CLASS, "words": _CLASS, "alnum": _ALNUM_CLASS, "math": _MATH_CLASS}[tokens]
     cls = table[buf]
     if strip_punct and tokens == "whitespace":
         # "x," / "x." / "x?!" -> "x": a dropped comma or full stop changes no token
@@ -226,6 +234,18 @@ def _token_hashes(
     return words, word_doc, is_num
 
 
+_FOLD = str.maketrans({"\u2212": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b7": "*"})
+
+
+def fold_unicode(text: str) -> str:
+    """NFKC plus a few look-alikes, for non-ASCII texts only (ASCII ones are returned as
+    they are, which keeps this cheap): full-width punctuation, NBSP, Unicode minus and
+    quotes are how re-typed and machine-translated copies of a problem differ."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_FOLD)
+
+
 def shingle_hashes(
     texts: list[str],
     ngram: int = 3,
@@ -235,6 +255,8 @@ def shingle_hashes(
 ) -> ShingleChunk:
     """Word n-gram hashes of each text; see the module docstring for the tokenisation."""
     n = len(texts)
+    if tokens == "math":
+        texts = [fold_unicode(t) if isinstance(t, str) else "" for t in texts]
     encoded = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else b"" for t in texts]
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     buf = np.frombuffer(b"\x00".join(encoded), dtype=np.uint8)
@@ -398,6 +420,18 @@ class MinHashIndex:
         for i in range(0, len(a), block):
             out[i : i + block] = (sig[a[i : i + block]] == sig[b[i : i + block]]).mean(axis=1)
         return out
+
+    def pair_check(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Mask of pairs (a[i], b[i]) that pass the link test (same numbers in ``strict``
+        mode, estimated Jaccard ≥ threshold): for pairs LSH did not link directly."""
+        ok = np.ones(len(a), bool)
+        if self.settings.numbers == "strict":
+            nums = _merge_chunks(self._num_chunks)
+            self._num_chunks = [nums]
+            ok &= nums[a] == nums[b]
+        if not self._sig_chunks:  # no verification: nothing but LSH links may merge
+            return np.zeros(len(a), bool)
+        return ok & (self.estimated_jaccard(a, b) >= self.settings.threshold)
 
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accepted links (a, b, estimated Jaccard; NaN when not verified)."""
