@@ -166,7 +166,7 @@ def _reformat(text: str, rng: random.Random) -> str:
         lambda t: "**Problem.** " + t,
         lambda t: t.replace("\n", "\n\n"),
         lambda t: t.rstrip() + "\n",
-        lambda t: re.sub(r"\\left|\\right", "", t),
+        lambda t: re.sub(r"\\left(?![a-z])|\\right(?![a-z])", "", t),
     ]
     for op in rng.sample(ops, 3):
         text = op(text)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _P = np.uint64(0x100000001B3)  # odd multiplier for the polynomial word hash
 _K = np.uint64(0x9E3779B97F4A7C15)  # n-gram combiner
 _DIGIT_TOKEN = np.uint64(0xD1617D1617D16170)  # every number in "mask" mode
+_PAREN_TOKEN = np.uint64(0x28282828A5A5A5A5)  # an opening parenthesis in the strict signature
 
 
 class MinHashSettings(BaseModel):
@@ -199,8 +201,8 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _token_hashes(
     buf: np.ndarray, doc_start: np.ndarray, tokens: TokensMode, lower: np.ndarray, strip_punct: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(uint64 hash, text index, is-digit-run) of every token of the byte buffer."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(uint64 hash, text index, is-digit-run, start byte) of every token of the byte buffer."""
     table = {"whitespace": _WS_CLASS, "words": _CLASS, "alnum": _ALNUM_CLASS, "math": _MATH_CLASS}[tokens]
     cls = table[buf]
     if strip_punct and tokens == "whitespace":
@@ -231,7 +233,7 @@ def _token_hashes(
         words = _mix((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64))
     word_doc = np.searchsorted(doc_start, starts, side="right") - 1
     is_num = (_CLASS[buf[starts]] == 2) if tokens != "whitespace" else np.zeros(len(starts), bool)
-    return words, word_doc, is_num
+    return words, word_doc, is_num, starts
 
 
 _FOLD = str.maketrans({"\u2212": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b7": "*"})
@@ -246,6 +248,74 @@ def fold_unicode(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_FOLD)
 
 
+# "24,\\!000" / "1,000" -> "24000" / "1000": how copies of a problem write one number; and
+# forum markup ("[i]Norwegian[/i]") that copies scraped from AoPS carry
+_LAYOUT_TEXT = re.compile(r"(?<=\d),(?:\\!)?(?=\d{3}(?!\d))|\[/?[a-z]\]")
+# ``numbers="strict"`` with math tokens: besides the numbers, these operators and the LaTeX
+# command names must agree ("f(x)f(y)" vs "f(x)+f(y)", "\\heartsuit" vs "\\spadesuit",
+# "\\rho" vs "z"); layout commands do not count and spellings of one symbol are one name
+_SIGNATURE_OPERATORS = np.zeros(256, bool)
+_SIGNATURE_OPERATORS[[ord(c) for c in "+=<>^/|"]] = True
+_LAYOUT_COMMANDS = (
+    "boxed left right big bigg text mathrm textbf mathbf textit emph displaystyle limits quad qquad mbox "
+    "operatorname begin end hline newline label tag nonumber mathit rm bf it textrm cal mathcal overline"
+).split()
+_COMMAND_ALIASES = {
+    "dfrac": "frac", "tfrac": "frac", "over": "frac", "dbinom": "binom", "tbinom": "binom", "choose": "binom",
+    "le": "leq", "leqslant": "leq", "ge": "geq", "geqslant": "geq", "ne": "neq", "cdots": "ldots", "dots": "ldots",
+    "dotsb": "ldots", "dotsc": "ldots", "dotsm": "ldots", "to": "rightarrow", "lvert": "vert", "rvert": "vert",
+    "pmod": "bmod", "mod": "bmod",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _command_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted hashes of layout commands, sorted alias hashes, their canonical hashes)."""
+
+    def hashes(names: list[str]) -> np.ndarray:
+        encoded = [n.encode() for n in names]
+        buf = np.frombuffer(b"\x00".join(encoded), dtype=np.uint8)
+        doc_start = np.zeros(len(names), np.int64)
+        np.cumsum(np.array([len(e) + 1 for e in encoded[:-1]], np.int64), out=doc_start[1:])
+        return _token_hashes(buf, doc_start, "math", _LOWER)[0]
+
+    layout = np.sort(hashes(_LAYOUT_COMMANDS))
+    alias, canonical = hashes(list(_COMMAND_ALIASES)), hashes(list(_COMMAND_ALIASES.values()))
+    order = np.argsort(alias)
+    return layout, alias[order], canonical[order]
+
+
+def _math_signature_tokens(
+    buf: np.ndarray,
+    doc_start: np.ndarray,
+    words: np.ndarray,
+    word_doc: np.ndarray,
+    is_num: np.ndarray,
+    starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, text index) of the tokens whose multiset must be equal in ``strict`` mode:
+    numbers, the operators ``+ = < > ^ / |``, LaTeX command names (aliases folded) and
+    opening parentheses that are not ``\\(`` ("f(f(f(x)))" vs "f(f(x))")."""
+    first = buf[starts]
+    after_backslash = np.zeros(len(starts), bool)
+    after_backslash[starts > 0] = buf[starts[starts > 0] - 1] == ord("\\")
+    command = after_backslash & (_CLASS[first] == 1)
+    layout, alias, canonical = _command_tables()
+    h = words.copy()
+    cmd = h[command]
+    pos = np.minimum(np.searchsorted(alias, cmd), len(alias) - 1)
+    cmd = np.where(alias[pos] == cmd, canonical[pos], cmd)
+    h[command] = cmd
+    lpos = np.minimum(np.searchsorted(layout, cmd), len(layout) - 1)
+    command[np.nonzero(command)[0][layout[lpos] == cmd]] = False
+    keep = is_num | command | (_SIGNATURE_OPERATORS[first] & ~after_backslash)
+    paren = np.nonzero(buf == ord("("))[0]
+    paren = paren[(paren == 0) | (buf[np.maximum(paren - 1, 0)] != ord("\\"))]
+    paren_doc = np.searchsorted(doc_start, paren, side="right") - 1
+    return (np.concatenate([h[keep], np.full(len(paren), _PAREN_TOKEN)]),
+            np.concatenate([word_doc[keep], paren_doc]))
+
+
 def shingle_hashes(
     texts: list[str],
     ngram: int = 3,
@@ -256,20 +326,22 @@ def shingle_hashes(
     """Word n-gram hashes of each text; see the module docstring for the tokenisation."""
     n = len(texts)
     if tokens == "math":
-        texts = [fold_unicode(t) if isinstance(t, str) else "" for t in texts]
+        texts = [_LAYOUT_TEXT.sub("", fold_unicode(t)) if isinstance(t, str) else "" for t in texts]
     encoded = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else b"" for t in texts]
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     buf = np.frombuffer(b"\x00".join(encoded), dtype=np.uint8)
     doc_start = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1] + 1, out=doc_start[1:])
     lower = _LOWER_MASKED if numbers == "mask" else _LOWER
-    words, word_doc, is_num = _token_hashes(buf, doc_start, tokens, lower, strip_punct)
+    words, word_doc, is_num, starts = _token_hashes(buf, doc_start, tokens, lower, strip_punct)
     num_hash = np.zeros(n, dtype=np.uint64)
     if numbers == "strict":
-        if tokens != "whitespace":
+        if tokens == "math":
+            nh, nd = _math_signature_tokens(buf, doc_start, words, word_doc, is_num, starts)
+        elif tokens != "whitespace":
             nh, nd = words[is_num], word_doc[is_num]
         else:
-            h, d, isn = _token_hashes(buf, doc_start, "words", _LOWER)
+            h, d, isn, _ = _token_hashes(buf, doc_start, "words", _LOWER)
             nh, nd = h[isn], d[isn]
         np.add.at(num_hash, nd, nh)
     if numbers == "mask" and tokens != "whitespace":
