@@ -233,12 +233,12 @@ def build_minhash(
     if len(a):
         key = np.unique(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
         a, b = key // n, key % n
+    nums = np.concatenate(numbers_parts)
+    sig_refs = [m[-2] for m in maps]
     if mh.numbers == "strict" and len(a):
-        nums = np.concatenate(numbers_parts)
         same = nums[a] == nums[b]
         a, b = a[same], b[same]
     if mh.verify and len(a):
-        sig_refs = [m[-2] for m in maps]
         shard_of_a = np.searchsorted(starts, a, "right") - 1
         bounds = np.searchsorted(shard_of_a, np.arange(len(shards) + 1))
         jac_task = _remote(ray, _jaccard_task)
@@ -255,8 +255,16 @@ def build_minhash(
         cats = compact.categories
         same = np.array([cats[x] == cats[y] for x, y in zip(a.tolist(), b.tolist())], bool)
         a, b, jac = a[same], b[same], jac[same]
+
+    def pair_check(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``MinHashIndex.pair_check`` on the driver: signature rows fetched from the shards."""
+        if not mh.verify:
+            return np.zeros(len(x), bool)
+        ok = nums[x] == nums[y] if mh.numbers == "strict" else np.ones(len(x), bool)
+        return ok & (_jaccard_task(x, y, starts, sig_refs) >= mh.threshold)
+
     labels = connected_components(n, a, b)
-    return _drop_index(compact, labels, a, b, jac, "jaccard")
+    return _drop_index(compact, labels, a, b, jac, "jaccard", verify=pair_check)
 
 
 # --- semantic dedup: sharded embedding, then neighbour search ------------------------------
