@@ -45,9 +45,13 @@ def test_verified_banding_keeps_recall_at_the_threshold():
     b, r = optimal_bands_rows(0.55, 128, min_recall=0.95)
     assert (b, r) == (32, 4)
     assert candidate_probability(0.55, b, r) >= 0.95
-    assert candidate_probability(0.55, 42, 3) > candidate_probability(0.55, b, r)  # 42x3 works too, but costs more
+    assert candidate_probability(0.55, 42, 3) > candidate_probability(
+        0.55, b, r
+    )  # 42x3 works too, but costs more
     assert MinHashIndex(MinHashSettings(threshold=0.55)).bands == 32
-    assert MinHashIndex(MinHashSettings(threshold=0.55, verify=False)).bands == optimal_bands_rows(0.55, 128)[0]
+    assert (
+        MinHashIndex(MinHashSettings(threshold=0.55, verify=False)).bands == optimal_bands_rows(0.55, 128)[0]
+    )
 
 
 def test_strip_punct_ignores_trailing_sentence_punctuation_only():
@@ -59,7 +63,9 @@ def test_strip_punct_ignores_trailing_sentence_punctuation_only():
     assert shingles("Find x, then y.") != shingles("Find x then y")  # off: the comma counts
     # punctuation inside a token still counts ($x^2$ is not $x2$; 3.5 is not 3)
     assert shingles("is $x^2$.", strip_punct=True) != shingles("is $x2$", strip_punct=True)
-    assert shingles("is 3.5?", strip_punct=True, numbers="keep") != shingles("is 3", strip_punct=True, numbers="keep")
+    assert shingles("is 3.5?", strip_punct=True, numbers="keep") != shingles(
+        "is 3", strip_punct=True, numbers="keep"
+    )
 
 
 def test_alnum_tokens_drop_symbols():
@@ -159,7 +165,9 @@ def test_settings_reject_unknown_keys():
 
 def test_real_problems_with_planted_edits():
     # drop a word, insert one, add a template suffix
-    problems, texts, truth = planted_math_edits(1500, 40, 400, 150, seed=1, suffix=" Let's think step by step.")
+    problems, texts, truth = planted_math_edits(
+        1500, 40, 400, 150, seed=1, suffix=" Let's think step by step."
+    )
     labels = minhash_clusters(texts, MinHashSettings())
     truth_arr = np.array(truth)
     planted = np.arange(len(problems), len(texts))
@@ -179,8 +187,10 @@ def test_real_problems_with_planted_edits():
 # --- issue 12: different problems that share a template are not merged --------------------
 
 LEETCODE_FRAME = (
-    "Please solve the programming task below using a self-contained code snippet in a markdown code block.\n\n"
-    "{task}\n\nPlease complete the following python code precisely:\n```python\n# Definition for singly-linked "
+    "Please solve the programming task below using a self-contained code snippet in a markdown code "
+    "block.\n\n"
+    "{task}\n\nPlease complete the following python code precisely:\n```python\n# Definition for "
+    "singly-linked "
     "list.\n# class ListNode:\n#     def __init__(self, val=0, next=None):\n#         self.val = val\n"
     "#         self.next = next\nclass Solution:\n    def {fn}(self, head: Optional[ListNode]) -> "
     "Optional[ListNode]:\n```"
@@ -188,20 +198,34 @@ LEETCODE_FRAME = (
 
 TEMPLATE_SIBLINGS = [
     # same functional-equation frame, other operator and other asked value
-    ("The function $f$ satisfies $f(x+y)=f(x)f(y)$ for all real numbers $x$ and $y$. If $f(2)=3$, find $f(6)$.",
-     "The function $f$ satisfies $f(x+y)=f(x)+f(y)$ for all real numbers $x$ and $y$. If $f(2)=3$, find $f(5)$."),
+    (
+        "The function $f$ satisfies $f(x+y)=f(x)f(y)$ for all real numbers $x$ and $y$. If $f(2)=3$, find "
+        "$f(6)$.",
+        "The function $f$ satisfies $f(x+y)=f(x)+f(y)$ for all real numbers $x$ and $y$. If $f(2)=3$, find "
+        "$f(5)$.",
+    ),
     # the same ODE with other initial conditions
-    ("Solve the differential equation $y'' + 4y = 0$ with the initial conditions $y(0) = 1$ and $y'(0) = 2$. "
-     "Give $y(x)$ in closed form.",
-     "Solve the differential equation $y'' + 4y = 0$ with the initial conditions $y(0) = 3$ and $y'(0) = -1$. "
-     "Give $y(x)$ in closed form."),
+    (
+        "Solve the differential equation $y'' + 4y = 0$ with the initial conditions $y(0) = 1$ and $y'(0) "
+        "= 2$. "
+        "Give $y(x)$ in closed form.",
+        "Solve the differential equation $y'' + 4y = 0$ with the initial conditions $y(0) = 3$ and $y'(0) "
+        "= -1$. "
+        "Give $y(x)$ in closed form.",
+    ),
     # a subproblem series: long shared preamble, another last question
-    ("A bag contains 5 red, 4 blue and 3 green marbles. Two marbles are drawn at random without replacement, "
-     "and their colours are recorded before the bag is shaken again. (a) What is the probability that both "
-     "marbles are red?",
-     "A bag contains 5 red, 4 blue and 3 green marbles. Two marbles are drawn at random without replacement, "
-     "and their colours are recorded before the bag is shaken again. (b) What is the probability that the two "
-     "marbles have different colours, given that at least 1 of them is blue?"),
+    (
+        "A bag contains 5 red, 4 blue and 3 green marbles. Two marbles are drawn at random without "
+        "replacement, "
+        "and their colours are recorded before the bag is shaken again. (a) What is the probability that "
+        "both "
+        "marbles are red?",
+        "A bag contains 5 red, 4 blue and 3 green marbles. Two marbles are drawn at random without "
+        "replacement, "
+        "and their colours are recorded before the bag is shaken again. (b) What is the probability that "
+        "the two "
+        "marbles have different colours, given that at least 1 of them is blue?",
+    ),
 ]
 
 
@@ -212,7 +236,13 @@ def test_template_siblings_are_not_merged_by_text_alone(first, second):
 
 
 def test_the_old_defaults_merged_the_template_siblings():
-    old = {"tokens": "whitespace", "numbers": "mask", "ngram": 3, "threshold": 0.55, "clustering": "components"}
+    old = {
+        "tokens": "whitespace",
+        "numbers": "mask",
+        "ngram": 3,
+        "threshold": 0.55,
+        "clustering": "components",
+    }
     merged = [bool(MinHashDedup(old).build([[_rec(1, a), _rec(2, b)]])) for a, b in TEMPLATE_SIBLINGS]
     assert sum(merged) >= 2, merged
 
@@ -221,27 +251,48 @@ def test_the_old_defaults_merged_the_template_siblings():
     "first, second, answers",
     [
         # one word apart: only the reference answers can tell them apart
-        ("A fair coin is flipped 10 times. What is the probability of getting at least 5 heads?",
-         "A fair coin is flipped 10 times. What is the probability of getting at least 5 consecutive heads?",
-         ("\\frac{319}{512}", "\\frac{7}{64}")),
-        ("Let $z = 3 + 4i$. Compute the magnitude of $z^2$.", "Let $z = 3 + 4i$. Compute the real part of $z^2$.",
-         ("25", "-7")),
-        ("Write a python function to check whether the given number can be represented as difference of two "
-         "squares or not.", "Write a python function to check whether the given number can be represented as "
-         "product of two squares or not.", None),
+        (
+            "A fair coin is flipped 10 times. What is the probability of getting at least 5 heads?",
+            "A fair coin is flipped 10 times. What is the probability of getting at least 5 consecutive "
+            "heads?",
+            ("\\frac{319}{512}", "\\frac{7}{64}"),
+        ),
+        (
+            "Let $z = 3 + 4i$. Compute the magnitude of $z^2$.",
+            "Let $z = 3 + 4i$. Compute the real part of $z^2$.",
+            ("25", "-7"),
+        ),
+        (
+            "Write a python function to check whether the given number can be represented as difference of "
+            "two "
+            "squares or not.",
+            "Write a python function to check whether the given number can be represented as "
+            "product of two squares or not.",
+            None,
+        ),
         # LeetCode: one prompt frame and starter code; the text alone does not separate them (the frame
         # dominates the shingles), the tests do
-        (LEETCODE_FRAME.format(task="Given the head of a singly linked list, reverse the list, and return the "
-                               "reversed list.", fn="reverseList"),
-         LEETCODE_FRAME.format(task="Given the head of a singly linked list, return the middle node of the linked "
-                               "list. If there are two middle nodes, return the second middle node.", fn="middleNode"),
-         None),
+        (
+            LEETCODE_FRAME.format(
+                task="Given the head of a singly linked list, reverse the list, and return the "
+                "reversed list.",
+                fn="reverseList",
+            ),
+            LEETCODE_FRAME.format(
+                task="Given the head of a singly linked list, return the middle node of the linked "
+                "list. If there are two middle nodes, return the second middle node.",
+                fn="middleNode",
+            ),
+            None,
+        ),
     ],
 )
 def test_answer_conflict_blocks_a_merge(first, second, answers):
     if answers is None:  # MBPP: the tests differ
-        keys = [{"tests": [{"input": "assert dif_Square(5) == True", "output": "", "kind": "assert"}]},
-                {"tests": [{"input": "assert prod_Square(36) == True", "output": "", "kind": "assert"}]}]
+        keys = [
+            {"tests": [{"input": "assert dif_Square(5) == True", "output": "", "kind": "assert"}]},
+            {"tests": [{"input": "assert prod_Square(36) == True", "output": "", "kind": "assert"}]},
+        ]
     else:
         keys = [{"reference_answer": answers[0]}, {"reference_answer": answers[1]}]
     with_answers = [_rec(1, first, **keys[0]), _rec(2, second, **keys[1])]
@@ -252,21 +303,41 @@ def test_answer_conflict_blocks_a_merge(first, second, answers):
 
 def test_equal_answers_in_other_spellings_still_merge():
     text = "What is the probability that a fair die shows an even number? Express it as a common fraction."
-    records = [_rec(1, text, reference_answer="\\frac{1}{2}"), _rec(2, text + " ", reference_answer="1/2"),
-               _rec(3, "  " + text, reference_answer="$\\dfrac12$")]
+    records = [
+        _rec(1, text, reference_answer="\\frac{1}{2}"),
+        _rec(2, text + " ", reference_answer="1/2"),
+        _rec(3, "  " + text, reference_answer="$\\dfrac12$"),
+    ]
     assert set(MinHashDedup({}).build([records])) == {"r2", "r3"}
 
 
 def test_different_tests_block_a_merge_and_equal_test_sets_do_not():
     text = "Write a function to remove all whitespaces from the given string using regex."
-    tests_a = [{"input": "assert remove_whitespaces(' Google    Flutter ') == 'GoogleFlutter'", "output": "",
-                "kind": "assert"}]
-    tests_b = [{"input": "assert remove_all_spaces('python  program')==('pythonprogram')", "output": "",
-                "kind": "assert"}]
-    reordered = [{"input": "  assert remove_whitespaces(' Google    Flutter ') == 'GoogleFlutter'\n", "output": "",
-                  "kind": "assert"}]
+    tests_a = [
+        {
+            "input": "assert remove_whitespaces(' Google    Flutter ') == 'GoogleFlutter'",
+            "output": "",
+            "kind": "assert",
+        }
+    ]
+    tests_b = [
+        {
+            "input": "assert remove_all_spaces('python  program')==('pythonprogram')",
+            "output": "",
+            "kind": "assert",
+        }
+    ]
+    reordered = [
+        {
+            "input": "  assert remove_whitespaces(' Google    Flutter ') == 'GoogleFlutter'\n",
+            "output": "",
+            "kind": "assert",
+        }
+    ]
     assert MinHashDedup({}).build([[_rec(1, text, tests=tests_a), _rec(2, text, tests=tests_b)]]) == {}
-    assert set(MinHashDedup({}).build([[_rec(1, text, tests=tests_a), _rec(2, text, tests=reordered)]])) == {"r2"}
+    assert set(MinHashDedup({}).build([[_rec(1, text, tests=tests_a), _rec(2, text, tests=reordered)]])) == {
+        "r2"
+    }
 
 
 def _chain_texts() -> tuple[str, str, str]:
@@ -298,6 +369,43 @@ def test_copies_in_one_lsh_bucket_reach_a_representative_that_is_not_the_bucket_
 
 def test_keep_priority_a_record_with_responses_beats_one_without():
     resp = [{"answer": "1", "raw": "... so the radius is 1."}]
-    records = [_rec(1, BASE, reference_answer="1", difficulty=9.0), {**_rec(2, BASE + " "), "responses": resp}]
+    records = [
+        _rec(1, BASE, reference_answer="1", difficulty=9.0),
+        {**_rec(2, BASE + " "), "responses": resp},
+    ]
     index = MinHashDedup({}).build([records])
     assert list(index) == ["r1"] and index["r1"][0] == "r2"
+
+
+def test_answer_normalisation_maps_spellings_of_one_value_together_only():
+    from reasonmill.dedup.conflict import normalize_answer, tests_hash
+
+    same = [
+        ("1/2", "\\frac{1}{2}"),
+        ("\\dfrac12", "0.5"),
+        ("$\\frac{1}{2}$", "\\boxed{1/2}"),
+        ("1,000", "1000"),
+        ("90^\\circ", "90"),
+        ("b=4", "4"),
+        ("['2']", "2"),
+        ("\\text{(C)}", "(\\text{C})"),
+        ("7.0", "7"),
+    ]
+    for x, y in same:
+        assert normalize_answer(x) == normalize_answer(y), (x, y)
+    different = [
+        ("1/2", "1/3"),
+        ("-\\frac12", "\\frac12"),
+        ("(1,2)", "(2,1)"),
+        ("x=1, y=2", "1"),
+        ("\\pi", "3.14"),
+    ]
+    for x, y in different:
+        assert normalize_answer(x) != normalize_answer(y), (x, y)
+    assert normalize_answer(None) == normalize_answer("") == ""
+    t = [
+        {"input": "1 2\n", "output": "3\n", "kind": "stdin"},
+        {"input": "2 2", "output": "4", "kind": "stdin"},
+    ]
+    assert tests_hash(t) == tests_hash(list(reversed(t)) + t[:1]) != tests_hash(t[:1])
+    assert tests_hash([]) == 0

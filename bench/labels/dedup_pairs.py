@@ -22,9 +22,10 @@ import json
 import random
 import re
 import sys
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -78,7 +79,11 @@ def _tests(value: Any) -> list[dict]:
 
 
 def _record(problem: str, answer: Any = None, tests: Any = None) -> dict:
-    return {"problem": problem, "reference_answer": None if answer is None else str(answer), "tests": tests or []}
+    return {
+        "problem": problem,
+        "reference_answer": None if answer is None else str(answer),
+        "tests": tests or [],
+    }
 
 
 def _math_train() -> list[dict]:
@@ -87,7 +92,10 @@ def _math_train() -> list[dict]:
 
 
 def _math_test() -> list[dict]:
-    return [_record(r["problem"], _last_boxed(r["solution"])) for r in _jsonl(DATA / "math_test_full/math_test_5000.jsonl")]
+    return [
+        _record(r["problem"], _last_boxed(r["solution"]))
+        for r in _jsonl(DATA / "math_test_full/math_test_5000.jsonl")
+    ]
 
 
 def _gsm8k(split: str) -> Callable[[], list[dict]]:
@@ -104,7 +112,9 @@ def _mbpp() -> list[dict]:
 
 def _json_code(path: str) -> Callable[[], list[dict]]:
     def load() -> list[dict]:
-        return [_record(r["problem"], None, _tests(r.get("tests"))) for r in json.loads((DATA / path).read_text())]
+        return [
+            _record(r["problem"], None, _tests(r.get("tests"))) for r in json.loads((DATA / path).read_text())
+        ]
 
     return load
 
@@ -121,7 +131,9 @@ def _contamination(name: str) -> list[dict]:
 DATASETS: dict[str, Callable[[], list[dict]]] = {
     "math_train": _math_train,
     "math_test": _math_test,
-    "math500": lambda: [_record(r["problem"], r["answer"]) for r in _jsonl(DATA / "math500/math500_test.jsonl")],
+    "math500": lambda: [
+        _record(r["problem"], r["answer"]) for r in _jsonl(DATA / "math500/math500_test.jsonl")
+    ],
     "gsm8k_train": _gsm8k("train"),
     "gsm8k_test": _gsm8k("test"),
     "mbpp": _mbpp,
@@ -135,7 +147,9 @@ DATASETS: dict[str, Callable[[], list[dict]]] = {
     "lcb_test": _json_code("livecodebench/lcb_test_2408-2501_with_private_tests.json"),
     "code_contests": _json_code("code_contests/code_contests_test_rllm.json"),
     "codeforces": _json_code("codeforces/codeforces_test_rllm.json"),
-    "omni_math": lambda: [_record(r["problem"], r["answer"]) for r in _jsonl(DATA / "omni_math_500/omni_math_num_500.jsonl")],
+    "omni_math": lambda: [
+        _record(r["problem"], r["answer"]) for r in _jsonl(DATA / "omni_math_500/omni_math_num_500.jsonl")
+    ],
     "olympiadbench": lambda: [
         _record(r["question"], _literal(r["final_answer"])[0] if _literal(r["final_answer"]) else None)
         for r in _jsonl(DATA / "olympiadbench/olympiadbench_test.jsonl")
@@ -148,7 +162,7 @@ DATASETS: dict[str, Callable[[], list[dict]]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset(name: str) -> tuple[dict, ...]:
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r} in a dedup pair ref; known: {sorted(DATASETS)}")
@@ -174,10 +188,18 @@ def _reformat(text: str, rng: random.Random) -> str:
 
 
 _SYNONYMS = [
-    ("Find", "Determine"), ("find", "determine"), ("What is", "Compute"), ("Compute", "Calculate"),
-    ("How many", "Find the number of"), ("Write a function", "Write a python function"),
-    ("positive integers", "positive whole numbers"), ("Given", "You are given"), ("the value of", "the value for"),
-    ("Return", "Output"), ("such that", "so that"), ("Let", "Suppose"),
+    ("Find", "Determine"),
+    ("find", "determine"),
+    ("What is", "Compute"),
+    ("Compute", "Calculate"),
+    ("How many", "Find the number of"),
+    ("Write a function", "Write a python function"),
+    ("positive integers", "positive whole numbers"),
+    ("Given", "You are given"),
+    ("the value of", "the value for"),
+    ("Return", "Output"),
+    ("such that", "so that"),
+    ("Let", "Suppose"),
 ]
 
 
@@ -199,8 +221,15 @@ def _reword(text: str, rng: random.Random) -> str:
 def _translation(text: str, rng: random.Random) -> str:
     """Artefacts of machine translation / re-typing: full-width punctuation, Unicode
     minus and quotes, dropped articles, NBSP."""
-    text = re.sub(r"(?<=[A-Za-z])([,.:;?])(?=\s)", lambda m: {",": "，", ".": "。", ":": "：", ";": "；", "?": "？"}[m.group(1)]
-                  if rng.random() < 0.5 else m.group(1), text)
+    text = re.sub(
+        r"(?<=[A-Za-z])([,.:;?])(?=\s)",
+        lambda m: (
+            {",": "，", ".": "。", ":": "：", ";": "；", "?": "？"}[m.group(1)]
+            if rng.random() < 0.5
+            else m.group(1)
+        ),
+        text,
+    )
     text = re.sub(r"\b(the|a|an) ", lambda m: "" if rng.random() < 0.3 else m.group(0), text)
     text = text.replace(" - ", " − ").replace("'", "’")
     return re.sub(r" ", lambda _: "\u00a0" if rng.random() < 0.05 else " ", text)
@@ -236,7 +265,9 @@ def load_pairs(path: Path = LABELS) -> list[dict]:
                 continue
             pair = json.loads(line)
             if pair.get("label") not in ("dup", "distinct"):
-                raise ValueError(f"{path}:{line_no}: label must be 'dup' or 'distinct', got {pair.get('label')!r}")
+                raise ValueError(
+                    f"{path}:{line_no}: label must be 'dup' or 'distinct', got {pair.get('label')!r}"
+                )
             out.append(pair)
     return out
 
@@ -247,12 +278,22 @@ if __name__ == "__main__":
         print(json.dumps(pair))
         for side in ("a", "b"):
             r = resolve(pair[side])
-            print(f"--- {side} {pair[side]} answer={r['reference_answer']!r} tests={len(r['tests'])}\n{r['problem']}")
+            print(
+                f"--- {side} {pair[side]} answer={r['reference_answer']!r} "
+                f"tests={len(r['tests'])}\n{r['problem']}"
+            )
 
 
 # sources of planted copies: (dataset, how many), drawn with a fixed seed
-PLANT_SOURCES = (("math_train", 70), ("math_test", 20), ("gsm8k_train", 30), ("mbpp", 30), ("leetcode_train", 20),
-                 ("lcb_train", 10), ("omni_math", 20))
+PLANT_SOURCES = (
+    ("math_train", 70),
+    ("math_test", 20),
+    ("gsm8k_train", 30),
+    ("mbpp", 30),
+    ("leetcode_train", 20),
+    ("lcb_train", 10),
+    ("omni_math", 20),
+)
 
 
 def planted_pairs(seed: int = 12) -> list[dict]:
@@ -263,7 +304,9 @@ def planted_pairs(seed: int = 12) -> list[dict]:
         for index in rng.sample(range(len(dataset(name))), count):
             edit = tuple(EDITS)[k % len(EDITS)]
             ref = f"{name}:{index}"
-            out.append({"a": ref, "b": f"planted:{edit}:{k}:{ref}", "label": "dup", "kind": f"planted_{edit}"})
+            out.append(
+                {"a": ref, "b": f"planted:{edit}:{k}:{ref}", "label": "dup", "kind": f"planted_{edit}"}
+            )
             k += 1
     return out
 

@@ -16,8 +16,9 @@ answers it cannot prove equal count as different. A missed equivalence costs a m
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -29,6 +30,7 @@ _DROP = re.compile(
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)")
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])")
+_ASSIGNED = re.compile(r"^\s*[A-Za-z]\s*=\s*(?=\S)(?!.*=)")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/(?:\d+(?:\.\d*)?|\.\d+))?")
 
 
@@ -50,9 +52,12 @@ def normalize_answer(answer: Any) -> str:
     if answer is None:
         return ""
     text = str(answer).strip()
+    if text.isdigit() and text.isascii():  # the common case, without the regexes
+        return f"{int(text)}/1"
     if text.startswith("[") and text.endswith("]") and "'" in text:  # "['2']" (OlympiadBench lists)
         text = text[1:-1].replace("'", "")
     text = _unwrap(text)
+    text = _ASSIGNED.sub("", text)  # "b=4" -> "4": the asked variable named in the answer
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("−", "-")
     text = _DROP.sub("", text)
     text = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), text)

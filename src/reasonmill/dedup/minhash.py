@@ -10,7 +10,8 @@ Pipeline, chunk by chunk so a million texts fit in well under 2 GB:
 2. *Signatures* with rensa's R-MinHash from the flat hash buffer (uint32, ``num_perm``).
 3. *Bands.* Each signature is cut into ``bands × rows`` and each band is hashed to a
    uint64. With verification on (default), bands and rows are the cheapest banding that
-   still proposes ≥ ``lsh_recall`` (95%) of the pairs *at* the threshold; the classic choice (balance the false positive and
+   still proposes ≥ ``lsh_recall`` (95%) of the pairs *at* the threshold; the classic
+   choice (balance the false positive and
    false negative areas) centres the S-curve on the threshold and so misses about half
    of the pairs near it, which cost 1–2 points of recall here. The global index keeps only these arrays (and, for
    verification, the signatures): never texts.
@@ -85,8 +86,8 @@ class MinHashSettings(BaseModel):
     numbers: NumbersMode = "strict"
     tokens: TokensMode = Field(
         "math",
-        description="math: letter/digit runs + operators, layout ignored; whitespace: runs of non-blank characters; "
-        "words: letter/digit runs + symbols",
+        description="math: letter/digit runs + operators, layout ignored; whitespace: runs of non-blank "
+        "characters; words: letter/digit runs + symbols",
     )
     strip_punct: bool = Field(True, description="whitespace tokens: drop trailing , . ; : ! ? (\"x,\" = \"x\")")
     seed: int = 1
@@ -238,7 +239,9 @@ def _token_hashes(
     return words, word_doc, is_num, starts
 
 
-_FOLD = str.maketrans({"\u2212": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b7": "*"})
+_FOLD = str.maketrans(
+    {"\u2212": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b7": "*"}
+)
 
 
 def fold_unicode(text: str) -> str:
@@ -264,8 +267,9 @@ _LAYOUT_COMMANDS = (
 ).split()
 _COMMAND_ALIASES = {
     "dfrac": "frac", "tfrac": "frac", "over": "frac", "dbinom": "binom", "tbinom": "binom", "choose": "binom",
-    "le": "leq", "leqslant": "leq", "ge": "geq", "geqslant": "geq", "ne": "neq", "cdots": "ldots", "dots": "ldots",
-    "dotsb": "ldots", "dotsc": "ldots", "dotsm": "ldots", "to": "rightarrow", "lvert": "vert", "rvert": "vert",
+    "le": "leq", "leqslant": "leq", "ge": "geq", "geqslant": "geq", "ne": "neq",
+    "cdots": "ldots", "dots": "ldots", "dotsb": "ldots", "dotsc": "ldots", "dotsm": "ldots",
+    "to": "rightarrow", "lvert": "vert", "rvert": "vert",
     "pmod": "bmod", "mod": "bmod",
 }
 

@@ -42,9 +42,11 @@ class _Common(StageSettings):
     field: str = Field("problem", description="record field holding the text to compare")
     per_category: bool = Field(False, description="only records of the same category can be duplicates")
     source_rank: list[str] = Field(default_factory=list, description="source names, best first (keep priority)")
-    conflicts: bool = Field(True, description="different reference answers / tests (both present) block a merge")
+    conflicts: bool = Field(
+        True, description="different reference answers / tests (both present) block a merge"
+    )
     clustering: Literal["star", "components"] = Field(
-        "star", description="star: every dropped record is linked to its representative directly (no chaining)"
+        "star", description="star: each dropped record is linked to its representative directly (no chaining)"
     )
 
 
