@@ -297,7 +297,7 @@ class SemanticDedup(Stage):
         candidate_threshold: float = Field(0.87, gt=0, le=1, description="with the word check: cosine of candidate links")
         min_word_jaccard: float = Field(0.75, ge=0, le=1, description="word-set Jaccard needed below accept_cosine (0: off)")
         accept_cosine: float = Field(0.97, gt=0, le=1.0001, description="links at or above skip the word check")
-        numbers: str = Field("mask", pattern="^(mask|keep|strict)$", description="word check: strict = same numbers")
+        numbers: str = Field("strict", pattern="^(mask|keep|strict)$", description="word check: strict = same numbers")
         embedder: str = DEFAULT_SEMANTIC_EMBEDDER
         cache: bool = True
         cache_dir: str | None = None
