@@ -179,13 +179,18 @@ def _minhash_reduce(*slices: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     return row[head[member]], row[member]
 
 
-def _jaccard_task(a: np.ndarray, b: np.ndarray, starts: np.ndarray, sig_refs: list) -> np.ndarray:
+def _jaccard_task(
+    a: np.ndarray, b: np.ndarray, starts: np.ndarray, sig_refs: list, blocks: dict | None = None
+) -> np.ndarray:
     """Estimated Jaccard of edges whose ``a`` rows lie in one shard; fetches only the
-    signature blocks of the shards its edges touch."""
+    signature blocks of the shards its edges touch (into ``blocks``, when given, so that
+    repeated calls on the driver fetch each block once)."""
     import ray
 
     need = np.unique(np.concatenate([np.searchsorted(starts, a, "right") - 1, np.searchsorted(starts, b, "right") - 1]))
-    blocks = dict(zip(need.tolist(), ray.get([sig_refs[i] for i in need.tolist()])))
+    blocks = {} if blocks is None else blocks
+    missing = [i for i in need.tolist() if i not in blocks]
+    blocks.update(zip(missing, ray.get([sig_refs[i] for i in missing])))
 
     def rows_of(x: np.ndarray) -> np.ndarray:
         shard = np.searchsorted(starts, x, "right") - 1
@@ -256,12 +261,14 @@ def build_minhash(
         same = np.array([cats[x] == cats[y] for x, y in zip(a.tolist(), b.tolist())], bool)
         a, b, jac = a[same], b[same], jac[same]
 
+    fetched: dict[int, np.ndarray] = {}
+
     def pair_check(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``MinHashIndex.pair_check`` on the driver: signature rows fetched from the shards."""
         if not mh.verify:
             return np.zeros(len(x), bool)
         ok = nums[x] == nums[y] if mh.numbers == "strict" else np.ones(len(x), bool)
-        return ok & (_jaccard_task(x, y, starts, sig_refs) >= mh.threshold)
+        return ok & (_jaccard_task(x, y, starts, sig_refs, fetched) >= mh.threshold)
 
     labels = connected_components(n, a, b)
     return _drop_index(compact, labels, a, b, jac, "jaccard", verify=pair_check)

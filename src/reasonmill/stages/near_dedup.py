@@ -99,6 +99,9 @@ class _Compact:
         return conflicts(answers, tests, a, b)
 
 
+_MAX_TWO_HOP = 4096
+
+
 def _star_groups(
     keys: list[tuple], members: list[int], adjacent: dict[int, set[int]], verify: "PairCheck | None" = None
 ) -> list[list[int]]:
@@ -107,7 +110,9 @@ def _star_groups(
 
     LSH links every bucket member to the bucket's first row, not to each other, so the
     representative is often two links away from its copies; ``verify(rep, others)`` then
-    checks those two-hop members against the representative itself (accepted mask)."""
+    checks those two-hop members against the representative itself (accepted mask), at
+    most ``_MAX_TWO_HOP`` per representative so that a hub with thousands of links cannot
+    make this quadratic (the rest are tried by the next representatives)."""
     groups: list[list[int]] = []
     free = set(members)
     for m in sorted(members, key=keys.__getitem__):
@@ -117,7 +122,10 @@ def _star_groups(
         near = adjacent.get(m, set())
         taken = sorted(near & free)
         if verify is not None:
-            two_hop = sorted({y for x in near for y in adjacent.get(x, ())} & free - near)
+            reach: set[int] = set()
+            for x in near:
+                reach |= adjacent.get(x, set()) & free
+            two_hop = sorted(reach - near)[:_MAX_TWO_HOP]
             if two_hop:
                 ok = verify(np.full(len(two_hop), m, np.int64), np.array(two_hop, np.int64))
                 taken = sorted(taken + [y for y, good in zip(two_hop, ok.tolist()) if good])
