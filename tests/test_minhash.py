@@ -213,6 +213,26 @@ TEMPLATE_SIBLINGS = [
         "= -1$. "
         "Give $y(x)$ in closed form.",
     ),
+    # one word flips the question: odd/even functions, all values/the smallest value
+    (
+        'Let $f(x)$ and $g(x)$ be odd functions. Is $f(x) g(x)$ even, odd, or neither? Enter "odd", "even", '
+        'or "neither".',
+        'Let $f(x)$ and $g(x)$ be even functions. Is $f(x) g(x)$ even, odd, or neither? Enter "odd", "even", '
+        'or "neither".',
+    ),
+    (
+        "Two nonzero real numbers $a$ and $b$ satisfy $ab = a - b$. Find all possible values of "
+        "$\\frac{a}{b} + \\frac{b}{a} - ab$.",
+        "Two nonzero real numbers $a$ and $b$ satisfy $ab = a - b$. Find the smallest possible value of "
+        "$\\frac{a}{b} + \\frac{b}{a} - ab$.",
+    ),
+    # MBPP: difference vs product of two squares
+    (
+        "Write a python function to check whether the given number can be represented as difference of two "
+        "squares or not.",
+        "Write a python function to check whether the given number can be represented as product of two "
+        "squares or not.",
+    ),
     # a subproblem series: long shared preamble, another last question
     (
         "A bag contains 5 red, 4 blue and 3 green marbles. Two marbles are drawn at random without "
@@ -262,12 +282,10 @@ def test_the_old_defaults_merged_the_template_siblings():
             "Let $z = 3 + 4i$. Compute the real part of $z^2$.",
             ("25", "-7"),
         ),
+        # MBPP: one word apart, the tests differ
         (
-            "Write a python function to check whether the given number can be represented as difference of "
-            "two "
-            "squares or not.",
-            "Write a python function to check whether the given number can be represented as "
-            "product of two squares or not.",
+            "Write a function to find the nth hexagonal number.",
+            "Write a function to find the nth delannoy number.",
             None,
         ),
         # LeetCode: one prompt frame and starter code; the text alone does not separate them (the frame
@@ -290,8 +308,8 @@ def test_the_old_defaults_merged_the_template_siblings():
 def test_answer_conflict_blocks_a_merge(first, second, answers):
     if answers is None:  # MBPP: the tests differ
         keys = [
-            {"tests": [{"input": "assert dif_Square(5) == True", "output": "", "kind": "assert"}]},
-            {"tests": [{"input": "assert prod_Square(36) == True", "output": "", "kind": "assert"}]},
+            {"tests": [{"input": "assert hexagonal_num(10) == 190", "output": "", "kind": "assert"}]},
+            {"tests": [{"input": "assert dealnnoy_num(3, 4) == 129", "output": "", "kind": "assert"}]},
         ]
     else:
         keys = [{"reference_answer": answers[0]}, {"reference_answer": answers[1]}]
