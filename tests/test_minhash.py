@@ -383,6 +383,7 @@ def test_copies_in_one_lsh_bucket_reach_a_representative_that_is_not_the_bucket_
     records = [_rec(1, BASE), _rec(2, BASE + " Show your work.", reference_answer="1"), _rec(3, BASE + "  ")]
     index = MinHashDedup({}).build([records])
     assert {k: v[0] for k, v in index.items()} == {"r1": "r2", "r3": "r2"}
+    assert all(v[1]["jaccard"] >= 0.5 for v in index.values())  # each similarity to r2 itself
 
 
 def test_keep_priority_a_record_with_responses_beats_one_without():

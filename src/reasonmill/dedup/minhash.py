@@ -531,16 +531,19 @@ class MinHashIndex:
         return out
 
     def pair_check(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Mask of pairs (a[i], b[i]) that pass the link test (same numbers in ``strict``
-        mode, estimated Jaccard ≥ threshold): for pairs LSH did not link directly."""
-        ok = np.ones(len(a), bool)
+        """Estimated Jaccard of pairs (a[i], b[i]) LSH did not link directly, NaN where the
+        pair fails the link test (other numbers in ``strict`` mode, below the threshold, or
+        no signatures kept because ``verify`` is off: then only LSH links may merge)."""
+        if not self._sig_chunks:
+            return np.full(len(a), np.nan, np.float32)
+        jac = self.estimated_jaccard(a, b)
+        fail = jac < self.settings.threshold
         if self.settings.numbers == "strict":
             nums = _merge_chunks(self._num_chunks)
             self._num_chunks = [nums]
-            ok &= nums[a] == nums[b]
-        if not self._sig_chunks:  # no verification: nothing but LSH links may merge
-            return np.zeros(len(a), bool)
-        return ok & (self.estimated_jaccard(a, b) >= self.settings.threshold)
+            fail |= nums[a] != nums[b]
+        jac[fail] = np.nan
+        return jac
 
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accepted links (a, b, estimated Jaccard; NaN when not verified)."""

@@ -266,9 +266,13 @@ def build_minhash(
     def pair_check(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``MinHashIndex.pair_check`` on the driver: signature rows fetched from the shards."""
         if not mh.verify:
-            return np.zeros(len(x), bool)
-        ok = nums[x] == nums[y] if mh.numbers == "strict" else np.ones(len(x), bool)
-        return ok & (_jaccard_task(x, y, starts, sig_refs, fetched) >= mh.threshold)
+            return np.full(len(x), np.nan, np.float32)
+        jac = _jaccard_task(x, y, starts, sig_refs, fetched)
+        fail = jac < mh.threshold
+        if mh.numbers == "strict":
+            fail |= nums[x] != nums[y]
+        jac[fail] = np.nan
+        return jac
 
     labels = connected_components(n, a, b)
     return _drop_index(compact, labels, a, b, jac, "jaccard", verify=pair_check)

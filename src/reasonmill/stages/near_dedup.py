@@ -34,7 +34,7 @@ from ..dedup.unionfind import connected_components
 from .base import Resources, Stage, StageOutput, StageSettings, stage
 
 DropIndex = dict[str, tuple[str, dict[str, Any]]]
-#: (rows a, rows b) -> mask of the pairs that are duplicates by the stage's own test
+#: (rows a, rows b) -> similarity of each pair, NaN where it is no duplicate by the stage's test
 PairCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -103,14 +103,19 @@ _MAX_TWO_HOP = 4096
 
 
 def _star_groups(
-    keys: list[tuple], members: list[int], adjacent: dict[int, set[int]], verify: "PairCheck | None" = None
+    keys: list[tuple],
+    members: list[int],
+    adjacent: dict[int, set[int]],
+    verify: PairCheck | None = None,
+    found: dict[tuple[int, int], float] | None = None,
 ) -> list[list[int]]:
     """Split one linked component into stars: best priority first, a free member becomes a
     representative and takes the free members linked to it directly ([rep, *members]).
 
     LSH links every bucket member to the bucket's first row, not to each other, so the
     representative is often two links away from its copies; ``verify(rep, others)`` then
-    checks those two-hop members against the representative itself (accepted mask), at
+    checks those two-hop members against the representative itself (their similarity is
+    added to ``found``), at
     most ``_MAX_TWO_HOP`` per representative so that a hub with thousands of links cannot
     make this quadratic (the rest are tried by the next representatives)."""
     groups: list[list[int]] = []
@@ -127,8 +132,11 @@ def _star_groups(
                 reach |= adjacent.get(x, set()) & free
             two_hop = sorted(reach - near)[:_MAX_TWO_HOP]
             if two_hop:
-                ok = verify(np.full(len(two_hop), m, np.int64), np.array(two_hop, np.int64))
-                taken = sorted(taken + [y for y, good in zip(two_hop, ok.tolist()) if good])
+                sims = verify(np.full(len(two_hop), m, np.int64), np.array(two_hop, np.int64)).tolist()
+                accepted = [(y, s) for y, s in zip(two_hop, sims) if s == s]  # s == s: not NaN
+                if found is not None:
+                    found.update(((min(m, y), max(m, y)), s) for y, s in accepted)
+                taken = sorted(taken + [y for y, _ in accepted])
         free.difference_update(taken)
         if taken:
             groups.append([m, *taken])
@@ -187,12 +195,14 @@ def _drop_index(
     if verify is not None:
 
         def checked(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            return verify(x, y) & ~compact.conflicting(x, y)
+            sims = np.asarray(verify(x, y), np.float32).copy()
+            sims[compact.conflicting(x, y)] = np.nan
+            return sims
 
     groups: list[list[int]] = []
     for members in components.values():
         if compact.clustering == "star":
-            groups += _star_groups(compact.keys, members, adjacent, checked)
+            groups += _star_groups(compact.keys, members, adjacent, checked, pair_sim)
         else:
             rep = min(members, key=compact.keys.__getitem__)
             groups.append([rep, *(i for i in members if i != rep)])
