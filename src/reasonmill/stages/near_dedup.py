@@ -99,6 +99,7 @@ class _Compact:
         return conflicts(answers, tests, a, b)
 
 
+#: two-hop members verified per representative (see ``_star_groups``)
 _MAX_TWO_HOP = 4096
 
 
@@ -115,9 +116,9 @@ def _star_groups(
     LSH links every bucket member to the bucket's first row, not to each other, so the
     representative is often two links away from its copies; ``verify(rep, others)`` then
     checks those two-hop members against the representative itself (their similarity is
-    added to ``found``), at
-    most ``_MAX_TWO_HOP`` per representative so that a hub with thousands of links cannot
-    make this quadratic (the rest are tried by the next representatives)."""
+    added to ``found``), at most ``_MAX_TWO_HOP`` per representative so that a hub with
+    thousands of links cannot make this quadratic (the rest are tried by the next
+    representatives)."""
     groups: list[list[int]] = []
     free = set(members)
     for m in sorted(members, key=keys.__getitem__):
