@@ -28,7 +28,7 @@ template siblings, so it no longer decides the defaults):
   so re-typeset copies of a problem have the same tokens. 2-grams, threshold 0.5.
 * ``numbers="strict"``: two texts are linked only when their multisets of numbers,
   operators, opening parentheses, LaTeX command names and a few words that flip the
-  question (odd/even, smallest/largest, first/last, sum/product/difference, ...) are
+  question (odd/even, smallest/largest, sum/product/difference, ...) are
   equal. Different problems that share a template share most words, but not these:
   "f(x)f(y)" vs "f(x)+f(y)", "find f(6)" vs "find f(5)", "\\heartsuit" vs "\\spadesuit".
   With the old defaults (whitespace tokens, digits masked, 3-grams at 0.55) precision on
@@ -278,12 +278,13 @@ _COMMAND_ALIASES = {
 
 
 # words that flip what is asked while sharing every other word ("odd"/"even", "smallest"/
-# "largest", "sum"/"product", "first"/"last"): their multiset is part of the strict
-# signature; synonyms share a class ("greatest" = "largest" = "maximum")
+# "largest", "sum"/"product"): their multiset is part of the strict signature; synonyms
+# share a class ("greatest" = "largest" = "maximum"). Not "first"/"last", "positive",
+# "not", "lowest": copies add or drop them ("the first 50 integers", "lowest terms")
 _ASKED_WORD_CLASSES = {
     "max": "largest greatest maximum maximal biggest most",
     "min": "smallest least minimum minimal fewest",
-    "odd": "odd", "even": "even", "first": "first", "last": "last",
+    "odd": "odd", "even": "even",
     "increasing": "increasing", "decreasing": "decreasing",
     "sum": "sum", "product": "product", "difference": "difference", "quotient": "quotient",
 }
