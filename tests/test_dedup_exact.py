@@ -104,3 +104,19 @@ def test_reduce_picks_the_priority_winner_then_the_smallest_id(seed):
         parts = [(hashes[:cut], keys[:cut], ids[:cut]), (hashes[cut:], keys[cut:], ids[cut:])]
         assert ExactDedup({}).build_reduce(parts) == _reduce_by_groups(parts)
     assert ExactDedup({}).build_reduce([]) == {}
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_keep_priority_a_record_with_responses_beats_a_harder_one_with_a_reference(vectorized):
+    """Issue 12: ``replay`` drops records without responses; keeping the copy without any
+    over the one with traces lost both."""
+    bare = new_record(
+        source="a", problem="Find x if 2x = 4.", original_id=1, reference_answer="2", difficulty=9.0
+    )
+    traced = new_record(source="b", problem="find  X if 2x=4 .", original_id=2)
+    traced["responses"] = [new_response("<think>2x = 4</think>x = 2")]
+    stage = ExactDedup({"source_rank": ["a", "b"]})
+    records = [bare, traced]
+    parts = [stage.build_map_table(to_table(records)) if vectorized else stage.build_map(records)]
+    index = stage.build_reduce(parts)
+    assert list(index) == [bare["id"]] and index[bare["id"]][0] == traced["id"]

@@ -194,8 +194,11 @@ def test_real_data_dedup_and_decontamination_on_ray_equal_local(ray_cluster, tmp
     assert [s.label for s in on_ray.stages] == ["ingest", *used]
     by_label = {s.label: s for s in on_ray.stages}
     assert by_label["dedup.exact"].dropped >= 300  # the repeated GSM8K rows at least
-    for label in used[2:]:  # every near-dedup/decontamination stage found something to drop
-        assert by_label[label].dropped > 0, label
+    # every near-dedup/decontamination stage found something to drop, but dedup.semantic: after
+    # minhash no true copy is left here (its 5 drops under the old `numbers: mask` were all
+    # template siblings, issue 12); that both engines agree is checked below
+    for label in used[2:]:
+        assert by_label[label].dropped > 0 or label == "dedup.semantic", label
     assert_same_results(tmp_path / "local", tmp_path / "ray")
     assert_ledger_invariant(tmp_path / "ray", on_ray.stages[0].records_in)
 

@@ -3,15 +3,15 @@
 Pipeline, chunk by chunk so a million texts fit in well under 2 GB:
 
 1. *Shingles, vectorised.* A chunk of texts becomes one UTF-8 byte buffer; numpy finds
-   the tokens (default: runs of non-blank characters, so "$x^2$" stays one token; or
-   ``tokens="words"``: letter runs, digit runs and single symbols), lower-cases ASCII and
+   the tokens (default ``tokens="math"``: letter runs, digit runs and operators, layout
+   ignored; or ``whitespace``: runs of non-blank characters), lower-cases ASCII and
    hashes each token with a polynomial prefix hash. n-gram hashes combine consecutive
    token hashes of the same text. No Python object per shingle.
 2. *Signatures* with rensa's R-MinHash from the flat hash buffer (uint32, ``num_perm``).
 3. *Bands.* Each signature is cut into ``bands × rows`` and each band is hashed to a
    uint64. With verification on (default), bands and rows are the cheapest banding that
-   still proposes ≥ ``lsh_recall`` (95%) of the pairs *at* the threshold (32×4 for
-   J ≥ 0.55 at 128 permutations); the classic choice (balance the false positive and
+   still proposes ≥ ``lsh_recall`` (95%) of the pairs *at* the threshold; the classic
+   choice (balance the false positive and
    false negative areas) centres the S-curve on the threshold and so misses about half
    of the pairs near it, which cost 1–2 points of recall here. The global index keeps only these arrays (and, for
    verification, the signatures): never texts.
@@ -19,23 +19,28 @@ Pipeline, chunk by chunk so a million texts fit in well under 2 GB:
    first row of their bucket; links are optionally verified by the Jaccard estimated
    from the signatures, then clustered with a vectorised union-find.
 
-Defaults, and why (measured on the issue-5 corpus, 200k rows, see bench/results/dedup.md):
+Defaults, and why (measured on 657 hand-labelled pairs of real problems, issue 12,
+bench/bench_dedup_decisions.py; the older synthetic word-edit corpus rewards merging
+template siblings, so it no longer decides the defaults):
 
-* whitespace tokens with trailing ``, . ; : ! ?`` stripped (``strip_punct``): a dropped
-  comma or full stop is the commonest edit between near-copies and otherwise changes
-  ``ngram`` shingles; symbols inside a token (``$x^2$``) still count, which math needs.
-* ``threshold=0.55``: a Jaccard of exactly 0.5 is reached when one text is another one
-  plus as many words again (a problem glued to other text), which is containment, not a
-  near-copy; with 128 permutations the estimate has σ ≈ 0.044, so 0.5 also admits many
-  pairs whose true Jaccard is below it. F1 is flat (≥ 0.957) for thresholds 0.525–0.575.
-* Clusters stay connected components: star clustering (members must be linked to a
-  centre) removed the chaining errors but lost more recall than it gained precision.
+* ``tokens="math"``: letter runs, digit runs and operators; layout (blanks, braces,
+  brackets, ``$``, backslashes, quotes, markdown, sentence punctuation) makes no token,
+  so re-typeset copies of a problem have the same tokens. 2-grams, threshold 0.5.
+* ``numbers="strict"``: two texts are linked only when their multisets of numbers,
+  operators, opening parentheses, LaTeX command names and a few words that flip the
+  question (odd/even, smallest/largest, sum/product/difference, ...) are
+  equal. Different problems that share a template share most words, but not these:
+  "f(x)f(y)" vs "f(x)+f(y)", "find f(6)" vs "find f(5)", "\\heartsuit" vs "\\spadesuit".
+  With the old defaults (whitespace tokens, digits masked, 3-grams at 0.55) precision on
+  the labelled pairs was 0.50 at recall 0.70; with these and the answer check of the stage
+  it is 0.985 at recall 0.968.
+* Clusters are built by the stage (``stages.near_dedup``): links with conflicting
+  answers/tests are removed and components are split into stars, so a cluster never
+  grows by chaining; ``clusters()`` here stays plain connected components.
 
-Numbers: ``mask`` (default) maps every digit to "0" (with ``tokens="words"``, every
-digit run to one token), so problems that differ
-only in their numbers cluster (template siblings); ``keep`` hashes digits as written;
-``strict`` additionally links two texts only when their multisets of numbers are equal,
-so "a triangle with sides 3, 4, 5" and "… 5, 12, 13" stay apart.
+Numbers modes: ``mask`` maps every digit to "0" (with ``tokens="words"``, every digit run
+to one token), so problems that differ only in their numbers cluster; ``keep`` hashes
+digits as written; ``strict`` is described above (with other tokenisations: numbers only).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Literal
@@ -53,12 +60,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from .unionfind import connected_components
 
 NumbersMode = Literal["mask", "keep", "strict"]
-TokensMode = Literal["whitespace", "words", "alnum"]
+TokensMode = Literal["whitespace", "words", "alnum", "math"]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _P = np.uint64(0x100000001B3)  # odd multiplier for the polynomial word hash
 _K = np.uint64(0x9E3779B97F4A7C15)  # n-gram combiner
 _DIGIT_TOKEN = np.uint64(0xD1617D1617D16170)  # every number in "mask" mode
+_PAREN_TOKEN = np.uint64(0x28282828A5A5A5A5)  # an opening parenthesis in the strict signature
 
 
 class MinHashSettings(BaseModel):
@@ -66,10 +74,10 @@ class MinHashSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ngram: int = Field(3, ge=1, description="word n-gram (shingle) size")
+    ngram: int = Field(2, ge=1, description="token n-gram (shingle) size")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
     threshold: float = Field(
-        0.55, gt=0, lt=1, description="Jaccard similarity of the n-gram sets (> 0.5: see the module docstring)"
+        0.5, gt=0, lt=1, description="Jaccard similarity of the n-gram sets (see the module docstring)"
     )
     bands: int | None = Field(None, description="LSH bands; derived from threshold when unset")
     rows: int | None = Field(None, description="rows per band; derived from threshold when unset")
@@ -77,9 +85,11 @@ class MinHashSettings(BaseModel):
     lsh_recall: float = Field(
         0.95, gt=0, lt=1, description="with verify: derive bands so pairs at the threshold become candidates this often"
     )
-    numbers: NumbersMode = "mask"
+    numbers: NumbersMode = "strict"
     tokens: TokensMode = Field(
-        "whitespace", description="whitespace: runs of non-blank characters; words: letter/digit runs + symbols"
+        "math",
+        description="math: letter/digit runs + operators, layout ignored; whitespace: runs of non-blank "
+        "characters; words: letter/digit runs + symbols",
     )
     strip_punct: bool = Field(True, description="whitespace tokens: drop trailing , . ; : ! ? (\"x,\" = \"x\")")
     seed: int = 1
@@ -142,6 +152,11 @@ _WS_CLASS[127] = 0
 # ``tokens="alnum"``: letter runs and digit runs; symbols are separators (like ``\\w+``)
 _ALNUM_CLASS = _CLASS.copy()
 _ALNUM_CLASS[_ALNUM_CLASS == 3] = 0
+# ``tokens="math"``: letter runs, digit runs and operators; layout is no token: blanks,
+# brackets, ``$``, backslashes, quotes, markdown ``*``/``#`` and sentence punctuation
+# ("$x^{2}$," = "\\(x^2\\)"), so reformatting changes no token; operators stay tokens
+_MATH_CLASS = _CLASS.copy()
+_MATH_CLASS[[ord(c) for c in "{}()[]$\\,.;:!?\"'`~*#"]] = 0
 # sentence punctuation that ``strip_punct`` removes at the end of a whitespace token
 _TRAIL = np.zeros(256, bool)
 _TRAIL[[ord(c) for c in ",.;:!?"]] = True
@@ -191,9 +206,9 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _token_hashes(
     buf: np.ndarray, doc_start: np.ndarray, tokens: TokensMode, lower: np.ndarray, strip_punct: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(uint64 hash, text index, is-digit-run) of every token of the byte buffer."""
-    table = {"whitespace": _WS_CLASS, "words": _CLASS, "alnum": _ALNUM_CLASS}[tokens]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(uint64 hash, text index, is-digit-run, start byte) of every token of the byte buffer."""
+    table = {"whitespace": _WS_CLASS, "words": _CLASS, "alnum": _ALNUM_CLASS, "math": _MATH_CLASS}[tokens]
     cls = table[buf]
     if strip_punct and tokens == "whitespace":
         # "x," / "x." / "x?!" -> "x": a dropped comma or full stop changes no token
@@ -223,7 +238,120 @@ def _token_hashes(
         words = _mix((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64))
     word_doc = np.searchsorted(doc_start, starts, side="right") - 1
     is_num = (_CLASS[buf[starts]] == 2) if tokens != "whitespace" else np.zeros(len(starts), bool)
-    return words, word_doc, is_num
+    return words, word_doc, is_num, starts
+
+
+_FOLD = str.maketrans(
+    {"\u2212": "-", "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00b7": "*", "\u3002": ".",
+     "\u3001": ","}
+)
+
+
+def fold_unicode(text: str) -> str:
+    """NFKC plus a few look-alikes, for non-ASCII texts only (ASCII ones are returned as
+    they are, which keeps this cheap): full-width punctuation, NBSP, Unicode minus and
+    quotes are how re-typed and machine-translated copies of a problem differ."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_FOLD)
+
+
+# "24,\\!000" / "1,000" -> "24000" / "1000": how copies of a problem write one number; and
+# forum markup ("[i]Norwegian[/i]") that copies scraped from AoPS carry
+_LAYOUT_TEXT = re.compile(r"(?<=\d),(?:\\!)?(?=\d{3}(?!\d))|\[/?[a-z]\]")
+# ``numbers="strict"`` with math tokens: besides the numbers, these operators and the LaTeX
+# command names must agree ("f(x)f(y)" vs "f(x)+f(y)", "\\heartsuit" vs "\\spadesuit",
+# "\\rho" vs "z"); layout commands do not count and spellings of one symbol are one name
+_SIGNATURE_OPERATORS = np.zeros(256, bool)
+_SIGNATURE_OPERATORS[[ord(c) for c in "+=<>^/|"]] = True
+_LAYOUT_COMMANDS = (
+    "boxed left right big bigg text mathrm textbf mathbf textit emph displaystyle limits quad qquad mbox "
+    "operatorname begin end hline newline label tag nonumber mathit rm bf it textrm cal mathcal overline"
+).split()
+_COMMAND_ALIASES = {
+    "dfrac": "frac", "tfrac": "frac", "over": "frac", "dbinom": "binom", "tbinom": "binom", "choose": "binom",
+    "le": "leq", "leqslant": "leq", "ge": "geq", "geqslant": "geq", "ne": "neq",
+    "cdots": "ldots", "dots": "ldots", "dotsb": "ldots", "dotsc": "ldots", "dotsm": "ldots",
+    "to": "rightarrow", "lvert": "vert", "rvert": "vert",
+    "pmod": "bmod", "mod": "bmod",
+}
+
+
+# words that flip what is asked while sharing every other word ("odd"/"even", "smallest"/
+# "largest", "sum"/"product"): their multiset is part of the strict signature; synonyms
+# share a class ("greatest" = "largest" = "maximum"). Not "first"/"last", "positive",
+# "not", "lowest": copies add or drop them ("the first 50 integers", "lowest terms")
+_ASKED_WORD_CLASSES = {
+    "max": "largest greatest maximum maximal biggest most",
+    "min": "smallest least minimum minimal fewest",
+    "odd": "odd", "even": "even",
+    "increasing": "increasing", "decreasing": "decreasing",
+    "sum": "sum", "product": "product", "difference": "difference", "quotient": "quotient",
+}
+
+
+def _hashes(names: list[str]) -> np.ndarray:
+    """Token hashes of single words, as ``tokens="math"`` computes them."""
+    encoded = [n.encode() for n in names]
+    buf = np.frombuffer(b"\x00".join(encoded), dtype=np.uint8)
+    doc_start = np.zeros(len(names), np.int64)
+    np.cumsum(np.array([len(e) + 1 for e in encoded[:-1]], np.int64), out=doc_start[1:])
+    return _token_hashes(buf, doc_start, "math", _LOWER)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _asked_word_table() -> tuple[np.ndarray, np.ndarray]:
+    """(sorted word hashes, their class hashes)."""
+    words = [(w, cls) for cls, ws in _ASKED_WORD_CLASSES.items() for w in ws.split()]
+    hashes = _hashes([w for w, _ in words])
+    classes = _hashes([f"class{cls}" for _, cls in words]) ^ np.uint64(0xA5C1A55)
+    order = np.argsort(hashes)
+    return hashes[order], classes[order]
+
+
+@functools.lru_cache(maxsize=1)
+def _command_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted hashes of layout commands, sorted alias hashes, their canonical hashes)."""
+    layout = np.sort(_hashes(_LAYOUT_COMMANDS))
+    alias, canonical = _hashes(list(_COMMAND_ALIASES)), _hashes(list(_COMMAND_ALIASES.values()))
+    order = np.argsort(alias)
+    return layout, alias[order], canonical[order]
+
+
+def _math_signature_tokens(
+    buf: np.ndarray,
+    doc_start: np.ndarray,
+    words: np.ndarray,
+    word_doc: np.ndarray,
+    is_num: np.ndarray,
+    starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, text index) of the tokens whose multiset must be equal in ``strict`` mode:
+    numbers, the operators ``+ = < > ^ / |``, LaTeX command names (aliases folded),
+    opening parentheses that are not ``\\(`` ("f(f(f(x)))" vs "f(f(x))") and the words that
+    flip what is asked (``_ASKED_WORD_CLASSES``)."""
+    first = buf[starts]
+    after_backslash = np.zeros(len(starts), bool)
+    after_backslash[starts > 0] = buf[starts[starts > 0] - 1] == ord("\\")
+    command = after_backslash & (_CLASS[first] == 1)
+    layout, alias, canonical = _command_tables()
+    h = words.copy()
+    cmd = h[command]
+    pos = np.minimum(np.searchsorted(alias, cmd), len(alias) - 1)
+    cmd = np.where(alias[pos] == cmd, canonical[pos], cmd)
+    h[command] = cmd
+    lpos = np.minimum(np.searchsorted(layout, cmd), len(layout) - 1)
+    command[np.nonzero(command)[0][layout[lpos] == cmd]] = False
+    words_at, classes = _asked_word_table()
+    wpos = np.minimum(np.searchsorted(words_at, h), len(words_at) - 1)
+    asked = (words_at[wpos] == h) & ~after_backslash & (_CLASS[first] == 1)
+    h[asked] = classes[wpos[asked]]
+    keep = is_num | command | asked | (_SIGNATURE_OPERATORS[first] & ~after_backslash)
+    paren = np.nonzero(buf == ord("("))[0]
+    paren = paren[(paren == 0) | (buf[np.maximum(paren - 1, 0)] != ord("\\"))]
+    paren_doc = np.searchsorted(doc_start, paren, side="right") - 1
+    return (np.concatenate([h[keep], np.full(len(paren), _PAREN_TOKEN)]),
+            np.concatenate([word_doc[keep], paren_doc]))
 
 
 def shingle_hashes(
@@ -235,19 +363,23 @@ def shingle_hashes(
 ) -> ShingleChunk:
     """Word n-gram hashes of each text; see the module docstring for the tokenisation."""
     n = len(texts)
+    if tokens == "math":
+        texts = [_LAYOUT_TEXT.sub("", fold_unicode(t)) if isinstance(t, str) else "" for t in texts]
     encoded = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else b"" for t in texts]
     lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     buf = np.frombuffer(b"\x00".join(encoded), dtype=np.uint8)
     doc_start = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1] + 1, out=doc_start[1:])
     lower = _LOWER_MASKED if numbers == "mask" else _LOWER
-    words, word_doc, is_num = _token_hashes(buf, doc_start, tokens, lower, strip_punct)
+    words, word_doc, is_num, starts = _token_hashes(buf, doc_start, tokens, lower, strip_punct)
     num_hash = np.zeros(n, dtype=np.uint64)
     if numbers == "strict":
-        if tokens != "whitespace":
+        if tokens == "math":
+            nh, nd = _math_signature_tokens(buf, doc_start, words, word_doc, is_num, starts)
+        elif tokens != "whitespace":
             nh, nd = words[is_num], word_doc[is_num]
         else:
-            h, d, isn = _token_hashes(buf, doc_start, "words", _LOWER)
+            h, d, isn, _ = _token_hashes(buf, doc_start, "words", _LOWER)
             nh, nd = h[isn], d[isn]
         np.add.at(num_hash, nd, nh)
     if numbers == "mask" and tokens != "whitespace":
@@ -398,6 +530,21 @@ class MinHashIndex:
         for i in range(0, len(a), block):
             out[i : i + block] = (sig[a[i : i + block]] == sig[b[i : i + block]]).mean(axis=1)
         return out
+
+    def pair_check(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard of pairs (a[i], b[i]) LSH did not link directly, NaN where the
+        pair fails the link test (other numbers in ``strict`` mode, below the threshold, or
+        no signatures kept because ``verify`` is off: then only LSH links may merge)."""
+        if not self._sig_chunks:
+            return np.full(len(a), np.nan, np.float32)
+        jac = self.estimated_jaccard(a, b)
+        fail = jac < self.settings.threshold
+        if self.settings.numbers == "strict":
+            nums = _merge_chunks(self._num_chunks)
+            self._num_chunks = [nums]
+            fail |= nums[a] != nums[b]
+        jac[fail] = np.nan
+        return jac
 
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Accepted links (a, b, estimated Jaccard; NaN when not verified)."""

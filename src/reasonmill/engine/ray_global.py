@@ -115,16 +115,16 @@ def _shard_rows(prev: StageDir) -> tuple[list[str], np.ndarray]:
     return shards, starts
 
 
-def _compact_of(records: list[dict], field: str, source_rank: list[str]) -> tuple[list, list, list, list[str]]:
+def _compact_of(records: list[dict], field: str, settings: Any) -> tuple[Any, list[str]]:
     from reasonmill.stages.near_dedup import _Compact, _text
 
-    compact = _Compact(source_rank)
+    compact = _Compact.for_settings(settings)
     for r in records:
         compact.add(r)
-    return compact.ids, compact.keys, compact.categories, [_text(r, field) for r in records]
+    return compact, [_text(r, field) for r in records]
 
 
-def _minhash_map(mh_settings: Any, field: str, source_rank: list[str], per_category: bool,
+def _minhash_map(mh_settings: Any, field: str, settings: Any, per_category: bool,
                  in_dir: str, shard: str, start: int, parts: int) -> list:
     """One shard → per partition (band, band hash, global row) triples; then signatures
     (for verification) and the compact per-row info as the last two returns."""
@@ -132,7 +132,8 @@ def _minhash_map(mh_settings: Any, field: str, source_rank: list[str], per_categ
     from reasonmill.stages.near_dedup import _category_hash
 
     records = StageDir(Path(in_dir)).read_shard(shard, tuple(dict.fromkeys((*_COMPACT_COLUMNS, field))))
-    ids, keys, cats, texts = _compact_of(records, field, source_rank)
+    compact, texts = _compact_of(records, field, settings)
+    cats = compact.categories
     index = MinHashIndex(mh_settings)
     for lo in range(0, len(texts), mh_settings.chunk_size):
         chunk = texts[lo : lo + mh_settings.chunk_size]
@@ -156,7 +157,7 @@ def _minhash_map(mh_settings: Any, field: str, source_rank: list[str], per_categ
     part = (hashes % np.uint64(parts)).astype(np.int64)
     out: list[Any] = [(band_no[part == p], hashes[part == p], rows[part == p]) for p in range(parts)]
     out.append(sig)
-    out.append((ids, keys, cats, numbers))
+    out.append((compact, numbers))
     return out
 
 
@@ -178,13 +179,18 @@ def _minhash_reduce(*slices: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple
     return row[head[member]], row[member]
 
 
-def _jaccard_task(a: np.ndarray, b: np.ndarray, starts: np.ndarray, sig_refs: list) -> np.ndarray:
+def _jaccard_task(
+    a: np.ndarray, b: np.ndarray, starts: np.ndarray, sig_refs: list, blocks: dict | None = None
+) -> np.ndarray:
     """Estimated Jaccard of edges whose ``a`` rows lie in one shard; fetches only the
-    signature blocks of the shards its edges touch."""
+    signature blocks of the shards its edges touch (into ``blocks``, when given, so that
+    repeated calls on the driver fetch each block once)."""
     import ray
 
     need = np.unique(np.concatenate([np.searchsorted(starts, a, "right") - 1, np.searchsorted(starts, b, "right") - 1]))
-    blocks = dict(zip(need.tolist(), ray.get([sig_refs[i] for i in need.tolist()])))
+    blocks = {} if blocks is None else blocks
+    missing = [i for i in need.tolist() if i not in blocks]
+    blocks.update(zip(missing, ray.get([sig_refs[i] for i in missing])))
 
     def rows_of(x: np.ndarray) -> np.ndarray:
         shard = np.searchsorted(starts, x, "right") - 1
@@ -215,31 +221,29 @@ def build_minhash(
         return {}
     mapper = _remote(ray, _minhash_map, num_returns=partitions + 2)
     maps = [
-        mapper.remote(mh, settings.field, settings.source_rank, settings.per_category, str(prev.path), s,
+        mapper.remote(mh, settings.field, settings, settings.per_category, str(prev.path), s,
                       int(starts[i]), partitions)
         for i, s in enumerate(shards)
     ]
     reducer = _remote(ray, _minhash_reduce, num_returns=2)
     pairs = [reducer.remote(*[m[p] for m in maps]) for p in range(partitions)]
     metas = ray.get([m[-1] for m in maps])
-    compact = _Compact(settings.source_rank)
+    compact = _Compact.for_settings(settings)
     numbers_parts = []
-    for ids, keys, cats, numbers in metas:
-        compact.ids += ids
-        compact.keys += keys
-        compact.categories += cats
+    for part, numbers in metas:
+        compact.extend(part)
         numbers_parts.append(numbers)
     a = np.concatenate([ray.get(p[0]) for p in pairs])
     b = np.concatenate([ray.get(p[1]) for p in pairs])
     if len(a):
         key = np.unique(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
         a, b = key // n, key % n
+    nums = np.concatenate(numbers_parts)
+    sig_refs = [m[-2] for m in maps]
     if mh.numbers == "strict" and len(a):
-        nums = np.concatenate(numbers_parts)
         same = nums[a] == nums[b]
         a, b = a[same], b[same]
     if mh.verify and len(a):
-        sig_refs = [m[-2] for m in maps]
         shard_of_a = np.searchsorted(starts, a, "right") - 1
         bounds = np.searchsorted(shard_of_a, np.arange(len(shards) + 1))
         jac_task = _remote(ray, _jaccard_task)
@@ -256,22 +260,36 @@ def build_minhash(
         cats = compact.categories
         same = np.array([cats[x] == cats[y] for x, y in zip(a.tolist(), b.tolist())], bool)
         a, b, jac = a[same], b[same], jac[same]
+
+    fetched: dict[int, np.ndarray] = {}
+
+    def pair_check(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``MinHashIndex.pair_check`` on the driver: signature rows fetched from the shards."""
+        if not mh.verify:
+            return np.full(len(x), np.nan, np.float32)
+        jac = _jaccard_task(x, y, starts, sig_refs, fetched)
+        fail = jac < mh.threshold
+        if mh.numbers == "strict":
+            fail |= nums[x] != nums[y]
+        jac[fail] = np.nan
+        return jac
+
     labels = connected_components(n, a, b)
-    return _drop_index(compact, labels, a, b, jac, "jaccard")
+    return _drop_index(compact, labels, a, b, jac, "jaccard", verify=pair_check)
 
 
 # --- semantic dedup: sharded embedding, then neighbour search ------------------------------
 
 
-def _embed_map(sem_settings: Any, field: str, source_rank: list[str], in_dir: str, shard: str) -> tuple:
+def _embed_map(sem_settings: Any, field: str, settings: Any, in_dir: str, shard: str) -> tuple:
     from reasonmill.dedup.semantic import _worker_embedder, word_sets
 
     records = StageDir(Path(in_dir)).read_shard(shard, tuple(dict.fromkeys((*_COMPACT_COLUMNS, field))))
-    ids, keys, cats, texts = _compact_of(records, field, source_rank)
+    compact, texts = _compact_of(records, field, settings)
     embedder = _worker_embedder(sem_settings.embedder, sem_settings.cache, sem_settings.cache_dir)
     x = embedder.encode(texts, batch_size=sem_settings.batch_size) if texts else None
     words = word_sets(texts, sem_settings.numbers) if texts and sem_settings.check_words else None
-    return x, words, (ids, keys, cats)
+    return x, words, compact
 
 
 def build_semantic(
@@ -291,13 +309,11 @@ def build_semantic(
     sem = stage._semantic_settings()
     shards = prev.shards()
     task = _remote(ray, _embed_map, num_cpus=1)
-    results = ray.get([task.remote(sem, settings.field, settings.source_rank, str(prev.path), s) for s in shards])
-    compact = _Compact(settings.source_rank)
+    results = ray.get([task.remote(sem, settings.field, settings, str(prev.path), s) for s in shards])
+    compact = _Compact.for_settings(settings)
     parts, word_parts = [], []
-    for x, words, (ids, keys, cats) in results:
-        compact.ids += ids
-        compact.keys += keys
-        compact.categories += cats
+    for x, words, part in results:
+        compact.extend(part)
         if x is not None:
             parts.append(x)
             if words is not None:

@@ -63,13 +63,13 @@ class ExactDedup(Stage):
         rank = {name: i for i, name in enumerate(self.settings.source_rank)}
         n = len(records)
         hashes = np.empty(n, dtype=np.uint64)
-        keys = np.empty((n, 4), dtype=np.float64)
+        keys = np.empty((n, 5), dtype=np.float64)
         ids = []
         for i, r in enumerate(records):
             hashes[i] = _text_hash(r, self.settings)
             key = priority_key(r, rank)
-            keys[i] = key[:4]
-            ids.append(key[4])
+            keys[i] = key[:-1]
+            ids.append(key[-1])
         return hashes, keys, np.array(ids, dtype=object)
 
     def build_map_table(self, table: pa.Table) -> tuple:
@@ -97,6 +97,7 @@ class ExactDedup(Stage):
         verified = np.zeros(n, dtype=bool)
         if isinstance(responses, pa.ChunkedArray):
             responses = responses.combine_chunks()
+        has_responses = pc.fill_null(pc.list_value_length(responses), 0).to_numpy(zero_copy_only=False) > 0
         flat = pc.list_flatten(responses)
         if len(flat):
             passed = _np(pc.struct_field(flat, "passed"))
@@ -105,11 +106,12 @@ class ExactDedup(Stage):
         difficulty = pc.fill_null(table.column("difficulty"), -1.0).to_numpy(zero_copy_only=False)
         rank = {name: i for i, name in enumerate(s.source_rank)}
         sources = table.column("source").to_pylist()
-        keys = np.empty((n, 4), dtype=np.float64)
-        keys[:, 0] = np.where(has_ref, 0, 1)
-        keys[:, 1] = np.where(verified, 0, 1)
-        keys[:, 2] = -difficulty
-        keys[:, 3] = [rank.get(src or "", len(rank)) for src in sources]
+        keys = np.empty((n, 5), dtype=np.float64)
+        keys[:, 0] = np.where(has_responses, 0, 1)
+        keys[:, 1] = np.where(has_ref, 0, 1)
+        keys[:, 2] = np.where(verified, 0, 1)
+        keys[:, 3] = -difficulty
+        keys[:, 4] = [rank.get(src or "", len(rank)) for src in sources]
         return hashes, keys, ids
 
     def build_reduce(self, parts: list[tuple]) -> dict[str, tuple[str, int]]:
@@ -136,7 +138,7 @@ class ExactDedup(Stage):
         keys = np.concatenate([p[1] for p in parts])[src]
         ids = np.concatenate([p[2] for p in parts])[src]
         g = group[rows]
-        o = np.lexsort((_string_rank(ids), keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0], g))
+        o = np.lexsort((_string_rank(ids), *(keys[:, j] for j in reversed(range(keys.shape[1]))), g))
         g, h = g[o], sorted_h[rows][o]
         lead = np.ones(len(g), dtype=bool)
         lead[1:] = g[1:] != g[:-1]
