@@ -67,7 +67,8 @@ _LATEX_FORMAT = re.compile(r"\\(?:left|right|big+l?|big+r?|displaystyle|textstyl
 #: thousands separators: 1,000 / 1{,}000 / 1\,000 / 1\!000 are all 1000 (not inside a list: [100,200])
 _THOUSANDS = re.compile(r"(?<![\d.,\[(])(\d{1,3})(?:(?:,|\{,\}|\\[,!;: ])\d{3})+(?!\d|,\d)")
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\\[a-z]+|[^\W\d_]+"
-                    r"|\d+(?:\.\d+)?|\.\d+|[-+=<>/^*!|\u221a\u03c0\u221e\u2264\u2265\u2260\u00d7\u00f7]")
+                    r"|\d+(?:\.\d+)?|\.\d+|[-+=<>/^*|\u221a\u03c0\u221e\u2264\u2265\u2260\u00d7\u00f7]"
+                    r"|(?<=[\d)}])!|(?<=\b[a-z])!")  # "!" only as a factorial: 5!, n!, (n+1)!
 _NUM_TOKEN = "\x00#"
 #: tokens that carry a problem's mathematics: numbers, LaTeX commands, symbols and
 #: one-letter names (not the words "a" and "i"); they must agree for an embedding hit
@@ -236,7 +237,9 @@ class DecontamSettings(BaseModel):
     #: cosine for a hit whatever the numbers (off: a changed number makes another problem)
     embedding_cosine_any: float | None = Field(None, ge=-1, le=1)
     template_siblings: bool = True
-    #: masked-number n-gram coverage (numbers differing) for a template sibling
+    #: masked-number n-gram coverage (numbers differing) for a template sibling, which must
+    #: also reach half the item's ``ngram_coverage``; an item covered but with other numbers
+    #: or missing distinctive words is a sibling too
     sibling_coverage: float = Field(0.5, gt=0, le=1)
     #: embedding cosine (numbers differing) for a template sibling; off by default, since
     #: same-topic problems reach high cosines and the category would lose its meaning
@@ -305,8 +308,9 @@ class BenchmarkIndex:
     cover_keys: np.ndarray
     cover_weight: np.ndarray
     item_weight: np.ndarray
-    #: per item: its distinctive words (not numbers, in < ``common_word_df`` of the documents)
-    item_words: list[frozenset[str]]
+    #: per item: hashes of its distinctive words (not numbers, in < ``common_word_df`` of the
+    #: documents); hashes, so the index still holds no benchmark text
+    item_words: list[frozenset[int]]
     #: per item: the coverage and cosine thresholds of its benchmark (per_benchmark applied)
     coverage_min: np.ndarray
     cosine_min: np.ndarray
@@ -340,6 +344,10 @@ class _Prepared:
     signature: tuple[str, ...]
     clean: str  # normalized text (for the embedder)
 
+    @property
+    def word_hashes(self) -> set[int]:
+        return {_h64(t) for t in set(self.tokens)}
+
 
 def _prepare(text: str, settings: DecontamSettings, boiler: re.Pattern | None) -> _Prepared:
     norm = normalize_text(text, strip_asy=settings.strip_asy, boilerplate=boiler)
@@ -349,7 +357,7 @@ def _prepare(text: str, settings: DecontamSettings, boiler: re.Pattern | None) -
 
 
 def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int, s: DecontamSettings,
-                   boiler: re.Pattern | None) -> tuple[np.ndarray, np.ndarray, int, list[frozenset[str]]]:
+                   boiler: re.Pattern | None) -> tuple[np.ndarray, np.ndarray, int, list[frozenset[int]]]:
     """IDF of every distinct benchmark n-gram over benchmark items + background documents.
 
     The background is the corpus being checked and any extra texts like it: a prompt frame
@@ -385,8 +393,8 @@ def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int,
         df += np.bincount(np.concatenate(found), minlength=len(keys))
     # scaled so that an n-gram of a single document weighs 1 and one of every document 0
     idf = np.log((docs + 1) / (df + 1)) / np.log((docs + 1) / 2)
-    common = s.common_word_df * docs
-    distinctive = [frozenset(w for w in ws if word_df[w] < common) for ws in words]
+    common = max(3.0, s.common_word_df * docs)  # in a handful of documents nothing is common
+    distinctive = [frozenset(_h64(w) for w in ws if word_df[w] < common) for ws in words]
     return keys, np.clip(idf, 0, 1).astype(np.float32), docs - len(prepared), distinctive
 
 
@@ -492,7 +500,7 @@ class Hit:
     cosine: float | None = None
     numbers_match: bool | None = None
     signature_match: bool | None = None  # same math_signature: numbers, commands, symbols, names
-    missing_words: list[str] | None = None  # distinctive words of the item absent from the text
+    missing_words: int | None = None  # how many distinctive words of the item the text lacks
     threshold: float | None = None  # the threshold the deciding value met (per benchmark)
     answer_match: bool | None = None  # the record's reference answer equals the item's answer
     judge: dict | None = None
@@ -659,11 +667,11 @@ class Decontaminator:
                       masked_coverage=round(pair.masked_coverage, 4) if s.template_siblings else None,
                       cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers,
                       signature_match=same_signature)
-            missing = sorted(idx.item_words[j] - set(p.tokens)) if pair.coverage else []
+            missing = len(idx.item_words[j] - p.word_hashes) if pair.coverage else 0
             if missing:
-                ev["missing_words"] = missing[:10]
+                ev["missing_words"] = missing
             covered = s.ngram and pair.coverage >= idx.coverage_min[j]
-            same_words = len(missing) <= s.missing_words * len(idx.item_words[j])
+            same_words = missing <= s.missing_words * len(idx.item_words[j])
             if covered and same_words and (same_numbers or not s.template_siblings):
                 hits.append(self._hit("contaminated", "ngram", j, field, threshold=float(idx.coverage_min[j]), **ev))
             elif s.embedding and pair.cosine is not None and (
@@ -672,11 +680,13 @@ class Decontaminator:
             ):
                 hits.append(self._hit("contaminated", "embedding", j, field, threshold=float(idx.cosine_min[j]),
                                       **ev))
-            elif s.template_siblings and not same_numbers and (
-                pair.masked_coverage >= s.sibling_coverage or (covered and same_words)
+            elif s.template_siblings and (covered or not same_numbers and (
+                # same wording, other numbers: the masked n-grams match, and the unmasked ones
+                # still cover a good part of the item (a shared frame alone does not)
+                (pair.masked_coverage >= s.sibling_coverage and pair.coverage >= idx.coverage_min[j] / 2)
                 or (s.embedding and s.sibling_cosine is not None and pair.cosine is not None
                     and pair.cosine >= s.sibling_cosine)
-            ):
+            )):
                 category: Category = "contaminated" if s.siblings_are_contamination else "template_sibling"
                 hits.append(self._hit(category, "template", j, field, **ev))
         return hits
