@@ -221,7 +221,7 @@ class DecontamSettings(BaseModel):
     common_word_df: float = Field(0.05, gt=0, le=1)
     #: items whose n-grams weigh less than this in total (pure boilerplate) are left to the
     #: exact layer: their coverage would be a ratio of noise
-    min_item_weight: float = Field(2.0, ge=0)
+    min_item_weight: float = Field(0.5, ge=0)
     #: n-grams for the template-sibling rule (number-masked coverage of the shorter text):
     #: ``ngram_n``, or ``ngram_n_short`` when either text has fewer than ``short_tokens`` tokens
     ngram_n: int = Field(13, ge=2)
