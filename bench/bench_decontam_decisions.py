@@ -66,8 +66,9 @@ def light_edit(text: str, rng: random.Random) -> str:
     text = text.replace("\\frac", "\\dfrac")
     text = re.sub(r"(?<![\d.,])(\d{1,3})(\d{3})(?![\d.])", lambda m: f"{m.group(1)}{{,}}{m.group(2)}", text)
     for old, new in SYNONYMS:
-        if old in text:
-            return text.replace(old, new, 1)
+        pattern = re.compile(r"(?<!\w)" + re.escape(old) + r"(?!\w)")
+        if pattern.search(text):
+            return pattern.sub(new, text, count=1)
     return text
 
 
@@ -93,7 +94,7 @@ def main() -> None:
                 ["reviewed"]}
     rng = random.Random(SEED)
     copies = []  # (kind, benchmark set, item id, text)
-    for name, items, k in (("math500", math500, 60), ("aime24", aime, 30), ("livecodebench", lcb_test, 40)):
+    for name, items, k in (("math500", math500, 500), ("aime24", aime, 30), ("livecodebench", lcb_test, 279)):
         for it in rng.sample(items, min(k, len(items))):
             copies.append(("verbatim", name, it["item_id"], "Solve the following problem.\n" + it["text"]))
             copies.append(("light_edit", name, it["item_id"], light_edit(it["text"], rng)))

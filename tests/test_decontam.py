@@ -28,10 +28,10 @@ from reasonmill.dedup.decontam import (
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-#: measured on 2026-12-03 with the weighted item-coverage rule: lexical 6.2%, semantic 3.6%,
+#: measured on 2026-12-03 with the weighted item-coverage rule: lexical 4.2%, semantic 3.6%,
 #: lexical with siblings 34.0% (the rarity-mass rule it replaced: 13.9% / 9.8% / 41.0%, at the
 #: price of flagging statement frames and stock phrases; see bench/RESULTS.md, issue 12)
-LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR, FP_CEILING = 0.05, 0.025, 0.30, 0.015
+LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR, FP_CEILING = 0.035, 0.025, 0.30, 0.015
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
@@ -526,3 +526,26 @@ def test_real_train_sets_against_their_benchmarks_are_clean():
     idx = build_index(aime, DecontamSettings(embedding=False), background=math_train)
     hits = Decontaminator(idx).check(math_train)
     assert sum(any(h.category == "contaminated" for h in hs) for hs in hits) == 0
+
+
+def test_added_conditions_or_other_expression_on_the_same_stem_are_not_copies():
+    """Real MATH train/MATH-500 pairs that share most wording: conditions inserted into the
+    item's sentences, or another expression under the same constraint. Both were flagged."""
+    bench = [{"benchmark": "m", "item_id": "shirts", "answer": "240", "text": (
+                 "You have 5 shirts, 6 pairs of pants, and 8 hats.  How many outfits can you make consisting of one "
+                 "shirt, one pair of pants, and one hat?")},
+             {"benchmark": "m", "item_id": "xyz", "answer": "2", "text": (
+                 "Let $x,$ $y,$ and $z$ be positive real numbers such that $xyz(x + y + z) = 1.$  Find the minimum "
+                 "value of \\[(x + y)(y + z).\\]")}]
+    shirts = ("You have $5$ red shirts, $5$ green shirts, $6$ pairs of pants, $8$ green hats and $8$ red hats, all "
+              "of which are distinct. How many outfits can you make consisting of one shirt, one pair of pants, and "
+              "one hat without having the same color of shirts and hats?")
+    xyz = ("Let $x,$ $y,$ and $z$ be positive real numbers such that $x + y + z = 1.$  Find the minimum value of "
+           "\\[\\frac{x + y}{xyz}.\\]")
+    idx = build_index(bench, DecontamSettings(embedding=False))
+    a, b = Decontaminator(idx).check([shirts, xyz])
+    assert a and a[0].category == "template_sibling" and a[0].inserted_tokens > 2
+    assert b and b[0].category == "template_sibling" and b[0].missing_math >= 1
+    copies = Decontaminator(idx).check(["Problem 2. " + bench[0]["text"] + " Show your reasoning.",
+                                        bench[1]["text"].replace("Find", "Determine") + "  (5 points)"])
+    assert [h[0].category for h in copies] == ["contaminated", "contaminated"]

@@ -65,11 +65,19 @@ _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.S | re.I)
 _LATEX_FORMAT = re.compile(r"\\(?:left|right|big+l?|big+r?|displaystyle|textstyle|text|mathrm|mbox|quad|qquad"
                            r"|[,;:! ])(?![a-z])")
 #: thousands separators: 1,000 / 1{,}000 / 1\,000 / 1\!000 are all 1000 (not inside a list: [100,200])
-_THOUSANDS = re.compile(r"(?<![\d.,\[(])(\d{1,3})(?:(?:,|\{,\}|\\[,!;: ])\d{3})+(?!\d|,\d)")
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\{,\}|\\[,!;: ])\d{3})+(?!\d)"
+                        r"|(?<![\d.,\[(])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\\[a-z]+|[^\W\d_]+"
                     r"|\d+(?:\.\d+)?|\.\d+|[-+=<>/^*|\u221a\u03c0\u221e\u2264\u2265\u2260\u00d7\u00f7]"
                     r"|(?<=[\d)}])!|(?<=\b[a-z])!")  # "!" only as a factorial: 5!, n!, (n+1)!
 _NUM_TOKEN = "\x00#"
+#: longest run of unmatched text tokens between shared n-grams counted as an insertion into
+#: the item; longer runs are other text around or between copied parts
+INSERT_GAP = 12
+#: instruction words a copy may change freely ("Compute" -> "Calculate"): never distinctive
+INSTRUCTION_WORDS = frozenset(
+    "find compute calculate determine evaluate simplify solve what which whats how give express write show prove "
+    "state enter list answer".split())
 #: tokens that carry a problem's mathematics: numbers, LaTeX commands, symbols and
 #: one-letter names (not the words "a" and "i"); they must agree for an embedding hit
 _MATH_TOKEN = re.compile(r"[\d\\\W]|[b-hj-z]$")
@@ -88,9 +96,9 @@ def normalize_text(text: str, *, strip_asy: bool = True, boilerplate: re.Pattern
         text = _ASY.sub(" ", text)
     if boilerplate is not None:
         text = boilerplate.sub(" ", text)
+    text = _THOUSANDS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
     text = _LATEX_FORMAT.sub(" ", text)
-    text = re.sub(r"\\[dt]frac(?![a-z])", r"\\frac", text)
-    return _THOUSANDS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
+    return re.sub(r"\\[dt]frac(?![a-z])", r"\\frac", text)
 
 
 def tokenize(normalized: str) -> list[str]:
@@ -210,12 +218,18 @@ class DecontamSettings(BaseModel):
     #: relatively prime positive integers") weighs ~0 and never makes a match on its own,
     #: while a copy covers ~1 of its item however much text surrounds it.
     ngram_coverage: float = Field(0.5, gt=0, le=1)
-    #: share of the item's distinctive words (not numbers, not common: see ``common_word_df``)
+    #: share of the item's distinctive words (not numbers, not ``INSTRUCTION_WORDS``, not
+    #: common: see ``common_word_df``), and of its ``math_signature`` tokens (numbers, LaTeX
+    #: commands, symbols, one-letter names: "(x+y)(y+z)" is not "(x+y)/(xyz)")
     #: that may be absent from the text. A light edit changes a common word ("Find" ->
     #: "Compute"); a problem built on the same stem asks about another object ("the word
     #: ELLIPSE" / "RADII", "the area of quadrilateral DBEF" / "of triangle DBC"), so its
     #: distinctive words are missing even when the shared stem covers most of the item
     missing_words: float = Field(0.05, ge=0, le=1)
+    #: text tokens inserted inside the item's wording (short gaps between shared n-grams) a
+    #: copy may have, as a share of the item's tokens (at least 2 always): "5 red shirts, 5
+    #: green shirts, ..." adds conditions to "5 shirts, ..." and is another problem
+    inserted_tokens: float = Field(0.1, ge=0)
     #: a word in at least this share of the documents (benchmark items, background and
     #: corpus) is common: it may differ between a copy and its item
     common_word_df: float = Field(0.05, gt=0, le=1)
@@ -367,7 +381,7 @@ def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int,
     skipped: a leak must not make its own item's n-grams look common.
     """
     per_item = [np.unique(ngram_hashes(p.tokens, n)) for p in prepared]
-    words = [frozenset(t for t in p.tokens if not _is_number(t)) for p in prepared]
+    words = [frozenset(t for t in p.tokens if not _is_number(t) and t not in INSTRUCTION_WORDS) for p in prepared]
     word_df = Counter(w for ws in words for w in ws)
     keys = np.unique(np.concatenate(per_item)) if per_item else np.zeros(0, np.uint64)
     df = np.zeros(len(keys), dtype=np.int64)
@@ -501,6 +515,8 @@ class Hit:
     numbers_match: bool | None = None
     signature_match: bool | None = None  # same math_signature: numbers, commands, symbols, names
     missing_words: int | None = None  # how many distinctive words of the item the text lacks
+    missing_math: int | None = None  # how many of the item's math_signature tokens the text lacks
+    inserted_tokens: int | None = None  # text tokens inserted inside the item's wording
     threshold: float | None = None  # the threshold the deciding value met (per benchmark)
     answer_match: bool | None = None  # the record's reference answer equals the item's answer
     judge: dict | None = None
@@ -526,6 +542,7 @@ class _Pair:
     item: int
     coverage: float = 0.0  # weighted coverage of the item
     gram_pos: int = -1  # position in the text of the rarest shared n-gram
+    inserted: int = 0  # text tokens inserted inside the item's wording (Decontaminator._inserted)
     masked_coverage: float = 0.0
     cosine: float | None = None
 
@@ -595,14 +612,15 @@ class Decontaminator:
             out.append(hits)
         return out
 
-    def _weighted_coverage(self, p: _Prepared) -> dict[int, tuple[float, int]]:
+    def _weighted_coverage(self, p: _Prepared) -> tuple[dict[int, tuple[float, int]], np.ndarray, np.ndarray]:
         """Per item sharing an n-gram: (weighted coverage of the item, text position of the
-        rarest shared n-gram). A repeated n-gram counts once on both sides."""
+        rarest shared n-gram); and the lookup (text positions, items) for :meth:`_inserted`.
+        A repeated n-gram counts once on both sides."""
         idx, n = self.index, self.s.ngram_n_cover
         h = ngram_hashes(p.tokens, n)
         pos, items = idx.grams[(n, False)].lookup(h)
         if len(items) == 0:
-            return {}
+            return {}, pos, items
         keys = h[pos]
         w = idx.cover_weight[np.searchsorted(idx.cover_keys, keys)]
         order = np.lexsort((-w, keys, items))
@@ -618,14 +636,29 @@ class Decontaminator:
                 continue
             sel = it == j
             out[int(j)] = (min(1.0, float(shared[j]) / total), int(ps[sel][int(np.argmax(ww[sel]))]))
-        return out
+        return out, pos, items
+
+    def _inserted(self, p: _Prepared, pos: np.ndarray, items: np.ndarray, item: int) -> int:
+        """Text tokens inside the copy of ``item`` that the item lacks: uncovered gaps of at
+        most ``INSERT_GAP`` tokens between runs of shared n-grams. A copy wrapped in other
+        text has none (the wrapping is outside); a problem that adds conditions in the
+        middle of the item's wording ("5 red shirts, 5 green shirts") has many."""
+        n = self.s.ngram_n_cover
+        hit = np.unique(pos[items == item])
+        if len(hit) < 2:
+            return 0
+        covered = np.zeros(len(p.tokens), dtype=bool)
+        for k in range(n):
+            covered[hit + k] = True
+        gaps = np.diff(np.flatnonzero(covered)) - 1  # uncovered tokens between covered ones
+        return int(gaps[(gaps > 0) & (gaps <= INSERT_GAP)].sum())
 
     def _pairs(self, p: _Prepared, cos_top: list[tuple[int, float]]) -> dict[int, _Pair]:
         """Candidate items with their weighted coverage, masked coverage and cosine: every item
         at or above its coverage threshold, the best covered, the best masked-n-gram matches
         (siblings) and the nearest embeddings."""
         s, idx = self.s, self.index
-        cover = self._weighted_coverage(p) if s.ngram else {}
+        cover, pos, items = self._weighted_coverage(p) if s.ngram else ({}, None, None)
         cands = [j for j, (c, _) in cover.items() if c >= idx.coverage_min[j]]
         cands += sorted(cover, key=lambda j: -cover[j][0])[: s.top_k]
         masked = {}
@@ -641,6 +674,8 @@ class Decontaminator:
             pair = pairs[j] = _Pair(item=j)
             if j in cover:
                 pair.coverage, pair.gram_pos = cover[j]
+                if pair.coverage >= idx.coverage_min[j]:
+                    pair.inserted = self._inserted(p, pos, items, j)
             if masked:
                 n = s.ngram_n if min(len(p.tokens), int(idx.lengths[j])) >= s.short_tokens else s.ngram_n_short
                 pair.masked_coverage = _masked_coverage(idx, p, n, *masked[(n, True)], j)
@@ -668,10 +703,19 @@ class Decontaminator:
                       cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers,
                       signature_match=same_signature)
             missing = len(idx.item_words[j] - p.word_hashes) if pair.coverage else 0
+            # numbers are judged by numbers_compatible (off with template_siblings: false)
+            item_math = Counter(t for t in idx.signatures[j] if not _is_number(t))
+            missing_math = sum((item_math - Counter(p.signature)).values()) if pair.coverage else 0
             if missing:
                 ev["missing_words"] = missing
+            if missing_math:
+                ev["missing_math"] = missing_math
             covered = s.ngram and pair.coverage >= idx.coverage_min[j]
-            same_words = missing <= s.missing_words * len(idx.item_words[j])
+            same_words = (missing <= s.missing_words * len(idx.item_words[j])
+                          and missing_math <= s.missing_words * sum(item_math.values())
+                          and pair.inserted <= max(2, s.inserted_tokens * int(idx.lengths[j])))
+            if pair.inserted:
+                ev["inserted_tokens"] = pair.inserted
             if covered and same_words and (same_numbers or not s.template_siblings):
                 hits.append(self._hit("contaminated", "ngram", j, field, threshold=float(idx.coverage_min[j]), **ev))
             elif s.embedding and pair.cosine is not None and (
