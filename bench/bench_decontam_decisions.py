@@ -10,7 +10,9 @@ with ``git show``) at its defaults, in the same run:
   (279); MATH train (7,474) vs MATH-500; MATH train vs AIME 2024: flagged rate;
 - copies of benchmark items (contaminated by construction): verbatim, lightly edited (seeded
   script below), hand-written paraphrases (bench/labels/decontam_paraphrases.json): recall;
-- the same numbers on the held-out half (hash of the item id / training text).
+- the same numbers on the held-out half (hash of the item id / training text);
+- cross-source copies, held out from the design: AIMO validation AIME/AMC vs AIME 2024 / AMC 2023
+  (same problem = same AoPS URL).
 
 The new rule takes n-gram document frequencies from the corpus being checked (as the stage
 does with ``corpus_frequencies: true``); the old one from the benchmark items (its stage
@@ -103,7 +105,8 @@ def main() -> None:
     print(f"labelled: {n_clean} clean pairs (LCB {len(lcb_train)}, MATH train x2 {len(math_train)}), "
           f"{len(copies)} copies; reviewed MATH flags: {len(reviewed)}")
     rows = []
-    for label, mod, corpus_df in (("new defaults", new_decontam, True), ("old defaults", old_module(), False)):
+    old = old_module()
+    for label, mod, corpus_df in (("new defaults", new_decontam, True), ("old defaults", old, False)):
         t0 = time.time()
         res = {}
         for setname, items, clean, bg in (("LCB train vs LCB test", lcb_test, lcb_train, lcb_train),
@@ -143,6 +146,29 @@ def main() -> None:
     missed = [(c[0], c[1], c[2]) for _, (_, _, bc, cout) in rows[0][1].items() for k, c in enumerate(bc)
               if not cout[k] and c[0] != "paraphrase"]
     print("new defaults: verbatim/light-edit copies missed:", missed or "none")
+    cross_source(emb, old)
+
+
+def cross_source(emb, old: types.ModuleType) -> None:
+    """Held out from the design (not run until the rule was final): AIMO validation sets
+    (AIME 2022-24, AMC 2022-23, reformatted for answer extraction) against AIME 2024 and
+    AMC 2023. Same problem = same AoPS wiki URL (the labels need no reading)."""
+    print()
+    print("| rule | checked set vs benchmark | same problem caught | clean flagged |")
+    print("|---|---|---|---|")
+    for train, bench_path in (("aimo-validation-aime.jsonl", "aime24/aime24_test.jsonl"),
+                              ("aimo-validation-amc.jsonl", "amc23/amc23_test.jsonl")):
+        rows = [json.loads(line) for line in (DATA / "aimo_validation" / train).read_text().splitlines() if line]
+        bench = load_benchmark({"name": bench_path.split("/")[0], "path": str(DATA / bench_path), "id_field": "url"})
+        urls = {it["item_id"] for it in bench}
+        texts = [r["question"] for r in rows]
+        for label, mod, bg in (("new defaults", new_decontam, texts), ("old defaults", old, None)):
+            out = run_rule(mod, bench, texts, bg, emb)
+            same = [r["url"] in urls for r in rows]
+            caught = sum(1 for h, t, r in zip(out, same, rows) if h and t and h.item_id == r["url"])
+            false = sum(1 for h, t, r in zip(out, same, rows) if h and (not t or h.item_id != r["url"]))
+            print(f"| {label} | {train} vs {bench[0]['benchmark']} | {caught}/{sum(same)} | "
+                  f"{false}/{len(rows) - sum(same)} |")
 
 
 if __name__ == "__main__":

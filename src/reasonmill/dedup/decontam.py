@@ -717,12 +717,12 @@ class Decontaminator:
             if pair.inserted:
                 ev["inserted_tokens"] = pair.inserted
             if covered and same_words and (same_numbers or not s.template_siblings):
-                hits.append(self._hit("contaminated", "ngram", j, field, threshold=float(idx.coverage_min[j]), **ev))
+                hits.append(self._hit("contaminated", "ngram", j, field, threshold=round(float(idx.coverage_min[j]), 4), **ev))
             elif s.embedding and pair.cosine is not None and (
                 (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)
                 or (same_signature and pair.cosine >= idx.cosine_min[j])
             ):
-                hits.append(self._hit("contaminated", "embedding", j, field, threshold=float(idx.cosine_min[j]),
+                hits.append(self._hit("contaminated", "embedding", j, field, threshold=round(float(idx.cosine_min[j]), 4),
                                       **ev))
             elif s.template_siblings and (covered or not same_numbers and (
                 # same wording, other numbers: the masked n-grams match, and the unmasked ones
