@@ -549,3 +549,24 @@ def test_added_conditions_or_other_expression_on_the_same_stem_are_not_copies():
     copies = Decontaminator(idx).check(["Problem 2. " + bench[0]["text"] + " Show your reasoning.",
                                         bench[1]["text"].replace("Find", "Determine") + "  (5 points)"])
     assert [h[0].category for h in copies] == ["contaminated", "contaminated"]
+
+
+def test_stage_counts_the_checked_corpus_in_the_ngram_weights(tmp_path):
+    """`build` reads the records' problems (corpus_frequencies): the corpus's own frame then
+    weighs ~0, a frame-only problem is kept and a copy is dropped."""
+    from reasonmill.stages.base import StageContext
+    from reasonmill.stages.decontaminate import Decontaminate
+
+    (tmp_path / "lcb.jsonl").write_text("".join(json.dumps({"id": it["item_id"], "problem": it["text"]}) + "\n"
+                                                for it in LCB_LIKE))
+    records = [_record(f"r{k}", FRAME.format(body=f"Snuke has {k} balls in {k + 2} boxes; print how many boxes are "
+                                                  "empty.", sample=str(k), out="0")) for k in range(1, 30)]
+    records.append(_record("copy", "Solve this in Python.\n" + LCB_LIKE[3]["text"]))
+    settings = {"benchmarks": [{"name": "lcb", "path": "lcb.jsonl"}], "embedding": False}
+    ctx = StageContext(extra={"base_dir": str(tmp_path)})
+    stage = Decontaminate(settings, ctx)
+    index = stage.build(iter([records[:15], records[15:]]))
+    assert index.background_docs == len(records)  # the copy is not the item's exact text: it counts too
+    out = stage.process(records, index)
+    assert [d.id for d in out.dropped] == ["copy"] and len(out.kept) == len(records) - 1
+    assert Decontaminate({**settings, "corpus_frequencies": False}, ctx).build(iter([records])).background_docs == 0

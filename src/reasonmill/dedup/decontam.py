@@ -39,6 +39,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Literal
 
 import numpy as np
@@ -358,7 +359,7 @@ class _Prepared:
     signature: tuple[str, ...]
     clean: str  # normalized text (for the embedder)
 
-    @property
+    @cached_property
     def word_hashes(self) -> set[int]:
         return {_h64(t) for t in set(self.tokens)}
 
@@ -547,6 +548,24 @@ class _Pair:
     cosine: float | None = None
 
 
+@dataclass
+class _Shared:
+    """The n-grams a text shares with the benchmark items: weighted coverage per item, the raw
+    lookup (text position, item) and the distinct (item, n-gram) pairs with weight and position."""
+
+    cover: np.ndarray
+    pos: np.ndarray
+    items: np.ndarray
+    pair_item: np.ndarray
+    pair_weight: np.ndarray
+    pair_pos: np.ndarray
+
+    def rarest(self, item: int) -> int:
+        """Text position of the rarest n-gram shared with ``item`` (the evidence)."""
+        sel = self.pair_item == item
+        return int(self.pair_pos[sel][int(np.argmax(self.pair_weight[sel]))])
+
+
 def _masked_coverage(index: BenchmarkIndex, p: _Prepared, n: int, hashes: np.ndarray, pos: np.ndarray,
                      items: np.ndarray, item: int) -> float:
     """Share of the shorter text covered by number-masked n-grams shared with ``item``."""
@@ -612,31 +631,26 @@ class Decontaminator:
             out.append(hits)
         return out
 
-    def _weighted_coverage(self, p: _Prepared) -> tuple[dict[int, tuple[float, int]], np.ndarray, np.ndarray]:
-        """Per item sharing an n-gram: (weighted coverage of the item, text position of the
-        rarest shared n-gram); and the lookup (text positions, items) for :meth:`_inserted`.
-        A repeated n-gram counts once on both sides."""
+    def _weighted_coverage(self, p: _Prepared) -> _Shared:
+        """Weighted coverage of every item by the n-grams it shares with the text (a repeated
+        n-gram counts once on both sides), and the lookup behind it."""
         idx, n = self.index, self.s.ngram_n_cover
         h = ngram_hashes(p.tokens, n)
         pos, items = idx.grams[(n, False)].lookup(h)
+        cover = np.zeros(len(idx))
         if len(items) == 0:
-            return {}, pos, items
+            return _Shared(cover, pos, items, items, np.zeros(0, np.float32), pos)
         keys = h[pos]
         w = idx.cover_weight[np.searchsorted(idx.cover_keys, keys)]
-        order = np.lexsort((-w, keys, items))
+        order = np.lexsort((keys, items))
         it, ky, ww, ps = items[order], keys[order], w[order], pos[order]
         first = np.ones(len(it), dtype=bool)
         first[1:] = (it[1:] != it[:-1]) | (ky[1:] != ky[:-1])
         it, ww, ps = it[first], ww[first], ps[first]
         shared = np.bincount(it, weights=ww, minlength=len(idx))
-        out: dict[int, tuple[float, int]] = {}
-        for j in np.flatnonzero(shared):
-            total = float(idx.item_weight[j])
-            if total < self.s.min_item_weight:
-                continue
-            sel = it == j
-            out[int(j)] = (min(1.0, float(shared[j]) / total), int(ps[sel][int(np.argmax(ww[sel]))]))
-        return out, pos, items
+        ok = (shared > 0) & (idx.item_weight >= self.s.min_item_weight)
+        cover[ok] = np.minimum(1.0, shared[ok] / idx.item_weight[ok])
+        return _Shared(cover, pos, items, it, ww, ps)
 
     def _inserted(self, p: _Prepared, pos: np.ndarray, items: np.ndarray, item: int) -> int:
         """Text tokens inside the copy of ``item`` that the item lacks: uncovered gaps of at
@@ -658,9 +672,12 @@ class Decontaminator:
         at or above its coverage threshold, the best covered, the best masked-n-gram matches
         (siblings) and the nearest embeddings."""
         s, idx = self.s, self.index
-        cover, pos, items = self._weighted_coverage(p) if s.ngram else ({}, None, None)
-        cands = [j for j, (c, _) in cover.items() if c >= idx.coverage_min[j]]
-        cands += sorted(cover, key=lambda j: -cover[j][0])[: s.top_k]
+        shared = self._weighted_coverage(p) if s.ngram else None
+        cands: list[int] = []
+        if shared is not None:
+            cover = shared.cover
+            best = np.argsort(-cover)[: s.top_k]
+            cands = [*np.flatnonzero(cover >= idx.coverage_min).tolist(), *best[cover[best] > 0].tolist()]
         masked = {}
         if s.template_siblings:
             for key in ((s.ngram_n, True), (s.ngram_n_short, True)):
@@ -672,10 +689,10 @@ class Decontaminator:
         pairs: dict[int, _Pair] = {}
         for j in dict.fromkeys(cands):
             pair = pairs[j] = _Pair(item=j)
-            if j in cover:
-                pair.coverage, pair.gram_pos = cover[j]
+            if shared is not None and shared.cover[j] > 0:
+                pair.coverage, pair.gram_pos = float(shared.cover[j]), shared.rarest(j)
                 if pair.coverage >= idx.coverage_min[j]:
-                    pair.inserted = self._inserted(p, pos, items, j)
+                    pair.inserted = self._inserted(p, shared.pos, shared.items, j)
             if masked:
                 n = s.ngram_n if min(len(p.tokens), int(idx.lengths[j])) >= s.short_tokens else s.ngram_n_short
                 pair.masked_coverage = _masked_coverage(idx, p, n, *masked[(n, True)], j)
