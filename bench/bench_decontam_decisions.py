@@ -12,7 +12,7 @@ with ``git show``) at its defaults, in the same run:
   script below), hand-written paraphrases (bench/labels/decontam_paraphrases.json): recall;
 - the same numbers on the held-out half (hash of the item id / training text);
 - cross-source copies, held out from the design: AIMO validation AIME/AMC vs AIME 2024 / AMC 2023
-  (same problem = same AoPS URL).
+  (same problem = same AoPS URL), LCB test statements vs the QwQ prompts of the same problems.
 
 The new rule takes n-gram document frequencies from the corpus being checked (as the stage
 does with ``corpus_frequencies: true``); the old one from the benchmark items (its stage
@@ -150,25 +150,37 @@ def main() -> None:
 
 
 def cross_source(emb, old: types.ModuleType) -> None:
-    """Held out from the design (not run until the rule was final): AIMO validation sets
-    (AIME 2022-24, AMC 2022-23, reformatted for answer extraction) against AIME 2024 and
-    AMC 2023. Same problem = same AoPS wiki URL (the labels need no reading)."""
+    """Held out from the design (not run until the rule was final): the same problems from
+    another source, in another format. AIMO validation sets (AIME 2022-24, AMC 2022-23,
+    reformatted for answer extraction) against AIME 2024 and AMC 2023, same problem = same
+    AoPS wiki URL; LiveCodeBench test statements (rllm copy) against the QwQ prompt file of
+    the same 279 problems (statement + starter code + prompt frame), same problem = same
+    position (the statement's first 60 characters occur in the prompt at the same index, 279
+    of 279). A text matched to another item than its own counts as a false flag."""
     print()
     print("| rule | checked set vs benchmark | same problem caught | clean flagged |")
     print("|---|---|---|---|")
+    cases = []
     for train, bench_path in (("aimo-validation-aime.jsonl", "aime24/aime24_test.jsonl"),
                               ("aimo-validation-amc.jsonl", "amc23/amc23_test.jsonl")):
         rows = [json.loads(line) for line in (DATA / "aimo_validation" / train).read_text().splitlines() if line]
         bench = load_benchmark({"name": bench_path.split("/")[0], "path": str(DATA / bench_path), "id_field": "url"})
         urls = {it["item_id"] for it in bench}
-        texts = [r["question"] for r in rows]
+        cases.append((train, bench, [r["question"] for r in rows], [r["url"] if r["url"] in urls else None
+                                                                     for r in rows]))
+    qwq_path = DATA / "livecodebench" / "qwq_livecodebench_v5_prompts.jsonl"
+    qwq = [json.loads(line) for line in qwq_path.read_text().splitlines() if line]
+    statements = json.loads((DATA / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json").read_text())
+    cases.append(("lcb_test statements", load_benchmark({"name": "livecodebench", "path": str(qwq_path)}),
+                  [x["problem"] for x in statements], [str(x["question_id"]) for x in qwq]))
+    for name, bench, texts, truth in cases:
         for label, mod, bg in (("new defaults", new_decontam, texts), ("old defaults", old, None)):
             out = run_rule(mod, bench, texts, bg, emb)
-            same = [r["url"] in urls for r in rows]
-            caught = sum(1 for h, t, r in zip(out, same, rows) if h and t and h.item_id == r["url"])
-            false = sum(1 for h, t, r in zip(out, same, rows) if h and (not t or h.item_id != r["url"]))
-            print(f"| {label} | {train} vs {bench[0]['benchmark']} | {caught}/{sum(same)} | "
-                  f"{false}/{len(rows) - sum(same)} |")
+            caught = sum(1 for h, t in zip(out, truth) if h and t and h.item_id == t)
+            false = sum(1 for h, t in zip(out, truth) if h and h.item_id != t)
+            same = sum(t is not None for t in truth)
+            print(f"| {label} | {name} vs {bench[0]['benchmark']} | {caught}/{same} | "
+                  f"{false}/{len(texts) - same} |")
 
 
 if __name__ == "__main__":

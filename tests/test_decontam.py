@@ -570,3 +570,23 @@ def test_stage_counts_the_checked_corpus_in_the_ngram_weights(tmp_path):
     out = stage.process(records, index)
     assert [d.id for d in out.dropped] == ["copy"] and len(out.kept) == len(records) - 1
     assert Decontaminate({**settings, "corpus_frequencies": False}, ctx).build(iter([records])).background_docs == 0
+
+
+def test_statement_matches_its_prompt_with_starter_code():
+    """A LiveCodeBench prompt (frame + statement + starter code block) against the bare
+    statement of a training set that keeps starter code in another field: the same problem."""
+    statement = ("You are given an integer array nums. Return the length of the longest strictly increasing "
+                 "subarray whose elements are all prime numbers.\n \nExample 1:\n\nInput: nums = [2,3,5,4,7]\n"
+                 "Output: 3\n\nConstraints:\n\n1 <= nums.length <= 10^5\n1 <= nums[i] <= 10^6")
+    prompt = ("You will be given a question (problem specification) and will generate a correct Python program "
+              "that matches the specification and passes all tests.\n\nQuestion: " + statement + "\n\nYou will use "
+              "the following starter code to write the solution to the problem and enclose your code within "
+              "delimiters.\n```python\nclass Solution:\n    def longestPrimeRun(self, nums: List[int]) -> int:\n"
+              "        \n```\n\n")
+    idx = build_index([{"benchmark": "lcb", "item_id": "q1", "answer": None, "text": prompt}],
+                      DecontamSettings(embedding=False))
+    hits = Decontaminator(idx).check([statement])[0]
+    assert hits and hits[0].category == "contaminated" and hits[0].layer == "exact"  # frame and code stripped
+    # one benchmark item and no corpus: every n-gram is in the only document, still a weight
+    wrapped = Decontaminator(idx).check(["Please solve: " + statement.replace("Return", "Output")])[0]
+    assert wrapped and wrapped[0].category == "contaminated" and wrapped[0].layer == "ngram"

@@ -54,12 +54,15 @@ DEFAULT_BOILERPLATE = (
     r"let'?s think step by step and output the final answer within \\boxed\{\}\.?",
     r"please reason step by step, and put your final answer within \\boxed\{\}\.?",
     r"you will be given a question \(problem specification\) and will generate a correct python program"
-    r" that matches the specification and passes all tests\.",
+    r" that matches the specification and passes all tests\.(?:\s*question:)?",
+    # LiveCodeBench prompts: the frame and the code block after it (the starter code is a
+    # separate field in most training sets, so the statement alone is compared)
     r"you will use the following starter code to write the solution to the problem and enclose your code"
-    r" within delimiters\.",
+    r" within delimiters\.(?:\s*```(?:python)?\n(?s:.*?)```)?",
     r"read the inputs from stdin solve the problem and write the answer to stdout \(do not directly test on"
     r" the sample inputs\)\. enclose your code within delimiters as follows\. ensure that when the python"
-    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\.",
+    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\.(?:\s*```(?:python)?"
+    r"\s*# your code here\s*```)?",
 )
 _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.S | re.I)
 #: LaTeX that only formats: spacing, sizing and text-mode wrappers (their content stays)
@@ -406,8 +409,8 @@ def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int,
             found = []
     if found:
         df += np.bincount(np.concatenate(found), minlength=len(keys))
-    # scaled so that an n-gram of a single document weighs 1 and one of every document 0
-    idf = np.log((docs + 1) / (df + 1)) / np.log((docs + 1) / 2)
+    # scaled so that an n-gram of a single document weighs 1 and one of every document ~0
+    idf = np.log((docs + 1) / np.maximum(df, 1)) / np.log(docs + 1)
     common = max(3.0, s.common_word_df * docs)  # in a handful of documents nothing is common
     distinctive = [frozenset(_h64(w) for w in ws if word_df[w] < common) for ws in words]
     return keys, np.clip(idf, 0, 1).astype(np.float32), docs - len(prepared), distinctive
