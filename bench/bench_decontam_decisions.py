@@ -39,6 +39,7 @@ from reasonmill.dedup import decontam as new_decontam
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LABELS = REPO / "bench" / "labels"
+LCB_TEST = DATA / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json"
 OLD_COMMIT = "7641122"
 SEED = 12
 
@@ -51,6 +52,14 @@ def old_module() -> types.ModuleType:
     sys.modules["old_decontam"] = mod
     exec(compile(src, "old_decontam.py", "exec"), mod.__dict__)
     return mod
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def held_out(key: str) -> bool:
@@ -84,23 +93,23 @@ def main() -> None:
     from reasonmill.embed import get_embedder
 
     emb = get_embedder("static-minilm")
-    lcb_train = [x["problem"] for x in json.loads((DATA / "livecodebench" / "lcb_train_pre2408.json").read_text())]
-    lcb_test = load_benchmark({"name": "livecodebench", "field": "problem",
-                               "path": str(DATA / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json")})
-    math_train = [x["problem"] for x in json.loads((DATA / "math_train" / "math_train_rllm.json").read_text())]
+    lcb_train = [x["problem"] for x in read_json(DATA / "livecodebench" / "lcb_train_pre2408.json")]
+    lcb_test = load_benchmark({"name": "livecodebench", "field": "problem", "path": str(LCB_TEST)})
+    math_train = [x["problem"] for x in read_json(DATA / "math_train" / "math_train_rllm.json")]
     math500 = load_benchmark({"name": "math500", "path": str(DATA / "math500" / "math500_test.jsonl")})
     aime = load_benchmark({"name": "aime24", "path": str(DATA / "aime24" / "aime24_test.jsonl")})
     by_id = {it["item_id"]: it for it in math500}
-    paraphrases = json.loads((LABELS / "decontam_paraphrases.json").read_text())["items"]
-    reviewed = {r["train_index"]: r for r in json.loads((LABELS / "decontam_math_train_vs_math500.json").read_text())
-                ["reviewed"]}
+    paraphrases = read_json(LABELS / "decontam_paraphrases.json")["items"]
+    reviewed = {r["train_index"]: r
+                for r in read_json(LABELS / "decontam_math_train_vs_math500.json")["reviewed"]}
     rng = random.Random(SEED)
     copies = []  # (kind, benchmark set, item id, text)
     for name, items, k in (("math500", math500, 500), ("aime24", aime, 30), ("livecodebench", lcb_test, 279)):
         for it in rng.sample(items, min(k, len(items))):
             copies.append(("verbatim", name, it["item_id"], "Solve the following problem.\n" + it["text"]))
             copies.append(("light_edit", name, it["item_id"], light_edit(it["text"], rng)))
-    copies += [("paraphrase", "math500", p["item_id"], p["text"]) for p in paraphrases if p["item_id"] in by_id]
+    copies += [("paraphrase", "math500", p["item_id"], p["text"])
+               for p in paraphrases if p["item_id"] in by_id]
     n_clean = len(lcb_train) + 2 * len(math_train)
     print(f"labelled: {n_clean} clean pairs (LCB {len(lcb_train)}, MATH train x2 {len(math_train)}), "
           f"{len(copies)} copies; reviewed MATH flags: {len(reviewed)}")
@@ -118,7 +127,8 @@ def main() -> None:
             res[setname] = (clean, flags, bench_copies, out[len(clean):])
             if setname == "MATH train vs MATH-500":
                 unread = [i for i, h in enumerate(flags) if h and i not in reviewed]
-                print(f"  [{label}] MATH-500 flags not read by hand: {len(unread)} of {sum(map(bool, flags))}")
+                flagged = sum(map(bool, flags))
+                print(f"  [{label}] MATH-500 flags not read by hand: {len(unread)} of {flagged}")
         rows.append((label, res, time.time() - t0))
     print()
     print("| rule | set | half | clean flagged | verbatim caught | light edit caught | paraphrase caught |")
@@ -132,7 +142,8 @@ def main() -> None:
                 for kind in ("verbatim", "light_edit", "paraphrase"):
                     sel = [k for k, c in enumerate(bc) if c[0] == kind and (half == "all" or held_out(c[2]))]
                     cells.append(f"{sum(1 for k in sel if cout[k])}/{len(sel)}" if sel else "-")
-                print(f"| {label} | {setname} | {half} | {nf}/{len(keep)} ({100 * nf / max(1, len(keep)):.2f}%) | "
+                rate = 100 * nf / max(1, len(keep))
+                print(f"| {label} | {setname} | {half} | {nf}/{len(keep)} ({rate:.2f}%) | "
                       + " | ".join(cells) + " |")
         print(f"({label}: {secs:.1f} s)")
     tot = {}
@@ -163,14 +174,15 @@ def cross_source(emb, old: types.ModuleType) -> None:
     cases = []
     for train, bench_path in (("aimo-validation-aime.jsonl", "aime24/aime24_test.jsonl"),
                               ("aimo-validation-amc.jsonl", "amc23/amc23_test.jsonl")):
-        rows = [json.loads(line) for line in (DATA / "aimo_validation" / train).read_text().splitlines() if line]
-        bench = load_benchmark({"name": bench_path.split("/")[0], "path": str(DATA / bench_path), "id_field": "url"})
+        rows = read_jsonl(DATA / "aimo_validation" / train)
+        bench = load_benchmark({"name": bench_path.split("/")[0], "path": str(DATA / bench_path),
+                                "id_field": "url"})
         urls = {it["item_id"] for it in bench}
         cases.append((train, bench, [r["question"] for r in rows], [r["url"] if r["url"] in urls else None
                                                                      for r in rows]))
     qwq_path = DATA / "livecodebench" / "qwq_livecodebench_v5_prompts.jsonl"
-    qwq = [json.loads(line) for line in qwq_path.read_text().splitlines() if line]
-    statements = json.loads((DATA / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json").read_text())
+    qwq = read_jsonl(qwq_path)
+    statements = read_json(LCB_TEST)
     cases.append(("lcb_test statements", load_benchmark({"name": "livecodebench", "path": str(qwq_path)}),
                   [x["problem"] for x in statements], [str(x["question_id"]) for x in qwq]))
     for name, bench, texts, truth in cases:

@@ -95,7 +95,8 @@ def test_normalization_strips_boilerplate_and_diagrams_and_splits_latex():
     b = tokenize(normalize_text(r"Costs 1,000.5; find (\frac{1}{2}) of 0.50 and 7"))
     assert a == b and "1000.5" in a and "0.5" in a
     # math symbols and commands are tokens: arcsin(1/sqrt 2) is not arcsin(-1/2)
-    assert tokenize(normalize_text(r"$\arcsin \left( -\frac{1}{2} \right)$")) == ["\\arcsin", "-", "\\frac", "1", "2"]
+    arcsin = tokenize(normalize_text(r"$\arcsin \left( -\frac{1}{2} \right)$"))
+    assert arcsin == ["\\arcsin", "-", "\\frac", "1", "2"]
     assert mask_numbers(["x", "2"])[1] != "2"
     # n-gram hashes are stable across processes (not Python's salted hash())
     assert ngram_hashes(["a", "b", "c"], 2).tolist() == ngram_hashes(["a", "b", "c"], 2).tolist()
@@ -128,20 +129,28 @@ def test_ngram_layer_catches_embedded_copy_and_names_the_ngram():
 
 
 #: AtCoder-style statements: a shared frame around different problems (as in LiveCodeBench)
-FRAME = ("{body}\n\nInput\n\nThe input is given from Standard Input in the following format:\nN\nA_1 A_2 \\ldots "
-         "A_N\n\nOutput\n\nPrint the answer.\n\nConstraints\n\n\n- 1 \\leq N \\leq 2 \\times 10^5\n- 1 \\leq A_i "
-         "\\leq 10^9\n- All input values are integers.\n\nSample Input 1\n\n{sample}\n\nSample Output 1\n\n{out}\n")
+FRAME = ("{body}\n\nInput\n\nThe input is given from Standard Input in the following format:\nN\nA_1 A_2 "
+         "\\ldots A_N\n\nOutput\n\nPrint the answer.\n\nConstraints\n\n\n- 1 \\leq N \\leq 2 \\times "
+         "10^5\n- 1 \\leq A_i \\leq 10^9\n- All input values are integers.\n\nSample Input "
+         "1\n\n{sample}\n\nSample Output 1\n\n{out}\n")
 BODIES = [
-    ("You are given a sequence of N positive integers. Find the number of pairs whose sum is even.", "3\n1 2 3", "1"),
-    ("Takahashi has N cards with integers written on them. He discards the largest card. Print the sum of the "
-     "remaining cards.", "3\n4 9 2", "6"),
-    ("There are N houses on a street, the i-th painted with colour A_i. Count the houses whose colour differs "
-     "from both neighbours.", "4\n1 2 1 1", "1"),
+    ("You are given a sequence of N positive integers. Find the number of pairs whose sum is even.",
+     "3\n1 2 3", "1"),
+    ("Takahashi has N cards with integers written on them. He discards the largest card. Print the sum of "
+     "the remaining cards.", "3\n4 9 2", "6"),
+    ("There are N houses on a street, the i-th painted with colour A_i. Count the houses whose colour "
+     "differs from both neighbours.", "4\n1 2 1 1", "1"),
     ("Aoki wants to climb N steps; step i has height A_i. Report the largest height difference between two "
      "consecutive steps.", "3\n1 5 2", "4"),
-    ("A robot starts at the origin and reads N moves A_i. Output how many times it returns to the origin after a "
-     "move.", "2\n3 -3", "1"),
+    ("A robot starts at the origin and reads N moves A_i. Output how many times it returns to the origin "
+     "after a move.", "2\n3 -3", "1"),
 ]
+def _snuke(k: int) -> str:
+    """A training problem in the same frame as LCB_LIKE, different in content."""
+    return FRAME.format(body=f"Snuke has {k} balls in {k + 2} boxes; print how many boxes are empty.",
+                        sample=str(k), out="0")
+
+
 LCB_LIKE = [{"benchmark": "lcb", "item_id": f"abc{k}", "answer": None,
              "text": FRAME.format(body=b, sample=smp, out=o)} for k, (b, smp, o) in enumerate(BODIES)]
 
@@ -152,8 +161,7 @@ def test_prompt_frame_alone_is_not_a_match_but_a_copy_is():
     a training problem that shares only the frame is clean; copies of the item are caught."""
     train = FRAME.format(body="You are given N integers A_i. Print the product of the two smallest values, "
                               "modulo 998244353.", sample="3\n7 3 5", out="15")
-    corpus = [train] + [FRAME.format(body=f"Snuke has {k} balls in {k + 2} boxes; print how many boxes are empty.",
-                                     sample=f"{k}", out="0") for k in range(1, 30)]
+    corpus = [train] + [_snuke(k) for k in range(1, 30)]
     idx = build_index(LCB_LIKE, DecontamSettings(embedding=False), background=corpus)
     d = Decontaminator(idx)
     assert d.check([train]) == [[]]
@@ -168,22 +176,25 @@ def test_prompt_frame_alone_is_not_a_match_but_a_copy_is():
 
 AIME_LIKE = [
     {"benchmark": "aime", "item_id": "a1", "answer": "7", "text": (
-        "Let $x$ and $y$ be real numbers with $x^2 + 4y^2 = 17$ and $xy = 2$. The largest possible value of $x + y$ "
-        "can be expressed as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find $m+n$.")},
+        "Let $x$ and $y$ be real numbers with $x^2 + 4y^2 = 17$ and $xy = 2$. The largest possible value of "
+        "$x + y$ can be expressed as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive "
+        "integers. Find $m+n$.")},
     {"benchmark": "aime", "item_id": "a2", "answer": "9", "text": (
-        "The area of the region enclosed by the curve can be written as $m\\sqrt{n}/p$, where $m$, $n$, and $p$ are "
-        "positive integers, $m$ and $p$ are relatively prime, and $n$ is not divisible by the square of any prime. "
-        "Find $m+n+p$.")},
+        "The area of the region enclosed by the curve can be written as $m\\sqrt{n}/p$, where $m$, $n$, and "
+        "$p$ are positive integers, $m$ and $p$ are relatively prime, and $n$ is not divisible by the "
+        "square of any prime. Find $m+n+p$.")},
 ]
 
 
 def test_stock_phrase_is_not_a_match():
     """AIME answer formats ("can be expressed as m/n where m and n are relatively prime
     positive integers", "n is not divisible by the square of any prime") are stock phrases."""
-    train = ("A fair coin is tossed 8 times. The probability that no two heads are consecutive can be expressed as "
-             "$\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find $m+n$.")
-    corpus = [train, "The distance can be written as $m\\sqrt{n}/p$, where $m$, $n$, and $p$ are positive integers, "
-              "$m$ and $p$ are relatively prime, and $n$ is not divisible by the square of any prime. Find $m+n+p$."]
+    train = ("A fair coin is tossed 8 times. The probability that no two heads are consecutive can be "
+             "expressed as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find "
+             "$m+n$.")
+    corpus = [train, "The distance can be written as $m\\sqrt{n}/p$, where $m$, $n$, and $p$ are positive "
+                     "integers, $m$ and $p$ are relatively prime, and $n$ is not divisible by the square of "
+                     "any prime. Find $m+n+p$."]
     idx = build_index(AIME_LIKE, DecontamSettings(embedding=False), background=corpus)
     for hits in Decontaminator(idx).check([train, corpus[1]]):
         assert all(h.category != "contaminated" for h in hits), hits
@@ -195,13 +206,15 @@ def test_distinctive_word_tells_problems_on_one_stem_apart():
     but the item's distinctive word is missing, so it is a template sibling, not a copy."""
     bench = [{"benchmark": "m", "item_id": "e", "answer": "1260",
               "text": "Determine the number of ways to arrange the letters of the word ELLIPSE."}]
-    corpus = [f"Determine the number of ways to arrange the letters of the word {w}." for w in
-              ("RADII", "MADAM", "TOOT", "PROOF", "ALABAMA")] + [f"Find the area of a circle of radius {k}." for k in
+    words = ("RADII", "MADAM", "TOOT", "PROOF", "ALABAMA")
+    corpus = [f"Determine the number of ways to arrange the letters of the word {w}." for w in words]
+    corpus += [f"Find the area of a circle of radius {k}." for k in
                                                                   range(40)]
     idx = build_index(bench, DecontamSettings(embedding=False), background=corpus)
     hit = Decontaminator(idx).check([corpus[0]])[0][0]
     assert hit.category == "template_sibling" and hit.missing_words == 1 and hit.coverage >= 0.5
-    copy = Decontaminator(idx).check(["Find the number of ways to arrange the letters of the word ELLIPSE."])[0]
+    copy = Decontaminator(idx).check(["Find the number of ways to arrange the letters of the word ELLIPSE."])
+    copy = copy[0]
     assert copy[0].category == "contaminated"
 
 
@@ -495,8 +508,8 @@ def test_builtin_keeps_its_settings_with_a_local_path_through_the_stage():
     password and reads the built-in field names (it failed with "cannot decrypt")."""
     from reasonmill.stages.decontaminate import Decontaminate
 
-    stage = Decontaminate({"benchmarks": [{"name": "gpqa_diamond", "path": GPQA["path"], "ngram_coverage": 0.8}],
-                           "embedding": False})
+    local_copy = {"name": "gpqa_diamond", "path": GPQA["path"], "ngram_coverage": 0.8}
+    stage = Decontaminate({"benchmarks": [local_copy], "embedding": False})
     index = stage.build(iter(()))
     assert len(index) == 198 and set(index.coverage_min.tolist()) == {np.float32(0.8)}
     assert Decontaminate.input_files(stage.settings) == [Path(GPQA["path"])]
@@ -515,14 +528,16 @@ def test_real_train_sets_against_their_benchmarks_are_clean():
     """LiveCodeBench train (before 2024-08) vs its test window, and MATH train vs AIME 2024:
     disjoint by construction, so (almost) nothing is flagged; a verbatim copy still is.
     Before: 245 of 580 LCB problems (statement frames) and 15 MATH problems (stock phrases)."""
-    lcb_train = [x["problem"] for x in json.loads((DATA / "livecodebench" / "lcb_train_pre2408.json").read_text())]
+    lcb = DATA / "livecodebench"
+    lcb_train = [x["problem"] for x in json.loads((lcb / "lcb_train_pre2408.json").read_text())]
     lcb_test = load_benchmark({"name": "lcb", "field": "problem",
-                               "path": str(DATA / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json")})
+                               "path": str(lcb / "lcb_test_2408-2501_with_private_tests.json")})
     idx = build_index(lcb_test, DecontamSettings(embedding=False), background=lcb_train)
     hits = Decontaminator(idx).check(lcb_train + [lcb_test[5]["text"] + "\nSolve it in Python."])
     flagged = [any(h.category == "contaminated" for h in hs) for hs in hits]
     assert sum(flagged[:-1]) <= 5 and flagged[-1]  # <= 1%
-    math_train = [x["problem"] for x in json.loads((DATA / "math_train" / "math_train_rllm.json").read_text())]
+    math_path = DATA / "math_train" / "math_train_rllm.json"
+    math_train = [x["problem"] for x in json.loads(math_path.read_text())]
     aime = load_benchmark(AIME24)
     idx = build_index(aime, DecontamSettings(embedding=False), background=math_train)
     hits = Decontaminator(idx).check(math_train)
@@ -533,16 +548,16 @@ def test_added_conditions_or_other_expression_on_the_same_stem_are_not_copies():
     """Real MATH train/MATH-500 pairs that share most wording: conditions inserted into the
     item's sentences, or another expression under the same constraint. Both were flagged."""
     bench = [{"benchmark": "m", "item_id": "shirts", "answer": "240", "text": (
-                 "You have 5 shirts, 6 pairs of pants, and 8 hats.  How many outfits can you make consisting of one "
-                 "shirt, one pair of pants, and one hat?")},
+                 "You have 5 shirts, 6 pairs of pants, and 8 hats.  How many outfits can you make "
+                 "consisting of one shirt, one pair of pants, and one hat?")},
              {"benchmark": "m", "item_id": "xyz", "answer": "2", "text": (
-                 "Let $x,$ $y,$ and $z$ be positive real numbers such that $xyz(x + y + z) = 1.$  Find the minimum "
-                 "value of \\[(x + y)(y + z).\\]")}]
-    shirts = ("You have $5$ red shirts, $5$ green shirts, $6$ pairs of pants, $8$ green hats and $8$ red hats, all "
-              "of which are distinct. How many outfits can you make consisting of one shirt, one pair of pants, and "
-              "one hat without having the same color of shirts and hats?")
-    xyz = ("Let $x,$ $y,$ and $z$ be positive real numbers such that $x + y + z = 1.$  Find the minimum value of "
-           "\\[\\frac{x + y}{xyz}.\\]")
+                 "Let $x,$ $y,$ and $z$ be positive real numbers such that $xyz(x + y + z) = 1.$  Find the "
+                 "minimum value of \\[(x + y)(y + z).\\]")}]
+    shirts = ("You have $5$ red shirts, $5$ green shirts, $6$ pairs of pants, $8$ green hats and $8$ red "
+              "hats, all of which are distinct. How many outfits can you make consisting of one shirt, one "
+              "pair of pants, and one hat without having the same color of shirts and hats?")
+    xyz = ("Let $x,$ $y,$ and $z$ be positive real numbers such that $x + y + z = 1.$  Find the minimum "
+           "value of \\[\\frac{x + y}{xyz}.\\]")
     idx = build_index(bench, DecontamSettings(embedding=False))
     a, b = Decontaminator(idx).check([shirts, xyz])
     assert a and a[0].category == "template_sibling" and a[0].inserted_tokens > 2
@@ -558,10 +573,9 @@ def test_stage_counts_the_checked_corpus_in_the_ngram_weights(tmp_path):
     from reasonmill.stages.base import StageContext
     from reasonmill.stages.decontaminate import Decontaminate
 
-    (tmp_path / "lcb.jsonl").write_text("".join(json.dumps({"id": it["item_id"], "problem": it["text"]}) + "\n"
-                                                for it in LCB_LIKE))
-    records = [_record(f"r{k}", FRAME.format(body=f"Snuke has {k} balls in {k + 2} boxes; print how many boxes are "
-                                                  "empty.", sample=str(k), out="0")) for k in range(1, 30)]
+    rows = [json.dumps({"id": it["item_id"], "problem": it["text"]}) + "\n" for it in LCB_LIKE]
+    (tmp_path / "lcb.jsonl").write_text("".join(rows))
+    records = [_record(f"r{k}", _snuke(k)) for k in range(1, 30)]
     records.append(_record("copy", "Solve this in Python.\n" + LCB_LIKE[3]["text"]))
     settings = {"benchmarks": [{"name": "lcb", "path": "lcb.jsonl"}], "embedding": False}
     ctx = StageContext(extra={"base_dir": str(tmp_path)})
@@ -570,20 +584,21 @@ def test_stage_counts_the_checked_corpus_in_the_ngram_weights(tmp_path):
     assert index.background_docs == len(records)  # the copy is not the item's exact text: it counts too
     out = stage.process(records, index)
     assert [d.id for d in out.dropped] == ["copy"] and len(out.kept) == len(records) - 1
-    assert Decontaminate({**settings, "corpus_frequencies": False}, ctx).build(iter([records])).background_docs == 0
+    no_corpus = Decontaminate({**settings, "corpus_frequencies": False}, ctx)
+    assert no_corpus.build(iter([records])).background_docs == 0
 
 
 def test_statement_matches_its_prompt_with_starter_code():
     """A LiveCodeBench prompt (frame + statement + starter code block) against the bare
     statement of a training set that keeps starter code in another field: the same problem."""
     statement = ("You are given an integer array nums. Return the length of the longest strictly increasing "
-                 "subarray whose elements are all prime numbers.\n \nExample 1:\n\nInput: nums = [2,3,5,4,7]\n"
-                 "Output: 3\n\nConstraints:\n\n1 <= nums.length <= 10^5\n1 <= nums[i] <= 10^6")
-    prompt = ("You will be given a question (problem specification) and will generate a correct Python program "
-              "that matches the specification and passes all tests.\n\nQuestion: " + statement + "\n\nYou will use "
-              "the following starter code to write the solution to the problem and enclose your code within "
-              "delimiters.\n```python\nclass Solution:\n    def longestPrimeRun(self, nums: List[int]) -> int:\n"
-              "        \n```\n\n")
+                 "subarray whose elements are all prime numbers.\n \nExample 1:\n\nInput: nums = "
+                 "[2,3,5,4,7]\nOutput: 3\n\nConstraints:\n\n1 <= nums.length <= 10^5\n1 <= nums[i] <= 10^6")
+    prompt = ("You will be given a question (problem specification) and will generate a correct Python "
+              "program that matches the specification and passes all tests.\n\nQuestion: " + statement
+              + "\n\nYou will use the following starter code to write the solution to the problem and "
+              "enclose your code within delimiters.\n```python\nclass Solution:\n    def longestPrimeRun(self, nums: List[int]) -> "
+              "int:\n        \n```\n\n")
     idx = build_index([{"benchmark": "lcb", "item_id": "q1", "answer": None, "text": prompt}],
                       DecontamSettings(embedding=False))
     hits = Decontaminator(idx).check([statement])[0]

@@ -61,8 +61,8 @@ DEFAULT_BOILERPLATE = (
     r" within delimiters\.(?:\s*```(?:python)?\n(?s:.*?)```)?",
     r"read the inputs from stdin solve the problem and write the answer to stdout \(do not directly test on"
     r" the sample inputs\)\. enclose your code within delimiters as follows\. ensure that when the python"
-    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\.(?:\s*```(?:python)?"
-    r"\s*# your code here\s*```)?",
+    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\."
+    r"(?:\s*```(?:python)?\s*# your code here\s*```)?",
 )
 _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.S | re.I)
 #: LaTeX that only formats: spacing, sizing and text-mode wrappers (their content stays)
@@ -80,8 +80,8 @@ _NUM_TOKEN = "\x00#"
 INSERT_GAP = 12
 #: instruction words a copy may change freely ("Compute" -> "Calculate"): never distinctive
 INSTRUCTION_WORDS = frozenset(
-    "find compute calculate determine evaluate simplify solve what which whats how give express write show prove "
-    "state enter list answer".split())
+    "find compute calculate determine evaluate simplify solve what which whats how give express write show "
+    "prove state enter list answer".split())
 #: tokens that carry a problem's mathematics: numbers, LaTeX commands, symbols and
 #: one-letter names (not the words "a" and "i"); they must agree for an embedding hit
 _MATH_TOKEN = re.compile(r"[\d\\\W]|[b-hj-z]$")
@@ -385,7 +385,8 @@ def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int,
     skipped: a leak must not make its own item's n-grams look common.
     """
     per_item = [np.unique(ngram_hashes(p.tokens, n)) for p in prepared]
-    words = [frozenset(t for t in p.tokens if not _is_number(t) and t not in INSTRUCTION_WORDS) for p in prepared]
+    words = [frozenset(t for t in p.tokens if not _is_number(t) and t not in INSTRUCTION_WORDS)
+             for p in prepared]
     word_df = Counter(w for ws in words for w in ws)
     keys = np.unique(np.concatenate(per_item)) if per_item else np.zeros(0, np.uint64)
     df = np.zeros(len(keys), dtype=np.int64)
@@ -452,8 +453,8 @@ def build_index(items: list[dict], settings: DecontamSettings | dict | None = No
         per_item = [ngram_hashes(p.masked if masked else p.tokens, n) for p in prepared]
         grams[(n, masked)] = _Postings.build(per_item)
         gram_counts[(n, masked)] = np.array([len(np.unique(h)) for h in per_item], dtype=np.int32)
-    cover_keys, cover_weight, background_docs, item_words = _ngram_weights(prepared, background or [], s.ngram_n_cover, s,
-                                                               boiler)
+    cover_keys, cover_weight, background_docs, item_words = _ngram_weights(
+        prepared, background or [], s.ngram_n_cover, s, boiler)
     item_weight = np.array([float(cover_weight[np.searchsorted(cover_keys, np.unique(ngram_hashes(p.tokens,
                             s.ngram_n_cover)))].sum()) for p in prepared], dtype=np.float32)
     item_bench = np.array([bench_of[it["benchmark"]] for it in items], dtype=np.int16)
@@ -697,7 +698,8 @@ class Decontaminator:
                 if pair.coverage >= idx.coverage_min[j]:
                     pair.inserted = self._inserted(p, shared.pos, shared.items, j)
             if masked:
-                n = s.ngram_n if min(len(p.tokens), int(idx.lengths[j])) >= s.short_tokens else s.ngram_n_short
+                short = min(len(p.tokens), int(idx.lengths[j])) < s.short_tokens
+                n = s.ngram_n_short if short else s.ngram_n
                 pair.masked_coverage = _masked_coverage(idx, p, n, *masked[(n, True)], j)
         for j, c in cos_top:
             pairs[j].cosine = c
@@ -717,8 +719,9 @@ class Decontaminator:
         for j, pair in self._pairs(p, cos_top).items():
             same_numbers = numbers_compatible(p.numbers, idx.numbers[j])
             same_signature = bool(p.signature) and p.signature == idx.signatures[j]
-            ev = dict(ngram=" ".join(p.tokens[pair.gram_pos: pair.gram_pos + n]) if pair.gram_pos >= 0 else None,
-                      ngram_n=n if pair.gram_pos >= 0 else None, coverage=round(pair.coverage, 4),
+            at = pair.gram_pos
+            ev = dict(ngram=" ".join(p.tokens[at: at + n]) if at >= 0 else None,
+                      ngram_n=n if at >= 0 else None, coverage=round(pair.coverage, 4),
                       masked_coverage=round(pair.masked_coverage, 4) if s.template_siblings else None,
                       cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers,
                       signature_match=same_signature)
@@ -737,13 +740,14 @@ class Decontaminator:
             if pair.inserted:
                 ev["inserted_tokens"] = pair.inserted
             if covered and same_words and (same_numbers or not s.template_siblings):
-                hits.append(self._hit("contaminated", "ngram", j, field, threshold=round(float(idx.coverage_min[j]), 4), **ev))
+                hits.append(self._hit("contaminated", "ngram", j, field,
+                                      threshold=round(float(idx.coverage_min[j]), 4), **ev))
             elif s.embedding and pair.cosine is not None and (
                 (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)
                 or (same_signature and pair.cosine >= idx.cosine_min[j])
             ):
-                hits.append(self._hit("contaminated", "embedding", j, field, threshold=round(float(idx.cosine_min[j]), 4),
-                                      **ev))
+                hits.append(self._hit("contaminated", "embedding", j, field,
+                                      threshold=round(float(idx.cosine_min[j]), 4), **ev))
             elif s.template_siblings and (covered or not same_numbers and (
                 # same wording, other numbers: the masked n-grams match, and the unmasked ones
                 # still cover a good part of the item (a shared frame alone does not)

@@ -102,7 +102,8 @@ class Decontaminate(Stage):
         per = dict(data.pop("per_benchmark"))
         for spec in self.settings.benchmarks:
             spec = resolve_spec(spec)
-            own = {k: getattr(spec, k) for k in ("ngram_coverage", "embedding_cosine") if getattr(spec, k) is not None}
+            own = {k: getattr(spec, k) for k in ("ngram_coverage", "embedding_cosine")
+                   if getattr(spec, k) is not None}
             if own:
                 per[spec.name] = {**per.get(spec.name, {}), **own}
         return DecontamSettings(**data, per_benchmark=per)
@@ -113,8 +114,9 @@ class Decontaminate(Stage):
         base_dir = Path(self.context.extra.get("base_dir", "."))
         items = load_benchmarks(self.settings.benchmarks, base_dir=base_dir)
         background = [it["text"] for it in load_benchmarks(self.settings.background, base_dir=base_dir)]
-        corpus = (r.get("problem") or "" for records in shards for r in records) if self.settings.corpus_frequencies \
-            else iter(())
+        corpus: Iterable[str] = ()
+        if self.settings.corpus_frequencies:
+            corpus = (r.get("problem") or "" for records in shards for r in records)
         return build_index(items, self._decontam_settings(), embedder=self._embedder(),
                            background=_chain(background, corpus))
 
