@@ -28,10 +28,11 @@ from reasonmill.dedup.decontam import (
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-#: measured by bench/bench_decontam.py (2026-11-25, MATH-test background, see
-#: bench/results/decontam.md): lexical 13.9%, semantic 9.8%, lexical with siblings 41.0%,
-#: false positives 0.8% (on 5,000 negatives; the test uses the first 1,000 of them)
-LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR, FP_CEILING = 0.12, 0.08, 0.38, 0.015
+#: measured on 2026-12-03 with the weighted item-coverage rule: lexical 4.2%, semantic 3.6%,
+#: lexical with siblings 34.0%, false positives 0.0% of the first 1,000 negatives. The rarity-mass
+#: rule it replaced measured 13.9% / 9.8% / 41.0% / 0.8%, at the price of flagging statement
+#: frames and stock phrases (bench/RESULTS.md, issue 12).
+LEX_FLOOR, SEM_FLOOR, LEX_ANY_FLOOR, FP_CEILING = 0.035, 0.025, 0.30, 0.005
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
@@ -87,8 +88,15 @@ def test_normalization_strips_boilerplate_and_diagrams_and_splits_latex():
 
     text = "Return your final response within \\boxed{}. Solve $x^2+5x=0$.[asy]draw((0,0)--(1,1));[/asy] Done"
     toks = tokenize(normalize_text(text, boilerplate=_compile_boilerplate(s)))
-    assert toks == ["solve", "x", "2", "5", "x", "0", "done"]
+    assert toks == ["solve", "x", "^", "2", "+", "5", "x", "=", "0", "done"]
     assert numbers_of(toks) == ("0", "2", "5")
+    # formatting is not content: a reformatted copy keeps its tokens
+    a = tokenize(normalize_text(r"Costs $1{,}000.50$; find $\left(\dfrac{1}{2}\right)$ of .5 and 007"))
+    b = tokenize(normalize_text(r"Costs 1,000.5; find (\frac{1}{2}) of 0.50 and 7"))
+    assert a == b and "1000.5" in a and "0.5" in a
+    # math symbols and commands are tokens: arcsin(1/sqrt 2) is not arcsin(-1/2)
+    arcsin = tokenize(normalize_text(r"$\arcsin \left( -\frac{1}{2} \right)$"))
+    assert arcsin == ["\\arcsin", "-", "\\frac", "1", "2"]
     assert mask_numbers(["x", "2"])[1] != "2"
     # n-gram hashes are stable across processes (not Python's salted hash())
     assert ngram_hashes(["a", "b", "c"], 2).tolist() == ngram_hashes(["a", "b", "c"], 2).tolist()
@@ -110,17 +118,117 @@ def test_ngram_layer_catches_embedded_copy_and_names_the_ngram():
     text = ("Here is a puzzle from my class. " + BENCH[1]["text"] + " Please explain each step carefully.")
     h = _dec(_index(embedding=False)).check([text])[0][0]
     assert (h.category, h.layer, h.item_id) == ("contaminated", "ngram", "t2")
-    # the benchmark item has < short_tokens (100) tokens, so 8-grams; longer texts use 13-grams
-    assert h.ngram_n == 8 and len(h.ngram.split()) == 8
-    h13 = _dec(_index(embedding=False, short_tokens=20)).check([text])[0][0]
-    assert h13.layer == "ngram" and h13.ngram_n == 13 and len(h13.ngram.split()) == 13
+    assert h.ngram_n == 3 and len(h.ngram.split()) == 3
     assert h.ngram in " ".join(tokenize(normalize_text(BENCH[1]["text"])))
-    assert h.coverage >= 0.9
+    assert h.coverage >= 0.95 and h.threshold == 0.5  # the whole item, however much text surrounds it
     # a single shared stock phrase is not enough
     other = ("A farmer keeps 3 cats and 4 dogs and buys a bag of marbles for his children, who play with them in "
              "the yard every afternoon after school until dinner is ready. How many marbles were removed from the "
              "bag in total?")
     assert _dec(_index(embedding=False)).check([other])[0] == []
+
+
+#: AtCoder-style statements: a shared frame around different problems (as in LiveCodeBench)
+FRAME = ("{body}\n\nInput\n\nThe input is given from Standard Input in the following format:\nN\nA_1 A_2 "
+         "\\ldots A_N\n\nOutput\n\nPrint the answer.\n\nConstraints\n\n\n- 1 \\leq N \\leq 2 \\times "
+         "10^5\n- 1 \\leq A_i \\leq 10^9\n- All input values are integers.\n\nSample Input "
+         "1\n\n{sample}\n\nSample Output 1\n\n{out}\n")
+BODIES = [
+    ("You are given a sequence of N positive integers. Find the number of pairs whose sum is even.",
+     "3\n1 2 3", "1"),
+    ("Takahashi has N cards with integers written on them. He discards the largest card. Print the sum of "
+     "the remaining cards.", "3\n4 9 2", "6"),
+    ("There are N houses on a street, the i-th painted with colour A_i. Count the houses whose colour "
+     "differs from both neighbours.", "4\n1 2 1 1", "1"),
+    ("Aoki wants to climb N steps; step i has height A_i. Report the largest height difference between two "
+     "consecutive steps.", "3\n1 5 2", "4"),
+    ("A robot starts at the origin and reads N moves A_i. Output how many times it returns to the origin "
+     "after a move.", "2\n3 -3", "1"),
+]
+def _snuke(k: int) -> str:
+    """A training problem in the same frame as LCB_LIKE, different in content."""
+    return FRAME.format(body=f"Snuke has {k} balls in {k + 2} boxes; print how many boxes are empty.",
+                        sample=str(k), out="0")
+
+
+LCB_LIKE = [{"benchmark": "lcb", "item_id": f"abc{k}", "answer": None,
+             "text": FRAME.format(body=b, sample=smp, out=o)} for k, (b, smp, o) in enumerate(BODIES)]
+
+
+def test_prompt_frame_alone_is_not_a_match_but_a_copy_is():
+    """The statement frame ("The input is given from Standard Input in the following format",
+    "All input values are integers", "Sample Input 1") is most of a short item's words, yet
+    a training problem that shares only the frame is clean; copies of the item are caught."""
+    train = FRAME.format(body="You are given N integers A_i. Print the product of the two smallest values, "
+                              "modulo 998244353.", sample="3\n7 3 5", out="15")
+    corpus = [train] + [_snuke(k) for k in range(1, 30)]
+    idx = build_index(LCB_LIKE, DecontamSettings(embedding=False), background=corpus)
+    d = Decontaminator(idx)
+    assert d.check([train]) == [[]]
+    item = LCB_LIKE[1]["text"]
+    edited = item.replace("Print the sum", "Output the sum").replace("\n", "  \n").replace("N ", "N  ")
+    hits = d.check([item + "\nWrite a fast solution.", edited])
+    assert [(h[0].category, h[0].item_id) for h in hits] == [("contaminated", "abc1")] * 2
+    assert hits[1][0].layer == "ngram" and hits[1][0].coverage < 1.0
+    # without the corpus, the frame still weighs little: it is shared by the benchmark's own items
+    assert Decontaminator(build_index(LCB_LIKE, DecontamSettings(embedding=False))).check([train]) == [[]]
+
+
+AIME_LIKE = [
+    {"benchmark": "aime", "item_id": "a1", "answer": "7", "text": (
+        "Let $x$ and $y$ be real numbers with $x^2 + 4y^2 = 17$ and $xy = 2$. The largest possible value of "
+        "$x + y$ can be expressed as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive "
+        "integers. Find $m+n$.")},
+    {"benchmark": "aime", "item_id": "a2", "answer": "9", "text": (
+        "The area of the region enclosed by the curve can be written as $m\\sqrt{n}/p$, where $m$, $n$, and "
+        "$p$ are positive integers, $m$ and $p$ are relatively prime, and $n$ is not divisible by the "
+        "square of any prime. Find $m+n+p$.")},
+]
+
+
+def test_stock_phrase_is_not_a_match():
+    """AIME answer formats ("can be expressed as m/n where m and n are relatively prime
+    positive integers", "n is not divisible by the square of any prime") are stock phrases."""
+    train = ("A fair coin is tossed 8 times. The probability that no two heads are consecutive can be "
+             "expressed as $\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find "
+             "$m+n$.")
+    corpus = [train, "The distance can be written as $m\\sqrt{n}/p$, where $m$, $n$, and $p$ are positive "
+                     "integers, $m$ and $p$ are relatively prime, and $n$ is not divisible by the square of "
+                     "any prime. Find $m+n+p$."]
+    idx = build_index(AIME_LIKE, DecontamSettings(embedding=False), background=corpus)
+    for hits in Decontaminator(idx).check([train, corpus[1]]):
+        assert all(h.category != "contaminated" for h in hits), hits
+    assert Decontaminator(idx).check([AIME_LIKE[0]["text"].replace("Find", "Compute")])[0][0].item_id == "a1"
+
+
+def test_distinctive_word_tells_problems_on_one_stem_apart():
+    """ "...the letters of the word ELLIPSE" vs "...RADII": the stem covers most of the item,
+    but the item's distinctive word is missing, so it is a template sibling, not a copy."""
+    bench = [{"benchmark": "m", "item_id": "e", "answer": "1260",
+              "text": "Determine the number of ways to arrange the letters of the word ELLIPSE."}]
+    words = ("RADII", "MADAM", "TOOT", "PROOF", "ALABAMA")
+    corpus = [f"Determine the number of ways to arrange the letters of the word {w}." for w in words]
+    corpus += [f"Find the area of a circle of radius {k}." for k in
+                                                                  range(40)]
+    idx = build_index(bench, DecontamSettings(embedding=False), background=corpus)
+    hit = Decontaminator(idx).check([corpus[0]])[0][0]
+    assert hit.category == "template_sibling" and hit.missing_words == 1 and hit.coverage >= 0.5
+    copy = Decontaminator(idx).check(["Find the number of ways to arrange the letters of the word ELLIPSE."])
+    copy = copy[0]
+    assert copy[0].category == "contaminated"
+
+
+def test_per_benchmark_threshold_is_honoured():
+    text = "Here is a puzzle. " + BENCH[1]["text"].replace("holds red", "holds some red").replace(
+        "is removed", "is then removed").replace("shaken well", "shaken very well")  # words added, none lost
+    base = _dec(_index(embedding=False)).check([text])[0][0]
+    assert base.category == "contaminated" and 0.5 <= base.coverage < 0.99
+    strict = _index(embedding=False, per_benchmark={"toy": {"ngram_coverage": 0.99}})
+    assert [h.category for h in _dec(strict).check([text])[0]] != ["contaminated"]
+    # the other benchmark keeps the default
+    assert _dec(strict).check([BENCH[2]["text"] + " Explain."])[0][0].threshold == 0.5
+    with pytest.raises(ValueError, match="not among the benchmarks"):
+        _index(per_benchmark={"nope": {"ngram_coverage": 0.9}})
 
 
 def test_embedding_layer_catches_paraphrase_with_same_numbers_only():
@@ -143,46 +251,6 @@ def test_template_sibling_is_its_own_category_and_configurable():
     # without the sibling rule numbers are ignored, so the shared wording is an n-gram hit
     off = _dec(_index(template_siblings=False)).check([sibling])[0]
     assert [(h.category, h.layer) for h in off] == [("contaminated", "ngram")]
-
-
-LONG = ("In the kingdom of Zorvath, the royal abacus keeper catalogues obsidian tokens by weight. "
-        "Each Tuesday the keeper weighs every token twice, records the heavier reading, and then melts "
-        "the lightest token into a ring for the queen. ")
-PADDING = " ".join(f"Unrelated remark number {w} about gardening and weather." for w in
-                   ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
-#: a benchmark item of which LONG is well under ngram_coverage (0.6): only the rarity rule sees it
-ITEM_Z = {"benchmark": "toy", "item_id": "z1", "answer": "3", "text": LONG + (
-    "The queen, however, gives away one ring at every full moon to a visiting merchant from the southern "
-    "deserts, who trades it for spices, silk, rare maps of the eastern islands and a small caged songbird "
-    "that sings only at dawn. After 3 weeks, how many rings does the queen own?")}
-
-
-def test_rare_ngram_rule_flags_a_long_shared_rare_passage_with_evidence():
-    """A rare passage shared with an item is a hit even when it covers little of a long text."""
-    bench = BENCH + [ITEM_Z]
-    text = PADDING + " " + LONG + " " + PADDING
-    idx = build_index(bench, DecontamSettings(embedding=False))
-    h = _dec(idx).check([text])[0][0]
-    assert (h.category, h.layer, h.item_id) == ("contaminated", "ngram", "z1")
-    assert h.coverage < 0.6 and h.rare_mass >= 10  # the coverage rule alone misses it
-    assert len(h.ngram.split()) == h.ngram_n and h.ngram in " ".join(tokenize(normalize_text(LONG)))
-    assert "rare-n-gram mass" in h.describe()
-    # the rule off: no hit
-    assert _dec(build_index(bench, DecontamSettings(embedding=False, rare_mass=None))).check([text])[0] == []
-
-
-def test_background_frequencies_make_stock_passages_weigh_nothing():
-    """The same passage, common in a background corpus, is a stock phrase: no hit."""
-    bench = BENCH + [ITEM_Z]
-    text = PADDING + " " + LONG + " Then the dragons came and every villager ran to the hills."
-    background = [LONG + f" Question variant {k}: what colour is token {k}?" for k in range(40)]
-    plain = _dec(build_index(bench, DecontamSettings(embedding=False)))
-    assert plain.check([text])[0][0].layer == "ngram"
-    idx = build_index(bench, DecontamSettings(embedding=False), background=background)
-    assert idx.background_docs == 40
-    assert _dec(idx).check([text])[0] == []
-    # a background copy of a benchmark item is not counted (it would halve the item's weights)
-    assert build_index(bench, DecontamSettings(embedding=False), background=[bench[-1]["text"]]).background_docs == 0
 
 
 def test_clean_text_has_no_hits_and_index_pickles_small_without_texts():
@@ -406,3 +474,135 @@ def test_recall_floor_on_real_pairs():
     fp = sum("contaminated" in c for c in cats[len(lex) + len(sem):]) / len(neg)
     assert lex_c >= LEX_FLOOR and sem_c >= SEM_FLOOR and lex_any >= LEX_ANY_FLOOR, (lex_c, sem_c, lex_any)
     assert fp <= FP_CEILING, fp
+
+
+# --- dry run, local copies of built-ins, input files -------------------------------------------
+
+
+def test_dry_run_drops_nothing_but_records_the_evidence():
+    from reasonmill.stages.decontaminate import Decontaminate
+
+    records = [_record("c", "Prove that there are infinitely many primes."),
+               _record("x", BENCH[2]["text"] + " Show your work."),
+               _record("r", "A clean one.", responses=[{"think": "Recall: " + BENCH[1]["text"], "answer": "3",
+                                                        "raw": None}])]
+    toy = BENCH
+    settings = {"benchmarks": [], "embedding": False, "apply_to": "problem+responses"}
+    index = build_index(toy, DecontamSettings(embedding=False))
+    wet = Decontaminate(settings).process(records, index)
+    assert {d.id for d in wet.dropped} == {"x", "r"}
+    dry = Decontaminate({**settings, "dry_run": True}).process(records, index)
+    assert dry.dropped == [] and [r["id"] for r in dry.kept] == ["c", "x", "r"]
+    assert len(dry.kept[2]["responses"]) == 1 and "decontam" not in dry.kept[0]["meta"]
+    match = dry.kept[1]["meta"]["decontam"]["matches"][0]
+    assert (match["benchmark"], match["item_id"], match["layer"]) == ("toy2", "u1", "ngram")
+    assert match["coverage"] >= 0.95 and "u1" in match["message"]
+    rmatch = dry.kept[2]["meta"]["decontam"]["matches"][0]
+    assert rmatch["response_index"] == 0 and rmatch["item_id"] == "t2"
+    assert dry.stats == {"decontam_would_drop": 1.0, "decontam_would_drop_responses": 1.0}
+
+
+@needs_data
+def test_builtin_keeps_its_settings_with_a_local_path_through_the_stage():
+    """`{name: gpqa_diamond, path: ...}` in the stage settings decrypts with the built-in
+    password and reads the built-in field names (it failed with "cannot decrypt")."""
+    from reasonmill.stages.decontaminate import Decontaminate
+
+    local_copy = {"name": "gpqa_diamond", "path": GPQA["path"], "ngram_coverage": 0.8}
+    stage = Decontaminate({"benchmarks": [local_copy], "embedding": False})
+    index = stage.build(iter(()))
+    assert len(index) == 198 and set(index.coverage_min.tolist()) == {np.float32(0.8)}
+    assert Decontaminate.input_files(stage.settings) == [Path(GPQA["path"])]
+
+
+def test_input_files_lists_every_local_path(tmp_path):
+    from reasonmill.stages.decontaminate import Decontaminate
+
+    files = Decontaminate.input_files({"benchmarks": ["math500", {"name": "mine", "path": "evals/m.jsonl"}],
+                                       "background": [{"name": "bg", "path": "/data/bg.jsonl"}]}, tmp_path)
+    assert files == [tmp_path / "evals" / "m.jsonl", Path("/data/bg.jsonl")]
+
+
+@needs_data
+def test_real_train_sets_against_their_benchmarks_are_clean():
+    """LiveCodeBench train (before 2024-08) vs its test window, and MATH train vs AIME 2024:
+    disjoint by construction, so (almost) nothing is flagged; a verbatim copy still is.
+    Before: 245 of 580 LCB problems (statement frames) and 15 MATH problems (stock phrases)."""
+    lcb = DATA / "livecodebench"
+    lcb_train = [x["problem"] for x in json.loads((lcb / "lcb_train_pre2408.json").read_text())]
+    lcb_test = load_benchmark({"name": "lcb", "field": "problem",
+                               "path": str(lcb / "lcb_test_2408-2501_with_private_tests.json")})
+    idx = build_index(lcb_test, DecontamSettings(embedding=False), background=lcb_train)
+    hits = Decontaminator(idx).check(lcb_train + [lcb_test[5]["text"] + "\nSolve it in Python."])
+    flagged = [any(h.category == "contaminated" for h in hs) for hs in hits]
+    assert sum(flagged[:-1]) <= 5 and flagged[-1]  # <= 1%
+    math_path = DATA / "math_train" / "math_train_rllm.json"
+    math_train = [x["problem"] for x in json.loads(math_path.read_text())]
+    aime = load_benchmark(AIME24)
+    idx = build_index(aime, DecontamSettings(embedding=False), background=math_train)
+    hits = Decontaminator(idx).check(math_train)
+    assert sum(any(h.category == "contaminated" for h in hs) for hs in hits) == 0
+
+
+def test_added_conditions_or_other_expression_on_the_same_stem_are_not_copies():
+    """Real MATH train/MATH-500 pairs that share most wording: conditions inserted into the
+    item's sentences, or another expression under the same constraint. Both were flagged."""
+    bench = [{"benchmark": "m", "item_id": "shirts", "answer": "240", "text": (
+                 "You have 5 shirts, 6 pairs of pants, and 8 hats.  How many outfits can you make "
+                 "consisting of one shirt, one pair of pants, and one hat?")},
+             {"benchmark": "m", "item_id": "xyz", "answer": "2", "text": (
+                 "Let $x,$ $y,$ and $z$ be positive real numbers such that $xyz(x + y + z) = 1.$  Find the "
+                 "minimum value of \\[(x + y)(y + z).\\]")}]
+    shirts = ("You have $5$ red shirts, $5$ green shirts, $6$ pairs of pants, $8$ green hats and $8$ red "
+              "hats, all of which are distinct. How many outfits can you make consisting of one shirt, one "
+              "pair of pants, and one hat without having the same color of shirts and hats?")
+    xyz = ("Let $x,$ $y,$ and $z$ be positive real numbers such that $x + y + z = 1.$  Find the minimum "
+           "value of \\[\\frac{x + y}{xyz}.\\]")
+    idx = build_index(bench, DecontamSettings(embedding=False))
+    a, b = Decontaminator(idx).check([shirts, xyz])
+    assert a and a[0].category == "template_sibling" and a[0].inserted_tokens > 2
+    assert b and b[0].category == "template_sibling" and b[0].missing_math >= 1
+    copies = Decontaminator(idx).check(["Problem 2. " + bench[0]["text"] + " Show your reasoning.",
+                                        bench[1]["text"].replace("Find", "Determine") + "  (5 points)"])
+    assert [h[0].category for h in copies] == ["contaminated", "contaminated"]
+
+
+def test_stage_counts_the_checked_corpus_in_the_ngram_weights(tmp_path):
+    """`build` reads the records' problems (corpus_frequencies): the corpus's own frame then
+    weighs ~0, a frame-only problem is kept and a copy is dropped."""
+    from reasonmill.stages.base import StageContext
+    from reasonmill.stages.decontaminate import Decontaminate
+
+    rows = [json.dumps({"id": it["item_id"], "problem": it["text"]}) + "\n" for it in LCB_LIKE]
+    (tmp_path / "lcb.jsonl").write_text("".join(rows))
+    records = [_record(f"r{k}", _snuke(k)) for k in range(1, 30)]
+    records.append(_record("copy", "Solve this in Python.\n" + LCB_LIKE[3]["text"]))
+    settings = {"benchmarks": [{"name": "lcb", "path": "lcb.jsonl"}], "embedding": False}
+    ctx = StageContext(extra={"base_dir": str(tmp_path)})
+    stage = Decontaminate(settings, ctx)
+    index = stage.build(iter([records[:15], records[15:]]))
+    assert index.background_docs == len(records)  # the copy is not the item's exact text: it counts too
+    out = stage.process(records, index)
+    assert [d.id for d in out.dropped] == ["copy"] and len(out.kept) == len(records) - 1
+    no_corpus = Decontaminate({**settings, "corpus_frequencies": False}, ctx)
+    assert no_corpus.build(iter([records])).background_docs == 0
+
+
+def test_statement_matches_its_prompt_with_starter_code():
+    """A LiveCodeBench prompt (frame + statement + starter code block) against the bare
+    statement of a training set that keeps starter code in another field: the same problem."""
+    statement = ("You are given an integer array nums. Return the length of the longest strictly increasing "
+                 "subarray whose elements are all prime numbers.\n \nExample 1:\n\nInput: nums = "
+                 "[2,3,5,4,7]\nOutput: 3\n\nConstraints:\n\n1 <= nums.length <= 10^5\n1 <= nums[i] <= 10^6")
+    prompt = ("You will be given a question (problem specification) and will generate a correct Python "
+              "program that matches the specification and passes all tests.\n\nQuestion: " + statement
+              + "\n\nYou will use the following starter code to write the solution to the problem and "
+              "enclose your code within delimiters.\n```python\nclass Solution:\n    def longestPrimeRun(self, nums: List[int]) -> "
+              "int:\n        \n```\n\n")
+    idx = build_index([{"benchmark": "lcb", "item_id": "q1", "answer": None, "text": prompt}],
+                      DecontamSettings(embedding=False))
+    hits = Decontaminator(idx).check([statement])[0]
+    assert hits and hits[0].category == "contaminated" and hits[0].layer == "exact"  # frame and code stripped
+    # one benchmark item and no corpus: every n-gram is in the only document, still a weight
+    wrapped = Decontaminator(idx).check(["Please solve: " + statement.replace("Return", "Output")])[0]
+    assert wrapped and wrapped[0].category == "contaminated" and wrapped[0].layer == "ngram"

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: the password the GPQA authors publish for their dataset zip (not a secret; it only keeps
 #: the questions out of plain-text web crawls)
@@ -56,6 +56,9 @@ class BenchmarkSpec(BaseModel):
     date_field: str | None = None
     date_from: date | None = None
     date_to: date | None = None
+    #: decontamination thresholds for this benchmark's items (None: the stage's own)
+    ngram_coverage: float | None = Field(None, gt=0, le=1)
+    embedding_cosine: float | None = Field(None, ge=-1, le=1)
 
     @field_validator("field", "answer_field", "id_field", mode="before")
     @classmethod
@@ -82,9 +85,13 @@ ALIASES = {"math-500": "math500", "aime2024": "aime24", "aime_2024": "aime24", "
 
 
 def resolve_spec(entry: str | dict | BenchmarkSpec) -> BenchmarkSpec:
-    """A YAML entry → a full spec: built-in defaults, overridden by the keys the user gave."""
+    """A YAML entry → a full spec: built-in defaults, overridden by the keys the user gave.
+
+    A spec object counts only the fields set on it, so a built-in benchmark keeps its field
+    names and zip password when ``path:`` points at a local copy, however the entry came.
+    """
     if isinstance(entry, BenchmarkSpec):
-        return entry
+        entry = entry.model_dump(exclude_unset=True)
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
@@ -215,10 +222,17 @@ def _rows_of_bytes(data: bytes, name: str, label: str) -> Iterator[tuple[dict, s
                 raise BenchmarkError(f"{label}:{lineno}: not JSON ({exc})") from None
 
 
+def local_path(spec: BenchmarkSpec, base_dir: str | Path = ".") -> Path | None:
+    """The local file a spec reads (``path:`` against ``base_dir``), or None for the Hub."""
+    if not spec.path:
+        return None
+    path = Path(spec.path).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def _local_rows(spec: BenchmarkSpec, base_dir: Path) -> Iterator[tuple[dict, str]]:
-    path = Path(spec.path or "").expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
+    path = local_path(spec, base_dir)
+    assert path is not None
     if not path.is_file():
         raise BenchmarkError(f"benchmark {spec.name!r}: file {path} not found; fix `path:`")
     if path.suffix.lower() == ".zip":

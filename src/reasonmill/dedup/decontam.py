@@ -3,18 +3,19 @@
 Why layers: each check catches a different kind of leak at a different cost.
 
 1. ``exact``: the normalized texts are equal (a hash lookup).
-2. ``ngram``: long shared word n-grams on normalized text (13-grams, 8-grams when either
-   text is short, SPEC §1 item 4). One shared n-gram is too weak here: MATH-style problems
-   share stock phrases ("what is the probability that the sum of the numbers"), so a hit
-   needs the shared n-grams to cover a share of the shorter text (``ngram_coverage``).
-   A second, rarity-aware rule (``rare_mass``) sums the IDF weights of the distinct
-   ``rare_n``-grams a text shares with one item: a long shared passage of rare wording is a
-   hit even when it covers little of a long text, while stock phrases ("express your answer
-   as a common fraction") weigh almost nothing. Document frequencies come from the
-   benchmark items plus an optional background corpus (``build_index(background=...)``).
+2. ``ngram``: the share of the benchmark item that n-grams shared with the text cover,
+   each n-gram weighted by its rarity (IDF over the benchmark items, the corpus being
+   checked and optional background texts). A match needs substantive coverage *of the
+   item*: a prompt frame ("the input is given from standard input in the following
+   format"), a definition ("a substring is a contiguous non-empty sequence of characters")
+   or a stock phrase ("m and n are relatively prime positive integers") is common in the
+   corpus or across a benchmark's items, so it weighs ~0 and never makes a match on its
+   own, however long it is. Numbers, LaTeX commands and math symbols are tokens, and the
+   numbers must agree, so arcsin(1/sqrt 2) is not arcsin(-1/2).
 3. ``embedding``: cosine of sentence embeddings, for paraphrases. A paraphrase keeps the
-   problem's numbers; a different problem on the same topic does not. So a cosine hit is
-   contamination only when the numbers are the same (``embedding_cosine``), or when the
+   problem's numbers and notation; a different problem on the same topic does not. So a
+   cosine hit is contamination only when the numbers, LaTeX commands and minus signs are
+   the same (``embedding_cosine``), or when the
    cosine is so high that nothing else can differ (``embedding_cosine_any``).
 4. ``judge`` (off by default): candidates go to an LLM over an OpenAI-compatible endpoint,
    which answers whether the two texts are the same problem (as NeMo-Skills does).
@@ -25,7 +26,8 @@ reported as their own category (``template_sibling``) and not dropped, unless
 ``siblings_are_contamination`` is set.
 
 The benchmark side is built once into a :class:`BenchmarkIndex`: sorted n-gram hash arrays
-with item ids, an embedding matrix and per-item number lists. It holds hashes, not texts
+with item ids and n-gram weights, an embedding matrix and per-item number lists.
+Thresholds can differ per benchmark (``per_benchmark``). It holds hashes, not texts
 (texts are kept only when the judge needs them), so it pickles small and never stores
 a protected benchmark such as GPQA in plain text.
 """
@@ -37,7 +39,8 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,38 +54,69 @@ DEFAULT_BOILERPLATE = (
     r"let'?s think step by step and output the final answer within \\boxed\{\}\.?",
     r"please reason step by step, and put your final answer within \\boxed\{\}\.?",
     r"you will be given a question \(problem specification\) and will generate a correct python program"
-    r" that matches the specification and passes all tests\.",
+    r" that matches the specification and passes all tests\.(?:\s*question:)?",
+    # LiveCodeBench prompts: the frame and the code block after it (the starter code is a
+    # separate field in most training sets, so the statement alone is compared)
     r"you will use the following starter code to write the solution to the problem and enclose your code"
-    r" within delimiters\.",
+    r" within delimiters\.(?:\s*```(?:python)?\n(?s:.*?)```)?",
     r"read the inputs from stdin solve the problem and write the answer to stdout \(do not directly test on"
     r" the sample inputs\)\. enclose your code within delimiters as follows\. ensure that when the python"
-    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\.",
+    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\."
+    r"(?:\s*```(?:python)?\s*# your code here\s*```)?",
 )
 _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.S | re.I)
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W\d_]+|\d+(?:\.\d+)?")
+#: LaTeX that only formats: spacing, sizing and text-mode wrappers (their content stays)
+_LATEX_FORMAT = re.compile(r"\\(?:left|right|big+l?|big+r?|displaystyle|textstyle|text|mathrm|mbox|quad|qquad"
+                           r"|[,;:! ])(?![a-z])")
+#: thousands separators: 1,000 / 1{,}000 / 1\,000 / 1\!000 are all 1000 (not inside a list: [100,200])
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:(?:\{,\}|\\[,!;: ])\d{3})+(?!\d)"
+                        r"|(?<![\d.,\[(])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|\\[a-z]+|[^\W\d_]+"
+                    r"|\d+(?:\.\d+)?|\.\d+|[-+=<>/^*|\u221a\u03c0\u221e\u2264\u2265\u2260\u00d7\u00f7]"
+                    r"|(?<=[\d)}])!|(?<=\b[a-z])!")  # "!" only as a factorial: 5!, n!, (n+1)!
 _NUM_TOKEN = "\x00#"
+#: longest run of unmatched text tokens between shared n-grams counted as an insertion into
+#: the item; longer runs are other text around or between copied parts
+INSERT_GAP = 12
+#: instruction words a copy may change freely ("Compute" -> "Calculate"): never distinctive
+INSTRUCTION_WORDS = frozenset(
+    "find compute calculate determine evaluate simplify solve what which whats how give express write show "
+    "prove state enter list answer".split())
+#: tokens that carry a problem's mathematics: numbers, LaTeX commands, symbols and
+#: one-letter names (not the words "a" and "i"); they must agree for an embedding hit
+_MATH_TOKEN = re.compile(r"[\d\\\W]|[b-hj-z]$")
 
 
 def normalize_text(text: str, *, strip_asy: bool = True, boilerplate: re.Pattern | None = None) -> str:
-    """Lowercase NFKC text without Asymptote diagrams and prompt boilerplate.
+    """Lowercase NFKC text without Asymptote diagrams, prompt boilerplate, LaTeX formatting
+    commands and thousands separators.
 
-    Diagrams are dropped because their drawing commands are shared by unrelated problems.
+    Diagrams are dropped because their drawing commands are shared by unrelated problems;
+    formatting (``\\left(``, ``\\,``, ``\\dfrac`` vs ``\\frac``, ``1{,}000``) because a
+    reformatted copy must stay a copy.
     """
     text = unicodedata.normalize("NFKC", text or "").lower()
     if strip_asy:
         text = _ASY.sub(" ", text)
     if boilerplate is not None:
         text = boilerplate.sub(" ", text)
-    return text
+    text = _THOUSANDS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
+    text = _LATEX_FORMAT.sub(" ", text)
+    return re.sub(r"\\[dt]frac(?![a-z])", r"\\frac", text)
 
 
 def tokenize(normalized: str) -> list[str]:
-    """Words and numbers (LaTeX commands become words, punctuation goes); CJK per character."""
-    return _TOKEN.findall(normalized)
+    """Words, canonical numbers, LaTeX commands (``\\sqrt``) and math symbols (``-``, ``=``,
+    ``/``); other punctuation goes; CJK per character.
+
+    Symbols and commands are tokens because they tell problems apart: arcsin(1/sqrt(2)) and
+    arcsin(-1/2) have the same numbers.
+    """
+    return [_canon_number(t) if _is_number(t) else t for t in _TOKEN.findall(normalized)]
 
 
 def _is_number(token: str) -> bool:
-    return token[0].isdigit()
+    return token[0].isdigit() or (token[0] == "." and len(token) > 1)
 
 
 def mask_numbers(tokens: list[str]) -> list[str]:
@@ -91,7 +125,13 @@ def mask_numbers(tokens: list[str]) -> list[str]:
 
 def numbers_of(tokens: list[str]) -> tuple[str, ...]:
     """The sorted multiset of numbers: what tells a template sibling from the same problem."""
-    return tuple(sorted(_canon_number(t) for t in tokens if _is_number(t)))
+    return tuple(sorted(t for t in tokens if _is_number(t)))
+
+
+def math_signature(tokens: list[str]) -> tuple[str, ...]:
+    """The sorted multiset of numbers, LaTeX commands, math symbols and one-letter names: a
+    paraphrase rewords the text around the mathematics and keeps this."""
+    return tuple(sorted(t for t in tokens if _MATH_TOKEN.match(t)))
 
 
 def numbers_compatible(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -105,9 +145,11 @@ def numbers_compatible(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def _canon_number(token: str) -> str:
-    if "." in token:
-        token = token.rstrip("0").rstrip(".") or "0"
-    return token.lstrip("0") or "0"
+    """007 -> 7, 0.50 -> 0.5, .5 -> 0.5, 5.0 -> 5: a reformatted number stays the same token."""
+    whole, _, frac = token.partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    return f"{whole}.{frac}" if frac else whole
 
 
 def _h64(text: str) -> int:
@@ -157,37 +199,68 @@ class JudgeSettings(BaseModel):
     decides: bool = True
 
 
+class BenchmarkThresholds(BaseModel):
+    """Thresholds for one benchmark, overriding the settings' own (None: keep them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ngram_coverage: float | None = Field(None, gt=0, le=1)
+    embedding_cosine: float | None = Field(None, ge=-1, le=1)
+
+
 class DecontamSettings(BaseModel):
-    """Layers and thresholds. Defaults tuned on part of the contamination-audit pairs
-    (bench/bench_decontam.py) and checked on the rest."""
+    """Layers and thresholds. Defaults tuned on bench/bench_decontam_decisions.py (labelled
+    real train/test pairs: LiveCodeBench, MATH, AIME) and checked on its held-out half."""
 
     model_config = ConfigDict(extra="forbid")
 
     exact: bool = True
     ngram: bool = True
+    #: n of the n-grams of the coverage rule
+    ngram_n_cover: int = Field(3, ge=2)
+    #: share of the benchmark item's n-gram *weight* that n-grams shared with the checked text
+    #: must cover for a hit (with compatible numbers). Weight = IDF over the benchmark items,
+    #: the background texts and the corpus being checked, so a prompt frame ("the input is
+    #: given from standard input in the following format") or a stock phrase ("m and n are
+    #: relatively prime positive integers") weighs ~0 and never makes a match on its own,
+    #: while a copy covers ~1 of its item however much text surrounds it.
+    ngram_coverage: float = Field(0.5, gt=0, le=1)
+    #: share of the item's distinctive words (not numbers, not ``INSTRUCTION_WORDS``, not
+    #: common: see ``common_word_df``), and of its ``math_signature`` tokens (numbers, LaTeX
+    #: commands, symbols, one-letter names: "(x+y)(y+z)" is not "(x+y)/(xyz)")
+    #: that may be absent from the text. A light edit changes a common word ("Find" ->
+    #: "Compute"); a problem built on the same stem asks about another object ("the word
+    #: ELLIPSE" / "RADII", "the area of quadrilateral DBEF" / "of triangle DBC"), so its
+    #: distinctive words are missing even when the shared stem covers most of the item
+    missing_words: float = Field(0.05, ge=0, le=1)
+    #: text tokens inserted inside the item's wording (short gaps between shared n-grams) a
+    #: copy may have, as a share of the item's tokens (at least 2 always): "5 red shirts, 5
+    #: green shirts, ..." adds conditions to "5 shirts, ..." and is another problem
+    inserted_tokens: float = Field(0.1, ge=0)
+    #: a word in at least this share of the documents (benchmark items, background and
+    #: corpus) is common: it may differ between a copy and its item
+    common_word_df: float = Field(0.05, gt=0, le=1)
+    #: items whose n-grams weigh less than this in total (pure boilerplate) are left to the
+    #: exact layer: their coverage would be a ratio of noise
+    min_item_weight: float = Field(0.5, ge=0)
+    #: n-grams for the template-sibling rule (number-masked coverage of the shorter text):
+    #: ``ngram_n``, or ``ngram_n_short`` when either text has fewer than ``short_tokens`` tokens
     ngram_n: int = Field(13, ge=2)
     ngram_n_short: int = Field(8, ge=2)
-    #: texts (the shorter of the pair) with fewer tokens than this use ``ngram_n_short``
     short_tokens: int = Field(100, ge=1)
-    #: share of the shorter text's tokens covered by shared n-grams for an n-gram hit
-    ngram_coverage: float = Field(0.6, gt=0, le=1)
-    #: n of the rarity-aware n-gram rule
-    rare_n: int = Field(5, ge=2)
-    #: IDF mass of the distinct ``rare_n``-grams shared with one item for a hit (null: rule
-    #: off). Weight = ln((N+1)/(df+1)) / ln((N+1)/2) over N benchmark items + background
-    #: texts: 1 for an n-gram of one document, ~0 for a stock phrase; so 10 reads "ten rare
-    #: shared 5-grams" (~14 words of rare wording). Template siblings stay siblings.
-    rare_mass: float | None = Field(10.0, gt=0)
     embedding: bool = True
     embedder: str = "static-minilm"
-    #: cosine for a hit when the two texts carry exactly the same (non-empty) numbers (a
-    #: paraphrase keeps them); tuned for the default static-minilm embedder, whose cosines
-    #: run high. Texts without numbers are left to the lexical layers.
-    embedding_cosine: float = Field(0.93, ge=-1, le=1)
+    #: cosine for a hit when both texts carry the same non-empty numbers, LaTeX commands,
+    #: math symbols and one-letter names (``math_signature``: a paraphrase keeps them, while
+    #: arcsin(1/sqrt 2) and arcsin(-1/2) differ); tuned
+    #: for the default static-minilm embedder, whose cosines run high
+    embedding_cosine: float = Field(0.95, ge=-1, le=1)
     #: cosine for a hit whatever the numbers (off: a changed number makes another problem)
     embedding_cosine_any: float | None = Field(None, ge=-1, le=1)
     template_siblings: bool = True
-    #: masked-number n-gram coverage (numbers differing) for a template sibling
+    #: masked-number n-gram coverage (numbers differing) for a template sibling, which must
+    #: also reach half the item's ``ngram_coverage``; an item covered but with other numbers
+    #: or missing distinctive words is a sibling too
     sibling_coverage: float = Field(0.5, gt=0, le=1)
     #: embedding cosine (numbers differing) for a template sibling; off by default, since
     #: same-topic problems reach high cosines and the category would lose its meaning
@@ -197,6 +270,8 @@ class DecontamSettings(BaseModel):
     boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
     #: candidate items per record examined by the pairwise checks
     top_k: int = Field(5, ge=1)
+    #: per benchmark name: thresholds that replace the ones above for that benchmark's items
+    per_benchmark: dict[str, BenchmarkThresholds] = Field(default_factory=dict)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
 
 
@@ -245,12 +320,22 @@ class BenchmarkIndex:
     answers: list[str | None]
     lengths: np.ndarray  # tokens per item
     numbers: list[tuple[str, ...]]
+    signatures: list[tuple[str, ...]]  # numbers, LaTeX commands and minus signs (math_signature)
     exact: dict[int, list[int]]
     grams: dict[tuple[int, bool], _Postings]  # (n, masked) → postings
     gram_counts: dict[tuple[int, bool], np.ndarray]  # distinct n-grams per item
-    #: IDF of each distinct benchmark ``rare_n``-gram, aligned with ``rare_keys`` (sorted)
-    rare_keys: np.ndarray | None = None
-    rare_idf: np.ndarray | None = None
+    #: weight (IDF) of each distinct benchmark ``ngram_n_cover``-gram, aligned with
+    #: ``cover_keys`` (sorted), and the total weight of each item's distinct n-grams
+    cover_keys: np.ndarray
+    cover_weight: np.ndarray
+    item_weight: np.ndarray
+    #: per item: hashes of its distinctive words (not numbers, in < ``common_word_df`` of the
+    #: documents); hashes, so the index still holds no benchmark text
+    item_words: list[frozenset[int]]
+    #: per item: the coverage and cosine thresholds of its benchmark (per_benchmark applied)
+    coverage_min: np.ndarray
+    cosine_min: np.ndarray
+    #: documents beyond the benchmark items that gave document frequencies
     background_docs: int = 0
     embeddings: np.ndarray | None = None
     texts: list[str] | None = None  # only when the judge is on
@@ -277,24 +362,35 @@ class _Prepared:
     tokens: list[str]
     masked: list[str]
     numbers: tuple[str, ...]
+    signature: tuple[str, ...]
     clean: str  # normalized text (for the embedder)
+
+    @cached_property
+    def word_hashes(self) -> set[int]:
+        return {_h64(t) for t in set(self.tokens)}
 
 
 def _prepare(text: str, settings: DecontamSettings, boiler: re.Pattern | None) -> _Prepared:
     norm = normalize_text(text, strip_asy=settings.strip_asy, boilerplate=boiler)
     tokens = tokenize(norm)
-    return _Prepared(tokens, mask_numbers(tokens), numbers_of(tokens), " ".join(norm.split()))
+    return _Prepared(tokens, mask_numbers(tokens), numbers_of(tokens), math_signature(tokens),
+                     " ".join(norm.split()))
 
 
-def _rare_idf(prepared: list[_Prepared], background: list[str] | None, n: int, s: DecontamSettings,
-              boiler: re.Pattern | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _ngram_weights(prepared: list[_Prepared], background: Iterable[str], n: int, s: DecontamSettings,
+                   boiler: re.Pattern | None) -> tuple[np.ndarray, np.ndarray, int, list[frozenset[int]]]:
     """IDF of every distinct benchmark n-gram over benchmark items + background documents.
 
-    Only the benchmark's n-grams can ever be shared, so only they are kept. Background texts
-    equal to a benchmark item (e.g. the full MATH test set around MATH-500) are skipped, so
-    they do not count the item twice.
+    The background is the corpus being checked and any extra texts like it: a prompt frame
+    or a stock phrase is common there even when a benchmark has it once. Only the
+    benchmark's n-grams can ever be shared, so only they are counted. Background texts equal
+    to a benchmark item (a verbatim copy, or the full MATH test set around MATH-500) are
+    skipped: a leak must not make its own item's n-grams look common.
     """
     per_item = [np.unique(ngram_hashes(p.tokens, n)) for p in prepared]
+    words = [frozenset(t for t in p.tokens if not _is_number(t) and t not in INSTRUCTION_WORDS)
+             for p in prepared]
+    word_df = Counter(w for ws in words for w in ws)
     keys = np.unique(np.concatenate(per_item)) if per_item else np.zeros(0, np.uint64)
     df = np.zeros(len(keys), dtype=np.int64)
     for h in per_item:
@@ -302,32 +398,37 @@ def _rare_idf(prepared: list[_Prepared], background: list[str] | None, n: int, s
     docs = len(prepared)
     seen = {text_hash(p.tokens) for p in prepared if p.tokens}
     found: list[np.ndarray] = []
-    for text in background or []:
+    for text in background:
         toks = tokenize(normalize_text(text, strip_asy=s.strip_asy, boilerplate=boiler))
         if not toks or text_hash(toks) in seen:
             continue
         docs += 1
+        word_df.update(w for w in set(toks) if w in word_df)
         h = np.unique(ngram_hashes(toks, n))
         if len(keys) and len(h):
             pos = np.minimum(np.searchsorted(keys, h), len(keys) - 1)
             found.append(pos[keys[pos] == h])
+        if len(found) >= 4096:  # bounded memory on a large corpus
+            df += np.bincount(np.concatenate(found), minlength=len(keys))
+            found = []
     if found:
         df += np.bincount(np.concatenate(found), minlength=len(keys))
-    # scaled so that an n-gram of a single document weighs 1: the mass then reads as "this
-    # many rare n-grams" whatever the corpus size
-    idf = np.log((docs + 1) / (df + 1)) / np.log((docs + 1) / 2)
-    return keys, np.clip(idf, 0, 1).astype(np.float32), docs - len(prepared)
+    # scaled so that an n-gram of a single document weighs 1 and one of every document ~0
+    idf = np.log((docs + 1) / np.maximum(df, 1)) / np.log(docs + 1)
+    common = max(3.0, s.common_word_df * docs)  # in a handful of documents nothing is common
+    distinctive = [frozenset(_h64(w) for w in ws if word_df[w] < common) for ws in words]
+    return keys, np.clip(idf, 0, 1).astype(np.float32), docs - len(prepared), distinctive
 
 
 def build_index(items: list[dict], settings: DecontamSettings | dict | None = None, embedder: Any = None,
-                background: list[str] | None = None) -> BenchmarkIndex:
+                background: Iterable[str] | None = None) -> BenchmarkIndex:
     """Build the benchmark index from items ``{benchmark, item_id, text, answer}``.
 
     ``embedder`` (anything with ``encode(texts) -> normalized rows``) defaults to
     ``reasonmill.embed.get_embedder(settings.embedder)`` when the embedding layer is on.
-    ``background``: extra texts (problems like the ones checked, e.g. a benchmark's training
-    split) that only supply document frequencies for the rarity-aware n-gram rule; without
-    them the frequencies come from the benchmark items alone.
+    ``background``: texts that only supply document frequencies for the n-gram weights: the
+    corpus that will be checked (the stage passes it) and problems like it; without them the
+    frequencies come from the benchmark items alone.
     """
     s = settings if isinstance(settings, DecontamSettings) else DecontamSettings(**(settings or {}))
     boiler = _compile_boilerplate(s)
@@ -342,32 +443,47 @@ def build_index(items: list[dict], settings: DecontamSettings | dict | None = No
         bench_of.setdefault(it["benchmark"], len(benchmarks))
         if len(benchmarks) < len(bench_of):
             benchmarks.append(it["benchmark"])
+    unknown = sorted(set(s.per_benchmark) - set(benchmarks))
+    if unknown and items:
+        raise ValueError(f"decontamination: per-benchmark thresholds for {unknown}, which are not among the "
+                         f"benchmarks {benchmarks}; fix the name")
     grams: dict[tuple[int, bool], _Postings] = {}
     gram_counts: dict[tuple[int, bool], np.ndarray] = {}
-    keys = {(s.ngram_n, False), (s.ngram_n_short, False)}
-    if s.ngram and s.rare_mass is not None:
-        keys.add((s.rare_n, False))
+    keys = {(s.ngram_n_cover, False)}
     if s.template_siblings:
         keys |= {(s.ngram_n, True), (s.ngram_n_short, True)}
     for n, masked in sorted(keys):
         per_item = [ngram_hashes(p.masked if masked else p.tokens, n) for p in prepared]
         grams[(n, masked)] = _Postings.build(per_item)
         gram_counts[(n, masked)] = np.array([len(np.unique(h)) for h in per_item], dtype=np.int32)
+    cover_keys, cover_weight, background_docs, item_words = _ngram_weights(
+        prepared, background or [], s.ngram_n_cover, s, boiler)
+    item_weight = np.array([float(cover_weight[np.searchsorted(cover_keys, np.unique(ngram_hashes(p.tokens,
+                            s.ngram_n_cover)))].sum()) for p in prepared], dtype=np.float32)
+    item_bench = np.array([bench_of[it["benchmark"]] for it in items], dtype=np.int16)
+    cov_by_bench = np.array([_threshold(s, b, "ngram_coverage") for b in benchmarks], dtype=np.float32)
+    cos_by_bench = np.array([_threshold(s, b, "embedding_cosine") for b in benchmarks], dtype=np.float32)
     index = BenchmarkIndex(
         settings=s,
         benchmarks=benchmarks,
-        item_bench=np.array([bench_of[it["benchmark"]] for it in items], dtype=np.int16),
+        item_bench=item_bench,
         item_ids=[str(it["item_id"]) for it in items],
         answers=[it.get("answer") for it in items],
         lengths=np.array([len(p.tokens) for p in prepared], dtype=np.int32),
         numbers=[p.numbers for p in prepared],
+        signatures=[p.signature for p in prepared],
         exact=exact,
         grams=grams,
         gram_counts=gram_counts,
+        cover_keys=cover_keys,
+        cover_weight=cover_weight,
+        item_weight=item_weight,
+        item_words=item_words,
+        coverage_min=cov_by_bench[item_bench] if len(items) else np.zeros(0, np.float32),
+        cosine_min=cos_by_bench[item_bench] if len(items) else np.zeros(0, np.float32),
+        background_docs=background_docs,
         texts=[it["text"] for it in items] if s.judge.enabled else None,
     )
-    if s.ngram and s.rare_mass is not None:
-        index.rare_keys, index.rare_idf, index.background_docs = _rare_idf(prepared, background, s.rare_n, s, boiler)
     if s.embedding and items:
         if embedder is None:
             from reasonmill.embed import get_embedder
@@ -376,6 +492,12 @@ def build_index(items: list[dict], settings: DecontamSettings | dict | None = No
         index.embeddings = np.asarray(embedder.encode([p.clean for p in prepared]), dtype=np.float32)
         index.embedder_name = getattr(embedder, "name", s.embedder)
     return index
+
+
+def _threshold(s: DecontamSettings, benchmark: str, name: str) -> float:
+    own = s.per_benchmark.get(benchmark)
+    value = getattr(own, name) if own is not None else None
+    return float(getattr(s, name) if value is None else value)
 
 
 # --- checking ---------------------------------------------------------------------------
@@ -392,13 +514,18 @@ class Hit:
     benchmark: str
     item_id: str
     field: str = "problem"  # which part of the record matched (problem, response[i])
-    ngram: str | None = None  # a shared n-gram, as words of the checked text
+    ngram: str | None = None  # the rarest shared n-gram, as words of the checked text
     ngram_n: int | None = None
+    #: share of the benchmark item's n-gram weight covered by n-grams shared with the text
     coverage: float | None = None
     masked_coverage: float | None = None
-    rare_mass: float | None = None  # IDF mass of the distinct shared rare_n-grams
     cosine: float | None = None
     numbers_match: bool | None = None
+    signature_match: bool | None = None  # same math_signature: numbers, commands, symbols, names
+    missing_words: int | None = None  # how many distinctive words of the item the text lacks
+    missing_math: int | None = None  # how many of the item's math_signature tokens the text lacks
+    inserted_tokens: int | None = None  # text tokens inserted inside the item's wording
+    threshold: float | None = None  # the threshold the deciding value met (per benchmark)
     answer_match: bool | None = None  # the record's reference answer equals the item's answer
     judge: dict | None = None
 
@@ -408,9 +535,7 @@ class Hit:
     def describe(self) -> str:
         parts = [f"{self.benchmark} item {self.item_id} ({self.layer}"]
         if self.coverage is not None and self.layer in ("ngram", "template"):
-            parts.append(f", {self.ngram_n}-gram coverage {self.coverage:.2f}")
-        if self.rare_mass is not None and self.layer == "ngram":
-            parts.append(f", rare-n-gram mass {self.rare_mass:.0f}")
+            parts.append(f", weighted {self.ngram_n}-gram coverage of the item {self.coverage:.2f}")
         if self.masked_coverage is not None and self.layer == "template":
             parts.append(f", number-masked {self.masked_coverage:.2f}")
         if self.cosine is not None:
@@ -423,21 +548,37 @@ class Hit:
 @dataclass
 class _Pair:
     item: int
-    n: int = 0
-    coverage: float = 0.0
+    coverage: float = 0.0  # weighted coverage of the item
+    gram_pos: int = -1  # position in the text of the rarest shared n-gram
+    inserted: int = 0  # text tokens inserted inside the item's wording (Decontaminator._inserted)
     masked_coverage: float = 0.0
-    gram_pos: int = -1
     cosine: float | None = None
-    rare_mass: float = 0.0
-    rare_pos: int = -1
 
 
-def _coverage(index: BenchmarkIndex, p: _Prepared, masked: bool, n: int, hashes: np.ndarray,
-              pos: np.ndarray, items: np.ndarray, item: int) -> tuple[float, int]:
-    """Share of the shorter text covered by n-grams shared with ``item`` (either side)."""
+@dataclass
+class _Shared:
+    """The n-grams a text shares with the benchmark items: weighted coverage per item, the raw
+    lookup (text position, item) and the distinct (item, n-gram) pairs with weight and position."""
+
+    cover: np.ndarray
+    pos: np.ndarray
+    items: np.ndarray
+    pair_item: np.ndarray
+    pair_weight: np.ndarray
+    pair_pos: np.ndarray
+
+    def rarest(self, item: int) -> int:
+        """Text position of the rarest n-gram shared with ``item`` (the evidence)."""
+        sel = self.pair_item == item
+        return int(self.pair_pos[sel][int(np.argmax(self.pair_weight[sel]))])
+
+
+def _masked_coverage(index: BenchmarkIndex, p: _Prepared, n: int, hashes: np.ndarray, pos: np.ndarray,
+                     items: np.ndarray, item: int) -> float:
+    """Share of the shorter text covered by number-masked n-grams shared with ``item``."""
     sel = items == item
     if not sel.any():
-        return 0.0, -1
+        return 0.0
     hit_pos = np.unique(pos[sel])
     covered = np.zeros(len(p.tokens), dtype=bool)
     for k in range(n):
@@ -446,9 +587,8 @@ def _coverage(index: BenchmarkIndex, p: _Prepared, masked: bool, n: int, hashes:
     # the benchmark side: distinct shared n-grams over the item's distinct n-grams (the
     # item's token positions are not stored; this is its coverage up to repeated n-grams)
     shared = len(np.unique(hashes[hit_pos]))
-    other = min(1.0, (shared + n - 1) / max(1, index.gram_counts[(n, masked)][item] + n - 1))
-    shorter_is_own = len(p.tokens) <= index.lengths[item]
-    return float(own if shorter_is_own else other), int(hit_pos[0])
+    other = min(1.0, (shared + n - 1) / max(1, index.gram_counts[(n, True)][item] + n - 1))
+    return float(own if len(p.tokens) <= index.lengths[item] else other)
 
 
 class Decontaminator:
@@ -498,63 +638,75 @@ class Decontaminator:
             out.append(hits)
         return out
 
-    def _pairs(self, p: _Prepared, cos_top: list[tuple[int, float]]) -> dict[int, _Pair]:
-        """Candidate items with their n-gram coverages (unmasked and masked) and cosines."""
-        s, idx = self.s, self.index
-        pairs: dict[int, _Pair] = {}
-        lookups = {}
-        for key in idx.grams:
-            n, masked = key
-            toks = p.masked if masked else p.tokens
-            h = ngram_hashes(toks, n)
-            pos, items = idx.grams[key].lookup(h)
-            lookups[key] = (h, pos, items)
-        # candidates: items sharing the most n-grams (masked ones find siblings too), and the
-        # items with the largest rare-n-gram mass
-        votes: Counter = Counter()
-        for (n, masked), (_, _, items) in lookups.items():
-            if n == s.ngram_n_short:
-                votes.update(items.tolist())
-        mass: dict[int, tuple[float, int]] = {}
-        if s.ngram and s.rare_mass is not None and idx.rare_keys is not None and (s.rare_n, False) in lookups:
-            mass = self._rare_mass(*lookups[(s.rare_n, False)])
-        cands = [j for j, _ in votes.most_common(s.top_k)] + [j for j, _ in cos_top]
-        cands += sorted(mass, key=lambda j: -mass[j][0])[: s.top_k]
-        for j in dict.fromkeys(cands):
-            n = s.ngram_n if min(len(p.tokens), int(idx.lengths[j])) >= s.short_tokens else s.ngram_n_short
-            pair = _Pair(item=j, n=n)
-            if (n, False) in lookups:
-                h, pos, items = lookups[(n, False)]
-                pair.coverage, pair.gram_pos = _coverage(idx, p, False, n, h, pos, items, j)
-            if (n, True) in lookups:
-                h, pos, items = lookups[(n, True)]
-                pair.masked_coverage, _ = _coverage(idx, p, True, n, h, pos, items, j)
-            pairs[j] = pair
-            if j in mass:
-                pair.rare_mass, pair.rare_pos = mass[j]
-        for j, c in cos_top:
-            pairs[j].cosine = c
-        return pairs
-
-    def _rare_mass(self, h: np.ndarray, pos: np.ndarray, items: np.ndarray) -> dict[int, tuple[float, int]]:
-        """Per item: IDF mass of the distinct shared n-grams, and the position of the rarest."""
-        idx = self.index
+    def _weighted_coverage(self, p: _Prepared) -> _Shared:
+        """Weighted coverage of every item by the n-grams it shares with the text (a repeated
+        n-gram counts once on both sides), and the lookup behind it."""
+        idx, n = self.index, self.s.ngram_n_cover
+        h = ngram_hashes(p.tokens, n)
+        pos, items = idx.grams[(n, False)].lookup(h)
+        cover = np.zeros(len(idx))
         if len(items) == 0:
-            return {}
+            return _Shared(cover, pos, items, items, np.zeros(0, np.float32), pos)
         keys = h[pos]
-        w = idx.rare_idf[np.searchsorted(idx.rare_keys, keys)]
-        # distinct (item, n-gram) pairs: a repeated n-gram counts once
+        w = idx.cover_weight[np.searchsorted(idx.cover_keys, keys)]
         order = np.lexsort((keys, items))
         it, ky, ww, ps = items[order], keys[order], w[order], pos[order]
         first = np.ones(len(it), dtype=bool)
         first[1:] = (it[1:] != it[:-1]) | (ky[1:] != ky[:-1])
         it, ww, ps = it[first], ww[first], ps[first]
-        out: dict[int, tuple[float, int]] = {}
-        for j in np.unique(it):
-            sel = it == j
-            k = int(np.argmax(ww[sel]))
-            out[int(j)] = (float(ww[sel].sum()), int(ps[sel][k]))
-        return out
+        shared = np.bincount(it, weights=ww, minlength=len(idx))
+        ok = (shared > 0) & (idx.item_weight >= self.s.min_item_weight)
+        cover[ok] = np.minimum(1.0, shared[ok] / idx.item_weight[ok])
+        return _Shared(cover, pos, items, it, ww, ps)
+
+    def _inserted(self, p: _Prepared, pos: np.ndarray, items: np.ndarray, item: int) -> int:
+        """Text tokens inside the copy of ``item`` that the item lacks: uncovered gaps of at
+        most ``INSERT_GAP`` tokens between runs of shared n-grams. A copy wrapped in other
+        text has none (the wrapping is outside); a problem that adds conditions in the
+        middle of the item's wording ("5 red shirts, 5 green shirts") has many."""
+        n = self.s.ngram_n_cover
+        hit = np.unique(pos[items == item])
+        if len(hit) < 2:
+            return 0
+        covered = np.zeros(len(p.tokens), dtype=bool)
+        for k in range(n):
+            covered[hit + k] = True
+        gaps = np.diff(np.flatnonzero(covered)) - 1  # uncovered tokens between covered ones
+        return int(gaps[(gaps > 0) & (gaps <= INSERT_GAP)].sum())
+
+    def _pairs(self, p: _Prepared, cos_top: list[tuple[int, float]]) -> dict[int, _Pair]:
+        """Candidate items with their weighted coverage, masked coverage and cosine: every item
+        at or above its coverage threshold, the best covered, the best masked-n-gram matches
+        (siblings) and the nearest embeddings."""
+        s, idx = self.s, self.index
+        shared = self._weighted_coverage(p) if s.ngram else None
+        cands: list[int] = []
+        if shared is not None:
+            cover = shared.cover
+            best = np.argsort(-cover)[: s.top_k]
+            cands = [*np.flatnonzero(cover >= idx.coverage_min).tolist(), *best[cover[best] > 0].tolist()]
+        masked = {}
+        if s.template_siblings:
+            for key in ((s.ngram_n, True), (s.ngram_n_short, True)):
+                h = ngram_hashes(p.masked, key[0])
+                masked[key] = (h, *idx.grams[key].lookup(h))
+            votes = Counter(masked[(s.ngram_n_short, True)][2].tolist())
+            cands += [j for j, _ in votes.most_common(s.top_k)]
+        cands += [j for j, _ in cos_top]
+        pairs: dict[int, _Pair] = {}
+        for j in dict.fromkeys(cands):
+            pair = pairs[j] = _Pair(item=j)
+            if shared is not None and shared.cover[j] > 0:
+                pair.coverage, pair.gram_pos = float(shared.cover[j]), shared.rarest(j)
+                if pair.coverage >= idx.coverage_min[j]:
+                    pair.inserted = self._inserted(p, shared.pos, shared.items, j)
+            if masked:
+                short = min(len(p.tokens), int(idx.lengths[j])) < s.short_tokens
+                n = s.ngram_n_short if short else s.ngram_n
+                pair.masked_coverage = _masked_coverage(idx, p, n, *masked[(n, True)], j)
+        for j, c in cos_top:
+            pairs[j].cosine = c
+        return pairs
 
     def _check_one(self, p: _Prepared, cos_top: list[tuple[int, float]], field: str) -> list[Hit]:
         s, idx = self.s, self.index
@@ -563,38 +715,49 @@ class Decontaminator:
         hits: list[Hit] = []
         if s.exact:
             for j in idx.exact.get(text_hash(p.tokens), []):
-                hits.append(self._hit("contaminated", "exact", j, field, coverage=1.0,
-                                      numbers_match=True))
+                hits.append(self._hit("contaminated", "exact", j, field, coverage=1.0, numbers_match=True))
         if hits:
             return hits
+        n = s.ngram_n_cover
         for j, pair in self._pairs(p, cos_top).items():
             same_numbers = numbers_compatible(p.numbers, idx.numbers[j])
-            ngram = None
-            if pair.gram_pos >= 0:
-                ngram = " ".join(p.tokens[pair.gram_pos : pair.gram_pos + pair.n])
-            ev = dict(ngram=ngram, ngram_n=pair.n if ngram else None, coverage=round(pair.coverage, 4),
+            same_signature = bool(p.signature) and p.signature == idx.signatures[j]
+            at = pair.gram_pos
+            ev = dict(ngram=" ".join(p.tokens[at: at + n]) if at >= 0 else None,
+                      ngram_n=n if at >= 0 else None, coverage=round(pair.coverage, 4),
                       masked_coverage=round(pair.masked_coverage, 4) if s.template_siblings else None,
                       cosine=None if pair.cosine is None else round(pair.cosine, 4), numbers_match=same_numbers,
-                      rare_mass=round(pair.rare_mass, 2) if pair.rare_mass else None)
-            sibling = s.template_siblings and not same_numbers and pair.masked_coverage >= s.sibling_coverage
-            rare_hit = (s.ngram and s.rare_mass is not None and pair.rare_mass >= s.rare_mass and not sibling)
-            if rare_hit and ngram is None and pair.rare_pos >= 0:
-                ev["ngram"] = " ".join(p.tokens[pair.rare_pos : pair.rare_pos + s.rare_n])
-                ev["ngram_n"] = s.rare_n
-            if rare_hit or (s.ngram and pair.coverage >= s.ngram_coverage
-                            and (same_numbers or not s.template_siblings)):
-                hits.append(self._hit("contaminated", "ngram", j, field, **ev))
+                      signature_match=same_signature)
+            missing = len(idx.item_words[j] - p.word_hashes) if pair.coverage else 0
+            # numbers are judged by numbers_compatible (off with template_siblings: false)
+            item_math = Counter(t for t in idx.signatures[j] if not _is_number(t))
+            missing_math = sum((item_math - Counter(p.signature)).values()) if pair.coverage else 0
+            if missing:
+                ev["missing_words"] = missing
+            if missing_math:
+                ev["missing_math"] = missing_math
+            covered = s.ngram and pair.coverage >= idx.coverage_min[j]
+            same_words = (missing <= s.missing_words * len(idx.item_words[j])
+                          and missing_math <= s.missing_words * sum(item_math.values())
+                          and pair.inserted <= max(2, s.inserted_tokens * int(idx.lengths[j])))
+            if pair.inserted:
+                ev["inserted_tokens"] = pair.inserted
+            if covered and same_words and (same_numbers or not s.template_siblings):
+                hits.append(self._hit("contaminated", "ngram", j, field,
+                                      threshold=round(float(idx.coverage_min[j]), 4), **ev))
             elif s.embedding and pair.cosine is not None and (
                 (s.embedding_cosine_any is not None and pair.cosine >= s.embedding_cosine_any)
-                or (p.numbers and p.numbers == idx.numbers[j] and pair.cosine >= s.embedding_cosine)
+                or (same_signature and pair.cosine >= idx.cosine_min[j])
             ):
-                hits.append(self._hit("contaminated", "embedding", j, field, **ev))
-            elif s.template_siblings and not same_numbers and (
-                pair.masked_coverage >= s.sibling_coverage
-                or (s.ngram and pair.coverage >= s.ngram_coverage)
+                hits.append(self._hit("contaminated", "embedding", j, field,
+                                      threshold=round(float(idx.cosine_min[j]), 4), **ev))
+            elif s.template_siblings and (covered or not same_numbers and (
+                # same wording, other numbers: the masked n-grams match, and the unmasked ones
+                # still cover a good part of the item (a shared frame alone does not)
+                (pair.masked_coverage >= s.sibling_coverage and pair.coverage >= idx.coverage_min[j] / 2)
                 or (s.embedding and s.sibling_cosine is not None and pair.cosine is not None
                     and pair.cosine >= s.sibling_cosine)
-            ):
+            )):
                 category: Category = "contaminated" if s.siblings_are_contamination else "template_sibling"
                 hits.append(self._hit(category, "template", j, field, **ev))
         return hits
