@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--wall", type=float, default=Limits().wall_timeout)
     ap.add_argument("--failures", help="write the failures (id, reason, tests) to this JSON file")
     args = ap.parse_args()
-    verifier = CodeVerifier(Limits(cpu_seconds=args.cpu, wall_timeout=args.wall), max_tests=50, workers=args.workers)
+    limits = Limits(cpu_seconds=args.cpu, wall_timeout=args.wall)
+    verifier = CodeVerifier(limits, max_tests=50, workers=args.workers)
     python = default_python()
     print(f"backend {verifier.runner.name}, interpreter {python}, {args.workers} workers, "
           f"limits cpu {args.cpu:g}s wall {args.wall:g}s per test")  # fmt: skip
@@ -103,8 +104,9 @@ def main() -> None:
         for r, v in failed:
             first = next((t for t in v.details.get("tests", []) if t["status"] != "passed"), {})
             peer = peer_passes(r, python)
-            print(f"  {r['meta']['replay_id']}: {v.reason} [{first.get('status')}] "
-                  f"{(first.get('message') or first.get('stderr') or '')[:160]!r} | peer {peer[:120]!r}")  # fmt: skip
+            said = (first.get("message") or first.get("stderr") or "")[:160]
+            rid = r["meta"]["replay_id"]
+            print(f"  {rid}: {v.reason} [{first.get('status')}] {said!r} | peer {peer[:120]!r}")
             all_failures.append({"set": name, "id": r["meta"]["replay_id"], "reason": v.reason,
                                  "tests": v.details.get("tests"), "peer": peer})  # fmt: skip
     if args.failures:

@@ -138,7 +138,8 @@ def _crowded_cpu(hogs: int):
     ``hogs`` busy loops: the sandboxed test gets about 1/(hogs+1) of a CPU."""
     cpu = min(os.sched_getaffinity(0))
     pin = functools.partial(os.sched_setaffinity, 0, {cpu})
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin) for _ in range(hogs)]
+    hog = [sys.executable, "-c", "while True: pass"]
+    procs = [subprocess.Popen(hog, preexec_fn=pin) for _ in range(hogs)]
     before = os.sched_getaffinity(0)
     pin()
     try:
@@ -155,7 +156,10 @@ def test_per_test_timeout_does_not_count_waiting_for_a_cpu(runner):
     """A test needing 0.6 s of CPU passes a 1 s timeout while three busy loops share its
     CPU (it takes ~2.4 s of wall time); a sleeping test still times out. A plain
     wall-clock timer fails the first one (MBPP 123 on a loaded machine)."""
-    code = "import time\ndef burn(s):\n    t = time.process_time()\n    while time.process_time() - t < s:\n        pass\n    return s\n"
+    code = (
+        "import time\ndef burn(s):\n    t = time.process_time()\n"
+        "    while time.process_time() - t < s:\n        pass\n    return s\n"
+    )
     tests = [
         {"kind": "assert", "input": "assert burn(0.6) == 0.6", "output": ""},
         {"kind": "assert", "input": "import time; time.sleep(5)", "output": ""},

@@ -14,7 +14,14 @@ import pytest
 
 from reasonmill.records import new_record, new_response
 from reasonmill.sandbox import Limits, get_runner, prelude
-from reasonmill.sandbox._box_prelude import ListNode, TreeNode, is_same_list, is_same_tree, list_node, tree_node
+from reasonmill.sandbox._box_prelude import (
+    ListNode,
+    TreeNode,
+    is_same_list,
+    is_same_tree,
+    list_node,
+    tree_node,
+)
 from reasonmill.verify.code import CodeVerifier
 
 LIM = Limits(cpu_seconds=4, wall_timeout=6, nproc=32)
@@ -38,7 +45,8 @@ def _check(code: str) -> dict:
 
 def test_tree_node_follows_leetcode_level_order():
     root = tree_node([1, None, 2, 3])
-    assert (root.val, root.left, root.right.val, root.right.left.val, root.right.right) == (1, None, 2, 3, None)
+    assert (root.val, root.left, root.right.val) == (1, None, 2)
+    assert (root.right.left.val, root.right.right) == (3, None)
     # the children of a missing node are not listed: 4 and 5 hang under 3
     t = tree_node([1, 2, 3, None, None, 4, 5])
     assert (t.right.left.val, t.right.right.val, t.left.left, t.left.right) == (4, 5, None, None)
@@ -153,7 +161,8 @@ def test_tree_and_list_problems_pass_and_near_misses_fail(runner):
 def test_a_solution_defining_its_own_node_class_still_works(runner):
     """Models often uncomment LeetCode's ``class TreeNode`` stub: the helpers keep
     building the prelude's nodes, which have the same attributes."""
-    code = "class TreeNode:\n    def __init__(self, x):\n        self.val = x\n        self.left = self.right = None\n" + INVERT
+    stub = "class TreeNode:\n    def __init__(self, x):\n        self.val, self.left = x, None\n        self.right = None\n"
+    code = stub + INVERT
     (res,) = runner.run(code, [_check(INVERT_TESTS)], LIM)
     assert res.status == "passed", res
 
@@ -163,15 +172,18 @@ def test_bare_names_solutions_use(runner):
     asserts = [
         "assert pow(3, 200, 7) == 2",  # the builtin, not math.pow / operator.pow
         "assert abs(-2) == 2 and inf > 10**18 and comb(5, 2) == 10 and gcd(12, 18) == 6",
-        "assert ascii_lowercase[:3] == 'abc' and reduce(xor, [1, 2, 3]) == 0 and list(pairwise('ab')) == [('a', 'b')]",
-        "assert Counter('aab')['a'] == 2 and isinstance(defaultdict(list), dict) and deque([1]).popleft() == 1",
-        "assert list(accumulate([1, 2])) == [1, 3] and bisect_left([1, 3], 2) == 1 and nlargest(1, [3, 9]) == [9]",
+        "assert ascii_lowercase[:3] == 'abc' and reduce(xor, [1, 2, 3]) == 0",
+        "assert list(pairwise('ab')) == [('a', 'b')] and list(accumulate([1, 2])) == [1, 3]",
+        "assert Counter('aab')['a'] == 2 and defaultdict(list)[0] == [] and deque([1]).popleft() == 1",
+        "assert bisect_left([1, 3], 2) == 1 and nlargest(1, [3, 9]) == [9]",
         "h = []; heappush(h, 2); heappush(h, 1); assert heappop(h) == 1",
-        "assert List[int] and Optional[str] and re.fullmatch('a+', 'aa') and string.digits and random.random() < 1",
+        "assert List[int] and Optional[str] and re.fullmatch('a+', 'aa')",
+        "assert string.digits and random.random() < 1 and datetime.date(2024, 1, 1).weekday() == 0",
         "assert cache(lambda: 1)() == 1 and sys.maxsize and itertools and functools and collections and math",
     ]
     res = runner.run(code, [{"kind": "assert", "input": a, "output": ""} for a in asserts], LIM)
-    assert [r.status for r in res] == ["passed"] * len(asserts), [(r.index, r.message) for r in res if not r.passed]
+    failing = [(r.index, r.message) for r in res if not r.passed]
+    assert [r.status for r in res] == ["passed"] * len(asserts), failing
 
 
 @needs_sortedcontainers
