@@ -27,8 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reasonmill.sandbox import Limits, get_runner
-from reasonmill.sandbox._harness import PRELUDE
+from reasonmill.sandbox import Limits, get_runner, prelude
 from reasonmill.sandbox.backends import default_python
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
@@ -44,11 +43,12 @@ def load() -> list[dict]:
 def bare(problems: list[dict], workers: int, python: str) -> tuple[float, int]:
     tmp = tempfile.mkdtemp(prefix="bench-bare-")
     paths = []
+    prelude.write_lib(tmp, sortedcontainers=False)
+    lib = os.path.join(tmp, prelude.LIB_DIR)
     for k, p in enumerate(problems):
         path = os.path.join(tmp, f"p{k}.py")
-        Path(path).write_text(
-            PRELUDE + p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
-        )
+        code = p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        Path(path).write_text(prelude.program(code, lib))
         paths.append(path)
 
     def one(path: str) -> bool:

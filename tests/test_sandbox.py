@@ -3,8 +3,13 @@ crash attribution in the batch harness, limits, and backend selection."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -125,6 +130,45 @@ def test_per_test_timeout_in_batch(runner):
     tests = [{"kind": "assert", "input": f"assert f({s}) == {s}", "output": ""} for s in (0, 5, 0)]
     res = runner.run(code, tests, Limits(cpu_seconds=2, wall_timeout=1, nproc=32))
     assert [r.status for r in res] == ["passed", "timeout", "passed"]
+
+
+@contextlib.contextmanager
+def _crowded_cpu(hogs: int):
+    """Pin this thread (and so the sandboxed processes it starts) to one CPU shared with
+    ``hogs`` busy loops: the sandboxed test gets about 1/(hogs+1) of a CPU."""
+    cpu = min(os.sched_getaffinity(0))
+    pin = functools.partial(os.sched_setaffinity, 0, {cpu})
+    hog = [sys.executable, "-c", "while True: pass"]
+    procs = [subprocess.Popen(hog, preexec_fn=pin) for _ in range(hogs)]
+    before = os.sched_getaffinity(0)
+    pin()
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="kernel without schedstat")
+def test_per_test_timeout_does_not_count_waiting_for_a_cpu(runner):
+    """A test needing 0.6 s of CPU passes a 1 s timeout while three busy loops share its
+    CPU (it takes ~2.4 s of wall time); a sleeping test still times out. A plain
+    wall-clock timer fails the first one (MBPP 123 on a loaded machine)."""
+    code = (
+        "import time\ndef burn(s):\n    t = time.process_time()\n"
+        "    while time.process_time() - t < s:\n        pass\n    return s\n"
+    )
+    tests = [
+        {"kind": "assert", "input": "assert burn(0.6) == 0.6", "output": ""},
+        {"kind": "assert", "input": "import time; time.sleep(5)", "output": ""},
+        {"kind": "assert", "input": "assert burn(0.01) == 0.01", "output": ""},
+    ]
+    with _crowded_cpu(hogs=3):
+        res = runner.run(code, tests, Limits(cpu_seconds=4, wall_timeout=1, nproc=32))
+    assert [r.status for r in res] == ["passed", "timeout", "passed"], [(r.status, r.message) for r in res]
+    assert res[0].duration_s > 1.0  # it really was slowed down past the timeout
 
 
 def test_cpu_limit_kills_busy_stdin_program(runner):

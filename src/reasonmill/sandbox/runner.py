@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from reasonmill.sandbox import _harness
+from reasonmill.sandbox import _harness, prelude
 from reasonmill.sandbox.backends import BwrapBackend, RlimitBackend, Wrapped
 from reasonmill.sandbox.compare import outputs_match
 from reasonmill.sandbox.limits import Limits, TestResult
@@ -162,9 +162,11 @@ class Runner:
 
     def _run_python(self, code: str, tests: list[dict], limits: Limits, box: str, fn_name: str | None) -> list[TestResult]:
         lay = self.backend.layout(box)
-        Path(box, "solution.py").write_text(_harness.PRELUDE + code, encoding="utf-8")
-        for p in Path(box).iterdir():
-            p.chmod(0o644)
+        wants_sorted = prelude.names_sortedcontainers(code, *(str(t.get("input") or "") for t in tests))
+        has_sorted = prelude.write_lib(box, sortedcontainers=wants_sorted)
+        program = prelude.program(code, f"{lay.box}/{prelude.LIB_DIR}", sortedcontainers=has_sorted)
+        Path(box, "solution.py").write_text(program, encoding="utf-8")
+        os.chmod(os.path.join(box, "solution.py"), 0o644)
         results: dict[int, TestResult] = {}
         py = self.backend.python
         batch = [(i, t) for i, t in enumerate(tests) if t.get("kind") in BATCH_KINDS]
