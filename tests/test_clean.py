@@ -131,8 +131,14 @@ def test_tables_markdown_html_ascii_and_optional_latex():
     assert find_table(md) == "markdown"
     assert find_table("<table><tr><td>1</td></tr></table> Sum the cells.") == "html"
     assert find_table("+----+----+\n| id | v  |\n+----+----+") == "ascii"
-    tabular = r"\begin{tabular}{c|c} 1 & 2 \end{tabular} Find the median."
+    tabular = r"\begin{tabular}{|c|c|}\hline day & sales \\ \hline Mon & 3 \\ Tue & 5 \\ \hline\end{tabular} Find the mean."
     assert find_table(tabular) is None and find_table(tabular, latex=True) == "latex"
+    # not tables: a piecewise array, a one-column list, Pascal's triangle laid out in a grid
+    piecewise = r"\[f(x) = \left\{\begin{array}{cl} x+2 & \text{if } x>3, \\ 2x & \text{if } x\le 3 \end{array}\right.\]"
+    assert find_table(piecewise, latex=True) is None
+    assert find_table(r"\begin{tabular}{ c } It is odd.\\ It is prime. \end{tabular} Guess it.", latex=True) is None
+    pascal = r"\begin{tabular}{ccccc} &&1&& \\ &1&&1& \\ 1&&2&&1 \end{tabular} Find row 10."
+    assert find_table(pascal, latex=True) is None
     assert find_table("If a | b and b | c, then a | c; also x - y = 3.") is None
 
 
@@ -162,6 +168,18 @@ def test_figure_phrases_count_only_when_asked_and_never_in_quotes_or_code():
     assert find_image_ref('Print "as shown in the figure" and a newline.') is None
     assert find_image_ref("Input: figure 1\nOutput: 2\nReturn the count.") is None
     assert find_image_ref("```\nimg = '![](a.png)'\n```\nFix the code.", phrases=False) is None
+
+
+def test_truncation_ignores_test_lines_and_trailing_examples():
+    # MBPP: the braces sit in string literals of the tests
+    mbpp = 'Check if the expression is balanced.\nassert check_expression("{()}[{]") == False\n'
+    assert truncation_reason(mbpp) is None
+    assert truncation_reason(mbpp.replace("assert ", "").replace('"', "")) == "unbalanced_braces"
+    # AtCoder: the last sample output is "a" or ")))((("
+    atcoder = "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na\n"
+    assert truncation_reason(atcoder) is None
+    assert truncation_reason("Count the pairs (i, j) such that the\n") == "ends_mid_sentence"
+    assert truncation_reason("Sample Input 1\n\n3 (\n") == "ends_mid_sentence"  # nothing before the examples
 
 
 def test_truncation_signals():

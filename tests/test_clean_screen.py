@@ -68,6 +68,11 @@ EDGE = [
     'Print "as shown in the figure" and a newline.',
     "The two regions are tangent semicircles, as shown. Find the radius.",
     "See https://example.com/data.csv for the data, then compute the mean.",
+    # truncation and LaTeX tables: signals in test lines, trailing examples, non-tables
+    'Check if the expression is balanced.\nassert check_expression("{()}[{]") == False',
+    "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na",
+    "\\begin{tabular}{ccccc} &&1&& \\\\ &1&&1& \\\\ 1&&2&&1 \\end{tabular} Find row 10.",
+    "\\begin{tabular}{|c|c|} day & sales \\\\ Mon & 3 \\\\ Tue & 5 \\end{tabular} Find the mean.",
 ]
 
 SETTINGS = [

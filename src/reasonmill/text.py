@@ -442,14 +442,33 @@ _MD_TABLE_RE = re.compile(
 )
 _HTML_TABLE_RE = re.compile(r"<table\b|<tr\b|<td\b", re.IGNORECASE)
 _ASCII_TABLE_RE = re.compile(r"^[ \t]*\+(?:-{2,}\+){2,}[ \t]*$", re.MULTILINE)
-_LATEX_TABLE_RE = re.compile(r"\\begin\{(?:tabular|array)\}")
+_LATEX_TABLE_RE = re.compile(r"\\begin\{tabular\}")
+# A tabular's column spec and body. ``array`` is not a table (piecewise functions,
+# matrices, binomials, column arithmetic), and neither is a tabular with one column (a
+# list) or mostly empty cells (Pascal's triangle laid out in a grid).
+_TABULAR_RE = re.compile(
+    r"\\begin\{tabular\}(?:\[\w\]|\s)*\{((?:[^{}]|\{[^{}]*\})*)\}(.*?)\\end\{tabular\}", re.DOTALL
+)
+_TABULAR_COLUMN_RE = re.compile(r"[lcrpmbX](?:\{[^{}]*\})?")
+_TABULAR_ROW_RE = re.compile(r"\\\\|\\hline|\\cline\{[^{}]*\}|\\noalign\{[^{}]*\}|\\multicolumn\{[^{}]*\}\{[^{}]*\}")
+
+
+def _is_data_tabular(spec: str, body: str) -> bool:
+    """A LaTeX tabular laid out as a table: two or more columns, two or more rows, and at
+    most a third of its cells empty."""
+    if len(_TABULAR_COLUMN_RE.findall(re.sub(r"@\{[^{}]*\}", "", spec))) < 2:
+        return False
+    rows = [row for row in _TABULAR_ROW_RE.sub("\n", body).split("\n") if "&" in row]
+    cells = [cell.strip() for row in rows for cell in row.split("&")]
+    return len(rows) >= 2 and sum(not c for c in cells) * 3 <= len(cells)
 
 
 def find_table(text: str | None, latex: bool = False) -> str | None:
     """The kind of table found: ``markdown``, ``html``, ``ascii``, ``latex`` or None.
 
-    LaTeX ``tabular``/``array`` only counts when ``latex`` is True: MATH states data
-    tables that way, and the text fully carries them.
+    A LaTeX ``tabular`` only counts when ``latex`` is True (MATH states data tables that
+    way, and the text fully carries them), and only when laid out as a table
+    (:func:`_is_data_tabular`); ``array`` never counts.
     """
     if not text:
         return None
@@ -460,8 +479,9 @@ def find_table(text: str | None, latex: bool = False) -> str | None:
             return "html"
         if "+--" in text and _ASCII_TABLE_RE.search(text):
             return "ascii"
-    if latex and "\\begin{" in text and _LATEX_TABLE_RE.search(text):
-        return "latex"
+    if latex and "\\begin{tabular}" in text:
+        if any(_is_data_tabular(m.group(1), m.group(2)) for m in _TABULAR_RE.finditer(text)):
+            return "latex"
     return None
 
 
@@ -569,6 +589,11 @@ _LAST_WORD_RE = re.compile(r"[A-Za-z]+$")
 _MATH_AFTER_RE = re.compile(r"\\[A-Za-z]+|[{}]")
 
 
+# The last "Sample Input"/"Example" header: what follows is example data, whose last
+# line ("a", ")))(((") says nothing about whether the statement is complete.
+_EXAMPLES_RE = re.compile(r"^[ \t]*(?:sample input|example)\b", re.IGNORECASE | re.MULTILINE)
+
+
 def truncation_reason(text: str | None) -> str | None:
     """Why the text looks cut off, or None.
 
@@ -577,7 +602,26 @@ def truncation_reason(text: str | None) -> str | None:
     word, comma, operator or opening bracket; a ``\\begin{…}`` is never closed; braces
     are unbalanced on the open side; or the last ``$`` opens a math span that never
     closes and contains LaTeX (so "$5 per apple" money is not a signal).
+
+    A signal must hold on the text and again on its prose: the text with code, string
+    literals and test lines blanked (:func:`mask_quoted_data`) and cut before a trailing
+    examples section. So ``assert f("{()}[{]")`` or a sample output ending in ``(`` is
+    not a truncation, and the verdict is never more than the plain-text signals (which
+    the vectorized clean screen relies on).
     """
+    why = _truncation_signal(text)
+    if why is None:
+        return None
+    prose = mask_quoted_data(text)
+    examples = None
+    for examples in _EXAMPLES_RE.finditer(prose):
+        pass
+    if examples is not None and examples.start() > 0:
+        prose = prose[: examples.start()]
+    return why if _truncation_signal(prose) is not None else None
+
+
+def _truncation_signal(text: str | None) -> str | None:
     if not text:
         return None
     stripped = text.rstrip()
