@@ -87,7 +87,8 @@ PROFILES: dict[str, dict] = {
 def load_problems(data: Path) -> list[dict]:
     """Every record of every file ingest maps, each distinct problem text once; ``_key``
     is "file#id" (files of one folder share a source name, so the id alone can clash)."""
-    files = [p for pat in ("*/", "*/*/") for ext in ("*.jsonl", "*.json", "*.jsonl.gz") for p in data.glob(pat + ext)]
+    patterns = [depth + ext for depth in ("*/", "*/*/") for ext in ("*.jsonl", "*.json", "*.jsonl.gz")]
+    files = [p for pattern in patterns for p in data.glob(pattern)]
     seen: set[str] = set()
     out: list[dict] = []
     for path in sorted(files):
@@ -137,7 +138,9 @@ def fmt(right: int, labelled: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--record-old", action="store_true", help="write the current code's decisions as the old ones")
+    ap.add_argument(
+        "--record-old", action="store_true", help="write the current code's decisions as the old ones"
+    )
     ap.add_argument("--show-unlabelled", action="store_true", help="print sampled drops that have no label")
     ap.add_argument("--write-results", action="store_true", help=f"replace the section in {RESULTS.name}")
     args = ap.parse_args(argv)
@@ -184,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 picked = sample(keys, f"{rule}:{version}")
                 right, labelled, missing = precision(picked, rule, labels)
                 unlabelled += [(name, rule, k) for k in picked if (k, rule) not in labels]
-                cells += [str(len(keys)), fmt(right, labelled) + (f" +{missing} unlabelled" if missing else "")]
+                note = f" +{missing} unlabelled" if missing else ""
+                cells += [str(len(keys)), fmt(right, labelled) + note]
             lines.append(f"| {name} | {rule} | " + " | ".join(cells) + " |")
     moved = Counter(
         (old["default"].get(k), new["default"].get(k))

@@ -109,21 +109,26 @@ def test_url_detection_skips_quoted_data_and_allowed_domains():
 
 def test_urls_in_code_string_literals_and_examples_are_data_and_image_urls_are_pictures():
     # MBPP's URL validator: the URLs are the test cases
-    mbpp = 'Write a function to check if a url is valid.\nassert is_valid_URL("https:// www.redit.com") == False'
+    mbpp = (
+        "Write a function to check if a url is valid.\n"
+        'assert is_valid_URL("https:// www.redit.com") == False'
+    )
     assert find_url(mbpp) is None
-    assert find_url("Parse the page:\n```\nGET https://example.com/api/v1 HTTP/1.1\n```\nReturn the path.") is None
+    code = "Parse the page:\n```\nGET https://example.com/api/v1 HTTP/1.1\n```\nReturn the path."
+    assert find_url(code) is None
     assert find_url("Example 1:\nInput: url = https://leetcode.com/problems/x\nOutput: 3") is None
     assert find_url("The link is `www.example.org/a` here.") is None
     # a picture: image_ref's business, not url's
     leetcode = "Example 1:\n\n[https://assets.leetcode.com/uploads/2023/10/19/graph-3.png]\n\nInput: n = 3"
     assert find_url(leetcode) is None
-    assert find_image_ref(leetcode, phrases=False) == "https://assets.leetcode.com/uploads/2023/10/19/graph-3.png"
+    assert find_image_ref(leetcode, phrases=False) == leetcode.split("[")[1].split("]")[0]
     assert find_url("![](https://cdn.example.com/board.svg) Count the cells.") is None
     # a reference the problem depends on is still a URL
     assert find_url("See https://example.com/data.csv for the data, then compute the mean.") == (
         "https://example.com/data.csv"
     )
-    assert find_url('He said "hello". Download www.example.org/table.html and sum it.') == "www.example.org/table.html"
+    quoted_then_url = 'He said "hello". Download www.example.org/table.html and sum it.'
+    assert find_url(quoted_then_url) == "www.example.org/table.html"
 
 
 def test_tables_markdown_html_ascii_and_optional_latex():
@@ -131,12 +136,13 @@ def test_tables_markdown_html_ascii_and_optional_latex():
     assert find_table(md) == "markdown"
     assert find_table("<table><tr><td>1</td></tr></table> Sum the cells.") == "html"
     assert find_table("+----+----+\n| id | v  |\n+----+----+") == "ascii"
-    tabular = r"\begin{tabular}{|c|c|}\hline day & sales \\ \hline Mon & 3 \\ Tue & 5 \\ \hline\end{tabular} Find the mean."
+    tabular = r"\begin{tabular}{|c|c|}\hline day & sales \\ \hline Mon & 3 \\ Tue & 5 \end{tabular} Mean?"
     assert find_table(tabular) is None and find_table(tabular, latex=True) == "latex"
     # not tables: a piecewise array, a one-column list, Pascal's triangle laid out in a grid
-    piecewise = r"\[f(x) = \left\{\begin{array}{cl} x+2 & \text{if } x>3, \\ 2x & \text{if } x\le 3 \end{array}\right.\]"
+    piecewise = r"\[f(x) = \left\{\begin{array}{cl} x & \text{if } x>3, \\ 2x & \text{else} \end{array}\right."
     assert find_table(piecewise, latex=True) is None
-    assert find_table(r"\begin{tabular}{ c } It is odd.\\ It is prime. \end{tabular} Guess it.", latex=True) is None
+    one_column = r"\begin{tabular}{ c } It is odd.\\ It is prime. \end{tabular} Guess it."
+    assert find_table(one_column, latex=True) is None
     pascal = r"\begin{tabular}{ccccc} &&1&& \\ &1&&1& \\ 1&&2&&1 \end{tabular} Find row 10."
     assert find_table(pascal, latex=True) is None
     assert find_table("If a | b and b | c, then a | c; also x - y = 3.") is None
@@ -176,7 +182,9 @@ def test_truncation_ignores_test_lines_and_trailing_examples():
     assert truncation_reason(mbpp) is None
     assert truncation_reason(mbpp.replace("assert ", "").replace('"', "")) == "unbalanced_braces"
     # AtCoder: the last sample output is "a" or ")))((("
-    atcoder = "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na\n"
+    atcoder = (
+        "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na\n"
+    )
     assert truncation_reason(atcoder) is None
     assert truncation_reason("Count the pairs (i, j) such that the\n") == "ends_mid_sentence"
     assert truncation_reason("Sample Input 1\n\n3 (\n") == "ends_mid_sentence"  # nothing before the examples
@@ -221,9 +229,9 @@ def test_quoted_questions_and_folded_answers_are_not_sub_questions():
     # liveaopsbench: the children are asked three questions; the problem asks one
     candy = (
         "The principal asked everyone the same three questions in this order:\n\n"
-        '1. "Are you a truth-teller?" The principal gave a piece of candy to each of the 22 children who answered yes.\n'
-        '2. "Are you an alternater?" The principal gave a piece of candy to each of the 15 children who answered yes.\n'
-        '3. "Are you a liar?" The principal gave a piece of candy to each of the 9 children who answered yes.\n\n'
+        '1. "Are you a truth-teller?" The principal gave candy to each of the 22 children who answered yes.\n'
+        '2. "Are you an alternater?" The principal gave candy to each of the 15 children who answered yes.\n'
+        '3. "Are you a liar?" The principal gave candy to each of the 9 children who answered yes.\n\n'
         "How many pieces of candy in all did the principal give to the children who always tell the truth?"
     )
     assert count_subquestions(candy) == 0
@@ -258,7 +266,7 @@ def test_quoted_questions_and_folded_answers_are_not_sub_questions():
         ),
         (
             "image_ref",
-            "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the area of the shaded region.\n\n"
+            "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the shaded area.\n\n"
             "[img]https://i.imgur.com/03baBwp.jpeg[/img]",
             {},
         ),

@@ -176,7 +176,8 @@ def test_screen_agrees_with_rules_on_real_data(real_records, settings):
 
 
 @pytest.mark.parametrize(
-    "settings", [{"require_reference_answer_for": ["math"]}, {"image_ref_phrases": True, "exempt_when_tested": {}}]
+    "settings",
+    [{"require_reference_answer_for": ["math"]}, {"image_ref_phrases": True, "exempt_when_tested": {}}],
 )
 def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp_path, settings):
     records = real_records[:8000] + _edge_records()

@@ -450,7 +450,9 @@ _TABULAR_RE = re.compile(
     r"\\begin\{tabular\}(?:\[\w\]|\s)*\{((?:[^{}]|\{[^{}]*\})*)\}(.*?)\\end\{tabular\}", re.DOTALL
 )
 _TABULAR_COLUMN_RE = re.compile(r"[lcrpmbX](?:\{[^{}]*\})?")
-_TABULAR_ROW_RE = re.compile(r"\\\\|\\hline|\\cline\{[^{}]*\}|\\noalign\{[^{}]*\}|\\multicolumn\{[^{}]*\}\{[^{}]*\}")
+_TABULAR_ROW_RE = re.compile(
+    r"\\\\|\\hline|\\cline\{[^{}]*\}|\\noalign\{[^{}]*\}|\\multicolumn\{[^{}]*\}\{[^{}]*\}"
+)
 
 
 def _is_data_tabular(spec: str, body: str) -> bool:
@@ -511,7 +513,9 @@ _IMAGE_PHRASE_RE = re.compile(
 )
 _IMAGE_MARKER_KEYS = ("![", "<im", "\\includegraphics", "[figure]", "[image]", "[img]", "[diagram]", ".png",
                       ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp")
-_IMAGE_PHRASE_KEYS = ("shown", "figure", "fig.", "diagram", "picture", "image", "illustrat", "depicted", "图")
+_IMAGE_PHRASE_KEYS = (
+    "shown", "figure", "fig.", "diagram", "picture", "image", "illustrat", "depicted", "图"
+)
 _ASY_RE = re.compile(r"\[asy\]", re.IGNORECASE)
 
 
@@ -703,7 +707,9 @@ _ASKING_RE = re.compile(
 _PART_END_RE = re.compile(r"\n")
 # A preamble that folds the parts into one answer ("add up the numbers corresponding to
 # the questions for which the answer is yes"): a single checkable answer after all.
-_ONE_ANSWER_RE = re.compile(r"\b(?:numbers|letters|labels) corresponding to the (?:questions|statements|parts)\b")
+_ONE_ANSWER_RE = re.compile(
+    r"\b(?:numbers|letters|labels) corresponding to the (?:questions|statements|parts)\b"
+)
 
 
 def count_subquestions(text: str | None) -> int:

@@ -133,7 +133,8 @@ class CleanSettings(StageSettings):
     def _exempt(cls, v: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
         for cat, rules in v.items():
             if cat not in CATEGORIES:
-                raise ValueError(f"{info.field_name}: unknown category {cat!r}; valid: {', '.join(CATEGORIES)}")
+                valid = ", ".join(CATEGORIES)
+                raise ValueError(f"{info.field_name}: unknown category {cat!r}; valid: {valid}")
             bad = [r for r in rules if r not in RULES]
             if bad:
                 raise ValueError(f"{info.field_name}.{cat}: unknown rules {bad}; valid: {', '.join(RULES)}")
