@@ -107,13 +107,44 @@ def test_url_detection_skips_quoted_data_and_allowed_domains():
     assert find_url(song) == "https://soundcloud.com/envyofficial/env-dynasty"
 
 
+def test_urls_in_code_string_literals_and_examples_are_data_and_image_urls_are_pictures():
+    # MBPP's URL validator: the URLs are the test cases
+    mbpp = (
+        "Write a function to check if a url is valid.\n"
+        'assert is_valid_URL("https:// www.redit.com") == False'
+    )
+    assert find_url(mbpp) is None
+    code = "Parse the page:\n```\nGET https://example.com/api/v1 HTTP/1.1\n```\nReturn the path."
+    assert find_url(code) is None
+    assert find_url("Example 1:\nInput: url = https://leetcode.com/problems/x\nOutput: 3") is None
+    assert find_url("The link is `www.example.org/a` here.") is None
+    # a picture: image_ref's business, not url's
+    leetcode = "Example 1:\n\n[https://assets.leetcode.com/uploads/2023/10/19/graph-3.png]\n\nInput: n = 3"
+    assert find_url(leetcode) is None
+    assert find_image_ref(leetcode, phrases=False) == leetcode.split("[")[1].split("]")[0]
+    assert find_url("![](https://cdn.example.com/board.svg) Count the cells.") is None
+    # a reference the problem depends on is still a URL
+    assert find_url("See https://example.com/data.csv for the data, then compute the mean.") == (
+        "https://example.com/data.csv"
+    )
+    quoted_then_url = 'He said "hello". Download www.example.org/table.html and sum it.'
+    assert find_url(quoted_then_url) == "www.example.org/table.html"
+
+
 def test_tables_markdown_html_ascii_and_optional_latex():
     md = "Scores:\n\n| name | score |\n| --- | --- |\n| A | 3 |\n\nWhat is the mean?"
     assert find_table(md) == "markdown"
     assert find_table("<table><tr><td>1</td></tr></table> Sum the cells.") == "html"
     assert find_table("+----+----+\n| id | v  |\n+----+----+") == "ascii"
-    tabular = r"\begin{tabular}{c|c} 1 & 2 \end{tabular} Find the median."
+    tabular = r"\begin{tabular}{|c|c|}\hline day & sales \\ \hline Mon & 3 \\ Tue & 5 \end{tabular} Mean?"
     assert find_table(tabular) is None and find_table(tabular, latex=True) == "latex"
+    # not tables: a piecewise array, a one-column list, Pascal's triangle laid out in a grid
+    piecewise = r"\[f(x) = \left\{\begin{array}{cl} x & \text{if } x>3, \\ 2x & \text{else} \end{array}\right."
+    assert find_table(piecewise, latex=True) is None
+    one_column = r"\begin{tabular}{ c } It is odd.\\ It is prime. \end{tabular} Guess it."
+    assert find_table(one_column, latex=True) is None
+    pascal = r"\begin{tabular}{ccccc} &&1&& \\ &1&&1& \\ 1&&2&&1 \end{tabular} Find row 10."
+    assert find_table(pascal, latex=True) is None
     assert find_table("If a | b and b | c, then a | c; also x - y = 3.") is None
 
 
@@ -133,6 +164,30 @@ def test_image_refs_but_not_asy_figures_or_math_images():
         is None
     )
     assert find_image_ref("A figure skater spins 2250 degrees. Which direction is she facing?") is None
+
+
+def test_figure_phrases_count_only_when_asked_and_never_in_quotes_or_code():
+    phrase = "The two regions are tangent semicircles, as shown. Find r."
+    assert find_image_ref(phrase, phrases=False) is None and find_image_ref(phrase) == "as shown"
+    for marker in ("<image>", "![](CDN_BASE_URL/d182)", "[img]", "\\includegraphics"):
+        assert find_image_ref(f"Count the cells. {marker} How many?", phrases=False) == marker
+    assert find_image_ref('Print "as shown in the figure" and a newline.') is None
+    assert find_image_ref("Input: figure 1\nOutput: 2\nReturn the count.") is None
+    assert find_image_ref("```\nimg = '![](a.png)'\n```\nFix the code.", phrases=False) is None
+
+
+def test_truncation_ignores_test_lines_and_trailing_examples():
+    # MBPP: the braces sit in string literals of the tests
+    mbpp = 'Check if the expression is balanced.\nassert check_expression("{()}[{]") == False\n'
+    assert truncation_reason(mbpp) is None
+    assert truncation_reason(mbpp.replace("assert ", "").replace('"', "")) == "unbalanced_braces"
+    # AtCoder: the last sample output is "a" or ")))((("
+    atcoder = (
+        "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na\n"
+    )
+    assert truncation_reason(atcoder) is None
+    assert truncation_reason("Count the pairs (i, j) such that the\n") == "ends_mid_sentence"
+    assert truncation_reason("Sample Input 1\n\n3 (\n") == "ends_mid_sentence"  # nothing before the examples
 
 
 def test_truncation_signals():
@@ -170,6 +225,28 @@ def test_proof_only_and_subquestions():
     assert count_subquestions("Evaluate $f(1) + f(2)$ where $f(x) = x$.") == 0
 
 
+def test_quoted_questions_and_folded_answers_are_not_sub_questions():
+    # liveaopsbench: the children are asked three questions; the problem asks one
+    candy = (
+        "The principal asked everyone the same three questions in this order:\n\n"
+        '1. "Are you a truth-teller?" The principal gave candy to each of the 22 children who answered yes.\n'
+        '2. "Are you an alternater?" The principal gave candy to each of the 15 children who answered yes.\n'
+        '3. "Are you a liar?" The principal gave candy to each of the 9 children who answered yes.\n\n'
+        "How many pieces of candy in all did the principal give to the children who always tell the truth?"
+    )
+    assert count_subquestions(candy) == 0
+    unquoted = candy.replace('"', "")
+    assert count_subquestions(unquoted) == 3
+    # MATH: six yes/no questions folded into one number
+    folded = (
+        "Answer each of the following questions yes or no, and add up the numbers corresponding to the "
+        "questions for which the answer is yes.\n\n1. Is $2/3x$ equivalent to $2x/3$?\n\n2. Is $-(3+y)$ "
+        "equivalent to $-3+y$?"
+    )
+    assert count_subquestions(folded) == 0
+    assert count_subquestions(folded.replace("corresponding to the questions", "for the questions")) == 2
+
+
 # --- one example per reason code ----------------------------------------------------------
 
 
@@ -189,7 +266,8 @@ def test_proof_only_and_subquestions():
         ),
         (
             "image_ref",
-            "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the area of the shaded region.",
+            "In the figure below, $ABCD$ is a rectangle with $AB = 6$. Find the shaded area.\n\n"
+            "[img]https://i.imgur.com/03baBwp.jpeg[/img]",
             {},
         ),
         (
@@ -392,7 +470,7 @@ def test_codeforces_song_links_and_wikipedia_definitions_are_not_url_drops():
     _, out = kept_fraction(records)
     urls = [d for d in out.dropped if d.reason == "url"]
     assert len(urls) <= 5, [d.evidence for d in urls]
-    strict = run(records, url_ignore_markdown_links=False, url_allow=[])
+    strict = run(records, url_ignore_markdown_links=False, url_allow=[], exempt_when_tested={})
     assert sum(d.reason == "url" for d in strict.dropped) >= 30  # the links are there
 
 
@@ -403,3 +481,71 @@ def test_olymmath_language_labels():
     assert len(out.kept) == len(zh) and all(r["language"] == "zh" for r in out.kept)
     assert {d.reason for d in out.dropped} == {"language"}
     assert all(d.evidence["language"] == "en" for d in out.dropped) and len(out.dropped) == len(en)
+
+
+# --- url and image_ref on real problems (issue 12, item 6) -------------------------------
+
+
+def _ingest(path: str) -> list[dict]:
+    from reasonmill.io.sources import SourceSpec, iter_source
+
+    p = _need(path)
+    return [r for r in iter_source(SourceSpec(name=p.parent.name, path=str(p)), DATA) if isinstance(r, dict)]
+
+
+CODE_WITH_TESTS = [
+    "mbpp/mbpp.jsonl",
+    "leetcode_contest/leetcode_20240121-Jul.jsonl",
+    "leetcode_rllm/leetcode_train_rllm.json",
+    "livecodebench/lcb_test_2408-2501_with_private_tests.json",
+    "livecodebench/lcb_train_pre2408.json",
+    "codeforces/codeforces_test_rllm.json",
+    "code_contests/code_contests_test_rllm.json",
+]
+
+
+def test_urls_in_tests_and_string_literals_of_code_problems_are_not_dropped():
+    mbpp = [r for r in _ingest("mbpp/mbpp.jsonl") if "url is valid" in r["problem"]]
+    assert len(mbpp) == 1 and "https://www.google.com" in mbpp[0]["problem"] and mbpp[0]["tests"]
+    assert reason_of(mbpp[0]["problem"], record={"tests": mbpp[0]["tests"]}) is None
+    assert reason_of(mbpp[0]["problem"]) is None  # the URLs sit in assert lines: data, even without tests
+    # LeetCode example pictures are image URLs of a problem whose tests define it
+    leetcode = _ingest("leetcode_contest/leetcode_20240121-Jul.jsonl")
+    assert sum("assets.leetcode.com" in r["problem"] for r in leetcode) >= 15
+    assert run(leetcode).dropped == []
+
+
+def test_figure_references_in_code_problems_with_tests_are_not_dropped():
+    records = [r for path in CODE_WITH_TESTS for r in _ingest(path)]
+    assert len(records) > 4000 and all(r["tests"] for r in records)
+    out = run(records, image_ref_phrases=True)
+    assert [d for d in out.dropped if d.reason in ("url", "image_ref")] == []
+    # the references are there: without the exemption the phrases and pictures fire
+    out = run(records, image_ref_phrases=True, exempt_when_tested={})
+    matches = [d.evidence.get("match", "").lower() for d in out.dropped if d.reason == "image_ref"]
+    assert len(matches) >= 60 and sum("figure" in m for m in matches) >= 20
+
+
+def test_a_figure_dependent_math_problem_is_still_dropped():
+    aops = _ingest("liveaopsbench/liveaopsbench-2024-8-2024-12-num.jsonl")
+    board = [r for r in aops if "covered (by one or two pieces)" in r["problem"]]
+    assert len(board) == 1  # the pieces' shapes are only in the picture
+    out = run(board)
+    assert [d.reason for d in out.dropped] == ["image_ref"]
+    assert out.dropped[0].evidence["match"] == "[img]"
+    # a phrase-only reference counts when asked for: MATH's semicircles are only in the lost figure
+    math500 = _jsonl(_need("math500/math500_test.jsonl"))
+    semicircles = [r["problem"] for r in math500 if "tangent semicircles, as shown" in r["problem"]]
+    assert len(semicircles) == 1
+    assert reason_of(semicircles[0]) is None
+    assert reason_of(semicircles[0], image_ref_phrases=True) == "image_ref"
+
+
+def test_a_url_dependent_problem_is_still_dropped():
+    data = "The heights are listed at https://example.com/heights.csv. Compute their median, in centimetres."
+    assert reason_of(data) == "url"
+    tests = [{"input": "", "output": "170", "kind": "stdin"}]
+    assert reason_of(data, record={"category": "math", "tests": tests}) == "url"  # only code is exempt
+    code = "Write a function that downloads https://example.com/heights.csv and returns the median height."
+    assert reason_of(code, record={"category": "code"}) == "url"  # code without tests: nothing defines it
+    assert reason_of(code, record={"category": "code", "tests": tests}) is None

@@ -58,6 +58,21 @@ EDGE = [
     "a" * 40,
     "WHAT IS THE SUM OF THE NUMBERS ONE AND TWO",
     "Let $n$ be an integer. Find n. " * 3,
+    # url / image_ref: data in quotes, code and examples; pictures; phrases
+    'Check the url.\nassert is_valid_URL("https:// www.redit.com") == False',
+    "Parse:\n```\nGET https://example.com/api HTTP/1.1\n```\nReturn the path.",
+    "Example 1:\n\n[https://assets.leetcode.com/uploads/2023/x.png]\n\nInput: n = 3\nOutput: 0",
+    "Cover the board. [asy] [img]https://i.imgur.com/03baBwp.jpeg[/img] [asy]",
+    "Count the cells. ![](CDN_BASE_URL/d182) How many?",
+    "The tree is shown in the picture below.\n\n<image>\n\nPrint the answer.",
+    'Print "as shown in the figure" and a newline.',
+    "The two regions are tangent semicircles, as shown. Find the radius.",
+    "See https://example.com/data.csv for the data, then compute the mean.",
+    # truncation and LaTeX tables: signals in test lines, trailing examples, non-tables
+    'Check if the expression is balanced.\nassert check_expression("{()}[{]") == False',
+    "Convert the letters of S.\n\nSample Input 1\n\nAb\n\nSample Output 1\n\nab\n\nSample Input 2\n\na",
+    "\\begin{tabular}{ccccc} &&1&& \\\\ &1&&1& \\\\ 1&&2&&1 \\end{tabular} Find row 10.",
+    "\\begin{tabular}{|c|c|} day & sales \\\\ Mon & 3 \\\\ Tue & 5 \\end{tabular} Find the mean.",
 ]
 
 SETTINGS = [
@@ -69,6 +84,8 @@ SETTINGS = [
     {"languages": ["zh", "other"], "overwrite_language": True},
     {"require_reference_answer_for": ["math", "code"]},
     {"require_single_answer": True},
+    {"image_ref_phrases": True},
+    {"exempt_when_tested": {}, "exempt": {}, "image_ref_phrases": True},
 ]
 
 
@@ -78,7 +95,11 @@ def _edge_records() -> list[dict]:
         answers = [None, "4", "  none ", "N/A", "\xa0none", "", "12"]
         out.append(new_record(source="edge", problem=text, original_id=i, reference_answer=answers[i % len(answers)]))
     out.append(new_record(source="edge", problem="Already labelled problem, find the sum.", original_id="lab", language="zh"))
-    out[0]["tests"] = [{"input": "1", "output": "2", "kind": "stdin"}]
+    tests = [{"input": "1", "output": "2", "kind": "stdin"}]
+    out[0]["tests"] = tests
+    for r in out:  # code problems with tests: url and image_ref are exempt by default
+        if any(k in r["problem"] for k in ("assert", "Example 1", "<image>")):
+            r["tests"], r["category"] = tests, "code"
     return out
 
 
@@ -154,7 +175,11 @@ def test_screen_agrees_with_rules_on_real_data(real_records, settings):
         assert settled > len(real_records) // 3  # most real problems skip the Python rules
 
 
-def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp_path):
+@pytest.mark.parametrize(
+    "settings",
+    [{"require_reference_answer_for": ["math"]}, {"image_ref_phrases": True, "exempt_when_tested": {}}],
+)
+def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp_path, settings):
     records = real_records[:8000] + _edge_records()
     src = StageDir(tmp_path / "in")
     src.write_shard("00000", records, [], {"in": len(records), "kept": len(records), "dropped": 0})
@@ -163,7 +188,6 @@ def test_engine_output_is_the_same_with_and_without_the_screen(real_records, tmp
         def screen(self, table, index=None):
             return None
 
-    settings = {"require_reference_answer_for": ["math"]}
     a = run_shard(Clean(settings), "clean", src.path, tmp_path / "a", "00000", None)
     b = run_shard(NoScreen(settings), "clean", src.path, tmp_path / "b", "00000", None)
     assert a == b

@@ -32,6 +32,7 @@ __all__ = [
     "is_proof_only",
     "looks_mojibake",
     "looks_truncated",
+    "mask_quoted_data",
     "normalize_for_hash",
     "truncation_reason",
     "unusual_char_ratio",
@@ -369,22 +370,45 @@ _URL_RE = re.compile(
     r"|(?<![\w@/.\"'`-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|io|ai|cn)/[^\s<>()\"'`]*",
     re.IGNORECASE,
 )
-
-
 _TLD_SLASH = (".com/", ".org/", ".net/", ".edu/", ".gov/", ".io/", ".ai/", ".cn/")
+# A URL of a picture: an image reference (reported by find_image_ref), not a link to data.
+_IMAGE_URL_RE = re.compile(r"\.(?:png|jpe?g|gif|svg|webp|bmp)(?:[?#]\S*)?$", re.IGNORECASE)
+
+# Data of the problem, not prose: fenced and inline code, one-line string literals
+# ("..." always; '...' only between non-word characters, so "Bob's" is no quote), and
+# lines of examples or tests (``assert …``, ``>>> …``, ``Input: …``/``Output: …``).
+_QUOTED_DATA_RE = re.compile(
+    r"```.*?(?:```|$)|`[^`\n]*`|\"[^\"\n]*\"|(?<![\w'])'[^'\n]*'(?![\w'])"
+    r"|(?im:^[ \t]*(?:assert\b|>>>|(?:example |sample )?(?:input|output)\s*\d*\s*:).*$)",
+    re.DOTALL,
+)
+_QUOTE_CHARS = ("`", '"', "'", "assert", ">>>", "nput", "utput")
+
+
+def mask_quoted_data(text: str) -> str:
+    """``text`` with code, string literals and example/test lines blanked (same length).
+
+    A URL or a figure marker there is data the problem works on (a URL validator's test
+    cases, a sample input), not a reference the problem depends on. Positions are kept,
+    so evidence can be cut from the original text.
+    """
+    if not any(c in text for c in _QUOTE_CHARS):
+        return text
+    return _QUOTED_DATA_RE.sub(lambda m: " " * len(m.group()), text)
 
 
 def find_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool = False) -> str | None:
-    """The first URL that is a *reference* (not data inside quotes or backticks).
+    """The first URL that is a *reference*: not data, not a picture.
 
-    A URL directly after a quote or backtick is data of the problem ("decode the string
-    'https://…'"), so it does not count; neither do e-mail addresses. URLs containing
-    one of the ``allow`` strings (e.g. ``wikipedia.org``: Codeforces links the
-    definition of XOR) are skipped. With ``markdown_links``, the target of a markdown
-    link ``[text](url)`` is skipped too: its text says what it links to (Codeforces
-    statements open with a ``[song](https://soundcloud…)`` link that adds nothing).
-    Markdown *images* ``![](url)`` are not skipped here, but :func:`find_image_ref`
-    reports them first in the clean stage.
+    URLs inside code, string literals and example/test lines (:func:`mask_quoted_data`)
+    are data of the problem ("check that "https://…" is a valid URL"), and so is a URL
+    directly after a quote or backtick; e-mail addresses do not count. A URL of an image
+    (``….png``, ``[img]…[/img]``) is left to :func:`find_image_ref`: the problem misses
+    a picture, not a web page. URLs containing one of the ``allow`` strings (e.g.
+    ``wikipedia.org``: Codeforces links the definition of XOR) are skipped. With
+    ``markdown_links``, the target of a markdown link ``[text](url)`` is skipped too: its
+    text says what it links to (Codeforces statements open with a
+    ``[song](https://soundcloud…)`` link that adds nothing).
     """
     if not text:
         return None
@@ -394,13 +418,17 @@ def find_url(text: str | None, allow: tuple[str, ...] = (), markdown_links: bool
         and ("/" not in text or not any(t in text for t in _TLD_SLASH))
     ):
         return None
-    for m in _URL_RE.finditer(text):
+    for m in _URL_RE.finditer(mask_quoted_data(text)):
         url = m.group().rstrip(".,;:")
         low = url.lower()
         if any(a in low for a in allow):
             continue
-        if markdown_links and m.start() >= 2 and text[m.start() - 2 : m.start()] == "](":
-            continue  # [text](url): the link text carries the meaning
+        if m.start() >= 2 and text[m.start() - 2 : m.start()] == "](":
+            opening = text.rfind("[", 0, m.start() - 2)
+            if markdown_links or (opening > 0 and text[opening - 1] == "!"):
+                continue  # [text](url): the link text carries the meaning; ![](url) is a picture
+        if _IMAGE_URL_RE.search(url) or text[max(0, m.start() - 5) : m.start()].lower() == "[img]":
+            continue  # a picture: find_image_ref reports it
         return url
     return None
 
@@ -414,14 +442,35 @@ _MD_TABLE_RE = re.compile(
 )
 _HTML_TABLE_RE = re.compile(r"<table\b|<tr\b|<td\b", re.IGNORECASE)
 _ASCII_TABLE_RE = re.compile(r"^[ \t]*\+(?:-{2,}\+){2,}[ \t]*$", re.MULTILINE)
-_LATEX_TABLE_RE = re.compile(r"\\begin\{(?:tabular|array)\}")
+_LATEX_TABLE_RE = re.compile(r"\\begin\{tabular\}")
+# A tabular's column spec and body. ``array`` is not a table (piecewise functions,
+# matrices, binomials, column arithmetic), and neither is a tabular with one column (a
+# list) or mostly empty cells (Pascal's triangle laid out in a grid).
+_TABULAR_RE = re.compile(
+    r"\\begin\{tabular\}(?:\[\w\]|\s)*\{((?:[^{}]|\{[^{}]*\})*)\}(.*?)\\end\{tabular\}", re.DOTALL
+)
+_TABULAR_COLUMN_RE = re.compile(r"[lcrpmbX](?:\{[^{}]*\})?")
+_TABULAR_ROW_RE = re.compile(
+    r"\\\\|\\hline|\\cline\{[^{}]*\}|\\noalign\{[^{}]*\}|\\multicolumn\{[^{}]*\}\{[^{}]*\}"
+)
+
+
+def _is_data_tabular(spec: str, body: str) -> bool:
+    """A LaTeX tabular laid out as a table: two or more columns, two or more rows, and at
+    most a third of its cells empty."""
+    if len(_TABULAR_COLUMN_RE.findall(re.sub(r"@\{[^{}]*\}", "", spec))) < 2:
+        return False
+    rows = [row for row in _TABULAR_ROW_RE.sub("\n", body).split("\n") if "&" in row]
+    cells = [cell.strip() for row in rows for cell in row.split("&")]
+    return len(rows) >= 2 and sum(not c for c in cells) * 3 <= len(cells)
 
 
 def find_table(text: str | None, latex: bool = False) -> str | None:
     """The kind of table found: ``markdown``, ``html``, ``ascii``, ``latex`` or None.
 
-    LaTeX ``tabular``/``array`` only counts when ``latex`` is True: MATH states data
-    tables that way, and the text fully carries them.
+    A LaTeX ``tabular`` only counts when ``latex`` is True (MATH states data tables that
+    way, and the text fully carries them), and only when laid out as a table
+    (:func:`_is_data_tabular`); ``array`` never counts.
     """
     if not text:
         return None
@@ -432,8 +481,9 @@ def find_table(text: str | None, latex: bool = False) -> str | None:
             return "html"
         if "+--" in text and _ASCII_TABLE_RE.search(text):
             return "ascii"
-    if latex and "\\begin{" in text and _LATEX_TABLE_RE.search(text):
-        return "latex"
+    if latex and "\\begin{tabular}" in text:
+        if any(_is_data_tabular(m.group(1), m.group(2)) for m in _TABULAR_RE.finditer(text)):
+            return "latex"
     return None
 
 
@@ -441,12 +491,18 @@ def has_table(text: str | None, latex: bool = False) -> bool:
     return find_table(text, latex) is not None
 
 
-# Matched on the lower-cased text. "is/are shown below" alone is not a signal (the
-# rows of a triangle or a list usually follow in the text); "as shown" and any mention
-# of a figure/diagram/picture are.
-_IMAGE_RE = re.compile(
-    r"!\[[^\]]*\]\([^)]*\)|<img\b|\\includegraphics|\[(?:figure|image|img|diagram)\]"
-    r"|\bsee (?:also )?(?:the )?(?:figure|fig\.|diagram|picture|image|illustration)"
+# A picture that was in the source and is missing here: an image placeholder or an image
+# URL. Matched on the lower-cased text, also by the vectorized screen (RE2 syntax).
+_IMAGE_MARKER_RE = re.compile(
+    r"!\[[^\]]*\]\([^)]*\)|<img\b|<image>|\\includegraphics|\[(?:figure|image|img|diagram)\]"
+    r"|(?:https?://|www\.)[^\s<>()\[\]{}\"'`]+\.(?:png|jpe?g|gif|svg|webp|bmp)\b"
+)
+# Phrases that *mention* a figure. On real data most such problems are complete without
+# it ("…, as shown. Find m+n." — AIME, LeetCode, AtCoder samples), so they only count
+# with ``phrases=True``. "is/are shown below" alone is not a phrase (the rows of a
+# triangle or a list usually follow in the text).
+_IMAGE_PHRASE_RE = re.compile(
+    r"\bsee (?:also )?(?:the )?(?:figure|fig\.|diagram|picture|image|illustration)"
     r"|\bas (?:shown|illustrated|depicted|pictured)\b|\bpictured\b"
     r"|\b(?:shown|illustrated|depicted|drawn) (?:in|on|below|above) (?:the )?(?:figure|diagram|picture|image|illustration)"
     r"|\b(?:in|on) the (?:figure|diagram|picture|illustration)\b"
@@ -455,51 +511,39 @@ _IMAGE_RE = re.compile(
     r"|\b(?:figure|fig\.) \d"
     r"|如图|见图|下图|上图|图中|图示"
 )
-_IMAGE_KEYS = (
-    "shown",
-    "figure",
-    "fig.",
-    "diagram",
-    "picture",
-    "image",
-    "illustrat",
-    "depicted",
-    "![",
-    "<img",
-    "\\includegraphics",
-    "图",
+_IMAGE_MARKER_KEYS = ("![", "<im", "\\includegraphics", "[figure]", "[image]", "[img]", "[diagram]", ".png",
+                      ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp")
+_IMAGE_PHRASE_KEYS = (
+    "shown", "figure", "fig.", "diagram", "picture", "image", "illustrat", "depicted", "图"
 )
 _ASY_RE = re.compile(r"\[asy\]", re.IGNORECASE)
 
 
-def find_image_ref(text: str | None) -> str | None:
-    """The phrase that refers to a picture the text does not contain, or None.
+def find_image_ref(text: str | None, phrases: bool = True) -> str | None:
+    """The image placeholder, image URL or (with ``phrases``) figure phrase, or None.
 
-    A problem that draws its figure in Asymptote (``[asy]…[/asy]``, as MATH does)
-    carries the figure, so its "as shown" is not a missing image; use
-    :func:`has_asy_figure` to filter those separately.
+    Placeholders (``![](…)``, ``<image>``, ``[img]``, ``\\includegraphics``) and image URLs
+    mean a picture was part of the problem and is missing. A phrase ("as shown", "in the
+    figure below") only mentions one; a problem that draws its figure in Asymptote
+    (``[asy]…[/asy]``, as MATH does) carries it, so its phrases do not count (use
+    :func:`has_asy_figure` to filter those). Code, string literals and example lines
+    are not looked at (:func:`mask_quoted_data`).
     """
     if not text:
         return None
     low = text.lower()
-    for key in _IMAGE_KEYS:
-        if key in low:
-            break
-    else:
+    keys = _IMAGE_MARKER_KEYS + _IMAGE_PHRASE_KEYS if phrases else _IMAGE_MARKER_KEYS
+    if not any(key in low for key in keys):
         return None
-    m = _IMAGE_RE.search(low)
-    if m is None:
-        return None
-    found = text[m.start() : m.end()]
-    if found.startswith(("!", "<", "\\", "[")):
-        return found
-    if "[asy]" in low:
-        return None
-    return found
+    low = mask_quoted_data(low)
+    m = _IMAGE_MARKER_RE.search(low)
+    if m is None and phrases and "[asy]" not in low:
+        m = _IMAGE_PHRASE_RE.search(low)
+    return None if m is None else text[m.start() : m.end()]
 
 
-def has_image_ref(text: str | None) -> bool:
-    return find_image_ref(text) is not None
+def has_image_ref(text: str | None, phrases: bool = True) -> bool:
+    return find_image_ref(text, phrases) is not None
 
 
 def has_asy_figure(text: str | None) -> bool:
@@ -549,6 +593,11 @@ _LAST_WORD_RE = re.compile(r"[A-Za-z]+$")
 _MATH_AFTER_RE = re.compile(r"\\[A-Za-z]+|[{}]")
 
 
+# The last "Sample Input"/"Example" header: what follows is example data, whose last
+# line ("a", ")))(((") says nothing about whether the statement is complete.
+_EXAMPLES_RE = re.compile(r"^[ \t]*(?:sample input|example)\b", re.IGNORECASE | re.MULTILINE)
+
+
 def truncation_reason(text: str | None) -> str | None:
     """Why the text looks cut off, or None.
 
@@ -557,7 +606,26 @@ def truncation_reason(text: str | None) -> str | None:
     word, comma, operator or opening bracket; a ``\\begin{…}`` is never closed; braces
     are unbalanced on the open side; or the last ``$`` opens a math span that never
     closes and contains LaTeX (so "$5 per apple" money is not a signal).
+
+    A signal must hold on the text and again on its prose: the text with code, string
+    literals and test lines blanked (:func:`mask_quoted_data`) and cut before a trailing
+    examples section. So ``assert f("{()}[{]")`` or a sample output ending in ``(`` is
+    not a truncation, and the verdict is never more than the plain-text signals (which
+    the vectorized clean screen relies on).
     """
+    why = _truncation_signal(text)
+    if why is None:
+        return None
+    prose = mask_quoted_data(text)
+    examples = None
+    for examples in _EXAMPLES_RE.finditer(prose):
+        pass
+    if examples is not None and examples.start() > 0:
+        prose = prose[: examples.start()]
+    return why if _truncation_signal(prose) is not None else None
+
+
+def _truncation_signal(text: str | None) -> str | None:
     if not text:
         return None
     stripped = text.rstrip()
@@ -637,6 +705,11 @@ _ASKING_RE = re.compile(
     r"|\?|求|证明|计算|多少|判断|是否"
 )
 _PART_END_RE = re.compile(r"\n")
+# A preamble that folds the parts into one answer ("add up the numbers corresponding to
+# the questions for which the answer is yes"): a single checkable answer after all.
+_ONE_ANSWER_RE = re.compile(
+    r"\b(?:numbers|letters|labels) corresponding to the (?:questions|statements|parts)\b"
+)
 
 
 def count_subquestions(text: str | None) -> int:
@@ -644,8 +717,11 @@ def count_subquestions(text: str | None) -> int:
 
     A run of labels in order — (a) (b) (c), (1) (2), (i) (ii), ①②, "Part 1" — splits
     the text into parts. A part counts only if it asks something (a question mark, or
-    find/compute/prove/求…), so labelled *conditions* ("such that (i) f(1)=1, (ii) …")
-    and answer choices in upper case do not make a problem multi-question.
+    find/compute/prove/求…) outside quotes, so labelled *conditions* ("such that (i)
+    f(1)=1, (ii) …"), quoted questions a story's characters ask ('1. "Are you a liar?"')
+    and answer choices in upper case do not make a problem multi-question; nor do parts
+    whose answers the text folds into one ("add up the numbers corresponding to the
+    questions…").
     """
     if not text or len(text) < 20:
         return 0
@@ -659,7 +735,7 @@ def count_subquestions(text: str | None) -> int:
         for m in _LINE_LABEL_RE.finditer("\n" + text):
             labels.append((m.start(), m.end() - 1, m.group(1) or m.group(2)))
         labels.sort()
-    if len(labels) < 2:
+    if len(labels) < 2 or _ONE_ANSWER_RE.search(text[: labels[0][0]].lower()):
         return 0
     best = 0
     run: list[tuple[int, int]] = []  # (start, end) of the labels of the current run
@@ -685,6 +761,6 @@ def _asking_parts(text: str, run: list[tuple[int, int]]) -> int:
         else:  # the last part ends with its line: a common question may follow
             m = _PART_END_RE.search(text, end)
             stop = m.start() + 1 if m else len(text)
-        if _ASKING_RE.search(text[end:stop].lower()):
+        if _ASKING_RE.search(mask_quoted_data(text[end:stop].lower())):
             asking += 1
     return asking

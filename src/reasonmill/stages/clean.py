@@ -10,8 +10,9 @@ reason                    dropped when
 ``unusual_unicode``       share of unusual characters > ``max_unusual_ratio``
 ``too_short``/``too_long`` length outside ``min_chars``..``max_chars``
 ``truncated``             cut off: dangling word, open brace/environment/math
-``url``                   a URL that is a reference, not quoted data
-``image_ref``             refers to a figure it does not contain ("as shown")
+``url``                   a URL that is a reference, not data (quotes, code, examples)
+``image_ref``             a missing picture (``![](…)``, ``<image>``, image URL);
+                          with ``image_ref_phrases`` also "as shown", "the figure below"
 ``asy_figure``            draws its figure in Asymptote (off by default)
 ``table``                 a markdown/HTML/ASCII (optionally LaTeX) table
 ``language``              language not in ``languages``
@@ -23,7 +24,10 @@ reason                    dropped when
 The first rule that fires decides the reason (the order above: cheap encoding checks
 first). The language is always labelled on kept records. Rules can be switched off per
 category with ``exempt`` (by default code problems keep their tables, which are sample
-data, and are not checked for truncation, since statements end with sample output).
+data, and are not checked for truncation, since statements end with sample output), and
+per category for records that carry tests with ``exempt_when_tested`` (by default a code
+problem with tests keeps its URLs and pictures: the tests define the task, and the
+pictures illustrate its examples).
 
 Everything is precompiled in :mod:`reasonmill.text`; the per-record cost is a handful
 of C-level regex scans, so the stage runs at tens of thousands of records per second.
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from reasonmill.records import CATEGORIES
 from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
@@ -83,6 +87,9 @@ class CleanSettings(StageSettings):
     #: ignore the target of a markdown link ``[text](url)`` (its text carries the meaning)
     url_ignore_markdown_links: bool = True
     image_ref: bool = True
+    #: also drop problems that only *mention* a figure ("as shown", "in the diagram"):
+    #: off by default, since on real data most of them are complete without it
+    image_ref_phrases: bool = False
     #: Asymptote ``[asy]`` figures: the drawing is in the text, so kept by default
     asy_figure: bool = False
     table: bool = True
@@ -103,6 +110,8 @@ class CleanSettings(StageSettings):
     max_subquestions: int = Field(1, ge=1)
     #: rules switched off per category, e.g. ``{code: [table, truncated]}``
     exempt: dict[str, list[str]] = Field(default_factory=lambda: {"code": ["table", "truncated"]})
+    #: rules switched off per category for records that carry tests
+    exempt_when_tested: dict[str, list[str]] = Field(default_factory=lambda: {"code": ["url", "image_ref"]})
 
     @field_validator("require_reference_answer_for")
     @classmethod
@@ -119,15 +128,16 @@ class CleanSettings(StageSettings):
             cls._categories(v)
         return v
 
-    @field_validator("exempt")
+    @field_validator("exempt", "exempt_when_tested")
     @classmethod
-    def _exempt(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _exempt(cls, v: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
         for cat, rules in v.items():
             if cat not in CATEGORIES:
-                raise ValueError(f"exempt: unknown category {cat!r}; valid: {', '.join(CATEGORIES)}")
+                valid = ", ".join(CATEGORIES)
+                raise ValueError(f"{info.field_name}: unknown category {cat!r}; valid: {valid}")
             bad = [r for r in rules if r not in RULES]
             if bad:
-                raise ValueError(f"exempt.{cat}: unknown rules {bad}; valid: {', '.join(RULES)}")
+                raise ValueError(f"{info.field_name}.{cat}: unknown rules {bad}; valid: {', '.join(RULES)}")
         return v
 
 
@@ -142,6 +152,7 @@ class Clean(Stage):
         super().__init__(settings, context)
         s = self.settings
         self._exempt = {cat: frozenset(rules) for cat, rules in s.exempt.items()}
+        self._exempt_tested = {cat: frozenset(rules) for cat, rules in s.exempt_when_tested.items()}
         self._single_all = s.require_single_answer is True
         self._single_cats = (
             frozenset(s.require_single_answer) if isinstance(s.require_single_answer, list) else frozenset()
@@ -183,12 +194,16 @@ class Clean(Stage):
         return out
 
     def _exempted(self, r: dict, rule: str, cat: list) -> bool:
-        """True when ``rule`` is switched off for the record's category (computed lazily)."""
-        if not self._exempt:
+        """True when ``rule`` is switched off for the record's category (computed lazily),
+        or for its category when it carries tests."""
+        tested = self._exempt_tested if r.get("tests") else None
+        if not self._exempt and not tested:
             return False
-        if not cat:
-            cat.append(r.get("category") or classify_category(r))
-        rules = self._exempt.get(cat[0])
+        category = self._category(r, cat)
+        rules = self._exempt.get(category)
+        if rules is not None and rule in rules:
+            return True
+        rules = tested.get(category) if tested else None
         return rules is not None and rule in rules
 
     def _category(self, r: dict, cat: list) -> str:
@@ -241,7 +256,7 @@ class Clean(Stage):
             if url is not None and not self._exempted(r, "url", cat):
                 return "url", f"the problem refers to a URL: {url}", {"url": url}
         if s.image_ref:
-            ref = find_image_ref(text)
+            ref = find_image_ref(text, s.image_ref_phrases)
             if ref is not None and not self._exempted(r, "image_ref", cat):
                 return (
                     "image_ref",

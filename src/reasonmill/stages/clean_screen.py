@@ -28,7 +28,8 @@ from reasonmill.text import (
     _DANGLING_WORDS,
     _EN_STOPWORDS,
     _HTML_TABLE_RE,
-    _IMAGE_RE,
+    _IMAGE_MARKER_RE,
+    _IMAGE_PHRASE_RE,
     _LATEX_TABLE_RE,
     _MD_TABLE_RE,
     _OTHER_STOPWORDS,
@@ -53,7 +54,8 @@ _DANGLING_WORD_ARR = pa.array(sorted(_DANGLING_WORDS))
 # The Python rules' own regexes, run by RE2 over the whole column (same syntax here; on
 # ASCII text \b and \d mean the same in both engines). A match is necessary for the
 # rule to fire, so the screen stays a superset.
-_IMAGE_PATTERN = _IMAGE_RE.pattern
+_IMAGE_MARKER_PATTERN = _IMAGE_MARKER_RE.pattern
+_IMAGE_ANY_PATTERN = f"{_IMAGE_MARKER_RE.pattern}|{_IMAGE_PHRASE_RE.pattern}"
 _TABLE_PATTERN = "|".join(
     [f"(?m:{_MD_TABLE_RE.pattern})", f"(?i:{_HTML_TABLE_RE.pattern})", f"(?m:{_ASCII_TABLE_RE.pattern})"]
 )
@@ -131,7 +133,8 @@ def screen(stage: "Clean", table: pa.Table) -> tuple[np.ndarray, dict[str, pa.Ar
         # "/" in text and a TLD followed by "/": every _TLD_SLASH holds the "/"
         need |= _contains(text, "://", "www.", *_TLD_SLASH)
     if s.image_ref:
-        need |= _np(pc.match_substring_regex(pc.ascii_lower(text), _IMAGE_PATTERN))  # on lower case, as Python
+        pattern = _IMAGE_ANY_PATTERN if s.image_ref_phrases else _IMAGE_MARKER_PATTERN
+        need |= _np(pc.match_substring_regex(pc.ascii_lower(text), pattern))  # on lower case, as Python
     if s.asy_figure:
         need |= _np(pc.match_substring_regex(text, r"\[asy\]", ignore_case=True))
     if s.table:
