@@ -63,7 +63,6 @@ def test_generate_starts_a_local_server_and_stops_it_at_close(tmp_path, fake_lla
     assert process_gone(pid)
 
 
-@pytest.mark.xfail(strict=True, reason="to wire: generate calls LocalServer.check() (local_server report)")
 def test_generate_stops_with_the_server_error_when_its_server_crashes(tmp_path, fake_llama, monkeypatch):
     monkeypatch.setenv("FAKE_LLAMA_ARGS", "--crash-on-completion SIGSEGV")
     stage = Generate(local_settings(tmp_path, fake_llama))

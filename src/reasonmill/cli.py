@@ -165,6 +165,8 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
         argv += ["--model", args.model]
     if args.n_ctx:
         argv += ["--n-ctx", str(args.n_ctx)]
+    if args.log:
+        argv += ["--log", args.log]
     return serve_main(argv)
 
 
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8011)
     srv.add_argument("--n-ctx", type=int, default=None, help="context window in tokens (default 4096)")
+    srv.add_argument("--log", help="the server's log file (default: a temp file, kept and named if it crashes)")
     srv.set_defaults(fn=cmd_serve_local)
 
     st = sub.add_parser("stages", help="list the registered stages and their settings")

@@ -92,7 +92,8 @@ def _format_validation(err: ValidationError, where: str, model: type[BaseModel],
             valid = _valid_keys(model, loc[:-1])
             path = _path(prefix, loc[:-1])
             lines.append(
-                f"{where}: {path}: unknown key {key!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}"
+                f"{where}: {path}: unknown key {key!r}{_suggest(key, valid)}; "
+                + (f"valid keys: {', '.join(valid)}" if valid else "this section takes no keys")
             )
         else:
             lines.append(f"{where}: {_path(prefix, loc)}: {e['msg']}")

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from reasonmill.errors import ServiceFailure
+
 T = TypeVar("T")
 DEFAULT_PORT = 8011
 INSTALL_HINT = (
@@ -51,7 +53,7 @@ PORTABLE_BUILD_HINT = (
     "'llama-cpp-python[server]'"
 )
 
-class LocalServerDied(RuntimeError):
+class LocalServerDied(ServiceFailure):
     """The local server process exited without being asked to: how, and the end of its log."""
 
     def __init__(self, name: str, pid: int, url: str, returncode: int, when: str, log_path: Path,

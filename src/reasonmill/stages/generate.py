@@ -79,6 +79,12 @@ class GenerateSettings(StageSettings):
     backoff_base: float = Field(1.0, gt=0)
     backoff_max: float = Field(60.0, gt=0)
     timeout: float = Field(600.0, gt=0, description="seconds of silence before an attempt is abandoned")
+    total_timeout: float | None = Field(
+        None, gt=0, description="seconds one attempt may take in all (default 3 x timeout): a trickling reply is abandoned"
+    )
+    max_reply_bytes: int | None = Field(
+        None, gt=0, description="largest reply body accepted (default: from max_tokens, about twice an honest reply)"
+    )
     connect_timeout: float = Field(10.0, gt=0)
     cache_path: str | None = None
     commit_interval: float = Field(
@@ -200,7 +206,9 @@ class Generate(Stage):
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
-            self._local = serve_local(self.settings.local_model, port=port)
+            log = Path(self.context.workdir) / "local_server.log" if self.context.workdir else None
+            self._local = serve_local(self.settings.local_model, port=port, log_path=log)
+        self._local.check()  # a crashed server is reported with its signal and log tail
         return self._local.url
 
     def client_config(self) -> ClientConfig:
@@ -220,7 +228,8 @@ class Generate(Stage):
             max_retries=s.max_retries,
             backoff_base=s.backoff_base,
             backoff_max=s.backoff_max,
-            timeouts=Timeouts(connect=s.connect_timeout, read=s.timeout),
+            timeouts=Timeouts(connect=s.connect_timeout, read=s.timeout, total=s.total_timeout),
+            max_reply_bytes=s.max_reply_bytes,
             transport=s.transport,
             price_prompt_per_m=s.price_prompt_per_m,
             price_completion_per_m=s.price_completion_per_m,
@@ -274,6 +283,8 @@ class Generate(Stage):
                         results[i].append((sample, result))
 
         self._report_records(len(records) - len(plan))
+        if self._local is not None:
+            self._local.check()  # failures caused by a dead local server: say so, with its log
         self._fail_on_service_failures(results)
         out = StageOutput()
         for i, record in enumerate(records):
