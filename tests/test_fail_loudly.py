@@ -108,6 +108,8 @@ def test_teacher_down_fails_in_seconds_caches_nothing_and_completes_once_up(tmp_
     rows = _exported(tmp_path)
     assert len(rows) == N_PROBLEMS
     assert all(row["messages"][-1]["content"] for row in rows)
+    generate = next(s for s in _summary(tmp_path)["stages"] if s["label"] == "generate")
+    assert generate["summary"].startswith(f"{N_PROBLEMS} new responses, 0 cached"), generate["summary"]
 
 
 def test_garbage_then_recovery_is_not_cached_and_the_rerun_completes_every_record(tmp_path, capsys):

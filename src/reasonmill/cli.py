@@ -59,6 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(summary_table(result))
     for e in result.exports:
         console.print(f"wrote {e['path']} ({e['rows']} rows, {e['format']})")
+    for r in result.stages:
+        if r.summary and not r.skipped:
+            console.print(f"[bold]{escape(r.label)}[/bold]: {escape(r.summary)}", highlight=False)
     code = EXIT_OK
     if result.failed:
         err_console.print(f"[red]error:[/red] {escape(result.failed)}", highlight=False)

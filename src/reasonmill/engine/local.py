@@ -59,6 +59,8 @@ class StageReport:
     skipped: bool = False
     resumed_shards: int = 0
     seconds: float = 0.0
+    #: the stage's own account of its stats (``Stage.summary``): counts per reason, warnings
+    summary: str = ""
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -440,6 +442,12 @@ class LocalEngine:
 
         self._execute_shards(cls, settings, ctx, spec.label, prev, sd, todo, index, index_path, report, task)
         report.seconds = time.monotonic() - start
+        if cls.summary is not Stage.summary:
+            reporter = cls(settings, ctx)
+            report.summary = reporter.summary(report.stats)
+            close = getattr(reporter, "close", None)
+            if callable(close):
+                close()
         manifest = sd.manifest() or {}
         manifest.update(status="complete", report=report.to_dict())
         sd.write_manifest(manifest)

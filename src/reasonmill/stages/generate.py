@@ -161,15 +161,17 @@ class Generate(Stage):
         return self._accounting.as_dict()
 
     def summary(self, output_stats: dict) -> str:
-        a = self.accounting()
+        """One line from the stage's summed stats (so it holds for a resumed stage too)."""
+        a = {k: output_stats.get(k, 0) for k in ("responses", "cache_hits", "requests_sent", "retries",
+                                                  "prompt_tokens", "completion_tokens", "cost", "truncated")}
         text = (
-            f"{a['responses']} new responses, {a['cache_hits']} cached, {a['requests_sent']} requests "
-            f"({a['retries']} retries), {a['prompt_tokens']:,}+{a['completion_tokens']:,} tokens"
+            f"{a['responses']:g} new responses, {a['cache_hits']:g} cached, {a['requests_sent']:g} requests "
+            f"({a['retries']:g} retries), {a['prompt_tokens']:,.0f}+{a['completion_tokens']:,.0f} tokens"
         )
         if a["cost"]:
             text += f", cost {a['cost']:.4f}"
         if a["truncated"]:
-            text += f", {a['truncated']} truncated"
+            text += f", {a['truncated']:g} truncated"
         return text
 
     def close(self) -> None:
