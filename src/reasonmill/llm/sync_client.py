@@ -31,6 +31,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from reasonmill.errors import ServiceFailure
+
 from .cache import ResponseCache
 from .client import Accounting, ChatClient, ClientConfig, Failure, FatalRequestError
 from .json_client import JsonClient
@@ -42,7 +44,7 @@ LLM_CACHE_FILE = "llm_cache.sqlite"
 Endpoint = tuple[str, Optional[str]]
 
 
-class ModelEndpointError(RuntimeError):
+class ModelEndpointError(ServiceFailure):
     """A model endpoint cannot be reached, keeps failing, or refuses the configuration.
 
     Never turned into a score: the run stops with this error."""

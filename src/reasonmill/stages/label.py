@@ -599,7 +599,9 @@ class Label(Stage):
     # -- difficulty sources ------------------------------------------------------------
 
     def _pass_rate(self, r: dict) -> None:
-        judged = [resp.get("passed") for resp in r.get("responses") or [] if resp.get("passed") is not None]
+        # unverified responses (verify_score null: no verifier for them) say nothing of difficulty
+        judged = [resp.get("passed") for resp in r.get("responses") or []
+                  if resp.get("passed") is not None and resp.get("verify_score") is not None]
         if len(judged) < self.settings.difficulty.min_responses:
             return
         rate = sum(bool(p) for p in judged) / len(judged)

@@ -51,7 +51,10 @@ class Resample(Stage):
         rescued = 0
 
         def passing(r: dict) -> bool:
-            return any(resp.get("passed") for resp in r.get("responses") or [])
+            """Passed, or beyond any verifier (unverified: more samples cannot help)."""
+            responses = r.get("responses") or []
+            unverified = bool(responses) and all(resp.get("verify_score") is None for resp in responses)
+            return unverified or any(resp.get("passed") for resp in responses)
 
         for _ in range(s.rounds):
             extra = {

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonmill.errors import ServiceFailure
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.extract import Extraction, answer_region, extract_answer, is_prose
 from reasonmill.verify.keys import package_versions, verdict_key
@@ -400,7 +401,9 @@ class MathVerifier:
         details = dict(verdict.details)
         try:
             ok, reasoning = self.judge(record.get("problem") or "", str(record.get("reference_answer")), response_text(response))
-        except Exception as exc:  # a failing judge must not lose the math verdict
+        except ServiceFailure:
+            raise  # a judge that is down: the run fails, no verdict is cached without it
+        except Exception as exc:  # a judge bug must not lose the math verdict
             details["judge_error"] = f"{type(exc).__name__}: {_short(exc)}"
             return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
         details["judge_passed"] = bool(ok)
