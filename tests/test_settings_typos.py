@@ -90,3 +90,11 @@ def test_verify_math_typo_suggests_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"pipe.yaml: stages\[4\].verify.math: unknown key 'timeuot' "
                                           r"\(did you mean 'timeout'\?\); valid keys: .*timeout"):
         config_from_dict(raw, base_dir=tmp_path, where="pipe.yaml")
+
+
+def test_a_missing_benchmark_file_fails_at_load(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+    raw = {"sources": [{"name": "a", "path": "a.jsonl", "preset": "gsm8k"}],
+           "stages": ["clean", {"decontaminate": {"benchmarks": [{"name": "math500", "path": "evals/nope.jsonl"}]}}]}
+    with pytest.raises(ConfigError, match=r"pipe.yaml: stages\[1\].decontaminate: file not found: .*evals/nope.jsonl"):
+        config_from_dict(raw, base_dir=tmp_path, where="pipe.yaml")
