@@ -189,7 +189,9 @@ def test_llm_difficulty_over_a_real_http_endpoint_and_a_rerun_pays_nothing(rater
     stage = Label(settings, StageContext(cache_dir=str(tmp_path / "cache")))
     assert stage.resources.executor == "inline"
     assert Label.executor_for(stage.settings) == "inline" and Label.executor_for(Label().settings) == "pool"
-    assert stage.endpoints() == [(rater, "RATER_KEY")] and Label().endpoints() == []
+    (endpoint,) = Label.endpoints(stage.settings)
+    assert (endpoint.base_url, endpoint.api_key_env, endpoint.key_required) == (rater, "RATER_KEY", True)
+    assert Label.endpoints(Label().settings) == []
     out = stage.process(_llm_records())
     stage.close()
     got = {r["problem"][:8]: r for r in out.kept}

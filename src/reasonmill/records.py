@@ -287,3 +287,10 @@ def iter_responses(records: Iterable[dict]) -> Iterable[tuple[dict, dict]]:
     for r in records:
         for resp in r.get("responses") or []:
             yield r, resp
+
+
+def is_unverified(response: dict) -> bool:
+    """Whether ``verify`` found no verifier for this response (a general answer with no
+    reward model or judge): its ``passed`` says nothing about its quality."""
+    verdicts = response.get("verdicts") or []
+    return bool(verdicts) and verdicts[0].get("reason") == "unverified"

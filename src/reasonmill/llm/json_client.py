@@ -98,7 +98,7 @@ class JsonClient:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
 
     async def __aenter__(self) -> JsonClient:
-        self._transport = make_transport(self.config.transport, self.config.concurrency, self.config.timeouts)
+        self._transport = make_transport(self.config.transport, self.config.concurrency, self.config.timeouts, self.config.reply_limit)
         self._semaphore = asyncio.Semaphore(self.config.concurrency)
         return self
 

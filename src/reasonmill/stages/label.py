@@ -20,7 +20,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from reasonmill.llm.client import ClientConfig, Failure
-from reasonmill.llm.sync_client import Endpoint, SyncModelClient, llm_cache_path
+from reasonmill.llm.sync_client import SyncModelClient, llm_cache_path
+from reasonmill.records import is_unverified
 from reasonmill.llm.transport import Timeouts
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.text import detect_language
@@ -599,9 +600,9 @@ class Label(Stage):
     # -- difficulty sources ------------------------------------------------------------
 
     def _pass_rate(self, r: dict) -> None:
-        # unverified responses (verify_score null: no verifier for them) say nothing of difficulty
+        # unverified responses (no verifier for them) say nothing of difficulty
         judged = [resp.get("passed") for resp in r.get("responses") or []
-                  if resp.get("passed") is not None and resp.get("verify_score") is not None]
+                  if resp.get("passed") is not None and not is_unverified(resp)]
         if len(judged) < self.settings.difficulty.min_responses:
             return
         rate = sum(bool(p) for p in judged) / len(judged)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from reasonmill.records import is_unverified
 from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.stages.generate import Generate, GenerateSettings
 from reasonmill.stages.verify import Verify, VerifySettings
@@ -53,7 +54,7 @@ class Resample(Stage):
         def passing(r: dict) -> bool:
             """Passed, or beyond any verifier (unverified: more samples cannot help)."""
             responses = r.get("responses") or []
-            unverified = bool(responses) and all(resp.get("verify_score") is None for resp in responses)
+            unverified = bool(responses) and all(is_unverified(resp) for resp in responses)
             return unverified or any(resp.get("passed") for resp in responses)
 
         for _ in range(s.rounds):
