@@ -27,8 +27,11 @@ def load_drops(root: Path) -> list[dict]:
     for sd in Workdir(root).stage_dirs():
         for row in sd.iter_ledger():
             rows.append({**row, "stage_dir": sd.path.name})
-    rows.sort(key=lambda r: (r["stage_dir"], r["id"], r["response_index"] if r["response_index"] is not None else -1,
-                             r["reason"]))
+    def order(r: dict) -> tuple:
+        index = r["response_index"] if r["response_index"] is not None else -1
+        return (r["stage_dir"], r["id"], index, r["reason"])
+
+    rows.sort(key=order)
     return rows
 
 
@@ -61,8 +64,8 @@ def show(k: int, row: dict, chars: int) -> None:
         resp = rec.get("response") or {}
         if isinstance(resp, str):
             resp = _load(resp) if resp.startswith("{") else {"answer": resp}
-        print(f"response: model={resp.get('model')} passed={resp.get('passed')} score={resp.get('verify_score')} "
-              f"verdicts={_cut(resp.get('verdicts'), 400)}")
+        print(f"response: model={resp.get('model')} passed={resp.get('passed')} "
+              f"score={resp.get('verify_score')} verdicts={_cut(resp.get('verdicts'), 400)}")
         print(f"think: {_cut(resp.get('think'), chars // 2)}")
         print(f"answer: {_cut(resp.get('answer'), chars)}")
     print()
