@@ -160,7 +160,8 @@ def test_general_without_reward_or_judge_is_unverified_and_dropped():
     assert verified.stats["general_unverified"] == 2 and verified.stats.get("general_passed", 0) == 0
     assert "general_unverified 2 (failed" in Verify().summary(verified.stats)
     assert selected.kept == []
-    assert [d.reason for d in selected.dropped] == ["unverified", "unverified", "no_passing_response"]
+    assert [d.reason for d in selected.dropped] == ["unverified", "unverified", "unverified"]
+    assert selected.dropped[-1].response_index is None and "none of 2 responses was scored" in selected.dropped[-1].message
     assert "verify.keep_unverified" in selected.dropped[0].message
 
 

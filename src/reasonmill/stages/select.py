@@ -87,7 +87,15 @@ class Select(Stage):
                     out.drop_response(r, i, resp, "over_max_responses", f"already kept {s.max_responses}")
                 else:
                     kept.append(resp)
-            if not kept:
+            unscored = sum(1 for resp in responses if resp.get("verify_score") is None)
+            if not kept and responses and unscored == len(responses):
+                out.drop(  # never scored, not failed: say so, not "no passing response"
+                    r, UNVERIFIED,
+                    f"none of {len(responses)} responses was scored by a verifier; "
+                    "set verify.reward or verify.judge, or verify.keep_unverified: true",
+                    responses=len(responses),
+                )
+            elif not kept:
                 out.drop(
                     r, "no_passing_response",
                     f"none of {len(responses)} responses passed (threshold {th})",
