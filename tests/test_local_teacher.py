@@ -20,6 +20,7 @@ from process_checks import free_port, port_is_free, process_gone, start_serve_lo
 
 from reasonmill.llm.local_server import LocalServerDied, find_smollm2_gguf, have_llama_server, serve_local
 from reasonmill.records import new_record
+from reasonmill.errors import ServiceFailure
 from reasonmill.stages.generate import Generate
 
 pytestmark = pytest.mark.skipif(
@@ -49,7 +50,11 @@ def test_generate_and_verify_with_llama_cpp_smollm2(tmp_path):
         def generate(stage: Generate, batch: list[dict]):
             """Run the stage, then fail with the server's own error (signal, log tail) if it died."""
             server.check()
-            out = stage.process(batch)
+            try:
+                out = stage.process(batch)
+            except ServiceFailure:
+                server.check()  # the server's death is the cause: report it, signal and log tail
+                raise
             server.check()
             return out
 
