@@ -8,11 +8,9 @@ shape, one list node too many)."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from reasonmill.records import new_record, new_response
 from reasonmill.sandbox import Limits, get_runner, prelude
 from reasonmill.sandbox._box_prelude import (
     ListNode,
@@ -22,7 +20,6 @@ from reasonmill.sandbox._box_prelude import (
     list_node,
     tree_node,
 )
-from reasonmill.verify.code import CodeVerifier
 
 LIM = Limits(cpu_seconds=4, wall_timeout=6, nproc=32)
 needs_sortedcontainers = pytest.mark.skipif(
