@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -318,7 +319,7 @@ def test_killing_the_runner_process_leaves_nothing(runner, tmp_path):
     assert leftover == []
 
 
-def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner):
+def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner, monkeypatch):
     """Six runs at a time, hostile and good ones mixed: every good run passes, every
     hostile one fails with its own status, and no box dir or process is left behind."""
     import glob
@@ -333,7 +334,12 @@ def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner):
     }
     good = "print(sum(map(int, input().split())))\n"
     jobs = [("good", good)] * 8 + list(hostile.items()) * 2
-    before = set(glob.glob("/tmp/reasonmill-box-*"))
+    # box dirs of this test only (other runs on the machine create theirs in /tmp), in a
+    # parent the sandbox user can traverse, as /tmp
+    boxes = tempfile.mkdtemp(prefix="reasonmill-test-parallel-")
+    os.chmod(boxes, 0o755)
+    monkeypatch.setattr(tempfile, "tempdir", boxes)
+    before = set(glob.glob(f"{boxes}/reasonmill-box-*"))
     lim = Limits(cpu_seconds=2, wall_timeout=3, nproc=32, output_cap_bytes=64 * 1024)
 
     def one(job):
@@ -351,4 +357,5 @@ def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner):
     assert statuses["flood"] == "output_limit" and statuses["sleep"] == "timeout"
     time.sleep(0.5)
     assert _host_processes_with(marker) == [] and _host_processes_with("time.sleep(20)") == []
-    assert set(glob.glob("/tmp/reasonmill-box-*")) - before == set()
+    assert set(glob.glob(f"{boxes}/reasonmill-box-*")) - before == set()
+    os.rmdir(boxes)
