@@ -22,7 +22,7 @@ from reasonmill.llm.client import (
     Failure,
     FatalRequestError,
     _Retry,
-    _retry_after,
+    retry_after_seconds,
     parse_sse,
 )
 from reasonmill.llm.prompts import MATH_SUFFIX, build_messages
@@ -110,11 +110,11 @@ def test_templates_per_category():
 
 
 def test_retry_after_parsing():
-    assert _retry_after({"retry-after": "2"}) == 2.0
-    assert _retry_after({"retry-after-ms": "1500"}) == 1.5
-    assert _retry_after({}) is None
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_seconds({}) is None
     http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= _retry_after({"retry-after": http_date}) <= 31
+    assert 25 <= retry_after_seconds({"retry-after": http_date}) <= 31
 
 
 def test_cut_off_stream_is_detected():

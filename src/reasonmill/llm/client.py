@@ -284,7 +284,8 @@ class _NonRetryable(_Retry):
     """The server rejected this request's content (context length, 400, 413, 422): a data failure."""
 
 
-def _retry_after(headers: dict[str, str] | Any) -> float | None:
+def retry_after_seconds(headers: dict[str, str] | Any) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``, in seconds."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -747,7 +748,7 @@ class ChatClient:
             raise _NonRetryable(kind, clip(message, 500), status)
         # 429, 408, 409, 5xx, and any other status: the server's trouble, not the prompt's
         kind = "rate_limited" if status == 429 else f"http_{status}"
-        raise _Retry(kind, clip(message, 300), status, _retry_after(reply.headers))
+        raise _Retry(kind, clip(message, 300), status, retry_after_seconds(reply.headers))
 
     def _accept(
         self, parsed: _Parsed, messages: list[dict], sample_index: int, key: str, estimate: int

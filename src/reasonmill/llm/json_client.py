@@ -22,17 +22,23 @@ The retry loop mirrors ``ChatClient._complete_uncached``; the two should become 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import random
-import time
 from typing import Any
 
 import orjson
 
 from .cache import SCHEMA_VERSION, ResponseCache, dumps_value
-from .client import Accounting, BudgetExhausted, ClientConfig, Failure, FatalRequestError, GroupCommit
+from .client import (
+    Accounting,
+    BudgetExhausted,
+    ClientConfig,
+    Failure,
+    FatalRequestError,
+    GroupCommit,
+    retry_after_seconds,
+)
 from .ratelimit import RateLimiter
 from .transport import HTTPReply, Transport, TransportError, make_transport
 
@@ -48,26 +54,6 @@ def json_cache_key(model: str, path: str, payload: Any) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``, in seconds."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _reply_text(body: bytes) -> str:
