@@ -4,6 +4,8 @@
 - ``reasonmill inspect WORKDIR [--id ID] [--reason CODE] [--stage LABEL]``
 - ``reasonmill verify FILE [--out DIR]``: re-verify an existing dataset, no YAML needed
 - ``reasonmill serve-local [--model PATH.gguf]``: a local OpenAI-compatible teacher
+- ``reasonmill report WORKDIR [--out report.html]``: one self-contained HTML report
+- ``reasonmill browse WORKDIR [--port P]``: a local web app over the run's records and drops
 - ``reasonmill stages``: the registered stages and their settings
 """
 
@@ -58,7 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.stop()
     console.print(summary_table(result))
     for e in result.exports:
-        console.print(f"wrote {e['path']} ({e['rows']} rows, {e['format']})")
+        if e["format"] == "card":
+            console.print(f"wrote {e['path']} (card: {e['problems']} problems, {e['responses']} responses)")
+        else:
+            console.print(f"wrote {e['path']} ({e['rows']} rows, {e['format']})")
     for r in result.stages:
         if r.summary and not r.skipped:
             console.print(f"[bold]{escape(r.label)}[/bold]: {escape(r.summary)}", highlight=False)
@@ -173,6 +178,28 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
     return serve_main(argv)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reasonmill.report.html import build_report
+
+    if not Path(args.workdir).is_dir():
+        err_console.print(f"[red]error:[/red] workdir not found: {escape(args.workdir)}")
+        return 2
+    out = Path(args.out or Path(args.workdir) / "report.html")
+    data = build_report(args.workdir, out)
+    t = data["timing"]
+    console.print(f"wrote {out} ({t['bytes'] / 1e6:.2f} MB; read in {t['collect_s']} s, drawn in {t['render_s']} s)")
+    return 0
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    from reasonmill.report.browse import serve
+
+    if not Path(args.workdir).is_dir():
+        err_console.print(f"[red]error:[/red] workdir not found: {escape(args.workdir)}")
+        return 2
+    return serve(args.workdir, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonmill", description="Build verified reasoning datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--n-ctx", type=int, default=None, help="context window in tokens (default 4096)")
     srv.add_argument("--log", help="the server's log file (default: a temp file, kept and named if it crashes)")
     srv.set_defaults(fn=cmd_serve_local)
+
+    rep = sub.add_parser("report", help="one self-contained HTML file about a run: funnel, plots, matches, samples")
+    rep.add_argument("workdir")
+    rep.add_argument("--out", help="the HTML file to write (default: WORKDIR/report.html)")
+    rep.set_defaults(fn=cmd_report)
+
+    br = sub.add_parser("browse", help="a local web app to filter and page through a run's records and drops")
+    br.add_argument("workdir")
+    br.add_argument("--port", type=int, default=8017, help="port (default 8017; 0 picks a free one)")
+    br.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    br.set_defaults(fn=cmd_browse)
 
     st = sub.add_parser("stages", help="list the registered stages and their settings")
     st.set_defaults(fn=cmd_stages)

@@ -554,6 +554,8 @@ class LocalEngine:
             self.progress.skipped(report)
             reports.append(report)
             return manifest["exports"]
+        import yaml
+
         from reasonmill.report.card import CardStats, removal_report_of, write_card
 
         task = self.progress.start("export", total=None)
@@ -568,8 +570,10 @@ class LocalEngine:
         report.seconds = time.monotonic() - start
         reports.append(report)
         card_path = paths[0].parent / "DATASET_CARD.md"
-        write_card(card_path, self.config.name, card, reports, removals, exports)
-        exports.append({"path": str(card_path), "format": "card", "rows": card.records})
+        # the settings that shape the data; where and how fast it ran (workdir, workers) are left out
+        spec = self.config.model_dump(mode="json", exclude={"workdir", "workers", "cache_dir"})
+        pipeline_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+        exports.append(write_card(card_path, self.config.name, card, reports, removals, exports, pipeline_yaml))
         mpath.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
             mpath,

@@ -28,6 +28,8 @@ class CardStats:
 
     records: int = 0
     responses: int = 0
+    #: records without any response: the AM format still writes a user-only row for each
+    no_response: int = 0
     by_source: Counter = field(default_factory=Counter)
     by_category: Counter = field(default_factory=Counter)
     by_language: Counter = field(default_factory=Counter)
@@ -39,6 +41,7 @@ class CardStats:
         """Add another shard's counts (parallel export)."""
         self.records += other.records
         self.responses += other.responses
+        self.no_response += other.no_response
         for name in ("by_source", "by_category", "by_language", "by_difficulty", "think_chars", "answer_chars"):
             getattr(self, name).update(getattr(other, name))
 
@@ -52,6 +55,8 @@ class CardStats:
             ["unlabelled" if r.get("difficulty") is None else f"{round(r['difficulty'])}" for r in records]
         )
         for r in records:
+            if not r.get("responses"):
+                self.no_response += 1
             for resp in r.get("responses") or []:
                 self.responses += 1
                 self.think_chars[_bin(len(resp.get("think") or ""))] += 1
@@ -64,10 +69,22 @@ class CardStats:
         self.by_language[record.get("language") or "unlabelled"] += 1
         d = record.get("difficulty")
         self.by_difficulty["unlabelled" if d is None else f"{round(d)}"] += 1
+        if not record.get("responses"):
+            self.no_response += 1
         for resp in record.get("responses") or []:
             self.responses += 1
             self.think_chars[_bin(len(resp.get("think") or ""))] += 1
             self.answer_chars[_bin(len(resp.get("answer") or ""))] += 1
+
+    def expected_rows(self, fmt: str) -> int:
+        """Rows an export in ``fmt`` must hold: one per response, and in AM also one
+        user-only row per record without a response (``io.formats``)."""
+        return self.responses + (self.no_response if fmt == "am" else 0)
+
+    def count_mismatches(self, exports: list[dict]) -> list[str]:
+        """Exports whose row count differs from what these counts imply (empty: all agree)."""
+        return [f"{Path(e['path']).name}: {e['rows']} rows, the card counts {self.expected_rows(e['format'])}"
+                for e in exports if e["format"] != "card" and e["rows"] != self.expected_rows(e["format"])]
 
 
 DEDUP_STAGES = ("dedup", "decontaminate")
@@ -144,15 +161,32 @@ def _table(title: str, counts: Counter) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_card(path: Path, name: str, stats: CardStats, stage_reports: list, removals: dict, exports: list[dict]) -> None:
+def card_markdown(name: str, stats: CardStats, stage_reports: list, removals: dict, exports: list[dict],
+                  pipeline_yaml: str | None = None) -> str:
+    """The dataset card: YAML front matter naming the files (one config per format, one
+    ``train`` split), counts of rows, problems and responses, what was dropped, the
+    decontamination summary, length histograms and the pipeline that built it. The same
+    text goes beside local exports and to the Hub."""
+    import yaml
+
+    files = [e for e in exports if e["format"] != "card"]
+    front = {"configs": [{"config_name": e["format"], "data_files": [{"split": "train", "path": Path(e["path"]).name}]}
+                         for e in files],
+             "tags": ["reasoning", "reasonmill"]}
     parts = [
+        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
         f"# {name}: dataset card",
         "",
-        f"Built with reasonmill. {stats.records} problems, {stats.responses} verified responses.",
+        f"Built with reasonmill: {stats.records} problems with {stats.responses} responses"
+        + (f" ({stats.no_response} problems without a response)" if stats.no_response else "") + ". "
+        "Each file holds one row per response"
+        + (" (the AM format adds a user-only row per problem without one)" if stats.no_response else "") + ".",
         "",
         "## Files",
         "",
-        *[f"- `{Path(e['path']).name}`: {e['rows']} rows, {e['format']} format" for e in exports],
+        "| file | format | rows | problems | responses |",
+        "|---|---|---|---|---|",
+        *[f"| `{Path(e['path']).name}` | {e['format']} | {e['rows']} | {stats.records} | {stats.responses} |" for e in files],
         "",
         "## Contents",
         "",
@@ -177,5 +211,19 @@ def write_card(path: Path, name: str, stats: CardStats, stage_reports: list, rem
             parts.append(_table(stage, Counter(counts)))
     if removals["per_benchmark"]:
         parts += ["## Decontamination, per benchmark", "", _table("removed per benchmark", Counter(removals["per_benchmark"]))]
+    if pipeline_yaml:
+        parts += ["## Pipeline", "", "Run it again with `reasonmill run pipeline.yaml`:", "", "```yaml",
+                  pipeline_yaml.rstrip(), "```", ""]
+    return "\n".join(p for p in parts if p is not None)
+
+
+def write_card(path: Path, name: str, stats: CardStats, stage_reports: list, removals: dict, exports: list[dict],
+               pipeline_yaml: str | None = None) -> dict:
+    """Write the card beside the exports; returns its export entry. The card's counts are
+    checked against the files' first: a mismatch is a bug, and raises."""
+    wrong = stats.count_mismatches(exports)
+    if wrong:
+        raise ValueError("dataset card counts disagree with the exported files: " + "; ".join(wrong))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(p for p in parts if p is not None), encoding="utf-8")
+    path.write_text(card_markdown(name, stats, stage_reports, removals, exports, pipeline_yaml), encoding="utf-8")
+    return {"path": str(path), "format": "card", "rows": None, "problems": stats.records, "responses": stats.responses}
