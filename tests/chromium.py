@@ -29,16 +29,26 @@ def chromium_path() -> str:
     pytest.skip("headless Chromium not found (Debian: apt-get install chromium; .ci/run installs it)")
 
 
+def _high(fd: int) -> int:
+    """The same pipe end at a number ≥ 10, so bash's ``3<&X 4>&Y`` cannot overwrite one
+    end with the other (pytest's capture holds low descriptors; dash takes one digit only)."""
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     def __init__(self, width: int = 1280, height: int = 900):
         self.profile = tempfile.mkdtemp(prefix="rm-chromium-")
-        cmd_r, self._cmd_w = os.pipe()
-        self._out_r, out_w = os.pipe()
+        cmd_r, self._cmd_w = map(_high, os.pipe())
+        self._out_r, out_w = map(_high, os.pipe())
         args = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--hide-scrollbars", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}"]
         self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec "$@" 3<&{cmd_r} 4>&{out_w}', "sh", *args],
+            ["bash", "-c", f'exec "$@" 3<&{cmd_r} 4>&{out_w}', "bash", *args],
             pass_fds=(cmd_r, out_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(cmd_r)

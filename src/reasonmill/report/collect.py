@@ -238,7 +238,7 @@ class Collector:
                 per_benchmark[bench] = per_benchmark.get(bench, 0) + n
             items = _benchmark_items(self.workdir, st)
             rows = self.q(f"SELECT id, kind, response_index, message, evidence, record FROM {st.ledger} "
-                          f"ORDER BY id LIMIT {MAX_MATCHES - len(matches)}")
+                          f"ORDER BY json_extract_string(evidence, '$.layer') = 'exact', id LIMIT {MAX_MATCHES - len(matches)}")
             for rid, kind, k, message, evidence, record in rows:
                 ev = json.loads(evidence or "{}")
                 rec = json.loads(record or "{}")

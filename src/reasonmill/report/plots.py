@@ -22,7 +22,11 @@ def _svg(fig) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "reasonmill"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG
+    text = text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    if start != -1 and end != -1:  # the RDF block names creator and licence URLs: not needed inline
+        text = text[:start] + text[end + len("</metadata>"):]
+    return text
 
 
 def _figure(width: float, height: float):
