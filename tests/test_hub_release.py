@@ -53,6 +53,7 @@ def test_upload_then_unchanged_reupload_is_refused(export, hub):
 
     assert sums["messages.parquet"] == hashlib.sha256(files[1][0].read_bytes()).hexdigest()
     assert "Bearer hf_test" in state.tokens
+    assert [c["config_name"] for c in state.validated[0]["configs"]] == ["am", "messages"]  # the card's front matter
     with pytest.raises(ReleaseError, match="already holds these exact files"):
         push_release(files, card, "org/reasoning", token="hf_test", endpoint=url)
     assert len(state.commits) == 1
