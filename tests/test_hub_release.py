@@ -90,3 +90,35 @@ def test_malformed_rows_are_refused(export, hub):
     with pytest.raises(ReleaseError, match="am.jsonl row 1: assistant content lacks <think>/<answer>"):
         push_release(files, card, "org/reasoning", endpoint=url)
     assert state.commits == []
+
+
+def test_pipeline_hub_export(tmp_path, hub, monkeypatch):
+    """``exports: - {hf: org/name, private: true, token_env: ..., format: messages}`` in a pipeline."""
+    import pyarrow.parquet as pq
+
+    state, url = hub
+    monkeypatch.setenv("MY_HF_TOKEN", "hf_pipeline")
+    cfg = {
+        "name": "hub-pipeline", "workdir": str(tmp_path / "run"),
+        "sources": [{"name": "math_traces", "path": str(EXAMPLES / "math_traces.jsonl"), "preset": "am"}],
+        "stages": ["dedup.exact"],
+        "exports": [{"path": str(tmp_path / "out" / "am.jsonl"), "format": "am"},
+                    {"hf": "org/pipe", "private": True, "token_env": "MY_HF_TOKEN", "format": "messages",
+                     "endpoint": url}],
+    }
+    result = Pipeline.from_dict(cfg, base_dir=tmp_path).run()
+    hub_export = result.exports[1]
+    assert hub_export["hub"].endswith(state.repos["org/pipe"]["sha"])
+    files = state.repos["org/pipe"]["files"]
+    assert set(files) == {"README.md", "messages.parquet", CHECKSUMS}
+    staged = Path(hub_export["path"])
+    assert files["messages.parquet"] == staged.read_bytes()
+    assert pq.read_table(staged).num_rows == hub_export["rows"] > 0
+    assert f"| `messages.parquet` | messages | {hub_export['rows']} |" in files["README.md"].decode()
+    assert "Bearer hf_pipeline" in state.tokens
+    # the same run again: every stage and the export are skipped, nothing is uploaded
+    Pipeline.from_dict(cfg, base_dir=tmp_path).run()
+    assert len(state.commits) == 1
+    # a new run of the same data refuses the identical upload
+    with pytest.raises(ReleaseError, match="already holds these exact files"):
+        Pipeline.from_dict(cfg, base_dir=tmp_path).run(fresh=True)

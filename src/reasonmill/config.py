@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reasonmill.io.sources import SourceSpec
 from reasonmill.stages.base import get_stage, registered_stages
@@ -36,17 +36,38 @@ class ConfigError(ValueError):
 class ExportSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    #: a local file; or, with ``hf:``, nothing (the Parquet file is staged in the workdir)
+    path: str | None = None
     format: Literal["am", "messages", "sharegpt"] = "am"
     #: validate every AM row before writing; invalid rows go to the ledger
     validate_rows: bool = Field(True, alias="validate")
+    #: ``org/name``: upload the export as Parquet with its card to this Hub dataset repo,
+    #: after the release check (``io.hub_release``)
+    hf: str | None = None
+    private: bool = True
+    token_env: str = "HF_TOKEN"
+    #: another Hub endpoint (a mirror, or a local test server); default: huggingface_hub's
+    endpoint: str | None = None
 
     @field_validator("path")
     @classmethod
-    def _known_suffix(cls, v: str) -> str:
-        if not v.endswith((".jsonl", ".jsonl.zst", ".jsonl.gz", ".parquet")):
+    def _known_suffix(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith((".jsonl", ".jsonl.zst", ".jsonl.gz", ".parquet")):
             raise ValueError(f"export path {v!r} must end in .jsonl, .jsonl.zst, .jsonl.gz or .parquet")
         return v
+
+    @model_validator(mode="after")
+    def _path_or_hub(self) -> "ExportSpec":
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("an export needs either `path:` (a local file) or `hf: org/name` (a Hub dataset repo)")
+        return self
+
+    def local_path(self, base_dir: Path, workdir: Path) -> Path:
+        """Where the file is written: ``path`` (relative to the YAML), or for a Hub export
+        ``WORKDIR/export/hub/<org>--<name>/<format>.parquet``."""
+        if self.path is not None:
+            return (base_dir / self.path).resolve()
+        return workdir.resolve() / "export" / "hub" / self.hf.replace("/", "--") / f"{self.format}.parquet"
 
 
 class StageSpec(BaseModel):

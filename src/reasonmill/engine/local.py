@@ -541,7 +541,7 @@ class LocalEngine:
         specs = self.config.exports
         if not specs:
             return []
-        paths = [(self.config.base_dir / e.path).resolve() for e in specs]
+        paths = [e.local_path(self.config.base_dir, self.workdir.root) for e in specs]
         fp = fingerprint([e.model_dump(mode="json") for e in specs], [str(p) for p in paths], last_fp)
         mpath = self.workdir.export_manifest
         try:
@@ -574,6 +574,11 @@ class LocalEngine:
         spec = self.config.model_dump(mode="json", exclude={"workdir", "workers", "cache_dir"})
         pipeline_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
         exports.append(write_card(card_path, self.config.name, card, reports, removals, exports, pipeline_yaml))
+        for spec, info in zip(specs, exports):
+            if spec.hf:  # after the local files and card are complete; a failed upload fails the run
+                from reasonmill.io.hub_release import push_hub_export
+
+                info["hub"] = push_hub_export(spec, info, self.config.name, card, reports, removals, pipeline_yaml)
         mpath.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
             mpath,

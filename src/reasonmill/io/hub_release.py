@@ -138,3 +138,18 @@ def push_release(files: list[tuple[Path, str]], card: Path, repo_id: str, *, tok
     commit = api.create_commit(repo_id, ops, repo_type="dataset",
                                commit_message=message or f"reasonmill release ({len(files)} files)")
     return commit.commit_url
+
+
+def push_hub_export(spec, export: dict, name: str, stats, stage_reports: list, removals: dict, pipeline_yaml: str) -> str:
+    """An ``exports: - {hf: org/name}`` entry (``config.ExportSpec``): its staged Parquet file
+    gets its own card (``README.md``, the same content as the local card, for this file) and
+    is pushed with ``push_release``. Returns the commit URL."""
+    import os
+
+    from reasonmill.report.card import write_card
+
+    path = Path(export["path"])
+    card = path.parent / "README.md"
+    write_card(card, name, stats, stage_reports, removals, [export], pipeline_yaml)
+    token = os.environ.get(spec.token_env) or None
+    return push_release([(path, spec.format)], card, spec.hf, token=token, private=spec.private, endpoint=spec.endpoint)
