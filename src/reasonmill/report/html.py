@@ -139,8 +139,16 @@ def _funnel(data: dict) -> str:
     extra = ""
     if files:
         extra = "<h3>Exported files</h3>" + _table(["file", "format", "rows"],
-                                                   [(Path(f["path"]).name, f["format"], f.get("rows", "")) for f in files])
+                                                   [(Path(f["path"]).name, f["format"], _file_rows(f)) for f in files])
     return table + f'<div class="grid">{"".join(figs)}</div>' + extra
+
+
+def _file_rows(f: dict) -> Any:
+    if f.get("rows") is not None:
+        return f["rows"]
+    if "problems" in f:  # the card: it describes the files
+        return f"{f['problems']:,} problems, {f['responses']:,} responses"
+    return ""
 
 
 def _contents(data: dict) -> str:
