@@ -40,6 +40,7 @@ class RunIndex:
         self.stages: list[StageFiles] = stage_files(self.workdir)
         self.final = next((s for s in reversed(self.stages) if s.parts), None)
         self.con = duckdb.connect()
+        self.con.execute("SET enable_progress_bar = false")  # it would draw on the terminal
         self.lock = threading.Lock()
         t0 = time.monotonic()
         self._build()

@@ -81,7 +81,9 @@ class Collector:
         import duckdb
 
         self.con = duckdb.connect()
+        self.con.execute("SET enable_progress_bar = false")  # it would draw on the terminal
         self.stages = stage_files(self.workdir)
+        self._responses_of: str | None = None
 
     def q(self, sql: str, *params: Any) -> list[tuple]:
         return self.con.execute(sql, list(params)).fetchall()
@@ -146,36 +148,49 @@ class Collector:
         return out
 
     def lengths(self, st: StageFiles) -> dict[str, dict[str, list[int]]]:
-        """Histograms (``LENGTH_EDGES``) of think and answer characters per teacher model."""
+        """Histograms (``LENGTH_EDGES``) of think and answer characters per teacher model,
+        both from one scan of the responses."""
         edges = LENGTH_EDGES[1:-1]
+        bins = {part: " + ".join(f"(coalesce(length(x.{part}), 0) >= {e})::INTEGER" for e in edges)
+                for part in ("think", "answer")}
+        rows = self.q(f"""
+            WITH r AS (SELECT unnest(responses) AS x FROM {st.records})
+            SELECT coalesce(x.model, '?'), {bins['think']} AS bt, {bins['answer']} AS ba, count(*) FROM r GROUP BY ALL""")
         out: dict[str, dict[str, list[int]]] = {}
-        for part in ("think", "answer"):
-            bins = " + ".join(f"(n >= {e})::INTEGER" for e in edges)
-            rows = self.q(f"""
-                WITH r AS (SELECT unnest(responses) AS x FROM {st.records}),
-                     l AS (SELECT coalesce(x.model, '?') AS m, coalesce(length(x.{part}), 0) AS n FROM r)
-                SELECT m, {bins} AS b, count(*) FROM l GROUP BY ALL""")
-            for model, b, n in rows:
-                hist = out.setdefault(model, {}).setdefault(part, [0] * (len(LENGTH_EDGES) - 1))
-                hist[b] += n
+        for model, bt, ba, n in rows:
+            hists = out.setdefault(model, {p: [0] * (len(LENGTH_EDGES) - 1) for p in ("think", "answer")})
+            hists["think"][bt] += n
+            hists["answer"][ba] += n
         return out
+
+    def _responses(self, st: StageFiles) -> str:
+        """A temporary table of the verify stage's responses without their texts (one scan
+        shared by the pass rates and the disagreements)."""
+        if self._responses_of != st.label:
+            self.con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE resp AS
+                SELECT id, coalesce(category, 'unlabelled') AS category, coalesce(x.model, '?') AS model,
+                       x.passed AS passed, x.verify_score AS score, x.verdicts AS verdicts, k
+                FROM (SELECT id, category, unnest(responses) AS x, generate_subscripts(responses, 1) - 1 AS k
+                      FROM {st.records})""")
+            self._responses_of = st.label
+        return "resp"
 
     def pass_rates(self, st: StageFiles) -> dict:
         """Responses passed / scored per category and per model, per verifier, and the
         histogram of verify scores (from the verify stage's output, before selection)."""
-        base = f"WITH r AS (SELECT category, unnest(responses) AS x FROM {st.records})"
+        resp = self._responses(st)
         out: dict[str, Any] = {}
-        for name, key in (("by_category", "coalesce(category, 'unlabelled')"), ("by_model", "coalesce(x.model, '?')")):
-            rows = self.q(f"""{base} SELECT {key} AS k, count_if(x.passed), count_if(x.passed IS NOT NULL)
-                              FROM r GROUP BY k ORDER BY 3 DESC""")
+        for name, key in (("by_category", "category"), ("by_model", "model")):
+            rows = self.q(f"SELECT {key}, count_if(passed), count_if(passed IS NOT NULL) FROM {resp} GROUP BY 1 ORDER BY 3 DESC")
             out[name] = [(str(k), int(p), int(t)) for k, p, t in rows]
-        rows = self.q(f"""{base}, v AS (SELECT unnest(CAST(json(x.verdicts) AS JSON[])) AS j FROM r
-                                       WHERE x.verdicts IS NOT NULL AND x.verdicts <> '')
+        rows = self.q(f"""WITH v AS (SELECT unnest(CAST(json(verdicts) AS JSON[])) AS j FROM {resp}
+                                     WHERE verdicts IS NOT NULL AND verdicts <> '')
                           SELECT coalesce(j->>'verifier', '?') AS k,
                                  count_if(CAST(j->>'passed' AS BOOLEAN)), count(*) FROM v GROUP BY k ORDER BY 3 DESC""")
         out["by_verifier"] = [(str(k), int(p), int(t)) for k, p, t in rows]
-        rows = self.q(f"""{base} SELECT least(CAST(floor(x.verify_score * {SCORE_BINS}) AS INTEGER), {SCORE_BINS - 1}),
-                          count(*) FROM r WHERE x.verify_score IS NOT NULL GROUP BY 1 ORDER BY 1""")
+        rows = self.q(f"""SELECT least(CAST(floor(score * {SCORE_BINS}) AS INTEGER), {SCORE_BINS - 1}), count(*)
+                          FROM {resp} WHERE score IS NOT NULL GROUP BY 1 ORDER BY 1""")
         hist = [0] * SCORE_BINS
         for b, n in rows:
             hist[max(0, int(b))] += n
@@ -186,22 +201,28 @@ class Collector:
         """Responses whose verifiers did not agree: some verdict passed and another failed.
         Counted per (passing verifiers → failing verifiers); a few shown whole. Only the
         responses whose verdicts hold both a pass and a fail are parsed."""
-        rows = self.q(f"""
-            WITH r AS (SELECT id, source, problem, unnest(responses) AS x, generate_subscripts(responses, 1) - 1 AS k
-                       FROM {st.records})
-            SELECT id, source, problem, k, x.answer, x.verdicts FROM r
-            WHERE x.verdicts LIKE '%"passed":true%' AND x.verdicts LIKE '%"passed":false%'""")
+        resp = self._responses(st)
+        rows = self.q(f"""SELECT verdicts, count(*) FROM {resp}
+                          WHERE verdicts LIKE '%"passed":true%' AND verdicts LIKE '%"passed":false%' GROUP BY 1""")
         pairs: dict[str, int] = {}
+        for verdicts, n in rows:
+            key = _disagreement(json.loads(verdicts))
+            pairs[key] = pairs.get(key, 0) + n
         examples = []
-        for rid, source, problem, k, answer, verdicts in rows:
-            vs = json.loads(verdicts)
-            ok = sorted({v.get("verifier", "?") for v in vs if v.get("passed")})
-            bad = sorted({v.get("verifier", "?") for v in vs if v.get("passed") is False})
-            key = f"{'+'.join(ok)} passed, {'+'.join(bad)} failed"
-            pairs[key] = pairs.get(key, 0) + 1
-            if len(examples) < MAX_DISAGREEMENTS:
+        picked = self.q(f"""SELECT id, k FROM {resp}
+                            WHERE verdicts LIKE '%"passed":true%' AND verdicts LIKE '%"passed":false%'
+                            ORDER BY id, k LIMIT {MAX_DISAGREEMENTS}""")
+        if picked:
+            ids = sorted({i for i, _ in picked})
+            found = {(rid, int(k)): (source, problem, x) for rid, source, problem, k, x in self.q(f"""
+                SELECT id, source, problem, k, x FROM (
+                    SELECT id, source, problem, unnest(responses) AS x, generate_subscripts(responses, 1) - 1 AS k
+                    FROM {st.records} WHERE list_contains(?, id))""", ids)}
+            for rid, k in picked:
+                source, problem, x = found[(rid, int(k))]
+                vs = json.loads(x["verdicts"])
                 examples.append({"id": rid, "source": source, "response_index": int(k), "problem": clip(problem, 600),
-                                 "answer": clip(answer, 600), "verdicts": [_short_verdict(v) for v in vs]})
+                                 "answer": clip(x["answer"], 600), "verdicts": [_short_verdict(v) for v in vs]})
         return {"pairs": sorted(pairs.items(), key=lambda kv: -kv[1]), "examples": examples}
 
     # --- drops -----------------------------------------------------------------------
@@ -281,6 +302,12 @@ class Collector:
             clusters += list(by_rep.values())
         return {"per_stage": {k: {"dropped": int(a), "clusters": int(b)} for k, (a, b) in per_stage.items()},
                 "clusters": clusters}
+
+
+def _disagreement(vs: list[dict]) -> str:
+    ok = sorted({v.get("verifier", "?") for v in vs if v.get("passed")})
+    bad = sorted({v.get("verifier", "?") for v in vs if v.get("passed") is False})
+    return f"{'+'.join(ok)} passed, {'+'.join(bad)} failed"
 
 
 def _short_verdict(v: dict) -> dict:
