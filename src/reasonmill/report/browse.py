@@ -12,6 +12,7 @@ Bound to 127.0.0.1 by default: the data may be private, and the app has no login
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,8 @@ class RunIndex:
     def _build(self) -> None:
         """``idx``: one row per kept record (final stage) and per ledger row (a dropped
         record or response), with the file and row it sits in."""
+        import pyarrow.parquet as pq
+
         self.files: list[str] = []
         parts = []
         if self.final:
@@ -60,7 +63,8 @@ class RunIndex:
                        list_position({_files([Path(f) for f in self.files])}, filename) - 1 AS file,
                        file_row_number AS row
                 FROM read_parquet({_files(self.final.parts)}, filename = true, file_row_number = true)""")
-        ledgers = [p for s in self.stages for p in s.ledgers]
+        # ledger files without rows (most shards of most stages) are left out: fewer files to open per search
+        ledgers = [p for s in self.stages for p in s.ledgers if pq.ParquetFile(p).metadata.num_rows]
         if ledgers:
             first = len(self.files)
             self.files += [str(p) for p in ledgers]
@@ -107,7 +111,8 @@ class RunIndex:
         cur = self.con.cursor()
         text = (f.get("q") or "").strip()
         if text:
-            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            # a case-insensitive regular expression of the literal text: RE2 scans ~4x faster than ILIKE
+            pattern = re.escape(text)
             cur.execute(self._text_sql(), [pattern, pattern])
             conds.append("(file, row) IN (SELECT file, row FROM hits)")
         where = ("WHERE " + " AND ".join(conds)) if conds else ""
@@ -126,13 +131,13 @@ class RunIndex:
         if kept:
             parts.append(f"""SELECT list_position({_files(kept)}, filename) - 1 AS file, file_row_number AS row
                              FROM read_parquet({_files(kept)}, filename = true, file_row_number = true)
-                             WHERE problem ILIKE ? ESCAPE '\\'""")
+                             WHERE regexp_matches(problem, ?, 'i')""")
         else:
             parts.append("SELECT NULL::INTEGER, NULL::BIGINT WHERE ? IS NULL")
         if ledgers:
             parts.append(f"""SELECT list_position({_files(ledgers)}, filename) - 1 + {len(kept)}, file_row_number
                              FROM read_parquet({_files(ledgers)}, filename = true, file_row_number = true)
-                             WHERE record ILIKE ? ESCAPE '\\'""")
+                             WHERE regexp_matches(record, ?, 'i')""")
         else:
             parts.append("SELECT NULL::INTEGER, NULL::BIGINT WHERE ? IS NULL")
         return "CREATE OR REPLACE TEMP TABLE hits AS " + " UNION ALL ".join(parts)
@@ -143,7 +148,7 @@ class RunIndex:
         ledger row of the same id (responses dropped on the way)."""
         path = self.files[file]
         cur = self.con.cursor()
-        rel = cur.execute(f"SELECT * FROM read_parquet(?, file_row_number = true) WHERE file_row_number = ?",
+        rel = cur.execute("SELECT * FROM read_parquet(?, file_row_number = true) WHERE file_row_number = ?",
                           [path, row])
         cols = [d[0] for d in rel.description]
         found = rel.fetchone()
