@@ -28,6 +28,40 @@ def _quickstart(tmp: Path) -> Path:
     return tmp / "run"
 
 
+def test_report_data_of_a_small_run(tmp_path):
+    """No browser: the collected numbers against the run's own files."""
+    from reasonmill.report.collect import collect
+
+    examples = REPO / "examples"
+    cfg = {"name": "small", "workdir": str(tmp_path / "run"), "shard_size": 10,
+           "sources": [{"name": "word_problems", "path": str(examples / "word_problems.jsonl"), "preset": "gsm8k",
+                        "on_error": "skip"},
+                       {"name": "math_traces", "path": str(examples / "math_traces.jsonl"), "preset": "am"}],
+           "stages": [{"clean": {"min_chars": 20}}, "dedup.exact", {"replay": {"drop_without_response": True}}]}
+    Pipeline.from_dict(cfg, base_dir=tmp_path).run()
+    data = collect(tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [(s["label"], s["records_in"], s["kept"], s["dropped"]) for s in data["funnel"]] == \
+        [(s["label"], s["records_in"], s["kept"], s["dropped"]) for s in summary["stages"]]
+    assert {k: v["records"] for s in data["funnel"] for k, v in s["reasons"].items()} == \
+        {k: v for s in summary["stages"] for k, v in s["reasons"].items()}
+    totals = dict(data["counts"]["totals"])
+    assert totals["records"] == summary["stages"][-1]["kept"] and totals["responses"] >= totals["records"]
+    # each dedup cluster: the kept record is the representative the dropped ones name
+    clusters = data["dedup"]["clusters"]
+    assert len(clusters) == 2 and all(c["kept"]["text"] for c in clusters)
+    assert all(c["kept"]["id"] in d["message"] for c in clusters for d in c["dropped"])
+    # at most SAMPLES_PER_REASON samples per reason, every reason present
+    per_reason = {}
+    for x in data["drop_samples"]:
+        per_reason[x["reason"]] = per_reason.get(x["reason"], 0) + 1
+    assert per_reason == {"unmappable": 1, "image_ref": 1, "url": 1, "truncated": 1, "duplicate_of": 2,
+                          "no_existing_response": 3}
+    assert data["pass_rates"] is None and data["decontamination"]["matches"] == []  # no verify, no decontaminate
+    out = build_report(tmp_path / "run", tmp_path / "r.html")
+    assert out["timing"]["bytes"] < 400_000
+
+
 def _check_page(b: Browser, workdir: Path) -> dict:
     plots = b.js("[...document.querySelectorAll('figure.plot')].map(f => [f.dataset.plot, f.dataset.drawn])")
     assert len(plots) >= 8, plots
