@@ -142,3 +142,31 @@ def test_report_of_shared_sources_shows_decontamination_matches(tmp_path, shared
         assert any(t.startswith("Sky-T1") for t in lengths) and any(t.startswith("Qwen2.5-Math") for t in lengths)
         b.js("document.querySelector('#decontamination').scrollIntoView()")
         b.screenshot(tmp_path / "shared.png")
+
+
+def test_verifier_disagreements_across_verdicts_and_within_one(tmp_path):
+    """A pass beside a fail, and a math verdict whose second checker differs
+    (``details.disagreement``), are both counted; agreeing verdicts are not."""
+    from reasonmill.engine.workdir import Workdir
+    from reasonmill.records import new_record, new_response
+    from reasonmill.report.collect import collect
+
+    def resp(verdicts: list[dict]) -> dict:
+        r = new_response("<think>t</think>\\boxed{1}", model="m")
+        r["verdicts"] = verdicts
+        r["passed"] = all(v["passed"] for v in verdicts)
+        r["verify_score"] = 1.0 if r["passed"] else 0.0
+        return r
+
+    math_ok = {"verifier": "math", "passed": True, "score": 1.0, "reason": "math_equal", "details": {}}
+    fmt_bad = {"verifier": "format", "passed": False, "score": 0.0, "reason": "no_boxed", "details": {}}
+    split = {"verifier": "math", "passed": True, "score": 1.0, "reason": "math_equal",
+             "details": {"second": {"passed": False, "via": "numeric"}, "disagreement": True}}
+    records = [new_record(source="s", problem=f"problem {i}", original_id=i, responses=[r])
+               for i, r in enumerate([resp([math_ok]), resp([math_ok, fmt_bad]), resp([split]), resp([split, fmt_bad])])]
+    sd = Workdir(tmp_path).stage_dir(0, "verify")
+    sd.write_shard("00000", records, [], {})
+    d = collect(tmp_path)["disagreements"]
+    assert dict(d["pairs"]) == {"math passed, format failed": 2,
+                                "math: its checkers differ (verdict passed, second checker failed)": 2}
+    assert sorted(e["problem"] for e in d["examples"]) == ["problem 1", "problem 2", "problem 3"]

@@ -198,20 +198,20 @@ class Collector:
         return out
 
     def disagreements(self, st: StageFiles) -> dict:
-        """Responses whose verifiers did not agree: some verdict passed and another failed.
-        Counted per (passing verifiers → failing verifiers); a few shown whole. Only the
-        responses whose verdicts hold both a pass and a fail are parsed."""
+        """Responses whose verifiers did not agree: some verdict passed and another failed
+        (counted per passing → failing verifiers), or one verdict's own checkers differ
+        (``details.disagreement``, the math verifier's second checker); a few shown whole.
+        Only the responses whose verdicts show a disagreement are parsed."""
         resp = self._responses(st)
         rows = self.q(f"""SELECT verdicts, count(*) FROM {resp}
-                          WHERE verdicts LIKE '%"passed":true%' AND verdicts LIKE '%"passed":false%' GROUP BY 1""")
+                          WHERE {_DISAGREE} GROUP BY 1""")
         pairs: dict[str, int] = {}
         for verdicts, n in rows:
-            key = _disagreement(json.loads(verdicts))
-            pairs[key] = pairs.get(key, 0) + n
+            for key in _disagreements(json.loads(verdicts)):
+                pairs[key] = pairs.get(key, 0) + n
         examples = []
         picked = self.q(f"""SELECT id, k FROM {resp}
-                            WHERE verdicts LIKE '%"passed":true%' AND verdicts LIKE '%"passed":false%'
-                            ORDER BY id, k LIMIT {MAX_DISAGREEMENTS}""")
+                            WHERE {_DISAGREE} ORDER BY id, k LIMIT {MAX_DISAGREEMENTS}""")
         if picked:
             ids = sorted({i for i, _ in picked})
             found = {(rid, int(k)): (source, problem, x) for rid, source, problem, k, x in self.q(f"""
@@ -304,10 +304,25 @@ class Collector:
                 "clusters": clusters}
 
 
-def _disagreement(vs: list[dict]) -> str:
+# verdict JSON (orjson, compact) that shows a disagreement: a pass beside a fail, or a marked one
+_DISAGREE = ("""((verdicts LIKE '%"passed":true%' AND verdicts LIKE '%"passed":false%')"""
+             """ OR verdicts LIKE '%"disagreement":true%')""")
+
+
+def _disagreements(vs: list[dict]) -> list[str]:
+    out = []
     ok = sorted({v.get("verifier", "?") for v in vs if v.get("passed")})
     bad = sorted({v.get("verifier", "?") for v in vs if v.get("passed") is False})
-    return f"{'+'.join(ok)} passed, {'+'.join(bad)} failed"
+    if ok and bad:
+        out.append(f"{'+'.join(ok)} passed, {'+'.join(bad)} failed")
+    for v in vs:
+        details = v.get("details") or {}
+        if isinstance(details, dict) and details.get("disagreement"):
+            second = details.get("second") or {}
+            verdict = "passed" if v.get("passed") else "failed"
+            other = "passed" if second.get("passed") else "failed"
+            out.append(f"{v.get('verifier', '?')}: its checkers differ (verdict {verdict}, second checker {other})")
+    return out
 
 
 def _short_verdict(v: dict) -> dict:
