@@ -4,8 +4,11 @@ A driver killed with SIGKILL runs no cleanup: pool workers kept computing (130â€
 each), and ``.tmpPID`` files, sandbox scratch dirs (``/tmp/reasonmill-box-PID-*``) and
 multiprocessing semaphores (``/dev/shm/sem.mp-*``) stayed. Two halves:
 
-- :func:`die_with_driver` runs first in every engine pool worker: the kernel kills the
-  worker when its parent (the fork server, which exits when the driver does) dies.
+- A chain of ``PR_SET_PDEATHSIG`` (Linux): the fork server imports
+  ``engine.forkserver_guard`` at its start, so the kernel kills it when the driver dies,
+  and :func:`die_with_driver` runs first in every engine pool worker, so the kernel
+  kills the worker when the fork server dies. The fork server cannot simply be left to
+  exit on its own: it waits for every client, workers included, to close its pipe.
 - :func:`sweep` runs at the start of every run, holding the workdir lock, and removes
   only things whose owner is dead: a file named after a pid that no longer runs, a
   semaphore no live process has mapped. Another live run's files are never touched.
@@ -41,20 +44,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def die_with_driver(driver_pid: int) -> None:
-    """Pool-worker initializer (Linux): SIGKILL this worker when its parent dies.
-
-    The parent is the fork server, which exits when the driver's end of its pipe
-    closes, i.e. when the driver dies. If the driver is already gone by the time the
-    signal is armed, exit now."""
+def die_with_parent() -> bool:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere, or
+    without ``prctl``, nothing: returns False). Held in the kernel, so it works whatever
+    this process is doing, even deep in C code holding the GIL."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return
-    if not pid_alive(driver_pid):
+        return False
+
+
+def die_with_driver(driver_pid: int) -> None:
+    """Pool-worker initializer: die with the fork server (our parent), and exit now if
+    the driver is already gone (it died before the signal was armed)."""
+    if die_with_parent() and not pid_alive(driver_pid):
         os._exit(1)
 
 

@@ -248,9 +248,12 @@ class LocalEngine:
     def pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             keep_freed_memory()  # before the fork server starts: the workers inherit it
+            ctx = mp.get_context("forkserver")
+            # the fork server dies with the driver (if this call starts it; "__main__" is the default)
+            ctx.set_forkserver_preload(["__main__", "reasonmill.engine.forkserver_guard"])
             self._pool = cf.ProcessPoolExecutor(
                 self.workers,
-                mp_context=mp.get_context("forkserver"),
+                mp_context=ctx,
                 initializer=die_with_driver,  # no worker outlives a killed driver
                 initargs=(os.getpid(),),
             )
