@@ -152,7 +152,8 @@ def export_records(
     reasons: Counter = Counter()
     carded: list[dict] = []  # kept records not yet counted in the card (batches of 1000)
     ledger_path = ledger_dir / "ledger.jsonl"
-    with naming(ledger_path), open(ledger_path, "w", encoding="utf-8") as ledger:
+    ledger_tmp = ledger_dir / "ledger.jsonl.partial"  # renamed when complete: never a torn ledger
+    with naming(ledger_tmp), open(ledger_tmp, "w", encoding="utf-8") as ledger:
         for record in records():
             report.records_in += 1
             am_rows = list(EXPORT_FORMATS["am"](record))
@@ -190,6 +191,7 @@ def export_records(
         card.add_many(carded)
     for sink in sinks:
         sink.close()
+    ledger_tmp.replace(ledger_path)
     report.dropped = sum(reasons.values())
     report.reasons = reasons
     exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(specs, paths, counts)]
@@ -244,7 +246,8 @@ class PartStitcher:
         self.rows = [0] * len(specs)
         ledger_dir.mkdir(parents=True, exist_ok=True)
         self.ledger_path = ledger_dir / "ledger.jsonl"
-        self.ledger = open(self.ledger_path, "wb")
+        self.ledger_tmp = ledger_dir / "ledger.jsonl.partial"
+        self.ledger = open(self.ledger_tmp, "wb")
         self.tmps: list[Path] = []
         self.outs: list[Any] = []
         for spec, path in zip(specs, paths):
@@ -275,7 +278,7 @@ class PartStitcher:
         self.report.reasons.update(part.reasons)
         if self.card is not None:
             self.card.merge(res["card"])
-        with naming(self.ledger_path), open(res["ledger"], "rb") as fh:
+        with naming(self.ledger_tmp), open(res["ledger"], "rb") as fh:
             shutil.copyfileobj(fh, self.ledger)
         for k, (path, out, tmp) in enumerate(zip(self.paths, self.outs, self.tmps)):
             self.rows[k] += res["rows"][k]
@@ -289,12 +292,13 @@ class PartStitcher:
             src.unlink()
 
     def close(self) -> tuple[list[dict], Any]:
-        with naming(self.ledger_path):
+        with naming(self.ledger_tmp):
             self.ledger.close()
         for out, tmp, path in zip(self.outs, self.tmps, self.paths):
             with naming(tmp):
                 out.close()
             tmp.replace(path)
+        self.ledger_tmp.replace(self.ledger_path)
         self.outs = []
         rows = zip(self.specs, self.paths, self.rows)
         exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in rows]
@@ -303,6 +307,7 @@ class PartStitcher:
     def discard(self) -> None:
         """After a failure: close the files and remove the unfinished ones."""
         self.ledger.close()
+        self.ledger_tmp.unlink(missing_ok=True)
         for out, tmp in zip(self.outs, self.tmps):
             out.close()
             tmp.unlink(missing_ok=True)
