@@ -106,9 +106,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         return _inspect(args)
     except DamagedShard as exc:
-        err_console.print(
-            f"[red]error:[/red] {printable(exc)}; run the pipeline again: the run redoes the shard", highlight=False
-        )
+        hint = "run the pipeline again to redo it (`--redo export` for the export ledger)"
+        err_console.print(f"[red]error:[/red] {printable(exc)}; {hint}", highlight=False)
         return 1
 
 
