@@ -154,7 +154,9 @@ def _inspect(args: argparse.Namespace) -> int:
             console.print(f"record {printable(args.id)}: not found in any stage or ledger", highlight=False)
             return 1
         label, record = found
-        console.print(f"record {printable(args.id)}: kept through stage {printable(label)} (no drop)", highlight=False)
+        console.print(
+            f"record {printable(args.id)}: kept through stage {printable(label)} (no drop)", highlight=False
+        )
         _print_record_json(record)
         return 0
     for r in rows[: args.limit]:

@@ -181,7 +181,8 @@ def parse_stage_entry(entry: Any, file: str, path: str) -> StageSpec:
         raise ConfigError(f"{where}: settings of stage {name!r} must be a mapping, got {settings!r}")
     problem = label_problem(label)
     if problem:
-        raise ConfigError(f"{where}: stage label `as: {label!r}` {problem}; use letters, digits, '.', '-' and '_'")
+        hint = "use letters, digits, '.', '-' and '_'"
+        raise ConfigError(f"{where}: stage label `as: {label!r}` {problem}; {hint}")
     try:
         cls.Settings(**settings)
     except ValidationError as exc:

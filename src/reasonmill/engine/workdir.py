@@ -172,9 +172,11 @@ def read_verified(path: Path, expect: dict | None) -> pa.Buffer:
         raise DamagedShard(path, "the file is missing") from None
     if expect is not None:
         if data.size != expect["size"]:
-            raise DamagedShard(path, f"{data.size} bytes, its marker says {expect['size']} (truncated or overwritten)")
+            problem = f"{data.size} bytes, its marker says {expect['size']} (truncated or overwritten)"
+            raise DamagedShard(path, problem)
         if checksum(data) != expect["xxh3"]:
-            raise DamagedShard(path, "its checksum does not match its marker (the file was changed after it was written)")
+            problem = "its checksum does not match its marker (the file was changed after it was written)"
+            raise DamagedShard(path, problem)
     return data
 
 
@@ -278,7 +280,8 @@ class StageDir:
             lost = [s for s in manifest.get("shards") or [] if s not in done]
             for shard in lost:
                 self.forget_shard(shard)
-                notes.append(f"{self.done_path(shard)}: the marker of a completed shard is gone; the shard is redone")
+                note = "the marker of a completed shard is gone; the shard is redone"
+                notes.append(f"{self.done_path(shard)}: {note}")
         return notes
 
     def shards(self) -> list[str]:
