@@ -121,7 +121,7 @@ def _inspect(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = json.loads(wd.summary_path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, json.JSONDecodeError):  # no run finished yet, or a torn file
         summary = None
     from rich.table import Table
 
