@@ -90,6 +90,17 @@ def test_a_held_workdir_is_refused_at_once_naming_the_holder_and_freed_after(tmp
     assert (work / ".lock").read_text() == ""  # released, no stale holder
 
 
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ".lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        with WorkdirLock(tmp_path / "work"):
+            pass
+    assert victim.read_text() == "keep me"
+
+
 def test_the_ray_engine_takes_the_lock_before_joining_ray(tmp_path):
     ray = pytest.importorskip("ray")
     from reasonmill.engine.ray import RayEngine
@@ -122,6 +133,7 @@ def test_a_truncated_parquet_shard_of_a_completed_stage_is_redone_on_resume(tmp_
     mtime = untouched.stat().st_mtime_ns
     _truncate(dedup_shard)
     _truncate(ingest_shard)
+    _truncate(work / "01-dedup.exact" / "index.pkl")  # rebuilt from the ingest shards
 
     result = Pipeline.from_yaml(path).run()
     notes = "\n".join(result.notes)
