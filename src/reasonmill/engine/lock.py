@@ -35,9 +35,12 @@ def _holder_text(path: Path, raw: bytes) -> str:
     try:
         info = json.loads(raw)
     except ValueError:
+        info = None
+    if not isinstance(info, dict):
         return "another run that is starting (no holder recorded yet)"
     pid, host = info.get("pid"), info.get("host")
     text = f"pid {pid} on {host}, started {info.get('started')}, command: {info.get('command')}"
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)  # no terminal escapes
     if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
         text += (
             f" (pid {pid} has exited, but a process it started still holds the lock: "
