@@ -208,3 +208,33 @@ def test_redo_reruns_one_stage_and_those_after_it(tmp_path, capsys):
         assert "no such stage" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def _write_marked_problems(tmp_path: Path, markers: list[str]) -> None:
+    (tmp_path / "problems.jsonl").write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} plus {i}? {m} [[answer={2 * i}]]", "answer": f"#### {2 * i}"}) + "\n"
+            for i, m in enumerate(markers)
+        )
+    )
+
+
+def test_a_teacher_refusing_every_request_is_a_configuration_error_not_data(tmp_path, capsys):
+    server = FaultServer(FaultConfig())
+    server.start_thread()
+    try:
+        path = _write_pipeline(tmp_path, server.url)
+        _write_marked_problems(tmp_path, ["[[bad_request]]"] * N_PROBLEMS)
+        assert _run(path) == EXIT_RUN_ERROR
+        err = capsys.readouterr().err
+        assert f"refused all {N_PROBLEMS} requests" in err and "configuration error" in err
+        assert not list((tmp_path / "work" / "01-generate").glob("*.done")), "the refusals were recorded as data"
+
+        # one refused record among good ones is about that record: dropped with its reason
+        _write_marked_problems(tmp_path, ["[[bad_request]]"] + [""] * (N_PROBLEMS - 1))
+        assert _run(path, "--redo", "ingest") == EXIT_OK
+    finally:
+        server.stop()
+    generate = next(s for s in _summary(tmp_path)["stages"] if s["label"] == "generate")
+    assert generate["dropped"] == 1, generate
+    assert len(_exported(tmp_path)) == N_PROBLEMS - 1

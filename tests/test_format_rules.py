@@ -231,3 +231,14 @@ def test_format_cache_key_depends_on_settings_and_content():
     assert a.cache_key(rec, resp) == FormatVerifier().cache_key(rec, dict(resp))
     assert a.cache_key(rec, resp) != b.cache_key(rec, resp)
     assert a.cache_key(rec, resp) != a.cache_key(rec, dict(resp, finish_reason="length"))
+
+
+def test_a_bare_program_with_chinese_comments_is_no_language_mismatch():
+    """A replayed LeetCode reference solution is code only; its comments carry no language
+    the answer is written in. Prose around a fenced program still counts."""
+    v = FormatVerifier(FormatSettings(require_think=False))
+    rec = new_record(source="leetcode", problem="Given an array nums, return the sum of its items.", category="code")
+    program = "class Solution:\n    def total(self, nums):\n        # 遍历数组并累加每个元素的值\n        return sum(nums)\n"
+    assert v.verify(rec, new_response(answer=program, think="")).passed
+    prose = "这个问题很简单，我们遍历数组并把每个元素加起来，然后返回结果。\n```python\n" + program + "```"
+    assert v.verify(rec, new_response(answer=prose, think="")).reason == "language_mismatch"

@@ -226,6 +226,11 @@ TEMPLATE_SIBLINGS = [
         "Two nonzero real numbers $a$ and $b$ satisfy $ab = a - b$. Find the smallest possible value of "
         "$\\frac{a}{b} + \\frac{b}{a} - ab$.",
     ),
+    # one capitalised word apart, same answer (60 arrangements each): RADII vs CEASE
+    (
+        "Determine the number of ways to arrange the letters of the word RADII.",
+        "Determine the number of ways to arrange the letters of the word CEASE.",
+    ),
     # MBPP: difference vs product of two squares
     (
         "Write a python function to check whether the given number can be represented as difference of two "
@@ -253,6 +258,32 @@ TEMPLATE_SIBLINGS = [
 def test_template_siblings_are_not_merged_by_text_alone(first, second):
     records = [_rec(1, first), _rec(2, second)]
     assert MinHashDedup({}).build([records]) == {}
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        # vertex names inside math are not part of the strict signature: a copy re-typeset
+        # from $..$ to \\(..\\) with a markdown prefix still merges
+        (
+            "Triangle $ABC$ has a perimeter of 2007 units. The sides have lengths that are all integer values "
+            "with $AB< BC \\leq AC$. What is the smallest possible value of $BC - AB$?",
+            "**Problem.** Triangle \\(ABC\\) has a perimeter of 2007 units. The sides have lengths that are all "
+            "integer values with \\(AB< BC \\leq AC\\). What is the smallest possible value of \\(BC - AB\\)?",
+        ),
+        # a prompt frame around a short problem does not hide the copy
+        (
+            "Compute without using a calculator: $\\dfrac{9!}{6!3!}$",
+            "Return your final response within \\boxed{}. Calculate without using a calculator: "
+            "$\\dfrac{9!}{6!3!}$",
+        ),
+    ],
+)
+def test_copies_with_math_delimiters_or_a_prompt_frame_merge(first, second):
+    index = MinHashDedup({}).build([[_rec(1, first), _rec(2, second)]])
+    assert len(index) == 1
+    (dropped, (kept, *_)), = index.items()
+    assert {dropped, kept} == {"r1", "r2"}
 
 
 def test_the_old_defaults_merged_the_template_siblings():

@@ -23,6 +23,27 @@ from rich.markup import escape
 console = Console()
 err_console = Console(stderr=True)
 
+# C0 and C1 controls, DEL and the bidi overrides: ids and texts of a dataset come from
+# anywhere, and printed raw they move the cursor, retitle or recolour the terminal, or
+# reorder what is shown. ``inspect`` shows them as escapes instead (\x1b, \u202e).
+_UNPRINTABLE = {
+    c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+    for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+# inside JSON text the same characters become JSON escapes (json.dumps already escapes C0)
+_UNPRINTABLE_JSON = {c: f"\\u{c:04x}" for c in _UNPRINTABLE}
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters and terminal escapes shown as escapes, and rich
+    markup escaped: safe to print whatever a record holds."""
+    return escape(str(text).translate(_UNPRINTABLE))
+
+
+def _print_record_json(record: object, limit: int = 20000) -> None:
+    text = json.dumps(record, indent=2, ensure_ascii=False, default=str).translate(_UNPRINTABLE_JSON)
+    console.print(text[:limit] + ("\n... (cut)" if len(text) > limit else ""), markup=False, highlight=False)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit codes: 0 done, 1 run error (a service down, bad input data), 2 invalid
@@ -67,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in result.stages:
         if r.summary and not r.skipped:
             console.print(f"[bold]{escape(r.label)}[/bold]: {escape(r.summary)}", highlight=False)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     code = EXIT_OK
     if result.failed:
         err_console.print(f"[red]error:[/red] {escape(result.failed)}", highlight=False)
@@ -83,6 +106,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from reasonmill.engine.workdir import DamagedShard
+
+    try:
+        return _inspect(args)
+    except DamagedShard as exc:
+        hint = "run the pipeline again to redo it (`--redo export` for the export ledger)"
+        err_console.print(f"[red]error:[/red] {printable(exc)}; {hint}", highlight=False)
+        return 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
     from reasonmill.engine.ledger import iter_ledger
     from reasonmill.engine.workdir import Workdir
 
@@ -92,19 +126,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = json.loads(wd.summary_path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, json.JSONDecodeError):  # no run finished yet, or a torn file
         summary = None
     from rich.table import Table
 
-    table = Table(title=f"stages in {wd.root}")
+    table = Table(title=f"stages in {printable(wd.root)}")
     for col in ("stage", "in", "kept", "dropped", "top drop reasons"):
         table.add_column(col)
     if summary:
         for s in summary["stages"]:
             reasons = Counter(s.get("reasons") or {})
             table.add_row(
-                s["label"], str(s["records_in"]), str(s["kept"]), str(s["dropped"]),
-                ", ".join(f"{k} {v}" for k, v in reasons.most_common(5)),
+                printable(s["label"]), str(s["records_in"]), str(s["kept"]), str(s["dropped"]),
+                printable(", ".join(f"{k} {v}" for k, v in reasons.most_common(5))),
             )
     console.print(table)
     rows = [
@@ -118,24 +152,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if totals and args.id is None:
         console.print("top drop reasons:")
         for (stage, reason), n in totals.most_common(10):
-            console.print(f"  {stage:<16} {reason:<24} {n}")
+            console.print(f"  {printable(stage):<16} {printable(reason):<24} {n}", highlight=False)
     if args.id is not None and not rows:
         found = _find_record(wd, args.id)
         if found is None:
-            console.print(f"record {args.id}: not found in any stage or ledger")
+            console.print(f"record {printable(args.id)}: not found in any stage or ledger", highlight=False)
             return 1
         label, record = found
-        console.print(f"record {args.id}: kept through stage {label!r} (no drop)")
-        console.print_json(json.dumps(record, default=str)[:20000])
+        console.print(
+            f"record {printable(args.id)}: kept through stage {printable(label)} (no drop)", highlight=False
+        )
+        _print_record_json(record)
         return 0
     for r in rows[: args.limit]:
         console.print(
-            f"[bold]{escape(r['id'])}[/bold] dropped at {escape(r['stage'])}: {escape(r['reason'])} — {escape(r['message'])}",
+            f"[bold]{printable(r['id'])}[/bold] dropped at {printable(r['stage'])}: "
+            f"{printable(r['reason'])} — {printable(r['message'])}",
             highlight=False,
         )
-        console.print(f"  evidence: {escape(str(r['evidence']))}", highlight=False)
+        console.print(f"  evidence: {printable(r['evidence'])}", highlight=False)
         if args.id is not None and r.get("record"):
-            console.print_json(r["record"][:20000])
+            _print_record_json(json.loads(r["record"]))
     return 0
 
 

@@ -162,6 +162,22 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(f.alias or name for name, f in current.model_fields.items() if not f.exclude)
 
 
+def label_problem(label: Any) -> str | None:
+    """Why ``label`` cannot name a stage, or ``None``. A label becomes the folder
+    ``WORKDIR/NN-LABEL``: a separator or ``..`` would put a stage's files elsewhere."""
+    if not isinstance(label, str) or not label.strip():
+        return "is empty or not a string"
+    if "/" in label or "\\" in label:
+        return "contains a path separator"
+    if ".." in label:
+        return "contains '..'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in label):
+        return "contains a control character"
+    if len(label.encode("utf-8")) > 200:
+        return "is longer than 200 bytes (a folder name)"
+    return None
+
+
 def parse_stage_entry(entry: Any, file: str, path: str) -> StageSpec:
     """``- clean``, ``- clean: {..}`` or ``- {stage: clean, as: clean2, ...}``; ``file`` and
     ``path`` (``stages[4]``) locate it in error messages."""
@@ -184,6 +200,10 @@ def parse_stage_entry(entry: Any, file: str, path: str) -> StageSpec:
         raise ConfigError(f"{where}: unknown stage {name!r}{_suggest(name, valid)}; valid stages: {', '.join(valid)}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"{where}: settings of stage {name!r} must be a mapping, got {settings!r}")
+    problem = label_problem(label)
+    if problem:
+        hint = "use letters, digits, '.', '-' and '_'"
+        raise ConfigError(f"{where}: stage label `as: {label!r}` {problem}; {hint}")
     try:
         cls.Settings(**settings)
     except ValidationError as exc:

@@ -45,25 +45,10 @@ from typing import Any, Iterable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from .prompt_frames import PROMPT_FRAMES
+
 # --- normalization --------------------------------------------------------------------
 
-#: prompt boilerplate that datasets wrap around problems; it would otherwise create shared
-#: n-grams between unrelated problems (lowercased, matched after NFKC)
-DEFAULT_BOILERPLATE = (
-    r"return your final response within \\boxed\{\}\.?",
-    r"let'?s think step by step and output the final answer within \\boxed\{\}\.?",
-    r"please reason step by step, and put your final answer within \\boxed\{\}\.?",
-    r"you will be given a question \(problem specification\) and will generate a correct python program"
-    r" that matches the specification and passes all tests\.(?:\s*question:)?",
-    # LiveCodeBench prompts: the frame and the code block after it (the starter code is a
-    # separate field in most training sets, so the statement alone is compared)
-    r"you will use the following starter code to write the solution to the problem and enclose your code"
-    r" within delimiters\.(?:\s*```(?:python)?\n(?s:.*?)```)?",
-    r"read the inputs from stdin solve the problem and write the answer to stdout \(do not directly test on"
-    r" the sample inputs\)\. enclose your code within delimiters as follows\. ensure that when the python"
-    r" program runs, it reads the inputs, runs the algorithm and writes output to stdout\."
-    r"(?:\s*```(?:python)?\s*# your code here\s*```)?",
-)
 _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.S | re.I)
 #: LaTeX that only formats: spacing, sizing and text-mode wrappers (their content stays)
 _LATEX_FORMAT = re.compile(r"\\(?:left|right|big+l?|big+r?|displaystyle|textstyle|text|mathrm|mbox|quad|qquad"
@@ -267,7 +252,7 @@ class DecontamSettings(BaseModel):
     sibling_cosine: float | None = Field(None, ge=-1, le=1)
     siblings_are_contamination: bool = False
     strip_asy: bool = True
-    boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
+    boilerplate: list[str] = Field(default_factory=lambda: list(PROMPT_FRAMES))
     #: candidate items per record examined by the pairwise checks
     top_k: int = Field(5, ge=1)
     #: per benchmark name: thresholds that replace the ones above for that benchmark's items

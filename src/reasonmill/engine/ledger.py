@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from typing import Iterable, Iterator
 
-from reasonmill.engine.workdir import Workdir
+from reasonmill.engine.workdir import DamagedShard, Workdir
 from reasonmill.records import _dump
 from reasonmill.stages.base import Drop
 
@@ -37,9 +37,12 @@ def iter_ledger(workdir: Workdir) -> Iterator[dict]:
         yield from sd.iter_ledger()
     export_ledger = workdir.root / "export" / "ledger.jsonl"
     if export_ledger.exists():
-        with export_ledger.open(encoding="utf-8") as fh:
-            for line in fh:
-                yield json.loads(line)
+        with export_ledger.open(encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, start=1):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DamagedShard(export_ledger, f"line {n} is not JSON ({exc})") from None
 
 
 def find_drops(workdir: Workdir, record_id: str) -> list[dict]:

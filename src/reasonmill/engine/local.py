@@ -7,6 +7,9 @@
 - Each stage's fingerprint chains its settings, its code version and its input's
   fingerprint; a matching complete stage is skipped, completed shards of an interrupted
   stage are kept, and a changed stage is redone with everything after it.
+- A run holds the workdir's lock (``engine.lock``) from start to end, sweeps what dead
+  runs left (``engine.leftovers``) and redoes damaged shards (``Workdir.repair``, and
+  once more when a read finds a checksum mismatch).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import reasonmill
 from reasonmill.config import ConfigError, PipelineConfig, StageSpec
 from reasonmill.engine.code_deps import closure_fingerprint
 from reasonmill.engine.ledger import drop_to_row
+from reasonmill.engine.leftovers import die_with_driver, sweep
+from reasonmill.engine.lock import WorkdirLock
 from reasonmill.engine.workdir import (
+    DamagedShard,
     StageDir,
     Workdir,
     atomic_write_bytes,
@@ -83,6 +89,8 @@ class RunResult:
     stopped: str | None = None
     #: why the run failed (a service down, a key refused): exit code 1, the re-run resumes
     failed: str | None = None
+    #: what the run repaired or cleaned up first: damaged shards redone, leftovers removed
+    notes: list[str] = field(default_factory=list)
 
     @property
     def all_skipped(self) -> bool:
@@ -240,7 +248,15 @@ class LocalEngine:
     def pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             keep_freed_memory()  # before the fork server starts: the workers inherit it
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("forkserver"))
+            ctx = mp.get_context("forkserver")
+            # the fork server dies with the driver (if this call starts it; "__main__" is the default)
+            ctx.set_forkserver_preload(["__main__", "reasonmill.engine.forkserver_guard"])
+            self._pool = cf.ProcessPoolExecutor(
+                self.workers,
+                mp_context=ctx,
+                initializer=die_with_driver,  # no worker outlives a killed driver
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     def close(self) -> None:
@@ -264,14 +280,46 @@ class LocalEngine:
         runs, every model server the pending stages name is checked (``preflight``).
         A ``StopRun`` (a spent budget) or a ``ServiceFailure`` ends the run with the
         finished shards kept and the stage unfinished; ``RunResult.stopped`` /
-        ``RunResult.failed`` say why."""
-        if fresh and self.workdir.root.exists():
-            self.workdir.remove_from(0)
-            (self.workdir.root / "export" / "manifest.json").unlink(missing_ok=True)
+        ``RunResult.failed`` say why. Another run on the same workdir raises
+        ``WorkdirBusy`` at once."""
         self.workdir.root.mkdir(parents=True, exist_ok=True)
+        with WorkdirLock(self.workdir.root):
+            return self._run_locked(fresh, redo)
+
+    def _run_locked(self, fresh: bool, redo: str | None) -> RunResult:
+        """The run, holding the workdir lock (the hook the Ray engine wraps in its connection)."""
+        wd = self.workdir
+        dirs = [wd.root, wd.root / "export", *(sd.path for sd in wd.stage_dirs())]
+        notes = [f"removed {p} (left by a run that died)" for p in sweep(dirs)]
+        if fresh and wd.root.exists():
+            wd.remove_from(0)
+            wd.export_manifest.unlink(missing_ok=True)
         if redo is not None:
             self.redo_from(redo)
+        notes += wd.repair()
         self.preflight()
+        forgotten: set[str] = set()
+        while True:
+            try:
+                result = self._run_stages()
+                break
+            except DamagedShard as exc:  # found by its checksum while reading: redo it
+                if exc.path in forgotten:  # redone and damaged again: the disk, not the run
+                    raise
+                forgotten.add(exc.path)
+                notes.append(wd.forget(exc))
+        result.notes = notes
+        summary = {
+            "stages": [r.to_dict() for r in result.stages],
+            "exports": result.exports,
+            "stopped": result.stopped,
+            "failed": result.failed,
+            "notes": notes,
+        }
+        atomic_write_bytes(wd.summary_path, json.dumps(summary, indent=2, default=str).encode())
+        return result
+
+    def _run_stages(self) -> RunResult:
         reports: list[StageReport] = []
         stopped = failed = None
         exports: list[dict] = []
@@ -293,10 +341,7 @@ class LocalEngine:
                 exports = self.run_exports(prev_dir, prev_fp, reports)
         finally:
             self.close()
-        result = RunResult(self.workdir.root, reports, exports, stopped, failed)
-        summary = {"stages": [r.to_dict() for r in reports], "exports": exports, "stopped": stopped, "failed": failed}
-        atomic_write_bytes(self.workdir.summary_path, json.dumps(summary, indent=2, default=str).encode())
-        return result
+        return RunResult(self.workdir.root, reports, exports, stopped, failed)
 
     # planning -------------------------------------------------------------------------
 
@@ -364,10 +409,14 @@ class LocalEngine:
             report.skipped = True
             self.progress.skipped(report)
             return report, sd, fp
-        self.workdir.remove_from(0)
-        sd.reset()
+        # same sources, same code: the shards already written are the ones this pass
+        # would write (a crashed ingest, or damaged shards forgotten by repair)
+        keep = set(sd.done_shards()) if manifest and manifest.get("fingerprint") == fp else set()
+        if not keep:
+            self.workdir.remove_from(0)
+            sd.reset()
         sd.write_manifest({"stage": "ingest", "fingerprint": fp, "status": "running", "sources": specs})
-        report = StageReport(label="ingest")
+        report = StageReport(label="ingest", resumed_shards=len(keep))
         start = time.monotonic()
         task = self.progress.start("ingest", total=None)
         from reasonmill.engine.ingest import IdAssigner, _map_task, plan_chunks, run_chunks
@@ -376,6 +425,7 @@ class LocalEngine:
         chunks = plan_chunks(sources, cfg.base_dir, cfg.shard_size)
         submit = (lambda args: self.pool().submit(_map_task, args)) if self.workers > 1 else None
         ids = IdAssigner(sources)
+        written: list[str] = []
         for shard_no, (table, ledger, origins, keys, n_in) in enumerate(
             run_chunks(chunks, sources, submit, window=2 * self.workers)
         ):
@@ -386,12 +436,24 @@ class LocalEngine:
                 "dropped": len(ledger),
                 "reasons": dict(Counter(r["reason"] for r in ledger)),
             }
-            sd.write_shard_table(f"{shard_no:05d}", table, ledger, stats)
+            shard = f"{shard_no:05d}"
+            if shard not in keep:
+                sd.write_shard_table(shard, table, ledger, stats)
+            written.append(shard)
             _accumulate(report, stats)
             self.progress.advance(task, stats["in"], report)
+        for stale in keep.difference(written):
+            sd.forget_shard(stale)
         report.seconds = time.monotonic() - start
         sd.write_manifest(
-            {"stage": "ingest", "fingerprint": fp, "status": "complete", "sources": specs, "report": report.to_dict()}
+            {
+                "stage": "ingest",
+                "fingerprint": fp,
+                "status": "complete",
+                "sources": specs,
+                "shards": written,
+                "report": report.to_dict(),
+            }
         )
         self.progress.finish(task, report)
         return report, sd, fp
@@ -449,7 +511,7 @@ class LocalEngine:
             if callable(close):
                 close()
         manifest = sd.manifest() or {}
-        manifest.update(status="complete", report=report.to_dict())
+        manifest.update(status="complete", shards=shards, report=report.to_dict())
         sd.write_manifest(manifest)
         self.progress.finish(task, report)
         return report, sd, fp
@@ -510,8 +572,11 @@ class LocalEngine:
         self, cls: type[Stage], settings: Any, ctx: StageContext, prev: StageDir, sd: StageDir
     ) -> tuple[Any, str]:
         if sd.index_path.exists():
-            with sd.index_path.open("rb") as fh:
-                return pickle.load(fh), str(sd.index_path)
+            try:
+                with sd.index_path.open("rb") as fh:
+                    return pickle.load(fh), str(sd.index_path)
+            except Exception:  # a damaged index (truncated pickle) is rebuilt from the shards
+                sd.index_path.unlink()
         task = self.progress.start(f"{ctx.label} (index)", total=None)
         index = self._build_index(cls, settings, ctx, prev)
         atomic_write_bytes(sd.index_path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))

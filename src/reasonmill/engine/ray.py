@@ -34,7 +34,7 @@ from typing import Any
 
 from reasonmill.config import PipelineConfig
 from reasonmill.engine.local import EngineError, LocalEngine, RunResult, StageReport, _accumulate
-from reasonmill.engine.workdir import StageDir
+from reasonmill.engine.workdir import DamagedShard, StageDir
 from reasonmill.errors import ServiceFailure, StopRun
 from reasonmill.stages.base import Stage, StageContext
 
@@ -111,10 +111,11 @@ class RayEngine(LocalEngine):
             self.ray.shutdown()
             self._started_ray = False
 
-    def run(self, fresh: bool = False, redo: str | None = None) -> RunResult:
+    def _run_locked(self, fresh: bool, redo: str | None) -> RunResult:
+        # joined only once the workdir lock is held: a refused run never starts Ray
         self.connect()
         try:
-            return super().run(fresh=fresh, redo=redo)
+            return super()._run_locked(fresh, redo)
         finally:
             self.disconnect()
 
@@ -175,7 +176,7 @@ class RayEngine(LocalEngine):
                 self.progress.advance(task, stats["in"], report)
         except Exception as exc:
             cause = _user_cause(exc)
-            if isinstance(cause, (EngineError, StopRun, ServiceFailure)):
+            if isinstance(cause, (EngineError, StopRun, ServiceFailure, DamagedShard)):
                 raise cause from None
             raise EngineError(f"stage {label!r} failed on Ray:\n{_worker_trace(exc)}") from exc
 

@@ -3,7 +3,8 @@
 Every AM row is checked with ``validate_am_row`` before it is written; a record none of
 whose rows is valid goes to the export ledger instead, so the invariant holds at export
 too. Parquet files carry a declared schema (no inference), because a published dataset
-with a mis-declared schema is one of the failures SPEC §4 lists.
+with a mis-declared schema is one of the failures SPEC §4 lists. Every write names its
+file when it fails (``io.oserrors.naming``): a full disk says which file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reasonmill.io.formats import EXPORT_FORMATS, validate_am_row
+from reasonmill.io.oserrors import naming
 
 _MSG = pa.struct([("role", pa.string()), ("content", pa.string()), ("info", pa.string())])
 _CONV = pa.struct([("from", pa.string()), ("value", pa.string())])
@@ -84,10 +86,12 @@ class _JsonlSink:
 
     def write(self, rows: list[dict]) -> None:
         if rows:
-            self.fh.write(b"\n".join(map(_json_line, rows)) + b"\n")
+            with naming(self.tmp):
+                self.fh.write(b"\n".join(map(_json_line, rows)) + b"\n")
 
     def close(self) -> None:
-        self.fh.close()
+        with naming(self.tmp):
+            self.fh.close()
         self.tmp.replace(self.path)
 
 
@@ -98,7 +102,8 @@ class _ParquetSink:
         self.schema = PARQUET_SCHEMAS[fmt]
         self.tmp = path.with_name(path.name + ".partial")
         self.path = path
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        with naming(self.tmp):
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self.buffer: list[dict] = []
         self.batch = batch
 
@@ -117,12 +122,14 @@ class _ParquetSink:
 
     def _flush(self) -> None:
         if self.buffer:
-            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            with naming(self.tmp):
+                self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
             self.buffer = []
 
     def close(self) -> None:
         self._flush()
-        self.writer.close()
+        with naming(self.tmp):
+            self.writer.close()
         self.tmp.replace(self.path)
 
 
@@ -144,7 +151,9 @@ def export_records(
     ledger_dir.mkdir(parents=True, exist_ok=True)
     reasons: Counter = Counter()
     carded: list[dict] = []  # kept records not yet counted in the card (batches of 1000)
-    with open(ledger_dir / "ledger.jsonl", "w", encoding="utf-8") as ledger:
+    ledger_path = ledger_dir / "ledger.jsonl"
+    ledger_tmp = ledger_dir / "ledger.jsonl.partial"  # renamed when complete: never a torn ledger
+    with naming(ledger_tmp), open(ledger_tmp, "w", encoding="utf-8") as ledger:
         for record in records():
             report.records_in += 1
             am_rows = list(EXPORT_FORMATS["am"](record))
@@ -182,6 +191,7 @@ def export_records(
         card.add_many(carded)
     for sink in sinks:
         sink.close()
+    ledger_tmp.replace(ledger_path)
     report.dropped = sum(reasons.values())
     report.reasons = reasons
     exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in zip(specs, paths, counts)]
@@ -235,20 +245,23 @@ class PartStitcher:
         self.report = StageReport(label="export")
         self.rows = [0] * len(specs)
         ledger_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = open(ledger_dir / "ledger.jsonl", "wb")
+        self.ledger_path = ledger_dir / "ledger.jsonl"
+        self.ledger_tmp = ledger_dir / "ledger.jsonl.partial"
+        self.ledger = open(self.ledger_tmp, "wb")
         self.tmps: list[Path] = []
         self.outs: list[Any] = []
         for spec, path in zip(specs, paths):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".partial")
-            if path.suffix == ".parquet":
-                out: Any = pq.ParquetWriter(tmp, PARQUET_SCHEMAS[spec.format], compression="zstd")
-            elif path.suffix in (".zst", ".zstd"):
-                import zstandard
+            with naming(tmp):
+                if path.suffix == ".parquet":
+                    out: Any = pq.ParquetWriter(tmp, PARQUET_SCHEMAS[spec.format], compression="zstd")
+                elif path.suffix in (".zst", ".zstd"):
+                    import zstandard
 
-                out = zstandard.ZstdCompressor(level=6).stream_writer(open(tmp, "wb"), closefd=True)
-            else:
-                out = open(tmp, "wb")
+                    out = zstandard.ZstdCompressor(level=6).stream_writer(open(tmp, "wb"), closefd=True)
+                else:
+                    out = open(tmp, "wb")
             self.tmps.append(tmp)
             self.outs.append(out)
 
@@ -265,23 +278,27 @@ class PartStitcher:
         self.report.reasons.update(part.reasons)
         if self.card is not None:
             self.card.merge(res["card"])
-        with open(res["ledger"], "rb") as fh:
+        with naming(self.ledger_tmp), open(res["ledger"], "rb") as fh:
             shutil.copyfileobj(fh, self.ledger)
-        for k, (path, out) in enumerate(zip(self.paths, self.outs)):
+        for k, (path, out, tmp) in enumerate(zip(self.paths, self.outs, self.tmps)):
             self.rows[k] += res["rows"][k]
             src = Path(res["parts"][k])
-            if path.suffix == ".parquet":
-                out.write_table(pq.ParquetFile(src).read())
-            else:
-                with open(src, "rb") as fh:
-                    shutil.copyfileobj(fh, out, 1 << 20)
+            with naming(tmp):
+                if path.suffix == ".parquet":
+                    out.write_table(pq.ParquetFile(src).read())
+                else:
+                    with open(src, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
             src.unlink()
 
     def close(self) -> tuple[list[dict], Any]:
-        self.ledger.close()
+        with naming(self.ledger_tmp):
+            self.ledger.close()
         for out, tmp, path in zip(self.outs, self.tmps, self.paths):
-            out.close()
+            with naming(tmp):
+                out.close()
             tmp.replace(path)
+        self.ledger_tmp.replace(self.ledger_path)
         self.outs = []
         rows = zip(self.specs, self.paths, self.rows)
         exports = [{"path": str(p), "format": s.format, "rows": n} for s, p, n in rows]
@@ -290,6 +307,7 @@ class PartStitcher:
     def discard(self) -> None:
         """After a failure: close the files and remove the unfinished ones."""
         self.ledger.close()
+        self.ledger_tmp.unlink(missing_ok=True)
         for out, tmp in zip(self.outs, self.tmps):
             out.close()
             tmp.unlink(missing_ok=True)

@@ -95,7 +95,7 @@ class Runner:
         limits = limits or Limits()
         language = normalize_language(language)
         fn_name = fn_name or fn_name_from_starter(starter_code)
-        box = tempfile.mkdtemp(prefix="reasonmill-box-")
+        box = tempfile.mkdtemp(prefix=f"reasonmill-box-{os.getpid()}-")  # owner pid: see engine/leftovers.py
         try:
             os.chmod(box, 0o755)
             if language == "python":

@@ -103,6 +103,11 @@ class GenerateSettings(StageSettings):
     vllm_batch_size: int = Field(256, ge=1)
 
 
+#: a shard whose every request (at least this many) is refused fails the run: see
+#: ``Generate._fail_on_rejected_configuration``
+MIN_REJECTED_FOR_CONFIG = 3
+
+
 @stage("generate")
 class Generate(Stage):
     Settings = GenerateSettings
@@ -327,8 +332,10 @@ class Generate(Stage):
         record would cache the outage as a decision about the data. So the shard is not
         recorded and the run fails; the replies that did arrive are in the cache, and the
         next run re-asks only for the rest."""
-        failed = [f for got in results.values() for _, f in got if isinstance(f, Failure) and f.retryable]
+        outcomes = [r for got in results.values() for _, r in got]
+        failed = [f for f in outcomes if isinstance(f, Failure) and f.retryable]
         if not failed:
+            self._fail_on_rejected_configuration(outcomes)
             return
         kinds = Counter(f.reason for f in failed)
         raise ServiceFailure(
@@ -336,6 +343,26 @@ class Generate(Stage):
             f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}); last: {failed[-1].message[:300]}. "
             "Nothing was dropped for it; fix the server and run the same command again "
             "(completed replies are cached)"
+        )
+
+    def _fail_on_rejected_configuration(self, outcomes: list[dict | Failure]) -> None:
+        """Raise ``ServiceFailure`` when the teacher refused *every* request of the shard.
+
+        One record's 400 is about its content; the same refusal for all of at least
+        ``MIN_REJECTED_FOR_CONFIG`` requests, with no reply at all, is about the request
+        every record shares: an unknown sampling parameter, a model that takes no system
+        prompt, a wrong chat template. Dropping every record as data would cache the
+        configuration mistake as a verdict on the data. Context-length refusals are left
+        out: a shard of long problems can honestly exceed the window."""
+        rejected = [f for f in outcomes if isinstance(f, Failure) and f.reason != "context_length"]
+        if len(rejected) < MIN_REJECTED_FOR_CONFIG or len(rejected) != len(outcomes):
+            return
+        kinds = Counter(f.reason for f in rejected)
+        raise ServiceFailure(
+            f"the teacher at {self.settings.base_url} refused all {len(rejected)} requests of this shard "
+            f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}); first: {rejected[0].message[:300]}. "
+            "That is a configuration error (model name, sampling parameters, template), not the data: "
+            "nothing was dropped; fix the generate settings and run again"
         )
 
     async def _run_openai(

@@ -265,6 +265,8 @@ def rule_language(record: dict, response: dict, s: FormatRules) -> RuleFailure |
         "think": response.get("think") or "",
         "both": _body(response),
     }.get(s.language_part, response.get("answer") or "")
+    if record.get("category") == "code" and "```" not in part:
+        return None  # a bare program (a replayed reference solution): its comments are no language
     share = cjk_share(part)
     if not part.strip() or (share == 0 and not re.search(r"[A-Za-z]{2,}", _STRIP_FOR_LANG.sub(" ", part))):
         return None  # nothing language-bearing (a bare number or formula)
