@@ -54,6 +54,10 @@ _ETC_ENTRIES = (
 )
 
 SANDBOX_UID_RANGE = (200_000, 1_200_000)
+#: Runs the command and exits 128+N when it dies of signal N. Why: util-linux
+#: ``unshare --fork`` (2.38) exits 1 when its child is killed by a signal, which would
+#: turn SIGXCPU/SIGKILL verdicts into a plain "exit code 1".
+SIGNAL_AS_EXIT = ["/bin/sh", "-c", '"$@"; exit $?', "status"]
 #: Processes of a box beyond the program's own: the join shell, bwrap and its init,
 #: unshare, timeout.
 WRAPPER_PROCS = 8
@@ -309,7 +313,9 @@ class RlimitBackend:
         argv = box.prefix()
         if wall is not None and self.timeout_exe:
             argv += [self.timeout_exe, "-s", "KILL", f"{wall + 2:.0f}"]
-        argv += list(self.unshare) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        if self.unshare:
+            argv += self.unshare + SIGNAL_AS_EXIT
+        argv += limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         if uid is not None:
             os.chown(scratch, uid, uid)
             build = os.path.join(box_dir, "build")
