@@ -413,14 +413,15 @@ def box_runner(request):
 
 
 def test_forked_children_are_held_to_the_run_memory_limit(box_runner):
-    """12 children x 900 MB under the default Limits() (1 GiB, 64 processes): per-process
-    rlimits alone let all twelve hold their block (10.8 GB); the box ends at the first
-    one past 1 GiB in total."""
-    t0 = time.monotonic()
-    [res] = box_runner.run(FORK_MEMORY, [{"kind": "stdin", "input": "", "output": "all children done\n"}], Limits())
+    """12 children x 900 MB under the default memory limits (1 GiB, 64 processes):
+    per-process rlimits alone let all twelve hold their block (10.8 GB); the box ends at
+    the first one past 1 GiB in total. (A long wall clock, so that only memory can end it.)"""
+    lim = Limits(wall_timeout=20)
+    assert (lim.memory_mb, lim.nproc) == (1024, 64)
+    [res] = box_runner.run(FORK_MEMORY, [{"kind": "stdin", "input": "", "output": "all children done\n"}], lim)
     assert res.status == "crashed" and "memory" in res.message, (res.status, res.message, res.stderr[-500:])
     assert res.stdout.count("held") <= 1, res.stdout
-    assert time.monotonic() - t0 < Limits().wall_timeout + 3
+    assert res.duration_s < 10, res.duration_s
 
 
 def test_forked_busy_loops_are_held_to_the_run_cpu_budget(box_runner):
@@ -481,8 +482,8 @@ if pid == 0:
 if pid > 0:
     os.waitpid(pid, 0)
 report("clone", 0 if pid > 0 else -1)
-fd = os.open("/proc/1/ns/user", os.O_RDONLY)
-report("setns", libc.setns(fd, 0))
+fd = os.open("/proc/self/ns/user", os.O_RDONLY)
+report("setns", libc.setns(fd, 0))  # EINVAL (our own namespace) unless the filter refuses it
 caps = [l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1]
 print("CapEff", caps)
 """
@@ -499,7 +500,7 @@ def test_no_nested_user_namespace():
     [res] = get_runner("bwrap").run(NAMESPACES, [{"kind": "stdin", "input": "", "output": ""}], FAST)
     lines = dict(line.split(" ", 1) for line in res.stdout.splitlines())
     for call in ("unshare", "unshare-user", "clone", "setns"):
-        assert lines.get(call, "").startswith("denied"), (call, res.stdout, res.stderr)
+        assert lines.get(call) == "denied Operation not permitted", (call, res.stdout, res.stderr)
     assert lines["CapEff"] == "0000000000000000"
 
 

@@ -16,7 +16,7 @@ One watcher thread per driver process checks every live box a few times a second
   overshoot by what it touches in one interval), hence the one-time warning.
 
 How a box ends: over the CPU budget every process gets SIGXCPU (the verdict reads "CPU
-time limit", as for one process over ``RLIMIT_CPU``) and SIGKILL one interval later;
+time limit", as for one process over ``RLIMIT_CPU``) and SIGKILL a second later;
 over memory, SIGKILL ("killed: memory, process or CPU limit").
 """
 
@@ -40,6 +40,8 @@ FALLBACK_INTERVAL_S = 0.1
 #: CPU seconds a box may use beyond its budget before the watcher ends it: a single
 #: process meets its own ``RLIMIT_CPU`` first (soft at ceil(cpu), hard one second later).
 CPU_GRACE_S = 1.5
+#: Seconds between the SIGXCPU and the SIGKILL of a box over its CPU budget.
+XCPU_GRACE_S = 1.0
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -70,6 +72,7 @@ class Box:
         self.cpu_budget_s = cpu_budget_s
         self.uid = uid
         self.limit_hit: str | None = None  # "memory" or "cpu" once the watcher ended the box
+        self._xcpu_at = 0.0
         self.cgroup: BoxCgroup | None = None
         self._pid_dir: str | None = None
         sup = support() if use_cgroup else None
@@ -145,11 +148,14 @@ class Box:
         return members
 
     def _end(self, why: str) -> None:
-        """Over CPU: SIGXCPU first, SIGKILL at the next look if still over. Over memory:
-        SIGKILL."""
+        """Over CPU: SIGXCPU first, SIGKILL if still over ``XCPU_GRACE_S`` later (the
+        wrappers need a moment to report the program's death). Over memory: SIGKILL."""
+        now = time.monotonic()
         if why == "cpu" and self.limit_hit is None:
-            self.limit_hit = why
+            self.limit_hit, self._xcpu_at = why, now
             self._signal(signal.SIGXCPU)
+            return
+        if why == "cpu" and now - self._xcpu_at < XCPU_GRACE_S:
             return
         self.limit_hit = why
         self._signal(signal.SIGKILL)
