@@ -38,7 +38,7 @@ V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 
 HOW_TO_ENABLE = (
-    "to hold a whole box (all its processes) to the memory, process and CPU limits, give "
+    "To hold a whole box (all its processes) to the memory, process and CPU limits, give "
     "this process a writable cgroup: as root on a host, nothing to do; in Docker/Podman, "
     "run with `--cgroupns=private` and a writable cgroup2 mount (`-v /sys/fs/cgroup:/sys/fs/cgroup:rw` "
     "or `--privileged`) and start reasonmill in a child cgroup (the container's root cgroup "
