@@ -22,6 +22,7 @@ swept at the first use.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -33,16 +34,17 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PREFIX = "reasonmill-box-"
+DRIVER_PREFIX = "reasonmill-driver-"  # cgroup v2: the leaf a driver moves into (see below)
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 
 HOW_TO_ENABLE = (
     "To hold a whole box (all its processes) to the memory, process and CPU limits, give "
-    "this process a writable cgroup: as root on a host, nothing to do; in Docker/Podman, "
-    "run with `--cgroupns=private` and a writable cgroup2 mount (`-v /sys/fs/cgroup:/sys/fs/cgroup:rw` "
-    "or `--privileged`) and start reasonmill in a child cgroup (the container's root cgroup "
-    "holds processes, so controllers cannot be enabled below it); under systemd, "
+    "this process a cgroup it may write: as root on a host, nothing to do; in Docker/Podman, "
+    "run with `--cgroupns=private` and a writable cgroup2 mount (`-v /sys/fs/cgroup:/sys/fs/cgroup:rw`, "
+    "or `--privileged`) with reasonmill as the only process of its cgroup (it then moves "
+    "itself into a leaf to enable the controllers); under systemd, "
     "`systemd-run --user --scope -p Delegate=yes reasonmill ...`"
 )
 
@@ -106,16 +108,38 @@ def _try_v2(mounts, own) -> Support | str:
         return f"cgroup2 at {mount} lacks the {', '.join(missing)} controller(s) (bound to cgroup v1?)"
     if not _writable_dir(parent):
         return f"cgroup2 {parent} is not writable"
-    try:
-        with open(os.path.join(parent, "cgroup.subtree_control"), encoding="utf-8") as f:
-            enabled = set(f.read().split())
-        need = [c for c in V2_CONTROLLERS if c not in enabled]
-        if need:
-            with open(os.path.join(parent, "cgroup.subtree_control"), "w", encoding="utf-8") as f:
-                f.write(" ".join("+" + c for c in need))
-    except OSError as e:
-        return f"cannot enable controllers below {parent}: {e}"
+    problem = _enable_v2_controllers(parent)
+    if problem:
+        return problem
     return Support(2, {c: parent for c in V2_CONTROLLERS})
+
+
+def _enable_v2_controllers(parent: str) -> str | None:
+    """Enable memory, pids and cpu for the children of ``parent``; None when done.
+
+    cgroup v2 allows controllers below a group only while no process sits in it (the
+    "no internal processes" rule). When this driver is what sits there (a container's
+    main process, a ``systemd-run --scope``), it moves itself into a leaf of its own
+    group first, as container runtimes do; limits on ``parent`` still apply to it."""
+    control = os.path.join(parent, "cgroup.subtree_control")
+    try:
+        need = [c for c in V2_CONTROLLERS if c not in _read(control).split()]
+        if not need:
+            return None
+        try:
+            _write(control, " ".join("+" + c for c in need))
+            return None
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+        leaf = os.path.join(parent, f"{DRIVER_PREFIX}{os.getpid()}")
+        os.makedirs(leaf, exist_ok=True)
+        _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+        log.info("sandbox: moved this process into %s to enable cgroup controllers below %s", leaf, parent)
+        _write(control, " ".join("+" + c for c in need))
+    except OSError as e:
+        return f"cannot enable the {', '.join(V2_CONTROLLERS)} controllers below {parent} (other processes in it?): {e}"
+    return None
 
 
 def _try_v1(mounts, own) -> Support | str:
@@ -175,16 +199,18 @@ def sweep(sup: Support) -> int:
         except OSError:
             continue
         for name in names:
-            if not name.startswith(PREFIX):
+            prefix = next((p for p in (PREFIX, DRIVER_PREFIX) if name.startswith(p)), None)
+            if prefix is None:
                 continue
             try:
-                driver = int(name[len(PREFIX) :].split("-")[0])
+                driver = int(name[len(prefix) :].split("-")[0])
             except ValueError:
                 continue
             if driver == os.getpid() or _pid_alive(driver):
                 continue
             path = os.path.join(parent, name)
-            _kill_members(sup.version, [path])
+            if prefix == PREFIX:
+                _kill_members(sup.version, [path])
             removed += _rmdir(path)
     return removed
 

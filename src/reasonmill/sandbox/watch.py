@@ -30,6 +30,7 @@ import signal
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
 from reasonmill.sandbox.cgroup import HOW_TO_ENABLE, BoxCgroup, support
 
@@ -75,6 +76,7 @@ class Box:
         self._xcpu_at = 0.0
         self.cgroup: BoxCgroup | None = None
         self._pid_dir: str | None = None
+        self._root: tuple[int, int] | None = None  # (pid, start time) of the first process
         sup = support() if use_cgroup else None
         if sup is not None and sup.version:
             try:
@@ -88,25 +90,20 @@ class Box:
         _watcher.add(self)
 
     @property
-    def mode(self) -> str:
-        return f"cgroup v{self.cgroup.version}" if self.cgroup else "watcher"
-
-    @property
     def _pid_file(self) -> str:
         return os.path.join(self._pid_dir or "", "pid")
 
-    def prefix(self, redirects: str = "") -> list[str]:
-        """``/bin/sh -c`` that joins the box and execs ``"$@"`` (the command follows).
-        ``redirects`` are shell redirections applied to the exec (e.g. ``9<file``)."""
+    def prefix(self) -> list[str]:
+        """``/bin/sh -c`` that joins the box and execs ``"$@"`` (the command follows)."""
         targets = self.cgroup.procs_files if self.cgroup else [self._pid_file]
         joins = " && ".join(f"echo $$ > {shlex.quote(t)}" for t in targets)
-        return ["/bin/sh", "-c", f'{joins} && exec "$@" {redirects}'.rstrip(), "box"]
+        return ["/bin/sh", "-c", f'{joins} && exec "$@"', "box"]
 
     # --- watcher side ---------------------------------------------------------------
 
-    def check(self, table: dict[int, tuple[int, int, int, float]] | None) -> None:
+    def check(self, table: dict[int, Proc] | None) -> None:
         """One look: end the box when it is over a limit. ``table`` is the process table
-        (pid -> ppid, uid, rss bytes, cpu s) for boxes without a cgroup."""
+        for boxes without a cgroup."""
         if self.limit_hit == "memory":
             return
         if self.cgroup is not None:
@@ -114,31 +111,37 @@ class Box:
                 self._end("memory")
                 return
             cpu = self.cgroup.cpu_seconds()
-            rss = 0
         else:
             members = self._members(table or {})
             if not members:
                 return
-            rss = sum(table[p][2] for p in members)  # type: ignore[index]
-            cpu = sum(table[p][3] for p in members)  # type: ignore[index]
+            rss = sum(table[p].rss for p in members)  # type: ignore[index]
+            cpu = sum(table[p].cpu for p in members)  # type: ignore[index]
             if rss > self.memory_bytes and _pss(members) > self.memory_bytes:
                 self._end("memory")
                 return
         if cpu > self.cpu_budget_s:
             self._end("cpu")
 
-    def _members(self, table: dict[int, tuple[int, int, int, float]]) -> set[int]:
-        try:
-            with open(self._pid_file, encoding="utf-8") as f:
-                root = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            root = 0
-        members = {root} if root in table else set()
+    def _members(self, table: dict[int, Proc]) -> set[int]:
+        """The box's first process (while it is the same process: a reaped pid may be
+        reused by a stranger), its throwaway uid's processes, and all their descendants."""
+        if self._root is None:
+            try:
+                with open(self._pid_file, encoding="utf-8") as f:
+                    pid = int(f.read().strip() or 0)
+                if pid in table:
+                    self._root = (pid, table[pid].start)
+            except (OSError, ValueError):
+                pass
+        members = set()
+        if self._root is not None and self._root[0] in table and table[self._root[0]].start == self._root[1]:
+            members.add(self._root[0])
         if self.uid is not None:
-            members |= {p for p, row in table.items() if row[1] == self.uid}
+            members |= {p for p, row in table.items() if row.uid == self.uid}
         children: dict[int, list[int]] = {}
         for p, row in table.items():
-            children.setdefault(row[0], []).append(p)
+            children.setdefault(row.ppid, []).append(p)
         todo = list(members)
         while todo:
             for c in children.get(todo.pop(), ()):
@@ -180,7 +183,9 @@ class Box:
         if self.cgroup is not None:
             self.cgroup.close()
         else:
-            self._signal(signal.SIGKILL)
+            # No tree kill here: the first process is reaped by now (its pid may be
+            # reused), the pid namespace / process group kill and the uid sweep of the
+            # backend end the rest.
             try:
                 os.unlink(self._pid_file)
             except FileNotFoundError:
@@ -193,8 +198,16 @@ def cpu_budget(cpu: float) -> float:
     return math.ceil(cpu) + CPU_GRACE_S
 
 
-def _process_table() -> dict[int, tuple[int, int, int, float]]:
-    """pid -> (ppid, real uid, resident bytes, cpu seconds incl. reaped children)."""
+class Proc(NamedTuple):
+    ppid: int
+    uid: int
+    rss: int  # resident bytes
+    cpu: float  # seconds, with the reaped children's
+    start: int  # start time in clock ticks since boot: tells a reused pid apart
+
+
+def _process_table() -> dict[int, Proc]:
+    """Every process of the machine, from /proc."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -206,10 +219,10 @@ def _process_table() -> dict[int, tuple[int, int, int, float]]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        # fields[0] is state (field 3); ppid is field 4, utime..cstime 14-17, rss 24
+        # fields[0] is state (field 3); ppid is field 4, utime..cstime 14-17, starttime 22, rss 24
         ppid = int(fields[1])
         ticks = sum(int(x) for x in fields[11:15])
-        table[int(entry)] = (ppid, uid, int(fields[21]) * _PAGE, ticks / _TICK)
+        table[int(entry)] = Proc(ppid, uid, int(fields[21]) * _PAGE, ticks / _TICK, int(fields[19]))
     return table
 
 
