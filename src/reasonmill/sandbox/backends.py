@@ -156,7 +156,9 @@ class BwrapBackend:
     name = "bwrap"
     warning: str | None = None
 
-    def __init__(self, python: str | None = None, extra_ro_binds: tuple[str, ...] = (), *, cgroups: bool = True) -> None:
+    def __init__(
+        self, python: str | None = None, extra_ro_binds: tuple[str, ...] = (), *, cgroups: bool = True
+    ) -> None:
         """``cgroups=False`` holds boxes by the watcher alone, as where no cgroup can be
         made (for tests of that path)."""
         self.cgroups = cgroups
@@ -172,7 +174,7 @@ class BwrapBackend:
             raise RuntimeError("running as root needs setpriv (util-linux) to drop to an unprivileged uid")
         self.seccomp_path = seccomp.filter_path()
         if self.seccomp_path is None:
-            log.warning("sandbox: no seccomp filter for this architecture: sandboxed code may open user namespaces")
+            log.warning("sandbox: no seccomp filter for this CPU architecture: sandboxed code may open user namespaces")
 
     def layout(self, box_dir: str) -> Layout:
         return Layout(box="/box", build="/box/build", cwd="/tmp")
@@ -267,7 +269,9 @@ class RlimitBackend:
 
     name = "rlimit"
 
-    def __init__(self, python: str | None = None, use_unshare: bool | None = None, *, cgroups: bool = True) -> None:
+    def __init__(
+        self, python: str | None = None, use_unshare: bool | None = None, *, cgroups: bool = True
+    ) -> None:
         self.cgroups = cgroups
         if not shutil.which("prlimit"):
             raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits of the child")

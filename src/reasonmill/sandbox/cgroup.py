@@ -138,7 +138,8 @@ def _enable_v2_controllers(parent: str) -> str | None:
         log.info("sandbox: moved this process into %s to enable cgroup controllers below %s", leaf, parent)
         _write(control, " ".join("+" + c for c in need))
     except OSError as e:
-        return f"cannot enable the {', '.join(V2_CONTROLLERS)} controllers below {parent} (other processes in it?): {e}"
+        names = ", ".join(V2_CONTROLLERS)
+        return f"cannot enable the {names} controllers below {parent} (other processes in it?): {e}"
     return None
 
 

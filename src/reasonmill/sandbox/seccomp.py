@@ -18,6 +18,7 @@ import os
 import platform
 import struct
 import threading
+from typing import NamedTuple
 
 # BPF opcodes (linux/filter.h)
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -34,10 +35,13 @@ CLONE_NEWUSER = 0x10000000
 _OFF_NR, _OFF_ARCH, _OFF_ARG0_LO = 0, 4, 16
 
 
-class _Abi:
-    def __init__(self, audit_arch: int, clone: int, unshare: int, setns: int, clone3: int, x32_bit: int | None):
-        self.audit_arch, self.clone, self.unshare, self.setns, self.clone3 = audit_arch, clone, unshare, setns, clone3
-        self.x32_bit = x32_bit
+class _Abi(NamedTuple):
+    audit_arch: int
+    clone: int
+    unshare: int
+    setns: int
+    clone3: int
+    x32_bit: int | None  # syscall numbers with this bit are the x32 ABI
 
 
 _ABIS = {
