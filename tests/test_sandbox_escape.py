@@ -536,8 +536,8 @@ def test_no_cgroup_or_pid_file_is_left_behind(box_runner):
     def leftovers() -> list[str]:
         return [n for p in set(sup.parents.values()) for n in os.listdir(p) if n.startswith(mine)]
 
-    before_tmp = set(Path(tempfile.gettempdir()).glob("reasonmill-boxpid-*"))
+    before_tmp = set(Path(tempfile.gettempdir()).glob(f"reasonmill-boxpid-{os.getpid()}-*"))
     _one(box_runner, "import os\nos.fork()\nprint('ok')\n")
     _one(box_runner, FORK_CPU, Limits(cpu_seconds=0.5, wall_timeout=5))
     assert leftovers() == []
-    assert set(Path(tempfile.gettempdir()).glob("reasonmill-boxpid-*")) - before_tmp == set()
+    assert set(Path(tempfile.gettempdir()).glob(f"reasonmill-boxpid-{os.getpid()}-*")) - before_tmp == set()

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
 import tempfile
 import threading
@@ -86,7 +87,8 @@ class Box:
         elif sup is not None:
             _warn_once(sup.reason)
         if self.cgroup is None:
-            self._pid_dir = tempfile.mkdtemp(prefix="reasonmill-boxpid-")
+            _sweep_pid_dirs_once()
+            self._pid_dir = tempfile.mkdtemp(prefix=f"{PID_DIR_PREFIX}{os.getpid()}-")
         _watcher.add(self)
 
     @property
@@ -191,6 +193,34 @@ class Box:
             except FileNotFoundError:
                 pass
             os.rmdir(self._pid_dir)  # type: ignore[arg-type]
+
+
+PID_DIR_PREFIX = "reasonmill-boxpid-"
+_swept = False
+
+
+def _sweep_pid_dirs_once() -> None:
+    """Remove the pid files of drivers that died mid-run (once per process)."""
+    global _swept
+    with _warn_lock:
+        if _swept:
+            return
+        _swept = True
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith(PID_DIR_PREFIX):
+            continue
+        try:
+            driver = int(name[len(PID_DIR_PREFIX) :].split("-")[0])
+            os.kill(driver, 0)
+            continue  # its driver lives
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
 def cpu_budget(cpu: float) -> float:
