@@ -236,12 +236,11 @@ class BwrapBackend:
         """``wall`` is unused: ``--die-with-parent`` and the pid namespace already end
         the run when the runner's process dies."""
         uid = fresh_uid() if self.as_root else None
-        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
-        argv = box.prefix() + self._base(limits, box_dir, build_writable)
-        argv += limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         if uid is not None:
             argv += drop_privileges_args(uid)
-        return Wrapped(argv + cmd, None, None, uid, box)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        return Wrapped(box.prefix() + argv + cmd, None, None, uid, box)
 
     def after_run(self, wrapped: Wrapped) -> None:
         """End the box: the pid namespace died with its init, the cgroup goes with it."""
@@ -313,8 +312,7 @@ class RlimitBackend:
         scratch = os.path.join(box_dir, "scratch")
         os.makedirs(scratch, exist_ok=True)
         uid = fresh_uid() if self.as_root else None
-        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
-        argv = box.prefix()
+        argv = []
         if wall is not None and self.timeout_exe:
             argv += [self.timeout_exe, "-s", "KILL", f"{wall + 2:.0f}"]
         if self.unshare:
@@ -326,6 +324,8 @@ class RlimitBackend:
             if build_writable and os.path.isdir(build):
                 os.chown(build, uid, uid)
             argv += drop_privileges_args(uid)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        argv = box.prefix() + argv
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": scratch,
