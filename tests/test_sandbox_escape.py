@@ -421,17 +421,17 @@ def test_forked_children_are_held_to_the_run_memory_limit(box_runner):
     [res] = box_runner.run(FORK_MEMORY, [{"kind": "stdin", "input": "", "output": "all children done\n"}], lim)
     assert res.status == "crashed" and "memory" in res.message, (res.status, res.message, res.stderr[-500:])
     assert res.stdout.count("held") <= 1, res.stdout
-    assert res.duration_s < 10, res.duration_s
 
 
 def test_forked_busy_loops_are_held_to_the_run_cpu_budget(box_runner):
-    """40 busy children under cpu_seconds=1: each alone stays under RLIMIT_CPU for a
-    while (40 CPU-seconds in all, so the 30 s wall clock would end it); the box's total
-    CPU budget ends it with a CPU verdict long before."""
-    lim = Limits(cpu_seconds=1, wall_timeout=30, nproc=64)
+    """40 busy children under cpu_seconds=1: each stays under its own RLIMIT_CPU for a
+    CPU-second (40 in all) and the parent, which only waits, never reaches its own; so
+    without the box it ends by the wall clock, or prints "done". The box's total CPU
+    budget (2.5 s) ends it with the CPU verdict. (The wall clock is long because on a
+    loaded 2-core machine 2.5 CPU-seconds of one box can take 10 s.)"""
+    lim = Limits(cpu_seconds=1, wall_timeout=60, nproc=64)
     [res] = box_runner.run(FORK_CPU, [{"kind": "stdin", "input": "", "output": "done\n"}], lim)
-    assert res.status == "timeout" and "CPU" in res.message, (res.status, res.message)
-    assert res.duration_s < 20, res.duration_s
+    assert res.status == "timeout" and "CPU" in res.message, (res.status, res.message, res.duration_s)
     time.sleep(0.3)
     assert _host_processes_with("while True") == []
 
