@@ -275,6 +275,7 @@ class RlimitBackend:
         if not shutil.which("prlimit"):
             raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits of the child")
         self.python = python or default_python()
+        self.seccomp_path = seccomp.filter_path()
         self.as_root = os.geteuid() == 0
         self.unshare = self._unshare_args() if use_unshare is not False else []
         self.timeout_exe = shutil.which("timeout")
@@ -324,6 +325,8 @@ class RlimitBackend:
             if build_writable and os.path.isdir(build):
                 os.chown(build, uid, uid)
             argv += drop_privileges_args(uid)
+        if self.seccomp_path:
+            argv += seccomp.loader_args(self.python, self.seccomp_path)
         box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
         argv = box.prefix() + argv
         env = {

@@ -8,7 +8,8 @@ read; libc then falls back to ``clone``). Syscalls of a foreign ABI (i386 via
 ``int 0x80``, x32) are refused, since their numbers differ and would slip past.
 
 The program is classic BPF built here byte by byte (no libseccomp); bubblewrap loads it
-with ``--seccomp FD`` just before it execs the command.
+with ``--seccomp FD`` just before it execs the command, and on the rlimit backend a few
+lines of Python (:func:`loader_args`) load it with ``prctl`` and exec the command.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import platform
 import struct
 import threading
 from typing import NamedTuple
+
+from reasonmill.sandbox.process import open_fd_arg
 
 # BPF opcodes (linux/filter.h)
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -115,3 +118,27 @@ def filter_path() -> str | None:
             os.write(fd, data)
             _memfd = fd
         return f"/proc/{os.getpid()}/fd/{_memfd}"
+
+
+#: Loads the filter from the descriptor in argv[1], then execs argv[2:]. For the rlimit
+#: backend, which has no bubblewrap to load it: run by the sandbox's interpreter as the
+#: throwaway uid, after ``setpriv --no-new-privs`` (which lets an unprivileged process
+#: install a filter).
+_LOADER = """
+import ctypes, os, sys
+fd = int(sys.argv[1])
+prog = os.read(fd, 1 << 16)
+os.close(fd)
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(Prog(len(prog) // 8, prog)), 0, 0):
+    sys.exit("sandbox: loading the seccomp filter failed: " + os.strerror(ctypes.get_errno()))
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def loader_args(python: str, path: str) -> list[str]:
+    """argv prefix that runs the rest of argv under the filter at ``path`` (a descriptor
+    for it is opened by ``process.execute``, see ``open_fd_arg``)."""
+    return [python, "-I", "-S", "-c", _LOADER, open_fd_arg(path)]
