@@ -5,8 +5,8 @@ Compares, at the same parallelism (threads driving child processes):
 - ``bare``: the naive executor, ``subprocess.run([python, script])`` per problem, with
   the same interpreter and the same script (prelude + prompt + solution + test +
   ``check(entry_point)``); no isolation, no limits;
-- ``bwrap``: ``Runner.run`` on the bubblewrap backend (namespaces, rlimits, throwaway
-  uid, harness with per-test results);
+- ``bwrap``: ``Runner.run`` on the bubblewrap backend (namespaces, seccomp, rlimits,
+  throwaway uid, a cgroup per run where possible, harness with per-test results);
 - ``rlimit``: the fallback backend (rlimits + unshare).
 
 Prints executions/s and the overhead ratio vs bare (goal for bwrap: <= 1.5x).
@@ -89,9 +89,12 @@ def fixed_cost(backend: str, n: int = 40) -> tuple[float, float]:
         t0 = time.perf_counter()
         subprocess.run(["/bin/true"], check=True)
         bare_t.append(time.perf_counter() - t0)
-        w = runner.backend.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
         t0 = time.perf_counter()
-        execute(w.argv, wall_timeout=10, output_cap=1 << 20, env=w.env, cwd=w.cwd)
+        w = runner.backend.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
+        try:
+            execute(w.argv, wall_timeout=10, output_cap=1 << 20, env=w.env, cwd=w.cwd)
+        finally:
+            runner.backend.after_run(w)  # ends the box (its cgroup) as the runner does
         wrapped_t.append(time.perf_counter() - t0)
     return statistics.median(bare_t), statistics.median(wrapped_t)
 

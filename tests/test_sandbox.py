@@ -171,9 +171,13 @@ def test_per_test_timeout_does_not_count_waiting_for_a_cpu(runner):
     assert res[0].duration_s > 1.0  # it really was slowed down past the timeout
 
 
-def test_cpu_limit_kills_busy_stdin_program(runner):
-    res = runner.run("while True: pass\n", [{"kind": "stdin", "input": "", "output": ""}], Limits(cpu_seconds=1, wall_timeout=10))
-    assert res[0].status == "timeout" and res[0].duration_s < 5, res[0]
+@pytest.mark.parametrize("backend", ["auto", "rlimit"])
+def test_cpu_limit_kills_busy_stdin_program(backend):
+    """RLIMIT_CPU ends it (SIGXCPU), long before the wall clock. On the rlimit backend
+    the signal must survive ``unshare --fork``, which turns it into exit code 1."""
+    lim = Limits(cpu_seconds=1, wall_timeout=20)
+    res = get_runner(backend).run("while True: pass\n", [{"kind": "stdin", "input": "", "output": ""}], lim)
+    assert res[0].status == "timeout" and "CPU" in res[0].message and res[0].duration_s < 12, res[0]
 
 
 # --- C++ ------------------------------------------------------------------------------
@@ -235,3 +239,51 @@ def test_program_that_closes_its_pipes_still_gets_the_wall_clock(runner):
     assert res[0].passed, res[0]  # exited 0 after 0.5 s, not killed when the pipes closed
     hang = runner.run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", [{"kind": "stdin", "input": "", "output": ""}], LIM)
     assert hang[0].status == "timeout"
+
+
+# --- the seccomp filter, run by a small BPF interpreter (every architecture) ------------
+
+
+def _run_bpf(prog: bytes, nr: int, arch: int, arg0: int) -> int:
+    """Evaluate a classic-BPF seccomp program on one syscall (only the opcodes it uses)."""
+    import struct
+
+    data = struct.pack("=iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
+    insns = [struct.unpack_from("=HBBI", prog, i) for i in range(0, len(prog), 8)]
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:  # ld [k]
+            acc = struct.unpack_from("=I", data, k)[0]
+            pc += 1
+        elif code in (0x15, 0x35, 0x45):  # jeq / jge / jset
+            hit = acc == k if code == 0x15 else acc >= k if code == 0x35 else bool(acc & k)
+            pc += 1 + (jt if hit else jf)
+        elif code == 0x06:  # ret k
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")
+
+
+@pytest.mark.parametrize(
+    "machine,arch,clone,unshare,setns,clone3,getpid",
+    [("x86_64", 0xC000003E, 56, 272, 308, 435, 39), ("aarch64", 0xC00000B7, 220, 97, 268, 435, 172)],
+)
+def test_seccomp_filter_decisions(machine, arch, clone, unshare, setns, clone3, getpid):
+    from reasonmill.sandbox import seccomp
+
+    prog = seccomp.program(machine)
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    newuser, thread_flags = 0x10000000, 0x3D0F00  # CLONE_NEWUSER; what pthread_create passes
+    assert _run_bpf(prog, getpid, arch, 0) == allow
+    assert _run_bpf(prog, clone, arch, thread_flags) == allow
+    assert _run_bpf(prog, clone, arch, 17) == allow  # fork: SIGCHLD only
+    assert _run_bpf(prog, clone, arch, newuser | 17) == eperm
+    assert _run_bpf(prog, unshare, arch, 0x20000) == eperm
+    assert _run_bpf(prog, setns, arch, 0) == eperm
+    assert _run_bpf(prog, clone3, arch, 0) == enosys
+    assert _run_bpf(prog, unshare, 0x40000003, newuser) == eperm  # i386 ABI via int 0x80
+    if machine == "x86_64":
+        assert _run_bpf(prog, 0x40000000 | unshare, arch, newuser) == eperm  # x32 ABI
+    with pytest.raises(ValueError):
+        seccomp.program("sparc")

@@ -359,3 +359,185 @@ def test_hostile_programs_in_parallel_do_not_disturb_good_ones(runner, monkeypat
     assert _host_processes_with(marker) == [] and _host_processes_with("time.sleep(20)") == []
     assert set(glob.glob(f"{boxes}/reasonmill-box-*")) - before == set()
     os.rmdir(boxes)
+
+
+# --- the whole box: memory, CPU and namespaces of every process a run starts ----------
+
+FORK_MEMORY = """
+import os, time
+kids = []
+for i in range(12):
+    pid = os.fork()
+    if pid == 0:
+        block = b"\\x01" * (900 * 2**20)  # touched: every page is written
+        print("held", i, flush=True)
+        time.sleep(2)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+print("all children done")
+"""
+
+FORK_CPU = """
+import os
+for _ in range(40):
+    if os.fork() == 0:
+        while True:
+            pass
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+print("done")
+"""
+
+
+def _box_runners():
+    """Both backends with cgroups where this machine has them, and bwrap held by the
+    watcher alone (the path taken where no cgroup can be made)."""
+    from reasonmill.sandbox import Runner
+    from reasonmill.sandbox.backends import RlimitBackend
+
+    return {
+        "bwrap": Runner(BwrapBackend()),
+        "rlimit": Runner(RlimitBackend()),
+        "bwrap-watcher-only": Runner(BwrapBackend(cgroups=False)),
+    }
+
+
+@pytest.fixture(scope="module", params=["bwrap", "rlimit", "bwrap-watcher-only"])
+def box_runner(request):
+    return _box_runners()[request.param]
+
+
+def test_forked_children_are_held_to_the_run_memory_limit(box_runner):
+    """12 children x 900 MB under the default memory limits (1 GiB, 64 processes):
+    per-process rlimits alone let all twelve hold their block (10.8 GB); the box ends at
+    the first one past 1 GiB in total. (A long wall clock, so that only memory can end it.)"""
+    lim = Limits(wall_timeout=20)
+    assert (lim.memory_mb, lim.nproc) == (1024, 64)
+    [res] = box_runner.run(FORK_MEMORY, [{"kind": "stdin", "input": "", "output": "all children done\n"}], lim)
+    assert res.status == "crashed" and "memory" in res.message, (res.status, res.message, res.stderr[-500:])
+    assert res.stdout.count("held") <= 1, res.stdout
+
+
+def test_forked_busy_loops_are_held_to_the_run_cpu_budget(box_runner):
+    """40 busy children under cpu_seconds=1: each stays under its own RLIMIT_CPU for a
+    CPU-second (40 in all) and the parent, which only waits, never reaches its own; so
+    without the box it ends by the wall clock, or prints "done". The box's total CPU
+    budget (2.5 s) ends it with the CPU verdict. (The wall clock is long because on a
+    loaded 2-core machine 2.5 CPU-seconds of one box can take 10 s.)"""
+    lim = Limits(cpu_seconds=1, wall_timeout=60, nproc=64)
+    [res] = box_runner.run(FORK_CPU, [{"kind": "stdin", "input": "", "output": "done\n"}], lim)
+    assert res.status == "timeout" and "CPU" in res.message, (res.status, res.message, res.duration_s)
+    time.sleep(0.3)
+    assert _host_processes_with("while True") == []
+
+
+def test_cpu_quota_holds_the_box_to_its_cpus():
+    """Four busy children for 2 s of wall time under ``cpus=0.25`` get at most about a
+    quarter of a CPU between them (measured inside, from their own rusage)."""
+    from reasonmill.sandbox import cgroup
+
+    if not cgroup.support().version:
+        pytest.skip(f"no per-run cgroup here: {cgroup.support().reason}")
+    code = """
+import os, resource, signal, time
+kids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            pass
+    kids.append(pid)
+t0 = time.monotonic()
+time.sleep(2)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(round((ru.ru_utime + ru.ru_stime) / (time.monotonic() - t0), 3))
+"""
+    runner = get_runner("bwrap")
+    [res] = runner.run(code, [{"kind": "stdin", "input": "", "output": ""}], Limits(cpus=0.25, wall_timeout=10))
+    share = float(res.stdout.split()[-1])
+    assert 0 < share < 0.4, (share, res.stderr)
+
+
+NAMESPACES = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x00020000, 0x40000000, 17
+
+def report(name, rc):
+    print(name, "ok" if rc == 0 else "denied", os.strerror(ctypes.get_errno()), flush=True)
+
+report("unshare", libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS))
+report("unshare-user", libc.unshare(CLONE_NEWUSER))
+pid = libc.syscall(56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)  # raw clone (x86_64)
+if pid == 0:
+    os._exit(0)
+if pid > 0:
+    os.waitpid(pid, 0)
+report("clone", 0 if pid > 0 else -1)
+fd = os.open("/proc/self/ns/user", os.O_RDONLY)
+report("setns", libc.setns(fd, 0))  # EINVAL (our own namespace) unless the filter refuses it
+caps = [l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1]
+print("CapEff", caps)
+"""
+
+
+def test_no_nested_user_namespace(runner):
+    """Inside a new user namespace an unprivileged program holds every capability (raw
+    sockets, mount, netfilter): the seccomp filter (loaded by bwrap, or by the rlimit
+    backend's loader) refuses unshare, setns and clone with CLONE_NEWUSER."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the raw clone below uses the x86_64 syscall number")
+    res = _one(runner, NAMESPACES, expected="")
+    lines = dict(line.split(" ", 1) for line in res.stdout.splitlines())
+    for call in ("unshare", "unshare-user", "clone", "setns"):
+        assert lines.get(call) == "denied Operation not permitted", (call, res.stdout, res.stderr)
+    assert lines["CapEff"] == "0000000000000000"
+
+
+def test_raw_sockets_and_mount_fail(runner):
+    code = """
+import ctypes, os, socket
+for family, kind, proto in ((socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                            (socket.AF_PACKET, socket.SOCK_RAW, 0),
+                            (socket.AF_NETLINK, socket.SOCK_RAW, 12)):
+    try:
+        s = socket.socket(family, kind, proto)
+        if family == socket.AF_NETLINK:
+            s.bind((0, 0)); s.setsockopt(270, 1, 1)  # NETLINK_ADD_MEMBERSHIP, netfilter group
+        print("socket", family, "opened")
+    except OSError as e:
+        print("socket", family, "denied", e.errno)
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs("/tmp/m", exist_ok=True)
+rc = libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None)
+print("mount", "ok" if rc == 0 else "denied", ctypes.get_errno())
+"""
+    res = _one(runner, code)
+    assert "opened" not in res.stdout and res.stdout.count("denied") == 4, (res.stdout, res.stderr)
+
+
+def test_no_cgroup_or_pid_file_is_left_behind(box_runner):
+    """Each run's cgroup (or the watcher's pid file) is removed when the run ends."""
+    from reasonmill.sandbox import cgroup
+
+    sup = cgroup.support()
+    mine = f"{cgroup.PREFIX}{os.getpid()}-"
+
+    def leftovers() -> list[str]:
+        return [n for p in set(sup.parents.values()) for n in os.listdir(p) if n.startswith(mine)]
+
+    before_tmp = set(Path(tempfile.gettempdir()).glob(f"reasonmill-boxpid-{os.getpid()}-*"))
+    _one(box_runner, "import os\nos.fork()\nprint('ok')\n")
+    _one(box_runner, FORK_CPU, Limits(cpu_seconds=0.5, wall_timeout=5))
+    assert leftovers() == []
+    assert set(Path(tempfile.gettempdir()).glob(f"reasonmill-boxpid-{os.getpid()}-*")) - before_tmp == set()

@@ -29,7 +29,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from reasonmill.sandbox import seccomp
 from reasonmill.sandbox.limits import Limits
+from reasonmill.sandbox.process import execute, open_fd_arg
+from reasonmill.sandbox.watch import Box, cpu_budget
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,13 @@ _ETC_ENTRIES = (
 )
 
 SANDBOX_UID_RANGE = (200_000, 1_200_000)
+#: Runs the command and exits 128+N when it dies of signal N. Why: util-linux
+#: ``unshare --fork`` (2.38) exits 1 when its child is killed by a signal, which would
+#: turn SIGXCPU/SIGKILL verdicts into a plain "exit code 1".
+SIGNAL_AS_EXIT = ["/bin/sh", "-c", '"$@"; exit $?', "status"]
+#: Processes of a box beyond the program's own: the join shell, bwrap and its init,
+#: unshare, timeout.
+WRAPPER_PROCS = 8
 
 
 def default_python() -> str:
@@ -106,12 +116,31 @@ def drop_privileges_args(uid: int) -> list[str]:
 
 @dataclass
 class Wrapped:
-    """A ready-to-run command: argv, env and cwd for ``execute``, and the throwaway uid."""
+    """A ready-to-run command: argv, env and cwd for ``execute``, the throwaway uid, and
+    the box holding all its processes (closed by the backend's ``after_run``)."""
 
     argv: list[str]
     env: dict[str, str] | None = None
     cwd: str | None = None
     uid: int | None = None
+    box: Box | None = None
+
+
+def make_box(limits: Limits, *, cpu: float, memory_mb: int, uid: int | None, cgroups: bool) -> Box:
+    """The box of one execution: ``memory_mb`` and the CPU budget for all its processes."""
+    return Box(
+        memory_bytes=memory_mb * 1024 * 1024,
+        pids=limits.nproc + WRAPPER_PROCS,
+        cpus=limits.cpus,
+        cpu_budget_s=cpu_budget(cpu),
+        uid=uid,
+        use_cgroup=cgroups,
+    )
+
+
+def close_box(wrapped: Wrapped) -> None:
+    if wrapped.box is not None:
+        wrapped.box.close()
 
 
 @dataclass
@@ -127,7 +156,12 @@ class BwrapBackend:
     name = "bwrap"
     warning: str | None = None
 
-    def __init__(self, python: str | None = None, extra_ro_binds: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, python: str | None = None, extra_ro_binds: tuple[str, ...] = (), *, cgroups: bool = True
+    ) -> None:
+        """``cgroups=False`` holds boxes by the watcher alone, as where no cgroup can be
+        made (for tests of that path)."""
+        self.cgroups = cgroups
         self.bwrap = shutil.which("bwrap")
         if not self.bwrap:
             raise RuntimeError("bubblewrap not found: install it (apt-get install bubblewrap) or use backend='rlimit'")
@@ -138,12 +172,17 @@ class BwrapBackend:
         self.as_root = os.geteuid() == 0
         if self.as_root and not shutil.which("setpriv"):
             raise RuntimeError("running as root needs setpriv (util-linux) to drop to an unprivileged uid")
+        self.seccomp_path = seccomp.filter_path()
+        if self.seccomp_path is None:
+            log.warning("sandbox: no seccomp filter for this CPU architecture: sandboxed code may open user namespaces")
 
     def layout(self, box_dir: str) -> Layout:
         return Layout(box="/box", build="/box/build", cwd="/tmp")
 
     def _base(self, limits: Limits, box_dir: str, build_writable: bool) -> list[str]:
         args = [self.bwrap]
+        if self.seccomp_path:
+            args += ["--seccomp", open_fd_arg(self.seccomp_path)]
         if self.as_root:
             # Privileged bwrap, no user namespace: the program itself is dropped to a
             # throwaway uid by setpriv, so the kernel enforces RLIMIT_NPROC on it.
@@ -196,24 +235,29 @@ class BwrapBackend:
     ) -> Wrapped:  # fmt: skip
         """``wall`` is unused: ``--die-with-parent`` and the pid namespace already end
         the run when the runner's process dies."""
+        uid = fresh_uid() if self.as_root else None
         argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
-        uid = None
-        if self.as_root:
-            uid = fresh_uid()
+        if uid is not None:
             argv += drop_privileges_args(uid)
-        return Wrapped(argv + cmd, None, None, uid)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        return Wrapped(box.prefix() + argv + cmd, None, None, uid, box)
 
     def after_run(self, wrapped: Wrapped) -> None:
-        """Nothing to clean: the pid namespace died with its init."""
+        """End the box: the pid namespace died with its init, the cgroup goes with it."""
+        close_box(wrapped)
 
     def probe(self) -> str | None:
         """None when a trivial sandboxed run works, else the error text."""
         with _TempBox() as box:
             w = self.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
             try:
-                p = subprocess.run(w.argv, capture_output=True, timeout=20, env=w.env, cwd=w.cwd)
-            except (OSError, subprocess.TimeoutExpired) as e:
+                p = execute(w.argv, wall_timeout=20, output_cap=1 << 16, env=w.env, cwd=w.cwd)
+            except OSError as e:
                 return str(e)
+            finally:
+                self.after_run(w)
+            if p.timed_out:
+                return "a trial run timed out"
             if p.returncode != 0:
                 return p.stderr.decode(errors="replace").strip() or f"exit code {p.returncode}"
         return None
@@ -224,10 +268,14 @@ class RlimitBackend:
 
     name = "rlimit"
 
-    def __init__(self, python: str | None = None, use_unshare: bool | None = None) -> None:
+    def __init__(
+        self, python: str | None = None, use_unshare: bool | None = None, *, cgroups: bool = True
+    ) -> None:
+        self.cgroups = cgroups
         if not shutil.which("prlimit"):
             raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits of the child")
         self.python = python or default_python()
+        self.seccomp_path = seccomp.filter_path()
         self.as_root = os.geteuid() == 0
         self.unshare = self._unshare_args() if use_unshare is not False else []
         self.timeout_exe = shutil.which("timeout")
@@ -264,18 +312,23 @@ class RlimitBackend:
         pdeathsig bubblewrap would give, so the run must end by itself."""
         scratch = os.path.join(box_dir, "scratch")
         os.makedirs(scratch, exist_ok=True)
+        uid = fresh_uid() if self.as_root else None
         argv = []
         if wall is not None and self.timeout_exe:
             argv += [self.timeout_exe, "-s", "KILL", f"{wall + 2:.0f}"]
-        argv += list(self.unshare) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
-        uid = None
-        if self.as_root:
-            uid = fresh_uid()
+        if self.unshare:
+            argv += self.unshare + SIGNAL_AS_EXIT
+        argv += limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        if uid is not None:
             os.chown(scratch, uid, uid)
             build = os.path.join(box_dir, "build")
             if build_writable and os.path.isdir(build):
                 os.chown(build, uid, uid)
             argv += drop_privileges_args(uid)
+        if self.seccomp_path:
+            argv += seccomp.loader_args(self.python, self.seccomp_path)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        argv = box.prefix() + argv
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": scratch,
@@ -284,11 +337,12 @@ class RlimitBackend:
             "PYTHONIOENCODING": "utf-8",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        return Wrapped(argv + cmd, env, scratch, uid)
+        return Wrapped(argv + cmd, env, scratch, uid, box)
 
     def after_run(self, wrapped: Wrapped) -> None:
-        """Kill anything a run left behind under its throwaway uid (daemons that left
-        the process group); only possible when we ran as root."""
+        """End the box, then kill anything a run left behind under its throwaway uid
+        (daemons that left the process group; only possible when we ran as root)."""
+        close_box(wrapped)
         if wrapped.uid is not None:
             kill_uids({wrapped.uid})
 

@@ -26,11 +26,16 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu_seconds: float = Field(4.0, gt=0, description="RLIMIT_CPU per test")
+    cpu_seconds: float = Field(
+        4.0, gt=0, description="RLIMIT_CPU per process per test; the whole box gets it once (+1.5 s) in total"
+    )
     wall_timeout: float = Field(6.0, gt=0, description="wall-clock seconds per test; the process group is killed")
-    memory_mb: int = Field(1024, gt=16, description="RLIMIT_AS (address space) in MiB")
+    memory_mb: int = Field(
+        1024, gt=16, description="MiB: RLIMIT_AS of each process, and the memory of the whole box"
+    )
     file_size_mb: int = Field(16, ge=0, description="RLIMIT_FSIZE in MiB")
-    nproc: int = Field(64, gt=0, description="RLIMIT_NPROC (processes+threads of the sandbox uid)")
+    nproc: int = Field(64, gt=0, description="RLIMIT_NPROC (processes+threads of the sandbox uid), pids.max")
+    cpus: float = Field(1.0, gt=0, description="CPU quota of the whole box, in CPUs (cgroup cpu.max)")
     nofile: int = Field(64, gt=3, description="RLIMIT_NOFILE")
     output_cap_bytes: int = Field(1 << 20, gt=0, description="stdout+stderr cap; the program is killed past it")
     scratch_mb: int = Field(64, gt=0, description="size of the tmpfs scratch /tmp (bwrap backend)")

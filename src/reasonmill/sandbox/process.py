@@ -19,6 +19,17 @@ import time
 from dataclasses import dataclass, field
 
 
+_OPEN_FD = "{OPEN_FD:"
+
+
+def open_fd_arg(path: str) -> str:
+    """An argv element that ``execute`` replaces by the number of a descriptor open for
+    reading on ``path`` and passed to the child (e.g. bubblewrap's ``--seccomp FD``).
+    Why here: only the process that starts the child can choose a number that no other
+    descriptor of that child uses."""
+    return f"{_OPEN_FD}{path}}}"
+
+
 @dataclass
 class ExecResult:
     returncode: int | None
@@ -29,6 +40,14 @@ class ExecResult:
     stalled: bool = False  # the result channel was silent for longer than progress_timeout
     output_capped: bool = False
     duration_s: float = 0.0
+
+
+def _open_fd(arg: str, opened: list[int]) -> str:
+    if not (arg.startswith(_OPEN_FD) and arg.endswith("}")):
+        return arg
+    fd = os.open(arg[len(_OPEN_FD) : -1], os.O_RDONLY | os.O_CLOEXEC)
+    opened.append(fd)
+    return str(fd)
 
 
 def _feed(pipe, data: bytes) -> None:
@@ -68,12 +87,19 @@ def execute(
     env: dict[str, str] | None = None,
 ) -> ExecResult:
     """Run ``argv``; when ``result_fd`` the child gets a pipe whose number replaces the
-    literal ``{RESULT_FD}`` in argv, and its lines come back in ``events``."""
-    r_fd = w_fd = -1
-    pass_fds: tuple[int, ...] = ()
+    literal ``{RESULT_FD}`` in argv, and its lines come back in ``events``. Elements made
+    by :func:`open_fd_arg` become descriptors of the child."""
+    r_fd = -1
+    child_fds: list[int] = []  # passed to the child; our copies close once it has them
+    try:
+        argv = [_open_fd(a, child_fds) for a in argv]
+    except OSError:
+        for fd in child_fds:
+            os.close(fd)
+        raise
     if result_fd:
         r_fd, w_fd = os.pipe()
-        pass_fds = (w_fd,)
+        child_fds.append(w_fd)
         argv = [a.replace("{RESULT_FD}", str(w_fd)) for a in argv]
     start = time.monotonic()
     try:
@@ -82,14 +108,14 @@ def execute(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=pass_fds,
+            pass_fds=tuple(child_fds),
             start_new_session=True,
             cwd=cwd,
             env=env,
         )
     finally:
-        if w_fd != -1:
-            os.close(w_fd)
+        for fd in child_fds:
+            os.close(fd)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
     feeder.start()
 
