@@ -4,6 +4,7 @@
 - ``reasonmill inspect WORKDIR [--id ID] [--reason CODE] [--stage LABEL]``
 - ``reasonmill verify FILE [--out DIR]``: re-verify an existing dataset, no YAML needed
 - ``reasonmill serve-local [--model PATH.gguf]``: a local OpenAI-compatible teacher
+- ``reasonmill eval --model M --base-url URL [--benchmarks ...]``: measure a model (``--responses FILE``, ``--compare A B``)
 - ``reasonmill stages``: the registered stages and their settings
 """
 
@@ -173,6 +174,12 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
     return serve_main(argv)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reasonmill.evaluate.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonmill", description="Build verified reasoning datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--n-ctx", type=int, default=None, help="context window in tokens (default 4096)")
     srv.add_argument("--log", help="the server's log file (default: a temp file, kept and named if it crashes)")
     srv.set_defaults(fn=cmd_serve_local)
+
+    ev = sub.add_parser("eval", help="measure a model on AIME, MATH-500, GPQA-Diamond, LiveCodeBench or your own set")
+    from reasonmill.evaluate.cli import add_arguments as eval_arguments
+
+    eval_arguments(ev)
+    ev.set_defaults(fn=cmd_eval)
 
     st = sub.add_parser("stages", help="list the registered stages and their settings")
     st.set_defaults(fn=cmd_stages)

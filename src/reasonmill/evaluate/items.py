@@ -1,0 +1,176 @@
+"""Benchmark items ready to ask: the prompt, the reference and what the verifier needs.
+
+Items come from the benchmark registry (Hub or local file), so evaluation and
+decontamination read a benchmark the same way. Each benchmark is pinned by a content hash
+of its items (ids, prompts, references, tests), and by the Hub revision when it has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from reasonmill.benchmarks.registry import BenchmarkError, load_benchmark, resolve_spec
+from reasonmill.io.presets import Context, code_stdin
+from reasonmill.verify.choice import LETTERS, choices_from_meta
+
+from .protocol import CODE_FORMAT_STARTER, CODE_FORMAT_STDIN, GPQA_SEED, Protocol, protocol_for
+
+#: fields a custom benchmark row may keep its options in
+CHOICE_FIELDS = ("choices", "options")
+
+
+@dataclass
+class EvalItem:
+    """One question: ``messages`` are sent, ``reference``/``choices``/``tests`` score the reply."""
+
+    benchmark: str
+    item_id: str
+    problem: str
+    messages: list[dict]
+    kind: str
+    reference: str | None = None
+    choices: dict[str, str] | None = None
+    tests: list[dict] = field(default_factory=list)
+    starter_code: str | None = None
+    fn_name: str | None = None
+
+    def record(self) -> dict:
+        """The item as the verifiers' ``record`` argument."""
+        meta: dict[str, Any] = {}
+        if self.choices:
+            meta["choices"] = self.choices
+        if self.fn_name:
+            meta["fn_name"] = self.fn_name
+        return {"id": self.item_id, "problem": self.problem, "reference_answer": self.reference,
+                "tests": self.tests, "starter_code": self.starter_code, "meta": meta}
+
+    def pin(self) -> dict:
+        """What the content hash covers."""
+        return {"id": self.item_id, "messages": self.messages, "reference": self.reference,
+                "choices": self.choices, "tests": self.tests}
+
+
+@dataclass
+class Benchmark:
+    name: str
+    protocol: Protocol
+    items: list[EvalItem]
+    source: dict
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for item in self.items:
+            h.update(json.dumps(item.pin(), sort_keys=True, ensure_ascii=False).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+
+def parse_entry(entry: str | dict) -> str | dict:
+    """``NAME=PATH`` → ``{name, path}``; names and mappings pass through."""
+    if isinstance(entry, str) and "=" in entry:
+        name, _, path = entry.partition("=")
+        return {"name": name.strip(), "path": path.strip()}
+    return entry
+
+
+def messages_for(prompt: str, system_prompt: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": prompt}]
+
+
+def gpqa_options(row: dict, item_id: str, seed: int) -> tuple[dict[str, str], str]:
+    """GPQA's four answers in an order fixed by (seed, item id), and the right letter.
+
+    Why shuffled: the dataset lists the correct answer first; why seeded per item: the same
+    seed gives the same order on every run and machine, whatever the item order."""
+    answers = [str(row["Correct Answer"]).strip()] + [str(row[f"Incorrect Answer {i}"]).strip() for i in (1, 2, 3)]
+    order = list(range(4))
+    random.Random(f"gpqa:{seed}:{item_id}").shuffle(order)
+    options = {LETTERS[pos]: answers[i] for pos, i in enumerate(order)}
+    return options, LETTERS[order.index(0)]
+
+
+def _row_choices(row: dict) -> dict[str, str] | None:
+    for name in CHOICE_FIELDS:
+        if row.get(name):
+            return choices_from_meta(row[name])
+    return None
+
+
+def _options_text(options: dict[str, str]) -> str:
+    return "\n".join(f"{letter}) {text}" for letter, text in options.items())
+
+
+def _source(spec: Any, base_dir: Path) -> dict:
+    if spec.path:
+        path = Path(spec.path).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        return {"path": str(path), "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"hf": spec.hf, "subset": spec.subset, "split": spec.split, "revision": spec.revision or "main"}
+
+
+def load_eval_benchmark(
+    entry: str | dict,
+    *,
+    n: int | None = None,
+    system_prompt: str | None = None,
+    seed: int = GPQA_SEED,
+    limit: int | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    base_dir: str | Path = ".",
+) -> Benchmark:
+    """One benchmark's items with prompts built by its protocol; ``n`` overrides its sample count."""
+    entry = parse_entry(entry)
+    spec_entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+    if resolve_spec(spec_entry).name == "livecodebench":
+        spec_entry.setdefault("date_from", date_from)
+        spec_entry.setdefault("date_to", date_to)
+        spec_entry = {k: v for k, v in spec_entry.items() if v is not None}
+    spec = resolve_spec(spec_entry)
+    raw_items = load_benchmark(spec, base_dir, keep_row=True)
+    if limit:
+        raw_items = raw_items[:limit]
+    has_choices = spec.name == "gpqa_diamond" or any(_row_choices(it["row"]) for it in raw_items[:5])
+    proto = protocol_for(spec.name, has_choices)
+    if n:
+        proto = Protocol(proto.kind, n, proto.template, proto.system_prompt)
+    system = system_prompt if system_prompt is not None else proto.system_prompt
+    items = [_item(spec.name, proto, it, system, seed) for it in raw_items]
+    seen: set[str] = set()
+    for item in items:
+        if item.item_id in seen:
+            raise BenchmarkError(f"benchmark {spec.name!r}: item id {item.item_id!r} appears twice; set `id_field:`")
+        seen.add(item.item_id)
+    return Benchmark(spec.name, proto, items, _source(spec, Path(base_dir)))
+
+
+def _item(name: str, proto: Protocol, raw: dict, system: str | None, seed: int) -> EvalItem:
+    row, item_id, problem = raw["row"], raw["item_id"], raw["text"]
+    if proto.kind == "code":
+        rec = code_stdin(row, Context(source=name))
+        starter = rec.get("starter_code")
+        fmt = CODE_FORMAT_STARTER.format(starter=starter) if starter else CODE_FORMAT_STDIN
+        prompt = proto.template.format(problem=problem, format=fmt)
+        return EvalItem(name, item_id, problem, messages_for(prompt, system), "code", tests=rec["tests"],
+                        starter_code=starter, fn_name=(rec.get("meta") or {}).get("fn_name"))
+    if proto.kind == "choice":
+        if "Correct Answer" in row:
+            options, reference = gpqa_options(row, item_id, seed)
+        else:
+            options, reference = _row_choices(row), raw["answer"]
+            if not options:
+                raise BenchmarkError(f"benchmark {name!r} item {item_id}: no choices among {CHOICE_FIELDS}")
+        prompt = proto.template.format(problem=problem, options=_options_text(options))
+        return EvalItem(name, item_id, problem, messages_for(prompt, system), "choice", reference, options)
+    if raw["answer"] is None:
+        raise BenchmarkError(f"benchmark {name!r} item {item_id}: no answer; set `answer_field:`")
+    prompt = proto.template.format(problem=problem)
+    return EvalItem(name, item_id, problem, messages_for(prompt, system), "math", raw["answer"])
