@@ -259,3 +259,38 @@ def test_custom_benchmark_with_choices_uses_the_choice_verifier(tmp_path):
 def test_bad_benchmark_is_a_settings_error(tmp_path):
     assert eval_cli("--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path), "--benchmarks",
                     f"x={tmp_path}/missing.jsonl") == 2
+
+
+def test_gpqa_choices_are_shuffled_by_seed_and_scored_by_letter(shared_data, tmp_path):
+    from reasonmill.benchmarks.registry import load_benchmark
+    from reasonmill.evaluate.items import load_eval_benchmark
+
+    zip_path = shared_data / "gpqa_diamond" / "gpqa_diamond.zip"
+    rows = load_benchmark({"name": "gpqa_diamond", "path": str(zip_path)}, keep_row=True)[:12]
+    # the server knows the right option's text only: it must find the letter in the prompt
+    plans = {r["text"]: (str(r["row"]["Correct Answer"]).strip(), ["R", "R", "N", "W:Z"] if i % 2 else ["N"] * 4)
+             for i, r in enumerate(rows)}
+    out = tmp_path / "run"
+    with EvalServer(plans) as srv:
+        assert eval_cli("--base-url", srv.url, "--out", str(out), "--limit", "12",
+                        "--benchmarks", f"gpqa_diamond={zip_path}") == 0
+        assert srv.requests == 12 * 4
+    m = results(out)["benchmarks"]["gpqa_diamond"]
+    assert m["n"] == 4 and m["pass@1"] == pytest.approx(0.25) and m["maj@n"] == pytest.approx(0.5)
+    assert m["no_answer_rate"] == pytest.approx((6 * 4 + 6 * 2) / 48)  # "Z" is no option: no choice found
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    right = [s["answer"] for s in samples if s["passed"]]
+    assert len(right) == 12 and len(set(right)) > 1  # the right answer is not always "A"
+
+    def letters(seed: int) -> list[str]:
+        b = load_eval_benchmark(f"gpqa_diamond={zip_path}", seed=seed, limit=12)
+        return [it.reference for it in b.items]
+
+    assert letters(0) == letters(0) and letters(0) != letters(1)
+    assert [s["answer"] for s in samples if s["passed"]][::2] == letters(0)[1::2]
+    b0 = load_eval_benchmark(f"gpqa_diamond={zip_path}", seed=0, limit=12)
+    for item, row in zip(b0.items, rows):
+        assert item.choices[item.reference] == str(row["row"]["Correct Answer"]).strip()
+        assert sorted(item.choices.values()) == sorted(
+            str(row["row"][k]).strip() for k in ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+                                                  "Incorrect Answer 3"))

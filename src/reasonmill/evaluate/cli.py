@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             return 2
-        console.print(compare_table(cmp))
+        console.print(compare_table(cmp), width=max(console.width, 110))
         for name in cmp.get("unpaired_benchmarks", []):
             _warn(f"{name} is in one run only")
         return 0
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     contamination = result.results.get("contamination")
     if contamination and any(contamination["contaminated_items"].values()):
         _warn("contaminated benchmark items: " + json.dumps(contamination["contaminated_items"]))
-    console.print(results_table(result.results))
+    console.print(results_table(result.results), width=max(console.width, 130))
     acc = result.results.get("accounting")
     if acc:
         console.print(f"requests sent {acc['requests_sent']}, cache hits {acc['cache_hits']}, "
