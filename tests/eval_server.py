@@ -6,7 +6,8 @@ report can be computed by hand from the plan:
 
 - ``"R"``: right, ``... so the answer is \\boxed{GOLD}``; for a multiple-choice item the
   plan's gold is the right option's *text* and the server finds its letter in the prompt
-  (``A) text`` lines), so the harness's choice shuffle is checked, not trusted;
+  (``A) text`` lines), so the harness's choice shuffle is checked, not trusted; a gold
+  that starts with a code fence is sent as it is (a program for a code item);
 - ``"W"`` / ``"W:X"``: wrong, ``\\boxed{X}`` (default: a fixed wrong value);
 - ``"N"``: a reply with no answer at all;
 - ``"T"``: cut off by the token limit (``finish_reason: length``), no answer.
@@ -37,6 +38,8 @@ def plan_from_counts(n: int, correct: int, wrong: str = WRONG, tail: str = "W") 
 
 def reply_text(outcome: str, gold: str, prompt: str) -> tuple[str, str]:
     """(content, finish_reason) for one planned outcome."""
+    if outcome == "R" and gold.startswith("```"):  # a code item: the gold is the program to send
+        return f"Here is the program.\n\n{gold}\n", "stop"
     if outcome == "R":
         options = dict((m.group(2).strip(), m.group(1)) for m in _OPTION.finditer(prompt))
         answer = options.get(gold.strip(), gold) if options else gold

@@ -294,3 +294,37 @@ def test_gpqa_choices_are_shuffled_by_seed_and_scored_by_letter(shared_data, tmp
         assert sorted(item.choices.values()) == sorted(
             str(row["row"][k]).strip() for k in ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
                                                   "Incorrect Answer 3"))
+
+
+LEAP = "```python\nY = int(input())\nprint(366 if (Y % 4 == 0 and Y % 100 != 0) or Y % 400 == 0 else 365)\n```"
+SECOND = ("```python\nn = int(input())\na = list(map(int, input().split()))\n"
+          "print(a.index(sorted(a)[-2]) + 1)\n```")
+BUGGY = "```python\nprint(1)\n```"
+
+
+def test_livecodebench_date_window_and_sandboxed_tests(shared_data, tmp_path):
+    lcb = shared_data / "livecodebench"
+    problems = json.loads((lcb / "lcb_test_2408-2501_with_private_tests.json").read_text())[:20]
+    meta = rows_of(lcb / "qwq_livecodebench_v5_prompts.jsonl", 20)
+    assert all(p["problem"][:200] in m["prompt"] for p, m in zip(problems, meta))  # the two files share the order
+    joined = tmp_path / "lcb.jsonl"
+    joined.write_text("".join(json.dumps({**p, "question_id": m["question_id"], "contest_date": m["contest_date"]}) + "\n"
+                              for p, m in zip(problems, meta)))
+    by_id = {m["question_id"]: p["problem"] for p, m in zip(problems, meta)}
+    plans = {by_id["abc365_a"]: (LEAP, ["R", "R"]), by_id["abc365_b"]: (SECOND, ["R", "W"]),
+             by_id["abc365_c"]: (BUGGY, ["R", "R"])}
+    out = tmp_path / "run"
+    with EvalServer(plans) as srv:
+        assert eval_cli("--base-url", srv.url, "--out", str(out), "--n", "2", "--benchmarks", f"livecodebench={joined}",
+                        "--lcb-window", "2024-08-03:2024-08-03") == 0
+    in_window = sum(m["contest_date"].startswith("2024-08-03") for m in meta)
+    m = results(out)["benchmarks"]["livecodebench"]
+    assert m["items"] == in_window == 10
+    assert m["pass@1"] == pytest.approx((1 + 0.5) / 10) and m["pass@k"]["2"] == pytest.approx(2 / 10)
+    samples = {(s["item_id"], s["sample_index"]): s for s in
+               (json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines())}
+    ok = samples[("abc365_a", 0)]
+    assert ok["passed"] and ok["reason"] == "all_passed" and ok["details"]["n_tests"] == ok["details"]["n_available"] == 4  # every stdin test ran
+    assert samples[("abc365_c", 0)]["reason"] == "tests_failed" and samples[("abc365_b", 1)]["reason"] == "no_code_block"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["lcb_window"] == ["2024-08-03", "2024-08-03"]

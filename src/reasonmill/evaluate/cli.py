@@ -14,7 +14,8 @@ from rich.markup import escape
 from reasonmill.benchmarks.registry import BenchmarkError
 from reasonmill.errors import ServiceFailure
 
-console = Console()
+#: wide enough for the results table when the output is a pipe or a file (rich assumes 80)
+console = Console(width=max(Console().width, 130))
 err_console = Console(stderr=True)
 
 
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--seed", type=int, help="GPQA choice shuffle and bootstrap seed (default 0)")
+    p.add_argument("--lcb-window", metavar="FROM:TO",
+                   help="LiveCodeBench contest dates, inclusive (default 2024-08-01:2025-01-31, v5); 'all' for none")
     p.add_argument("--limit", type=int, help="only the first N items of each benchmark")
     p.add_argument("--cache", help="response cache file (default OUT/llm_cache.sqlite)")
     p.add_argument("--workers", type=int, help="verifier worker processes")
@@ -47,7 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict:
             "benchmarks": benchmarks, "n": args.n, "out": args.out, "temperature": args.temperature,
             "top_p": args.top_p, "max_tokens": args.max_tokens, "system_prompt": args.system_prompt,
             "concurrency": args.concurrency, "seed": args.seed, "limit": args.limit, "cache": args.cache,
-            "workers": args.workers, "training_data": args.training_data}
+            "workers": args.workers, "training_data": args.training_data, "lcb_window": args.lcb_window}
 
 
 def _warn(message: str) -> None:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             return 2
-        console.print(compare_table(cmp), width=max(console.width, 110))
+        console.print(compare_table(cmp))
         for name in cmp.get("unpaired_benchmarks", []):
             _warn(f"{name} is in one run only")
         return 0
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     contamination = result.results.get("contamination")
     if contamination and any(contamination["contaminated_items"].values()):
         _warn("contaminated benchmark items: " + json.dumps(contamination["contaminated_items"]))
-    console.print(results_table(result.results), width=max(console.width, 130))
+    console.print(results_table(result.results))
     acc = result.results.get("accounting")
     if acc:
         console.print(f"requests sent {acc['requests_sent']}, cache hits {acc['cache_hits']}, "

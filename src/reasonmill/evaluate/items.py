@@ -7,9 +7,13 @@ of its items (ids, prompts, references, tests), and by the Hub revision when it 
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import pickle
 import random
+import zlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -152,10 +156,36 @@ def load_eval_benchmark(
     return Benchmark(spec.name, proto, items, _source(spec, Path(base_dir)))
 
 
+class _NoGlobals(pickle.Unpickler):
+    """LiveCodeBench pickles its private tests (a JSON string); nothing but plain data may load."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing {module}.{name} in LiveCodeBench private tests")
+
+
+def _decode_private(value: str) -> list:
+    try:
+        return json.loads(value)
+    except ValueError:
+        data = _NoGlobals(io.BytesIO(zlib.decompress(base64.b64decode(value)))).load()
+        return json.loads(data)
+
+
+def lcb_row(row: dict) -> dict:
+    """A Hub ``code_generation_lite`` row in the shape the code preset reads: ``tests`` = public
+    + private tests (LiveCodeBench scores on both), ``metadata`` parsed; other rows unchanged."""
+    if "public_test_cases" not in row:
+        return row
+    tests = json.loads(row["public_test_cases"] or "[]") + _decode_private(row.get("private_test_cases") or "[]")
+    meta = row.get("metadata")
+    meta = json.loads(meta) if isinstance(meta, str) and meta.strip() else meta or {}
+    return {**row, "problem": row.get("question_content"), "tests": tests, "metadata": meta}
+
+
 def _item(name: str, proto: Protocol, raw: dict, system: str | None, seed: int) -> EvalItem:
     row, item_id, problem = raw["row"], raw["item_id"], raw["text"]
     if proto.kind == "code":
-        rec = code_stdin(row, Context(source=name))
+        rec = code_stdin(lcb_row(row), Context(source=name))
         starter = rec.get("starter_code")
         fmt = CODE_FORMAT_STARTER.format(starter=starter) if starter else CODE_FORMAT_STDIN
         prompt = proto.template.format(problem=problem, format=fmt)

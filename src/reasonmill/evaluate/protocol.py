@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Kind = Literal["math", "choice", "code"]
 
@@ -97,18 +97,37 @@ class EvalConfig(BaseModel):
     cache: str | None = None
     #: only the first N items of each benchmark (a smoke run)
     limit: int | None = Field(None, ge=1)
-    lcb_date_from: date | None = LCB_DATE_FROM
-    lcb_date_to: date | None = LCB_DATE_TO
+    #: LiveCodeBench contest dates ``FROM:TO`` (inclusive; either side may be empty), or ``all``
+    lcb_window: str = f"{LCB_DATE_FROM}:{LCB_DATE_TO}"
     #: math / choice verifier worker processes
     workers: int = Field(2, ge=1)
     #: a training export to cross-check the benchmark items against
     training_data: str | None = None
+
+    @field_validator("lcb_window")
+    @classmethod
+    def _window_parses(cls, v: str) -> str:
+        window_dates(v)
+        return v
+
+    def lcb_dates(self) -> tuple[date | None, date | None]:
+        return window_dates(self.lcb_window)
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else Path(self.out) / "llm_cache.sqlite"
 
     def sampling(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+
+def window_dates(window: str) -> tuple[date | None, date | None]:
+    """``"2024-08-01:2025-01-31"`` → the two dates; ``"all"`` or an empty side → None."""
+    if window.strip().lower() == "all":
+        return None, None
+    start, sep, end = window.partition(":")
+    if not sep:
+        raise ValueError(f"date window {window!r}: expected FROM:TO (ISO dates) or 'all'")
+    return (date.fromisoformat(start) if start.strip() else None, date.fromisoformat(end) if end.strip() else None)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> EvalConfig:

@@ -37,8 +37,9 @@ class EvalRun:
 
 
 def load_all(cfg: EvalConfig) -> list[Benchmark]:
+    date_from, date_to = cfg.lcb_dates()
     return [load_eval_benchmark(e, n=cfg.n, system_prompt=cfg.system_prompt, seed=cfg.seed, limit=cfg.limit,
-                                date_from=cfg.lcb_date_from, date_to=cfg.lcb_date_to) for e in cfg.benchmarks]
+                                date_from=date_from, date_to=date_to) for e in cfg.benchmarks]
 
 
 def measure(rows: list[dict], order: dict[str, list[str]], reps: int, seed: int) -> tuple[dict, dict]:
@@ -139,6 +140,7 @@ def _manifest(cfg: EvalConfig, benchmarks: list[Benchmark], started: float) -> d
         "system_prompt": cfg.system_prompt,
         "seed": cfg.seed,
         "bootstrap": cfg.bootstrap,
+        "lcb_window": [str(d) if d else None for d in cfg.lcb_dates()],
         "benchmarks": {
             b.name: {"content_hash": b.content_hash, "source": b.source, "items": len(b.items), "n": b.protocol.n,
                      "kind": b.protocol.kind, "template": b.protocol.template,
