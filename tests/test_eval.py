@@ -328,3 +328,28 @@ def test_livecodebench_date_window_and_sandboxed_tests(shared_data, tmp_path):
     assert samples[("abc365_c", 0)]["reason"] == "tests_failed" and samples[("abc365_b", 1)]["reason"] == "no_code_block"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["lcb_window"] == ["2024-08-03", "2024-08-03"]
+
+
+def test_training_data_cross_check_reports_the_leaked_items_before_the_scores(shared_data, tmp_path, capsys):
+    aime = rows_of(shared_data / "aime24/aime24_test.jsonl", 10)
+    train = json.loads((shared_data / "math_train/math_train_rllm.json").read_text())[:40]
+    leaked = [aime[1], aime[4]]
+    edited = dict(aime[7], problem=aime[7]["problem"].replace("Find", "Compute", 1))
+    rows = [{"problem": r["problem"], "answer": str(r["answer"])} for r in train] + \
+           [{"problem": r["problem"], "answer": str(r["answer"])} for r in (*leaked, edited)]
+    export = tmp_path / "export" / "train.jsonl"
+    export.parent.mkdir()
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    plans = {r["problem"]: (str(r["answer"]), ["R"]) for r in aime}
+    with EvalServer(plans) as srv:
+        assert eval_cli("--base-url", srv.url, "--out", str(out), "--limit", "10", "--n", "1",
+                        "--benchmarks", f"aime24={shared_data}/aime24/aime24_test.jsonl",
+                        "--training-data", str(export.parent)) == 0
+    report = results(out)["contamination"]
+    assert report["training_records"] == 43
+    assert report["contaminated_items"] == {"aime24": 3}
+    assert [e["item_id"] for e in report["items"]] == sorted(str(r["id"]) for r in (*leaked, edited))
+    assert all(e["evidence"][0]["layer"] in ("exact", "ngram", "embedding") for e in report["items"])
+    err = capsys.readouterr()
+    assert "3 items of aime24 appear in the training data" in err.err
