@@ -353,3 +353,26 @@ def test_training_data_cross_check_reports_the_leaked_items_before_the_scores(sh
     assert all(e["evidence"][0]["layer"] in ("exact", "ngram", "embedding") for e in report["items"])
     err = capsys.readouterr()
     assert "3 items of aime24 appear in the training data" in err.err
+
+
+def test_responses_rescore_skythought_and_qwen_outputs_without_an_endpoint(shared_data, tmp_path):
+    sky = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-14b_aime24.jsonl"
+    out = tmp_path / "sky"
+    assert main(["eval", "--responses", str(sky), "--out", str(out)]) == 0
+    m = results(out)["benchmarks"]["sky-t1-math-correct-5k-14b_aime24"]
+    # SkyThought published acc 20.0 for this run (its *_metrics.json); the file's score fields agree
+    assert m["items"] == 30 and m["n"] == 1 and m["pass@1"] == pytest.approx(0.2)
+    assert m["upstream"] == {"labelled_samples": 30, "upstream_pass@1": pytest.approx(0.2), "disagreements": 0,
+                             "we_pass_they_fail": 0, "we_fail_they_pass": 0}
+
+    qwen = shared_data / "model_outputs_qwen_math" / "math_cot_100_rm_maj_example.jsonl"
+    rows = rows_of(qwen, 100)
+    out = tmp_path / "qwen"
+    assert main(["eval", "--responses", str(qwen), "--out", str(out)]) == 0
+    m = results(out)["benchmarks"]["math_cot_100_rm_maj_example"]
+    assert m["items"] == 100 and m["n"] == 8 and set(m["pass@k"]) == {"1", "2", "4", "8"}
+    upstream = sum(sum(r["score"]) for r in rows) / 800
+    assert m["upstream"]["upstream_pass@1"] == pytest.approx(upstream)
+    assert abs(m["pass@1"] - upstream) <= m["upstream"]["disagreements"] / 800
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert sum(s["disagreement"] for s in samples) == m["upstream"]["disagreements"]

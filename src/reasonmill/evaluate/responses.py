@@ -23,7 +23,7 @@ def load_responses(path: str | Path, name: str | None = None, preset: str = "aut
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"--responses: {path} not found")
-    name = name or path.name.split(".")[0]
+    name = name or bench_name(path)
     spec = SourceSpec(name=name, path=str(path), preset=None if preset == "auto" else preset, on_error="skip")
     out: list[ToScore] = []
     bad = 0
@@ -38,6 +38,14 @@ def load_responses(path: str | Path, name: str | None = None, preset: str = "aut
     if not out:
         raise ValueError(f"--responses {path}: no responses found ({bad} rows could not be read)")
     return name, out, bad
+
+
+def bench_name(path: Path) -> str:
+    """The file's name without its data suffixes (``qwen2.5-7b_math500.jsonl.gz`` → ``qwen2.5-7b_math500``)."""
+    name = path.name
+    for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    return name
 
 
 def _kind(record: dict) -> str:
