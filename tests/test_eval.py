@@ -62,6 +62,8 @@ def test_majority_vote_groups_right_answers_and_breaks_ties_by_first_sample():
     assert majority_correct([s(False, "3"), s(False, None), s(False, None), s(True, "2")]) is False
     assert majority_correct([s(False, None), s(False, None), s(True, "2")]) is True  # no answer never votes
     assert majority_correct([s(False, None)]) is False
+    # wrong answers that differ only in LaTeX spacing or \dfrac vote together
+    assert majority_correct([s(True, "0.5"), s(False, "\\dfrac{1}{3}"), s(False, "\\frac {1}{3}.")]) is False
 
 
 # --- end to end ------------------------------------------------------------------------
@@ -254,6 +256,23 @@ def test_custom_benchmark_with_choices_uses_the_choice_verifier(tmp_path):
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["verifier"] for s in samples} == {"choice"}
     assert [s["answer"] for s in samples if s["passed"]] == ["A", "B"]
+
+
+def test_custom_benchmark_with_other_field_names_and_repeated_ids(tmp_path):
+    rows = [{"id": 1, "question": "What is 6 times 7?", "final_answer": 42},
+            {"id": 1, "question": "What is 2 to the 10th power?", "final_answer": "1024"},
+            {"question": "Simplify 2/4.", "final_answer": "\\frac{1}{2}"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plans = {r["question"]: (str(r["final_answer"]), ["R", "R", "W:3"] if i != 1 else ["W:3", "R", "W:3"])
+             for i, r in enumerate(rows)}
+    out = tmp_path / "run"
+    with EvalServer(plans) as srv:
+        assert eval_cli("--base-url", srv.url, "--out", str(out), "--benchmarks", f"mixed={path}", "--n", "3") == 0
+    m = results(out)["benchmarks"]["mixed"]
+    assert m["items"] == 3 and m["pass@1"] == pytest.approx((2 + 1 + 2) / 9) and m["maj@n"] == pytest.approx(2 / 3)
+    ids = {json.loads(x)["item_id"] for x in (out / "samples.jsonl").read_text().splitlines()}
+    assert ids == {"1", "1~2", "mixed#2"}
 
 
 def test_bad_benchmark_is_a_settings_error(tmp_path):

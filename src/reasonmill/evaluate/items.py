@@ -27,6 +27,10 @@ from .protocol import CODE_FORMAT_STARTER, CODE_FORMAT_STDIN, GPQA_SEED, Protoco
 
 #: fields a custom benchmark row may keep its options in
 CHOICE_FIELDS = ("choices", "options")
+#: where a local benchmark file may keep the question and the answer, tried after the
+#: spec's own fields (unless the entry names its fields), so common eval files load as they are
+TEXT_FALLBACK = ["problem", "question", "Question", "prompt", "input"]
+ANSWER_FALLBACK = ["answer", "final_answer", "expected_answer", "gt", "Answer", "target"]
 
 
 @dataclass
@@ -139,6 +143,12 @@ def load_eval_benchmark(
         spec_entry.setdefault("date_to", date_to)
         spec_entry = {k: v for k, v in spec_entry.items() if v is not None}
     spec = resolve_spec(spec_entry)
+    # not in a zip: its members are told apart by their fields (GPQA keeps two copies)
+    plain_file = bool(spec.path) and not spec.path.lower().endswith(".zip")
+    if plain_file and "field" not in spec_entry:
+        spec.field = list(dict.fromkeys([*spec.field, *TEXT_FALLBACK]))
+    if plain_file and "answer_field" not in spec_entry and spec.answer_field:
+        spec.answer_field = list(dict.fromkeys([*spec.answer_field, *ANSWER_FALLBACK]))
     raw_items = load_benchmark(spec, base_dir, keep_row=True)
     if limit:
         raw_items = raw_items[:limit]
@@ -148,11 +158,11 @@ def load_eval_benchmark(
         proto = Protocol(proto.kind, n, proto.template, proto.system_prompt)
     system = system_prompt if system_prompt is not None else proto.system_prompt
     items = [_item(spec.name, proto, it, system, seed) for it in raw_items]
-    seen: set[str] = set()
-    for item in items:
-        if item.item_id in seen:
-            raise BenchmarkError(f"benchmark {spec.name!r}: item id {item.item_id!r} appears twice; set `id_field:`")
-        seen.add(item.item_id)
+    seen: dict[str, int] = {}
+    for item in items:  # a repeated id (or none) must not merge two items' samples
+        count = seen[item.item_id] = seen.get(item.item_id, 0) + 1
+        if count > 1:
+            item.item_id = f"{item.item_id}~{count}"
     return Benchmark(spec.name, proto, items, _source(spec, Path(base_dir)))
 
 

@@ -9,12 +9,14 @@
 - maj@n: the most frequent extracted answer of an item's n samples is the vote; answers
   that passed are one group (each equals the reference, so they equal each other); a tie
   goes to the group whose first sample came first (the order of ``Counter.most_common``).
-  Samples with no answer do not vote.
+  Wrong answers are grouped by their text with LaTeX spacing, ``\\left``/``\\right``,
+  ``\\dfrac``/``\\tfrac`` and a trailing period ignored. Samples with no answer do not vote.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,12 @@ import numpy as np
 
 #: the vote key of every passing sample
 CORRECT = "\x00correct"
+_LATEX_NOISE = re.compile(r"\s+|\$|\\left|\\right|\\[!,;:]|\.$")
+
+
+def vote_key(answer: str) -> str:
+    """The text a wrong answer votes with: ``\\dfrac{1}{2}`` and ``\\frac {1}{2}`` are one answer."""
+    return _LATEX_NOISE.sub("", answer.strip().rstrip(".")).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
 
 
 @dataclass
@@ -47,9 +55,12 @@ def majority_correct(samples: Sequence[Sample]) -> bool:
     """Whether the majority vote of one item's samples is right (see the module doc)."""
     counts: dict[str, int] = {}
     for s in samples:
-        key = CORRECT if s.passed else s.answer
-        if key is None:
+        if s.passed:
+            key = CORRECT
+        elif s.answer is None:
             continue
+        else:
+            key = vote_key(s.answer)
         counts[key] = counts.get(key, 0) + 1  # dicts keep first-seen order: ties go to the first
     if not counts:
         return False
