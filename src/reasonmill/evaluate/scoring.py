@@ -98,6 +98,7 @@ def _row(s: ToScore, v: Verdict) -> dict:
         "response": resp.get("raw"),
     }
     if upstream is not None:
+        row["upstream_answer"] = (resp.get("meta") or {}).get("upstream_pred")
         row["upstream_passed"] = bool(upstream)
         row["disagreement"] = bool(upstream) != bool(v.passed)
     return row
