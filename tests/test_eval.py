@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def rows_of(path: Path, k: int) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh][:k]
+
+
+def cached_keys(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {k for (k,) in db.execute("SELECT key FROM responses")}
+    finally:
+        db.close()
 
 
 def eval_cli(*args: str) -> int:
@@ -206,10 +215,13 @@ def test_kill_9_mid_eval_then_resume_asks_each_sample_once(shared_data, tmp_path
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         before = srv.requests
-        assert before < 160 and not (out / "results.json").exists()
+        committed = cached_keys(out / "llm_cache.sqlite")
+        assert 0 < len(committed) < 160 and not (out / "results.json").exists()
         assert eval_cli(*bench_args(shared_data, out, srv.url), "--n", "8") == 0
         keys = [r["key"] for r in srv.log]
-        # only the requests in flight at the kill (at most --concurrency) were asked again
+        # a sample committed before the kill is never asked again; only those in flight at
+        # the kill (at most --concurrency) are
+        assert not committed & {r["key"] for r in srv.log[before:]}
         assert len(set(keys)) == 160 and len(keys) - 160 <= 2
     with planned_server(shared_data) as srv:
         assert eval_cli(*bench_args(shared_data, ref, srv.url), "--n", "8") == 0

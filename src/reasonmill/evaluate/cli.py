@@ -80,11 +80,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from .run import evaluate, score_responses
 
+    from rich.progress import Progress
+
     try:
-        if args.responses:
-            result = score_responses(cfg, args.responses, warn=_warn)
-        else:
-            result = evaluate(cfg, warn=_warn)
+        with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+            task = bar.add_task("samples", total=None)
+            if args.responses:
+                result = score_responses(cfg, args.responses, warn=_warn)
+            else:
+                result = evaluate(cfg, warn=_warn, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                           total=total))
     except (BenchmarkError, FileNotFoundError, ValueError) as exc:
         if args.debug:
             raise
