@@ -407,3 +407,39 @@ def test_responses_rescore_skythought_and_qwen_outputs_without_an_endpoint(share
     assert abs(m["pass@1"] - upstream) <= m["upstream"]["disagreements"] / 800
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert sum(s["disagreement"] for s in samples) == m["upstream"]["disagreements"]
+
+
+def test_endpoint_down_stops_with_exit_1_and_a_resume_hint(tmp_path, capsys):
+    from process_checks import free_port
+
+    easy = tmp_path / "easy.jsonl"
+    easy.write_text(json.dumps({"problem": "What is 1 + 1?", "answer": "2"}) + "\n")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"model: m\nbase_url: http://127.0.0.1:{free_port()}/v1\nbenchmarks: ['easy={easy}']\n"
+                   f"max_retries: 0\nn: 1\nout: {tmp_path / 'run'}\n")
+    assert main(["eval", "--config", str(cfg)]) == 1
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_livecodebench_hub_rows_decode_private_tests_and_refuse_code():
+    import base64
+    import pickle
+    import zlib
+
+    from reasonmill.evaluate.items import lcb_row
+
+    private = [{"input": "3\n", "output": "6\n", "testtype": "stdin"}]
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()
+    row = {"question_content": "Double it.", "starter_code": "", "metadata": "{}",
+           "public_test_cases": json.dumps([{"input": "1\n", "output": "2\n", "testtype": "stdin"}]),
+           "private_test_cases": packed}
+    out = lcb_row(row)
+    assert out["problem"] == "Double it." and [t["input"] for t in out["tests"]] == ["1\n", "3\n"]
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    bad = dict(row, private_test_cases=base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode())
+    with pytest.raises(pickle.UnpicklingError):
+        lcb_row(bad)

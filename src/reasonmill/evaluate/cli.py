@@ -16,7 +16,7 @@ from reasonmill.errors import ServiceFailure
 
 #: wide enough for the results table when the output is a pipe or a file (rich assumes 80)
 console = Console(width=max(Console().width, 130))
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay on one line, greppable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
