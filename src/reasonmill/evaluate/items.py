@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from reasonmill.benchmarks.registry import BenchmarkError, load_benchmark, resolve_spec
+from reasonmill.benchmarks.registry import BenchmarkError, load_benchmark, local_path, resolve_spec
 from reasonmill.io.presets import Context, code_stdin
 from reasonmill.verify.choice import LETTERS, choices_from_meta
 
@@ -105,6 +105,11 @@ def gpqa_options(row: dict, item_id: str, seed: int) -> tuple[dict[str, str], st
     return options, LETTERS[order.index(0)]
 
 
+def _is_gpqa(row: dict) -> bool:
+    """GPQA's shape: the right answer and three wrong ones in their own columns."""
+    return "Correct Answer" in row and "Incorrect Answer 1" in row
+
+
 def _row_choices(row: dict) -> dict[str, str] | None:
     for name in CHOICE_FIELDS:
         if row.get(name):
@@ -117,11 +122,19 @@ def _options_text(options: dict[str, str]) -> str:
 
 
 def _source(spec: Any, base_dir: Path) -> dict:
-    if spec.path:
-        path = Path(spec.path).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+    """Where the items came from, pinned: the file and its hash, or the Hub dataset and the
+    commit its revision resolved to (None when the Hub cannot be asked)."""
+    path = local_path(spec, base_dir)
+    if path is not None:
         return {"path": str(path), "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {"hf": spec.hf, "subset": spec.subset, "split": spec.split, "revision": spec.revision or "main"}
+    source = {"hf": spec.hf, "subset": spec.subset, "split": spec.split, "revision": spec.revision or "main"}
+    try:
+        from huggingface_hub import HfApi
+
+        source["commit"] = HfApi().dataset_info(spec.hf, revision=spec.revision).sha
+    except Exception:  # offline, or no huggingface_hub: the requested revision is what we know
+        source["commit"] = None
+    return source
 
 
 def load_eval_benchmark(
@@ -152,7 +165,7 @@ def load_eval_benchmark(
     raw_items = load_benchmark(spec, base_dir, keep_row=True)
     if limit:
         raw_items = raw_items[:limit]
-    has_choices = spec.name == "gpqa_diamond" or any(_row_choices(it["row"]) for it in raw_items[:5])
+    has_choices = any(_is_gpqa(it["row"]) or _row_choices(it["row"]) for it in raw_items[:5])
     proto = protocol_for(spec.name, has_choices)
     if n:
         proto = Protocol(proto.kind, n, proto.template, proto.system_prompt)
@@ -202,7 +215,7 @@ def _item(name: str, proto: Protocol, raw: dict, system: str | None, seed: int) 
         return EvalItem(name, item_id, problem, messages_for(prompt, system), "code", tests=rec["tests"],
                         starter_code=starter, fn_name=(rec.get("meta") or {}).get("fn_name"))
     if proto.kind == "choice":
-        if "Correct Answer" in row:
+        if _is_gpqa(row):
             options, reference = gpqa_options(row, item_id, seed)
         else:
             options, reference = _row_choices(row), raw["answer"]
