@@ -443,3 +443,29 @@ def test_livecodebench_hub_rows_decode_private_tests_and_refuse_code():
     bad = dict(row, private_test_cases=base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode())
     with pytest.raises(pickle.UnpicklingError):
         lcb_row(bad)
+
+
+@pytest.mark.parametrize("rel", ["omni_math_500/omni_math_num_500.jsonl", "olymmath/OlymMATH-ZH-EASY.jsonl"])
+def test_random_planted_rates_on_other_sets_are_recovered_exactly(shared_data, tmp_path, rel):
+    """Sets the harness has no defaults for, planted with seeded random outcomes."""
+    from collections import Counter
+    import random
+
+    rng = random.Random(7)
+    n, k_items = 6, 25
+    rows = rows_of(shared_data / rel, k_items)
+    plans, votes = {}, []
+    for row in rows:
+        outcomes = [rng.choice(["R", "R", "W:1001", "W:1002", "N", "T"]) for _ in range(n)]
+        plans[row["problem"]] = (str(row["answer"]), outcomes)
+        counted = Counter(o for o in outcomes if o not in ("N", "T"))
+        votes.append(bool(counted) and counted.most_common(1)[0][0] == "R")
+    out = tmp_path / "run"
+    with EvalServer(plans) as srv:
+        assert eval_cli("--base-url", srv.url, "--out", str(out), "--n", str(n), "--benchmarks", f"planted={shared_data / rel}",
+                        "--limit", str(k_items)) == 0
+    m = results(out)["benchmarks"]["planted"]
+    outcomes = [o for _, o in plans.values()]
+    assert m["pass@1"] == pytest.approx(sum(o.count("R") for o in outcomes) / (n * k_items), abs=1e-12)
+    assert m["maj@n"] == pytest.approx(sum(votes) / k_items, abs=1e-12)
+    assert m["no_answer_rate"] == pytest.approx(sum(o.count("N") + o.count("T") for o in outcomes) / (n * k_items))
