@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="verifier worker processes")
     p.add_argument("--training-data", help="a training export (file or folder) to cross-check for contamination")
     p.add_argument("--responses", metavar="FILE", help="score existing outputs (no endpoint)")
+    p.add_argument("--preset", default="auto", help="ingest preset of the --responses file (default: auto)")
     p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two eval runs")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
             task = bar.add_task("samples", total=None)
             if args.responses:
-                result = score_responses(cfg, args.responses, warn=_warn)
+                result = score_responses(cfg, args.responses, preset=args.preset, warn=_warn)
             else:
                 result = evaluate(cfg, warn=_warn, progress=lambda done, total: bar.update(task, completed=done,
                                                                                            total=total))
