@@ -290,6 +290,10 @@ def test_custom_benchmark_with_other_field_names_and_repeated_ids(tmp_path):
 def test_bad_benchmark_is_a_settings_error(tmp_path):
     assert eval_cli("--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path), "--benchmarks",
                     f"x={tmp_path}/missing.jsonl") == 2
+    easy = tmp_path / "easy.jsonl"
+    easy.write_text(json.dumps({"problem": "What is 1 + 1?", "answer": "2"}) + "\n")
+    assert eval_cli("--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path), "--benchmarks",
+                    f"x={easy},x={easy}") == 2
 
 
 def test_gpqa_choices_are_shuffled_by_seed_and_scored_by_letter(shared_data, tmp_path):

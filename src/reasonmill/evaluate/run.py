@@ -7,6 +7,7 @@ equal those of an uninterrupted run (the verifiers are deterministic).
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import reasonmill
+from reasonmill.benchmarks.registry import BenchmarkError
 from reasonmill.llm.client import redact
 
 from . import outputs
@@ -37,9 +39,15 @@ class EvalRun:
 
 
 def load_all(cfg: EvalConfig) -> list[Benchmark]:
+    """Every benchmark of the run; names must differ, since samples and results are keyed by them."""
     date_from, date_to = cfg.lcb_dates()
-    return [load_eval_benchmark(e, n=cfg.n, system_prompt=cfg.system_prompt, seed=cfg.seed, limit=cfg.limit,
-                                date_from=date_from, date_to=date_to) for e in cfg.benchmarks]
+    benchmarks = [load_eval_benchmark(e, n=cfg.n, system_prompt=cfg.system_prompt, seed=cfg.seed, limit=cfg.limit,
+                                      date_from=date_from, date_to=date_to) for e in cfg.benchmarks]
+    names = [b.name for b in benchmarks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BenchmarkError(f"benchmark {twice[0]!r} is listed twice; give one of them another name (NAME=PATH)")
+    return benchmarks
 
 
 def measure(rows: list[dict], order: dict[str, list[str]], reps: int, seed: int) -> tuple[dict, dict]:
@@ -115,8 +123,6 @@ def score_responses(cfg: EvalConfig, path: str | Path, preset: str = "auto",
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
