@@ -6,6 +6,7 @@
 - ``reasonmill serve-local [--model PATH.gguf]``: a local OpenAI-compatible teacher
 - ``reasonmill report WORKDIR [--out report.html]``: one self-contained HTML report
 - ``reasonmill browse WORKDIR [--port P]``: a local web app over the run's records and drops
+- ``reasonmill eval --model M --base-url URL [--benchmarks ...]``: measure a model (``--responses FILE``, ``--compare A B``)
 - ``reasonmill stages``: the registered stages and their settings
 """
 
@@ -237,6 +238,12 @@ def cmd_browse(args: argparse.Namespace) -> int:
     return serve(args.workdir, host=args.host, port=args.port)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reasonmill.evaluate.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonmill", description="Build verified reasoning datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -286,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--port", type=int, default=8017, help="port (default 8017; 0 picks a free one)")
     br.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     br.set_defaults(fn=cmd_browse)
+
+    ev = sub.add_parser("eval", help="measure a model on AIME, MATH-500, GPQA-Diamond, LiveCodeBench or your own set")
+    from reasonmill.evaluate.cli import add_arguments as eval_arguments
+
+    eval_arguments(ev)
+    ev.set_defaults(fn=cmd_eval)
 
     st = sub.add_parser("stages", help="list the registered stages and their settings")
     st.set_defaults(fn=cmd_stages)

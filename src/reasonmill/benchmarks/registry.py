@@ -142,8 +142,10 @@ def _answer_text(value: Any) -> str | None:
     return str(value)
 
 
-def items_from_rows(spec: BenchmarkSpec, rows: Iterable[tuple[dict, str]]) -> list[dict]:
-    """Map raw rows to benchmark items, applying the date window; errors name the row."""
+def items_from_rows(spec: BenchmarkSpec, rows: Iterable[tuple[dict, str]], keep_row: bool = False) -> list[dict]:
+    """Map raw rows to benchmark items, applying the date window; errors name the row.
+
+    ``keep_row`` adds the raw row as ``row`` (evaluation needs the choices and tests)."""
     items: list[dict] = []
     for i, (row, location) in enumerate(rows):
         _, text = _first(row, spec.field)
@@ -164,12 +166,15 @@ def items_from_rows(spec: BenchmarkSpec, rows: Iterable[tuple[dict, str]]) -> li
                 continue
         _, item_id = _first(row, spec.id_field)
         _, answer = _first(row, spec.answer_field) if spec.answer_field else (None, None)
-        items.append({
+        item = {
             "benchmark": spec.name,
             "item_id": str(item_id) if item_id is not None else f"{spec.name}#{i}",
             "text": str(text),
             "answer": _answer_text(answer),
-        })
+        }
+        if keep_row:
+            item["row"] = row
+        items.append(item)
     return items
 
 
@@ -257,11 +262,15 @@ def _hub_rows(spec: BenchmarkSpec) -> Iterator[tuple[dict, str]]:
         raise BenchmarkError(f"benchmark {spec.name!r}: {exc}") from None
 
 
-def load_benchmark(entry: str | dict | BenchmarkSpec, base_dir: str | Path = ".") -> list[dict]:
+def iter_rows(spec: BenchmarkSpec, base_dir: str | Path = ".") -> Iterator[tuple[dict, str]]:
+    """The raw rows of a spec with their locations: the local ``path:`` if set, else the Hub."""
+    return _local_rows(spec, Path(base_dir)) if spec.path else _hub_rows(spec)
+
+
+def load_benchmark(entry: str | dict | BenchmarkSpec, base_dir: str | Path = ".", keep_row: bool = False) -> list[dict]:
     """Load one benchmark's items: the local ``path:`` if set, else the Hugging Face Hub."""
     spec = resolve_spec(entry)
-    rows = _local_rows(spec, Path(base_dir)) if spec.path else _hub_rows(spec)
-    items = items_from_rows(spec, rows)
+    items = items_from_rows(spec, iter_rows(spec, base_dir), keep_row)
     if not items:
         raise BenchmarkError(f"benchmark {spec.name!r} has no items (check `path:`/`hf:` and the date window)")
     return items
