@@ -73,7 +73,9 @@ def summary_table(result: RunResult) -> Table:
         if r.dropped_responses:
             notes.append(f"{r.dropped_responses} responses dropped")
         for key, val in r.stats.items():
-            if val:
+            # breakdowns ("format_failed:no_boxed", "responses@source") are in the stage's
+            # summary printed under the table and in summary.json, not in this cell
+            if val and ":" not in key and "@" not in key:
                 notes.append(f"{key} {val:g}")
         table.add_row(r.label, str(r.records_in), str(r.kept), str(r.dropped), _top_reasons(r), "; ".join(notes))
     return table
