@@ -3,7 +3,7 @@
 Each preset is a plain function ``(raw, ctx) -> record`` built on ``new_record`` /
 ``new_response``; no pydantic and no regex compilation per row, because ingest must keep
 up with a million rows in well under a minute. ``auto`` picks a preset from the keys of
-the first row. A row a preset cannot map raises ``MappingError``; the caller turns that
+each row (every row of a file must have the shape of its first). A row a preset cannot map raises ``MappingError``; the caller turns that
 into an ``IngestError`` or a ledger entry with the row's location.
 
 Upstream correctness labels of existing responses (Qwen2.5-Math ``score``, SkyThought
@@ -115,7 +115,8 @@ def last_boxed(text: str | None) -> str | None:
     return None
 
 
-def _original_id(raw: dict) -> Any:
+def original_id(raw: dict) -> Any:
+    """The row's upstream id (the first of ``ID_FIELDS`` it has), or None."""
     for key in ID_FIELDS:
         if key in raw:
             value = raw[key]
@@ -198,7 +199,7 @@ def _record(ctx: Context, raw: dict, problem: str, category: str | None, **kw: A
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or category,
         **kw,
     )
@@ -218,7 +219,7 @@ def gsm8k(raw: dict, ctx: Context) -> dict:
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or "math",
         reference_answer=reference or None,
         meta=_meta(raw, ctx, meta),
@@ -243,7 +244,7 @@ def math(raw: dict, ctx: Context) -> dict:
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or "math",
         reference_answer=reference,
         meta=_meta(raw, ctx, meta),
@@ -270,7 +271,7 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category,
         reference_answer=reference,
         meta=_meta(raw, ctx, meta),
@@ -627,11 +628,11 @@ def columns(raw: dict, ctx: Context) -> dict:
         raise MappingError(
             f"difficulty {difficulty!r} in field {cols['difficulty']!r} is not a number"
         ) from None
-    original_id = _get(raw, cols["id"]) if "id" in cols else _original_id(raw)
+    upstream_id = _get(raw, cols["id"]) if "id" in cols else original_id(raw)
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=original_id,
+        original_id=upstream_id,
         category=ctx.category or category,
         language=language,
         difficulty=difficulty,

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset
-from reasonmill.io.readers import IngestError, IngestErrorItem, read_file, skip_hint, snippet
+from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset, original_id
+from reasonmill.io.readers import MAX_RECORD_BYTES, IngestError, IngestErrorItem, read_file, skip_hint, snippet
 from reasonmill.records import CATEGORIES, stable_id
 
 PRESET_NAMES = (
@@ -98,6 +98,12 @@ class SourceSpec(BaseModel):
     model: str | None = Field(None, description="model name given to responses found in the input")
     limit: int | None = Field(None, ge=0)
     on_error: Literal["fail", "skip"] = "fail"
+    max_record_bytes: int = Field(
+        MAX_RECORD_BYTES,
+        ge=1,
+        description="longest JSONL line or CSV row read (bytes); a longer one is a ledger row "
+        "(`on_error: skip`) or an error, and is never held in memory",
+    )
     rank: int | None = None
     meta_fields: list[str] = Field(default_factory=list)
 
@@ -255,20 +261,25 @@ def iter_raw(spec: SourceSpec, base_dir: Path) -> Iterator[tuple[Iterator, str]]
         return
     for path in resolve_paths(spec, base_dir):
         label = _label(path, base_dir)
-        yield read_file(path, spec.format, spec.compression, spec.on_error, spec.name, label), label
+        yield read_file(
+            path, spec.format, spec.compression, spec.on_error, spec.name, label, spec.max_record_bytes
+        ), label
 
 
 def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestErrorItem]:
     """Records of one source, in input order, each with ``meta["origin"]`` = its location.
 
     Rows that do not parse or do not map come back as ``IngestErrorItem`` when
-    ``on_error: skip`` (reason ``malformed`` / ``unmappable``); with ``on_error: fail``
-    they raise ``IngestError`` naming ``file:line`` and the fix. ``limit`` counts rows
-    read, bad ones included. ``preset: auto`` is decided per file from its first row.
+    ``on_error: skip`` (reason ``malformed`` / ``unmappable`` / ``oversized``); with
+    ``on_error: fail`` they raise ``IngestError`` naming ``file:line`` and the fix.
+    ``limit`` counts rows read, bad ones included. ``preset: auto`` checks every row: the
+    first row of a known shape sets the file's preset, and a row of no known shape or of
+    another one is a bad row (see ``auto_preset``).
     """
     ctx = source_context(spec)
     mapping = spec.mapping
     limit = spec.limit
+    auto = mapping == "auto"
     keep_origin = mapping != "am"  # AM rows round-trip exactly; origin would add to meta
     seen = 0
     ids: set[int | str] = set()  # the ids given so far (as ints): upstream ids and texts repeat
@@ -276,14 +287,19 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     if limit == 0:
         return
     for rows, file_label in iter_raw(spec, Path(base_dir)):
-        preset = None if mapping == "auto" else get_preset(mapping)
+        preset = None if auto else get_preset(mapping)
+        file_preset: str | None = None
         for item in rows:
             if type(item) is tuple:
                 raw, loc = item
-                if preset is None:
-                    preset = get_preset(detect_file_preset(raw, loc, spec))
-                    keep_origin = preset.__name__ != "am"
-                item = map_row(raw, loc, preset, spec, ctx, keep_origin)
+                if auto:
+                    name = auto_preset(raw, loc, file_preset, spec)
+                    if file_preset is None and type(name) is str:  # the file's first known shape
+                        file_preset, preset, keep_origin = name, get_preset(name), name != "am"
+                if not auto or type(name) is str:
+                    item = map_row(raw, loc, preset, spec, ctx, keep_origin)
+                else:
+                    item = name
                 if type(item) is dict:
                     key = _id_key(item["id"])
                     if key in ids:
@@ -300,12 +316,31 @@ def source_context(spec: SourceSpec) -> Context:
     return Context(spec.name, spec.category, spec.model, tuple(spec.meta_fields), dict(spec.columns or {}))
 
 
-def detect_file_preset(raw: dict, loc: str, spec: SourceSpec) -> str:
-    """``preset: auto``: the preset name for a file, from its first row."""
+def auto_preset(raw: dict, loc: str, file_preset: str | None, spec: SourceSpec) -> str | IngestErrorItem:
+    """``preset: auto`` for one row: the preset its keys call for, which must be the file's
+    (``file_preset``, set by the file's first row of a known shape; None before it).
+
+    A row of no known shape, or of another shape than the file's (rows a preset would map
+    wrongly without a word), is an ``IngestErrorItem`` (``on_error: skip``) or an
+    ``IngestError`` naming the place and the row's upstream id (``fail``)."""
     try:
-        return detect_preset(raw)
+        name = detect_preset(raw)
     except MappingError as exc:
-        raise IngestError(f"{loc}: source {spec.name!r}: {exc}") from None
+        error = str(exc)
+    else:
+        if name == file_preset or file_preset is None:
+            return name
+        error = (
+            f"the row has the shape of preset {name!r}, the file's first rows that of {file_preset!r}; "
+            "rows of two shapes in one file are not mapped by guess: split the file, or set `preset:`"
+        )
+    rid = original_id(raw)
+    what = f" (upstream id {rid!r})" if rid is not None else ""
+    if spec.on_error == "fail":
+        raise IngestError(f"{loc}{what}: source {spec.name!r}: {error}. {skip_hint(spec.name)}")
+    return IngestErrorItem(
+        location=loc, raw=_dump(raw), error=f"preset auto: {error}{what}", reason="unmappable", source=spec.name
+    )
 
 
 def map_row(raw: dict, loc: str, preset: Any, spec: SourceSpec, ctx: Context, keep_origin: bool) -> dict | IngestErrorItem:
