@@ -720,7 +720,8 @@ def read_parquet(
             pf = pq.ParquetFile(tmp if tmp is not None else path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad files
             raise IngestError(
-                f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`"
+                f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`, "
+                "or whether the file was cut short"
             ) from None
         row = 0
         batches = pf.iter_batches(batch_size=_PARQUET_BATCH)
@@ -731,7 +732,7 @@ def read_parquet(
             except Exception as exc:  # a corrupt page: ArrowInvalid, OSError, ...
                 raise IngestError(
                     f"{label}#{row}: damaged Parquet data from row {row} on ({type(exc).__name__}: {exc}); "
-                    f"{_REFETCH}"
+                    "the file is corrupt: write or fetch it again"
                 ) from None
             if rows is None:
                 return
