@@ -658,10 +658,39 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Keys of the shapes checked before the plain math ones; a row with none of them (most
+# math rows) goes straight to those, as ``auto`` judges every row.
+_SHAPE_KEYS = frozenset(
+    ("messages", "conversations", "code", "responses", "entry_point", "test_list", "tests", "test", "prompt")
+)
+
+
 def detect_preset(raw: dict) -> str:
     """The preset for a row, judged from its keys (``auto``). Raises ``MappingError`` with
     the keys seen and the fix when no preset fits."""
     keys = raw.keys()
+    if not keys.isdisjoint(_SHAPE_KEYS):
+        name = _special_shape(raw, keys)
+        if name is not None:
+            return name
+    question = raw.get("question")
+    if isinstance(question, str) or isinstance(raw.get("problem"), str):
+        answer = raw.get("answer")
+        if isinstance(question, str) and isinstance(answer, str) and "####" in answer:
+            return "gsm8k"
+        if isinstance(raw.get("solution"), str):
+            return "math"
+        if "answer" in keys or "final_answer" in keys:
+            return "problem_answer"
+    raise MappingError(
+        f"cannot detect a preset from the fields {sorted(keys)[:20]}; set `preset:` to one of "
+        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
+        "`columns: {problem: question, response: response}`"
+    )
+
+
+def _special_shape(raw: dict, keys: Any) -> str | None:
+    """Chat, eval-output and code shapes, in the order ``auto`` tries them."""
     msgs = _maybe_json(raw.get("messages"))
     if isinstance(msgs, list) and msgs:
         return "am" if any(isinstance(m, dict) and "info" in m for m in msgs) else "messages"
@@ -680,19 +709,7 @@ def detect_preset(raw: dict) -> str:
         return "code_functional"
     if isinstance(tests, (list, dict)) and tests and not (isinstance(tests, dict) and "fname" in tests):
         return "code_stdin"
-    has_problem = isinstance(raw.get("problem"), str) or isinstance(raw.get("question"), str)
-    answer = raw.get("answer")
-    if isinstance(raw.get("question"), str) and isinstance(answer, str) and "####" in answer:
-        return "gsm8k"
-    if has_problem and "solution" in keys and isinstance(raw.get("solution"), str):
-        return "math"
-    if has_problem and ("answer" in keys or "final_answer" in keys):
-        return "problem_answer"
-    raise MappingError(
-        f"cannot detect a preset from the fields {sorted(keys)[:20]}; set `preset:` to one of "
-        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
-        "`columns: {problem: question, response: response}`"
-    )
+    return None
 
 
 def get_preset(name: str) -> Preset:
