@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from reasonmill.engine.workdir import gc_paused
-from reasonmill.io.presets import MappingError, detect_preset, get_preset
+from reasonmill.io.presets import detect_shape, get_preset
 from reasonmill.io.readers import (
     IngestErrorItem,
     detect_format,
@@ -37,9 +37,9 @@ from reasonmill.io.sources import (
     _disambiguate_id,
     _id_key,
     _label,
-    auto_preset,
     iter_raw,
     map_row,
+    shape_error,
     resolve_paths,
     source_context,
 )
@@ -105,9 +105,8 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
         for item in items:
             n_in += 1
             if type(item) is tuple:
-                fits = auto_preset(item[0], item[1], file_preset, spec) if auto else None
-                if type(fits) is IngestErrorItem:
-                    item = fits
+                if auto and ((shape := detect_shape(item[0])) is None or shape != file_preset):
+                    item = shape_error(item[0], item[1], file_preset, spec)
                 else:
                     item = map_row(item[0], item[1], preset, spec, ctx, piece.keep_origin)
             if type(item) is dict:
@@ -154,17 +153,10 @@ def _first_known_shape(spec: SourceSpec, path: Path, comp: str, label: str) -> s
                 lineno += 1
                 item = parse_jsonl_line(line, lineno, label, "skip", spec.name)
                 if type(item) is tuple:
-                    name = _shape(item[0])
+                    name = detect_shape(item[0])
                     if name is not None:
                         return name
     return None
-
-
-def _shape(raw: dict) -> str | None:
-    try:
-        return detect_preset(raw)
-    except MappingError:
-        return None
 
 
 def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Iterator[list[Piece]]:
@@ -238,7 +230,7 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
             name = None if auto else mapping
             piece = Piece(k, name, name != "am", auto)
             for item in rows:
-                if auto and piece.preset is None and type(item) is tuple and (found := _shape(item[0])):
+                if auto and piece.preset is None and type(item) is tuple and (found := detect_shape(item[0])):
                     name = found  # the file's first known shape; rows before it fail in the worker
                     if piece.rows:
                         chunk.append(piece)

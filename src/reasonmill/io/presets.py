@@ -668,9 +668,26 @@ _SHAPE_KEYS = frozenset(
 def detect_preset(raw: dict) -> str:
     """The preset for a row, judged from its keys (``auto``). Raises ``MappingError`` with
     the keys seen and the fix when no preset fits."""
-    keys = raw.keys()
-    if not keys.isdisjoint(_SHAPE_KEYS):
-        name = _special_shape(raw, keys)
+    name = detect_shape(raw)
+    if name is None:
+        raise MappingError(no_shape_message(raw))
+    return name
+
+
+def no_shape_message(raw: dict) -> str:
+    """Why ``auto`` found no preset for ``raw``, and the fix."""
+    return (
+        f"cannot detect a preset from the fields {sorted(raw)[:20]}; set `preset:` to one of "
+        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
+        "`columns: {problem: question, response: response}`"
+    )
+
+
+def detect_shape(raw: dict) -> str | None:
+    """``detect_preset`` without the error: None when no preset fits. Cheap, as ``auto``
+    calls it for every row."""
+    if not _SHAPE_KEYS.isdisjoint(raw):
+        name = _special_shape(raw, raw.keys())
         if name is not None:
             return name
     question = raw.get("question")
@@ -680,13 +697,9 @@ def detect_preset(raw: dict) -> str:
             return "gsm8k"
         if isinstance(raw.get("solution"), str):
             return "math"
-        if "answer" in keys or "final_answer" in keys:
+        if "answer" in raw or "final_answer" in raw:
             return "problem_answer"
-    raise MappingError(
-        f"cannot detect a preset from the fields {sorted(keys)[:20]}; set `preset:` to one of "
-        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
-        "`columns: {problem: question, response: response}`"
-    )
+    return None
 
 
 def _special_shape(raw: dict, keys: Any) -> str | None:

@@ -25,7 +25,14 @@ from pydantic import (
     model_validator,
 )
 
-from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset, original_id
+from reasonmill.io.presets import (
+    Context,
+    MappingError,
+    detect_shape,
+    get_preset,
+    no_shape_message,
+    original_id,
+)
 from reasonmill.io.readers import MAX_RECORD_BYTES, IngestError, IngestErrorItem, read_file, skip_hint, snippet
 from reasonmill.records import CATEGORIES, stable_id
 
@@ -274,7 +281,7 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     ``on_error: fail`` they raise ``IngestError`` naming ``file:line`` and the fix.
     ``limit`` counts rows read, bad ones included. ``preset: auto`` checks every row: the
     first row of a known shape sets the file's preset, and a row of no known shape or of
-    another one is a bad row (see ``auto_preset``).
+    another one is a bad row (see ``shape_error``).
     """
     ctx = source_context(spec)
     mapping = spec.mapping
@@ -292,14 +299,13 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
         for item in rows:
             if type(item) is tuple:
                 raw, loc = item
-                if auto:
-                    name = auto_preset(raw, loc, file_preset, spec)
-                    if file_preset is None and type(name) is str:  # the file's first known shape
-                        file_preset, preset, keep_origin = name, get_preset(name), name != "am"
-                if not auto or type(name) is str:
+                if auto and ((shape := detect_shape(raw)) is None or shape != file_preset):
+                    if file_preset is None and shape is not None:  # the file's first known shape
+                        file_preset, preset, keep_origin = shape, get_preset(shape), shape != "am"
+                    else:
+                        item = shape_error(raw, loc, file_preset, spec)
+                if type(item) is tuple:
                     item = map_row(raw, loc, preset, spec, ctx, keep_origin)
-                else:
-                    item = name
                 if type(item) is dict:
                     key = _id_key(item["id"])
                     if key in ids:
@@ -316,20 +322,16 @@ def source_context(spec: SourceSpec) -> Context:
     return Context(spec.name, spec.category, spec.model, tuple(spec.meta_fields), dict(spec.columns or {}))
 
 
-def auto_preset(raw: dict, loc: str, file_preset: str | None, spec: SourceSpec) -> str | IngestErrorItem:
-    """``preset: auto`` for one row: the preset its keys call for, which must be the file's
-    (``file_preset``, set by the file's first row of a known shape; None before it).
-
-    A row of no known shape, or of another shape than the file's (rows a preset would map
-    wrongly without a word), is an ``IngestErrorItem`` (``on_error: skip``) or an
-    ``IngestError`` naming the place and the row's upstream id (``fail``)."""
-    try:
-        name = detect_preset(raw)
-    except MappingError as exc:
-        error = str(exc)
+def shape_error(raw: dict, loc: str, file_preset: str | None, spec: SourceSpec) -> IngestErrorItem:
+    """``preset: auto`` met a row whose shape is not the file's (``file_preset``, set by
+    the file's first row of a known shape; None before it): no known shape, or another
+    one, whose rows the file's preset would map wrongly without a word. An
+    ``IngestErrorItem`` (``on_error: skip``), or an ``IngestError`` naming the place and
+    the row's upstream id (``fail``)."""
+    name = detect_shape(raw)
+    if name is None:
+        error = no_shape_message(raw)
     else:
-        if name == file_preset or file_preset is None:
-            return name
         error = (
             f"the row has the shape of preset {name!r}, the file's first rows that of {file_preset!r}; "
             "rows of two shapes in one file are not mapped by guess: split the file, or set `preset:`"
