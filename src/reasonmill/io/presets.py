@@ -686,19 +686,21 @@ def no_shape_message(raw: dict) -> str:
 def detect_shape(raw: dict) -> str | None:
     """``detect_preset`` without the error: None when no preset fits. Cheap, as ``auto``
     calls it for every row."""
+    get = raw.get
     if not _SHAPE_KEYS.isdisjoint(raw):
         name = _special_shape(raw, raw.keys())
         if name is not None:
             return name
-    question = raw.get("question")
-    if isinstance(question, str) or isinstance(raw.get("problem"), str):
-        answer = raw.get("answer")
-        if isinstance(question, str) and isinstance(answer, str) and "####" in answer:
+    if get("question").__class__ is str:  # (JSON gives no str subclasses)
+        answer = get("answer")
+        if answer.__class__ is str and "####" in answer:
             return "gsm8k"
-        if isinstance(raw.get("solution"), str):
-            return "math"
-        if "answer" in raw or "final_answer" in raw:
-            return "problem_answer"
+    elif get("problem").__class__ is not str:
+        return None
+    if get("solution").__class__ is str:
+        return "math"
+    if "answer" in raw or "final_answer" in raw:
+        return "problem_answer"
     return None
 
 

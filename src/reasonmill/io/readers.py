@@ -26,6 +26,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Literal
 
@@ -351,20 +352,17 @@ def read_jsonl(
     pretty-printed objects (first line ``{`` alone) is read as a JSON document instead."""
     label = label or str(path)
     parse = parse_jsonl_line
-    lineno = 0
+    cap = max_record_bytes + 1
     with open_binary(path, compression) as fh:
-        while block := read_line_block(fh, max_record_bytes, 1 << 18):
-            for line in block:
-                lineno += 1
-                item = parse(line, lineno, label, on_error, source)
-                if item is None:
-                    continue
-                if item is PRETTY:
-                    break
-                yield item  # type: ignore[misc]
-            else:
+        for lineno, line in enumerate(iter(partial(fh.readline, cap), b""), 1):  # a C loop
+            if len(line) == cap and line[-1] != 10:  # no "\n" within max_record_bytes + 1
+                line = _skip_rest(fh, line, max_record_bytes)
+            item = parse(line, lineno, label, on_error, source)
+            if item is None:
                 continue
-            break
+            if item is PRETTY:
+                break
+            yield item  # type: ignore[misc]
         else:
             return
     yield from read_json(path, compression, on_error, source, label, max_record_bytes)
