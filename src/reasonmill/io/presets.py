@@ -252,6 +252,7 @@ def math(raw: dict, ctx: Context) -> dict:
 
 
 _PA_META = ("subject", "level", "unit", "answer_type", "url")
+_PA_META_SET = frozenset(_PA_META)
 
 
 def problem_answer(raw: dict, ctx: Context) -> dict:
@@ -265,9 +266,10 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     if reference is None:
         reference = _answer(raw.get("final_answer"))
     meta = {}
-    for k in _PA_META:
-        if k in raw and raw[k] is not None:
-            meta[k] = raw[k]
+    if not _PA_META_SET.isdisjoint(raw):
+        for k in _PA_META:
+            if k in raw and raw[k] is not None:
+                meta[k] = raw[k]
     return new_record(
         source=ctx.source,
         problem=problem,

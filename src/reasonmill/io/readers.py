@@ -351,12 +351,19 @@ def read_jsonl(
     """One JSON object per line. Blank lines are skipped; a file that turns out to hold
     pretty-printed objects (first line ``{`` alone) is read as a JSON document instead."""
     label = label or str(path)
-    parse = parse_jsonl_line
+    parse, loads, JSONDecodeError = parse_jsonl_line, orjson.loads, orjson.JSONDecodeError
     cap = max_record_bytes + 1
     with open_binary(path, compression) as fh:
         for lineno, line in enumerate(iter(partial(fh.readline, cap), b""), 1):  # a C loop
             if len(line) == cap and line[-1] != 10:  # no "\n" within max_record_bytes + 1
                 line = _skip_rest(fh, line, max_record_bytes)
+            try:  # the common case inline; anything else is parse_jsonl_line's
+                obj = loads(line)
+            except JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                yield obj, f"{label}:{lineno}"
+                continue
             item = parse(line, lineno, label, on_error, source)
             if item is None:
                 continue
