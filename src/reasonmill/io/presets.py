@@ -708,10 +708,11 @@ def detect_shape(raw: dict) -> str | None:
 
 def _special_shape(raw: dict, keys: Any) -> str | None:
     """Chat, eval-output and code shapes, in the order ``auto`` tries them."""
-    msgs = _maybe_json(raw.get("messages"))
-    if isinstance(msgs, list) and msgs:
-        return "am" if any(isinstance(m, dict) and "info" in m for m in msgs) else "messages"
-    if isinstance(_maybe_json(raw.get("conversations")), list):
+    if "messages" in keys:
+        msgs = _maybe_json(raw["messages"])
+        if isinstance(msgs, list) and msgs:
+            return "am" if any(isinstance(m, dict) and "info" in m for m in msgs) else "messages"
+    if "conversations" in keys and isinstance(_maybe_json(raw["conversations"]), list):
         return "sharegpt"
     if isinstance(raw.get("code"), list) and ("score" in keys or "gt" in keys):
         return "qwen_eval"
@@ -719,7 +720,7 @@ def _special_shape(raw: dict, keys: Any) -> str | None:
         return "qwen_eval"
     if "entry_point" in keys and "test" in keys or "test_list" in keys:
         return "code_functional"
-    tests = _maybe_json(raw.get("tests"))
+    tests = _maybe_json(raw["tests"]) if "tests" in keys else None
     if isinstance(tests, dict) and "functional" in tests:
         return "code_functional"
     if "prompt" in keys and isinstance(raw.get("test"), str):
