@@ -115,7 +115,10 @@ class _NamedStream(io.RawIOBase):
             raise IngestError(f"{self._path}: cannot read it as {self._kind} ({exc}); {_CHECK}") from None
         if not n and self._at_eof is not None:
             check, self._at_eof = self._at_eof, None
-            problem = check(self._path)  # type: ignore[operator]
+            try:
+                problem = check(self._path)  # type: ignore[operator]
+            except OSError as exc:
+                raise IngestError(f"{self._path}: cannot check the end of the file ({exc})") from None
             if problem:
                 raise IngestError(f"{self._path}: truncated {self._kind} file: {problem}; {_REFETCH}")
         return n
