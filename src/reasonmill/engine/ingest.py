@@ -224,7 +224,8 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
             # other formats: rows read here (already parsed), mapped by the workers
             if rows is None:
                 rows = read_file(
-                    path, spec.format, spec.compression, spec.on_error, spec.name, label, spec.max_record_bytes
+                    path, spec.format, spec.compression, spec.on_error, spec.name, label,
+                    spec.max_record_bytes,
                 )
             auto = mapping == "auto"
             name = None if auto else mapping

@@ -3,8 +3,9 @@
 Each preset is a plain function ``(raw, ctx) -> record`` built on ``new_record`` /
 ``new_response``; no pydantic and no regex compilation per row, because ingest must keep
 up with a million rows in well under a minute. ``auto`` picks a preset from the keys of
-each row (every row of a file must have the shape of its first). A row a preset cannot map raises ``MappingError``; the caller turns that
-into an ``IngestError`` or a ledger entry with the row's location.
+each row (every row of a file must have the shape of its first). A row a preset cannot
+map raises ``MappingError``; the caller turns that into an ``IngestError`` or a ledger
+entry with the row's location.
 
 Upstream correctness labels of existing responses (Qwen2.5-Math ``score``, SkyThought
 ``correctness``) are kept in the response ``meta`` as ``{"upstream_label": bool}`` so the

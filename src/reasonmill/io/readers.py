@@ -21,7 +21,6 @@ import io
 import os
 import re
 import shutil
-import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -148,7 +147,8 @@ def open_binary(path: Path, compression: str) -> IO[bytes]:
     elif compression == "zst":
         import zstandard
 
-        inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)  # type: ignore[assignment]
+        dctx = zstandard.ZstdDecompressor()
+        inner = dctx.stream_reader(raw, closefd=True, read_across_frames=True)  # type: ignore[assignment]
         stream = _NamedStream(inner, path, "zstd", zstd_truncation)
     else:
         stream = _NamedStream(raw, path, "a plain")
@@ -204,7 +204,7 @@ def zstd_truncation(path: Path) -> str | None:
                 fh.seek(pos)
                 block = fh.read(3)
                 if len(block) < 3:
-                    return f"it ends inside a frame at byte {size} (the frame's next block header is at byte {pos})"
+                    return f"it ends inside a frame at byte {size} (a block header was due at byte {pos})"
                 h = int.from_bytes(block, "little")
                 pos += 3 + (1 if (h >> 1 & 3) == 1 else h >> 3)
                 if h & 1:
@@ -533,16 +533,23 @@ def _salvage(
             return
     if len(members) > 1:  # a dict of records keyed by anything
         for i, (s, e, colon) in enumerate(members):
+            where = f"{label}[{i}]"
             if colon < 0:
-                yield _one_bad(data, s, e, f"{label}[{i}]", "expected `\"key\": record`", lines, on_error, source)
+                yield _one_bad(data, s, e, where, "expected `\"key\": record`", lines, on_error, source)
             else:
-                yield _one_record(data, _skip_space(data, colon + 1, e), e, f"{label}[{i}]", lines, on_error, source)
+                yield _one_record(data, _skip_space(data, colon + 1, e), e, where, lines, on_error, source)
         return
     yield _one_record(data, start, end, f"{label}[0]", lines, on_error, source)
 
 
 def _one_record(
-    data: bytes, start: int, end: int, location: str, lines: _LineCounter, on_error: OnError, source: str | None
+    data: bytes,
+    start: int,
+    end: int,
+    location: str,
+    lines: _LineCounter,
+    on_error: OnError,
+    source: str | None,
 ) -> Item | IngestErrorItem:
     text = data[start:end]
     try:
@@ -558,11 +565,19 @@ def _one_record(
         return _bad(where, _decode(text), error, on_error, source)
     if type(obj) is dict:
         return obj, location
-    return _one_bad(data, start, end, location, f"expected a JSON object, got {type(obj).__name__}", lines, on_error, source)
+    error = f"expected a JSON object, got {type(obj).__name__}"
+    return _one_bad(data, start, end, location, error, lines, on_error, source)
 
 
 def _one_bad(
-    data: bytes, start: int, end: int, location: str, error: str, lines: _LineCounter, on_error: OnError, source: str | None
+    data: bytes,
+    start: int,
+    end: int,
+    location: str,
+    error: str,
+    lines: _LineCounter,
+    on_error: OnError,
+    source: str | None,
 ) -> IngestErrorItem:
     where = f"{location} (line {lines.at(start)}, byte {start:,})"
     return _bad(where, _decode(data[start:end]), error, on_error, source)

@@ -33,7 +33,14 @@ from reasonmill.io.presets import (
     no_shape_message,
     original_id,
 )
-from reasonmill.io.readers import MAX_RECORD_BYTES, IngestError, IngestErrorItem, read_file, skip_hint, snippet
+from reasonmill.io.readers import (
+    MAX_RECORD_BYTES,
+    IngestError,
+    IngestErrorItem,
+    read_file,
+    skip_hint,
+    snippet,
+)
 from reasonmill.records import CATEGORIES, stable_id
 
 PRESET_NAMES = (
@@ -340,9 +347,8 @@ def shape_error(raw: dict, loc: str, file_preset: str | None, spec: SourceSpec) 
     what = f" (upstream id {rid!r})" if rid is not None else ""
     if spec.on_error == "fail":
         raise IngestError(f"{loc}{what}: source {spec.name!r}: {error}. {skip_hint(spec.name)}")
-    return IngestErrorItem(
-        location=loc, raw=_dump(raw), error=f"preset auto: {error}{what}", reason="unmappable", source=spec.name
-    )
+    error = f"preset auto: {error}{what}"
+    return IngestErrorItem(location=loc, raw=_dump(raw), error=error, reason="unmappable", source=spec.name)
 
 
 def map_row(raw: dict, loc: str, preset: Any, spec: SourceSpec, ctx: Context, keep_origin: bool) -> dict | IngestErrorItem:
