@@ -356,3 +356,16 @@ def test_line_blocks_split_exactly_like_lines_whatever_the_buffer(buffer_size):
             got += block
         want = [len(x.rstrip(b"\n")) if len(x.rstrip(b"\n")) > max_bytes else x for x in lines]
         assert [g.size if type(g) is OversizedLine else g for g in got] == want
+
+
+def test_parquet_row_over_max_record_bytes_is_a_bad_row(tmp_path, gsm8k_lines):
+    rows = [json.loads(line) for line in gsm8k_lines[:300]]
+    rows[123] = {"question": "Huge? " + "z" * 2_000_000, "answer": "#### 1"}
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "g.parquet", row_group_size=100)
+    spec = {"name": "g", "path": "g.parquet", "max_record_bytes": 1 << 20}
+    items = list(iter_source(SourceSpec(**spec, on_error="skip"), tmp_path))
+    bad = [i for i, x in enumerate(items) if isinstance(x, IngestErrorItem)]
+    assert bad == [123] and items[123].reason == "oversized" and items[123].location == "g.parquet#123"
+    assert [x["problem"] for x in items if isinstance(x, dict)] == [r["question"] for r in rows if r is not rows[123]]
+    with pytest.raises(IngestError, match=r"g\.parquet#123: the row takes 2,000,\d+ bytes, over `max_record_bytes`"):
+        list(iter_source(SourceSpec(**spec), tmp_path))

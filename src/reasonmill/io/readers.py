@@ -736,7 +736,8 @@ def read_parquet(
 ) -> Iterator[Item | IngestErrorItem]:
     """Row-group batches, never the whole file at once. A compressed Parquet file is first
     decompressed to a temporary file, because Parquet needs random access. A damaged
-    file or page is an ``IngestError`` naming the file and the first row not read."""
+    file or page is an ``IngestError`` naming the file and the first row not read. A row
+    over ``max_record_bytes`` (its Arrow size) is a bad row, never turned into a dict."""
     import pyarrow.parquet as pq
 
     label = label or str(path)
@@ -759,20 +760,41 @@ def read_parquet(
         while True:
             try:
                 batch = next(batches, None)
-                rows = batch.to_pylist() if batch is not None else None
             except Exception as exc:  # a corrupt page: ArrowInvalid, OSError, ...
                 raise IngestError(
                     f"{label}#{row}: damaged Parquet data from row {row} on ({type(exc).__name__}: {exc}); "
                     "the file is corrupt: write or fetch it again"
                 ) from None
-            if rows is None:
+            if batch is None:
                 return
-            for obj in rows:
-                yield obj, f"{label}#{row}"
-                row += 1
+            for part in _within(batch, max_record_bytes):
+                if part.num_rows == 1 and part.nbytes > max_record_bytes:
+                    yield _bad(
+                        f"{label}#{row}",
+                        "",
+                        f"the row takes {part.nbytes:,} bytes, over `max_record_bytes` ({max_record_bytes:,}); "
+                        "it was not converted. Raise `max_record_bytes` of the source if such rows are meant",
+                        on_error,
+                        source,
+                        reason="oversized",
+                    )
+                    row += 1
+                    continue
+                for obj in part.to_pylist():
+                    yield obj, f"{label}#{row}"
+                    row += 1
     finally:
         if tmp is not None:
             tmp.close()
+
+
+def _within(batch, limit: int) -> list:  # type: ignore[no-untyped-def]
+    """``batch`` cut (zero-copy) into slices whose Arrow size is at most ``limit``, or
+    single rows over it: a batch within the limit holds no row over it."""
+    if batch.nbytes <= limit or batch.num_rows == 1:
+        return [batch]
+    half = batch.num_rows // 2
+    return _within(batch.slice(0, half), limit) + _within(batch.slice(half), limit)
 
 
 READERS = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet}

@@ -115,8 +115,8 @@ class SourceSpec(BaseModel):
     max_record_bytes: int = Field(
         MAX_RECORD_BYTES,
         ge=1,
-        description="longest JSONL line or CSV row read (bytes); a longer one is a ledger row "
-        "(`on_error: skip`) or an error, and is never held in memory",
+        description="longest record read (bytes): a JSONL line, CSV line or Parquet row; a longer "
+        "one is a ledger row (`on_error: skip`) or an error, and is never held in memory whole",
     )
     rank: int | None = None
     meta_fields: list[str] = Field(default_factory=list)
