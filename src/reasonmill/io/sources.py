@@ -217,7 +217,7 @@ def explain(exc: ValidationError, where: str = "source") -> str:
 # --- reading a source -----------------------------------------------------------------------
 
 # Bump when a preset maps the same input differently, so resumed runs re-ingest.
-MAPPING_VERSION = "1"
+MAPPING_VERSION = "2"  # 2: `preset: auto` checks every row; bad JSON records split out
 
 _GLOB_CHARS = ("*", "?", "[")
 
