@@ -196,10 +196,16 @@ def test_json_shapes(tmp_path):
     assert _records({"name": "b", "path": "bom.jsonl"}, tmp_path)[0]["problem"] == "bom"
 
 
-def test_broken_json_document_is_an_error_with_line(tmp_path):
+def test_broken_json_document_record_is_an_error_with_line(tmp_path):
+    """One broken record of a JSON array: an error naming its index and line, or with
+    `skip` one ledger row while the other records are kept."""
     _write(tmp_path, "broken.json", b'[\n  {"problem": "a", "answer": "1"},\n  {"problem": "b",,}\n]\n')
-    with pytest.raises(IngestError, match=r"broken\.json:3: not valid JSON"):
-        _records({"name": "s", "path": "broken.json", "on_error": "skip"}, tmp_path)
+    with pytest.raises(IngestError, match=r"broken\.json\[1\] \(line 3, byte 39\): invalid JSON"):
+        _records({"name": "s", "path": "broken.json"}, tmp_path)
+    items = list(iter_source(SourceSpec(name="s", path="broken.json", on_error="skip"), tmp_path))
+    assert items[0]["problem"] == "a" and items[0]["meta"]["origin"] == "broken.json[0]"
+    assert isinstance(items[1], IngestErrorItem) and items[1].raw == '{"problem": "b",,}'
+    assert len(items) == 2
 
 
 def test_limit_globs_lists_and_missing_files(tmp_path):

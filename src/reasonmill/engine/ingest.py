@@ -23,21 +23,23 @@ import orjson
 import pyarrow as pa
 
 from reasonmill.engine.workdir import gc_paused
-from reasonmill.io.presets import get_preset
+from reasonmill.io.presets import detect_shape, get_preset
 from reasonmill.io.readers import (
     IngestErrorItem,
     detect_format,
     open_binary,
     parse_jsonl_line,
+    read_file,
+    read_line_block,
 )
 from reasonmill.io.sources import (
     SourceSpec,
     _disambiguate_id,
     _id_key,
     _label,
-    detect_file_preset,
     iter_raw,
     map_row,
+    shape_error,
     resolve_paths,
     source_context,
 )
@@ -48,11 +50,13 @@ from reasonmill.records import to_table
 class Piece:
     """Consecutive items of one file: raw JSONL lines (``lines``, blank ones included,
     the first being line ``first_line``) or rows already read (``rows``: (raw dict,
-    location) tuples or ``IngestErrorItem``)."""
+    location) tuples or ``IngestErrorItem``). With ``auto`` (``preset: auto``), ``preset``
+    is the file's, and every row's shape is checked against it."""
 
     source: int
     preset: str | None
     keep_origin: bool
+    auto: bool = False
     label: str = ""
     first_line: int = 1
     lines: list[bytes] = field(default_factory=list)
@@ -87,6 +91,7 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
         spec = specs[piece.source]
         ctx = source_context(spec)
         preset = get_preset(piece.preset) if piece.preset else None
+        auto, file_preset = piece.auto, piece.preset
         items: Iterator[Any]
         if piece.lines:
             label, on_error, name = piece.label, spec.on_error, spec.name
@@ -100,7 +105,10 @@ def map_chunk(pieces: list[Piece], specs: list[SourceSpec]) -> tuple[pa.Table, l
         for item in items:
             n_in += 1
             if type(item) is tuple:
-                item = map_row(item[0], item[1], preset, spec, ctx, piece.keep_origin)
+                if auto and ((shape := detect_shape(item[0])) is None or shape != file_preset):
+                    item = shape_error(item[0], item[1], file_preset, spec)
+                else:
+                    item = map_row(item[0], item[1], preset, spec, ctx, piece.keep_origin)
             if type(item) is dict:
                 records.append(item)
                 origins.append(piece.source)
@@ -125,27 +133,29 @@ def _jsonl_file(spec: SourceSpec, path: Path) -> str | None:
     if fmt != "jsonl":
         return None
     with open_binary(path, comp) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if lineno == 1 and line.strip() in (b"{", b"["):
-                try:
-                    orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    return None
-            break
+        line = fh.readline(16)
+    if line.strip() in (b"{", b"["):
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
     return comp
 
 
-def _first_row_preset(spec: SourceSpec, path: Path, comp: str, label: str) -> str | None:
-    """``preset: auto`` for a JSONL file: detected from its first object, as a serial read
-    does; None when no line parses (every line then goes to the ledger or fails)."""
+def _first_known_shape(spec: SourceSpec, path: Path, comp: str, label: str) -> str | None:
+    """``preset: auto`` for a JSONL file: the preset of its first row of a known shape, as
+    a serial read decides it; None when there is none (every row then goes to the ledger
+    or fails, in a worker, in order)."""
     with open_binary(path, comp) as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                item = parse_jsonl_line(line, lineno, label, spec.on_error, spec.name)
-            except Exception:  # on_error: fail: a worker raises it at its line, in order
-                return None
-            if type(item) is tuple:
-                return detect_file_preset(item[0], item[1], spec)
+        lineno = 0
+        while block := read_line_block(fh, spec.max_record_bytes):
+            for line in block:
+                lineno += 1
+                item = parse_jsonl_line(line, lineno, label, "skip", spec.name)
+                if type(item) is tuple:
+                    name = detect_shape(item[0])
+                    if name is not None:
+                        return name
     return None
 
 
@@ -172,15 +182,13 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
             if taken == limit:
                 break
             if comp is not None and path is not None:  # JSONL: raw lines to the workers
-                if mapping == "auto":
-                    name = _first_row_preset(spec, path, comp, label)
-                else:
-                    name = mapping
-                piece = Piece(k, name, name != "am", label, 1)
+                auto = mapping == "auto"
+                name = _first_known_shape(spec, path, comp, label) if auto else mapping
+                piece = Piece(k, name, name != "am", auto, label, 1)
                 lineno = 1  # of the next line to read
                 with open_binary(path, comp) as fh:
                     while taken != limit:
-                        block = fh.readlines(1 << 22)
+                        block = read_line_block(fh, spec.max_record_bytes)
                         if not block:
                             break
                         while block:
@@ -207,7 +215,7 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
                                 chunk.append(piece)
                                 yield chunk
                                 chunk, count, yielded = [], 0, True
-                                piece = Piece(k, name, name != "am", label, lineno)
+                                piece = Piece(k, name, name != "am", auto, label, lineno)
                             if taken == limit:
                                 break
                 if piece.lines:
@@ -215,17 +223,19 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
                 continue
             # other formats: rows read here (already parsed), mapped by the workers
             if rows is None:
-                from reasonmill.io.readers import read_file
-
-                rows = read_file(path, spec.format, spec.compression, spec.on_error, spec.name, label)
-            name = None if mapping == "auto" else mapping
-            piece = Piece(k, name, name != "am")
+                rows = read_file(
+                    path, spec.format, spec.compression, spec.on_error, spec.name, label,
+                    spec.max_record_bytes,
+                )
+            auto = mapping == "auto"
+            name = None if auto else mapping
+            piece = Piece(k, name, name != "am", auto)
             for item in rows:
-                if type(item) is tuple and piece.preset is None:
-                    name = detect_file_preset(item[0], item[1], spec)
-                    if piece.rows:  # error items before the first row: they need no preset
+                if auto and piece.preset is None and type(item) is tuple and (found := detect_shape(item[0])):
+                    name = found  # the file's first known shape; rows before it fail in the worker
+                    if piece.rows:
                         chunk.append(piece)
-                    piece = Piece(k, name, name != "am")
+                    piece = Piece(k, name, name != "am", auto)
                 piece.rows.append(item)
                 count += 1
                 taken += 1
@@ -233,7 +243,7 @@ def plan_chunks(specs: list[SourceSpec], base_dir: Path, shard_size: int) -> Ite
                     chunk.append(piece)
                     yield chunk
                     chunk, count, yielded = [], 0, True
-                    piece = Piece(k, name, name != "am")
+                    piece = Piece(k, name, name != "am", auto)
                 if taken == limit:
                     break
             if piece.rows:

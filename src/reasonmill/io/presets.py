@@ -3,8 +3,9 @@
 Each preset is a plain function ``(raw, ctx) -> record`` built on ``new_record`` /
 ``new_response``; no pydantic and no regex compilation per row, because ingest must keep
 up with a million rows in well under a minute. ``auto`` picks a preset from the keys of
-the first row. A row a preset cannot map raises ``MappingError``; the caller turns that
-into an ``IngestError`` or a ledger entry with the row's location.
+each row (every row of a file must have the shape of its first). A row a preset cannot
+map raises ``MappingError``; the caller turns that into an ``IngestError`` or a ledger
+entry with the row's location.
 
 Upstream correctness labels of existing responses (Qwen2.5-Math ``score``, SkyThought
 ``correctness``) are kept in the response ``meta`` as ``{"upstream_label": bool}`` so the
@@ -115,7 +116,8 @@ def last_boxed(text: str | None) -> str | None:
     return None
 
 
-def _original_id(raw: dict) -> Any:
+def original_id(raw: dict) -> Any:
+    """The row's upstream id (the first of ``ID_FIELDS`` it has), or None."""
     for key in ID_FIELDS:
         if key in raw:
             value = raw[key]
@@ -198,7 +200,7 @@ def _record(ctx: Context, raw: dict, problem: str, category: str | None, **kw: A
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or category,
         **kw,
     )
@@ -218,7 +220,7 @@ def gsm8k(raw: dict, ctx: Context) -> dict:
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or "math",
         reference_answer=reference or None,
         meta=_meta(raw, ctx, meta),
@@ -243,7 +245,7 @@ def math(raw: dict, ctx: Context) -> dict:
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category or "math",
         reference_answer=reference,
         meta=_meta(raw, ctx, meta),
@@ -251,6 +253,7 @@ def math(raw: dict, ctx: Context) -> dict:
 
 
 _PA_META = ("subject", "level", "unit", "answer_type", "url")
+_PA_META_SET = frozenset(_PA_META)
 
 
 def problem_answer(raw: dict, ctx: Context) -> dict:
@@ -264,13 +267,14 @@ def problem_answer(raw: dict, ctx: Context) -> dict:
     if reference is None:
         reference = _answer(raw.get("final_answer"))
     meta = {}
-    for k in _PA_META:
-        if k in raw and raw[k] is not None:
-            meta[k] = raw[k]
+    if not _PA_META_SET.isdisjoint(raw):
+        for k in _PA_META:
+            if k in raw and raw[k] is not None:
+                meta[k] = raw[k]
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=_original_id(raw),
+        original_id=original_id(raw),
         category=ctx.category,
         reference_answer=reference,
         meta=_meta(raw, ctx, meta),
@@ -627,11 +631,11 @@ def columns(raw: dict, ctx: Context) -> dict:
         raise MappingError(
             f"difficulty {difficulty!r} in field {cols['difficulty']!r} is not a number"
         ) from None
-    original_id = _get(raw, cols["id"]) if "id" in cols else _original_id(raw)
+    upstream_id = _get(raw, cols["id"]) if "id" in cols else original_id(raw)
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=original_id,
+        original_id=upstream_id,
         category=ctx.category or category,
         language=language,
         difficulty=difficulty,
@@ -657,14 +661,59 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Keys of the shapes checked before the plain math ones; a row with none of them (most
+# math rows) goes straight to those, as ``auto`` judges every row.
+_SHAPE_KEYS = frozenset(
+    ("messages", "conversations", "code", "responses", "entry_point", "test_list", "tests", "test", "prompt")
+)
+
+
 def detect_preset(raw: dict) -> str:
     """The preset for a row, judged from its keys (``auto``). Raises ``MappingError`` with
     the keys seen and the fix when no preset fits."""
-    keys = raw.keys()
-    msgs = _maybe_json(raw.get("messages"))
-    if isinstance(msgs, list) and msgs:
-        return "am" if any(isinstance(m, dict) and "info" in m for m in msgs) else "messages"
-    if isinstance(_maybe_json(raw.get("conversations")), list):
+    name = detect_shape(raw)
+    if name is None:
+        raise MappingError(no_shape_message(raw))
+    return name
+
+
+def no_shape_message(raw: dict) -> str:
+    """Why ``auto`` found no preset for ``raw``, and the fix."""
+    return (
+        f"cannot detect a preset from the fields {sorted(raw)[:20]}; set `preset:` to one of "
+        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
+        "`columns: {problem: question, response: response}`"
+    )
+
+
+def detect_shape(raw: dict) -> str | None:
+    """``detect_preset`` without the error: None when no preset fits. Cheap, as ``auto``
+    calls it for every row."""
+    get = raw.get
+    if not _SHAPE_KEYS.isdisjoint(raw):
+        name = _special_shape(raw, raw.keys())
+        if name is not None:
+            return name
+    if get("question").__class__ is str:  # (JSON gives no str subclasses)
+        answer = get("answer")
+        if answer.__class__ is str and "####" in answer:
+            return "gsm8k"
+    elif get("problem").__class__ is not str:
+        return None
+    if get("solution").__class__ is str:
+        return "math"
+    if "answer" in raw or "final_answer" in raw:
+        return "problem_answer"
+    return None
+
+
+def _special_shape(raw: dict, keys: Any) -> str | None:
+    """Chat, eval-output and code shapes, in the order ``auto`` tries them."""
+    if "messages" in keys:
+        msgs = _maybe_json(raw["messages"])
+        if isinstance(msgs, list) and msgs:
+            return "am" if any(isinstance(m, dict) and "info" in m for m in msgs) else "messages"
+    if "conversations" in keys and isinstance(_maybe_json(raw["conversations"]), list):
         return "sharegpt"
     if isinstance(raw.get("code"), list) and ("score" in keys or "gt" in keys):
         return "qwen_eval"
@@ -672,26 +721,14 @@ def detect_preset(raw: dict) -> str:
         return "qwen_eval"
     if "entry_point" in keys and "test" in keys or "test_list" in keys:
         return "code_functional"
-    tests = _maybe_json(raw.get("tests"))
+    tests = _maybe_json(raw["tests"]) if "tests" in keys else None
     if isinstance(tests, dict) and "functional" in tests:
         return "code_functional"
     if "prompt" in keys and isinstance(raw.get("test"), str):
         return "code_functional"
     if isinstance(tests, (list, dict)) and tests and not (isinstance(tests, dict) and "fname" in tests):
         return "code_stdin"
-    has_problem = isinstance(raw.get("problem"), str) or isinstance(raw.get("question"), str)
-    answer = raw.get("answer")
-    if isinstance(raw.get("question"), str) and isinstance(answer, str) and "####" in answer:
-        return "gsm8k"
-    if has_problem and "solution" in keys and isinstance(raw.get("solution"), str):
-        return "math"
-    if has_problem and ("answer" in keys or "final_answer" in keys):
-        return "problem_answer"
-    raise MappingError(
-        f"cannot detect a preset from the fields {sorted(keys)[:20]}; set `preset:` to one of "
-        f"{', '.join(p for p in PRESETS if p != 'columns')}, or give a column map, e.g. "
-        "`columns: {problem: question, response: response}`"
-    )
+    return None
 
 
 def get_preset(name: str) -> Preset:

@@ -6,6 +6,11 @@ where to look: ``file:line`` (JSONL, CSV), ``file[index]`` (JSON documents) or
 ``file#row`` (Parquet). Nothing is dropped silently: a malformed line either stops the
 run with an ``IngestError`` naming ``file:line`` and the fix, or comes back as an error
 item the engine writes to the ledger with its raw text.
+
+Reading itself never fails without a path: a missing or unreadable file, a truncated
+``.gz`` or ``.zst``, a corrupt Parquet page all raise ``IngestError`` naming the file.
+A line longer than ``max_record_bytes`` is never held in memory: it is read past in
+bounded pieces and stands in the stream as an ``OversizedLine``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
+import re
 import shutil
-import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Literal
 
@@ -28,6 +36,8 @@ Item = tuple[dict, str]
 
 _SNIPPET = 160
 _PARQUET_BATCH = 4096
+MAX_RECORD_BYTES = 64 << 20  # default bound on one JSONL line / CSV row
+_SKIP_PIECE = 1 << 20  # how much of an oversized line is read at a time
 _EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -85,17 +95,176 @@ def detect_format(path: str | Path, fmt: str = "auto", compression: str = "auto"
     return fmt, comp
 
 
+class _NamedStream(io.RawIOBase):
+    """A raw stream over ``inner`` whose read errors name ``path``, and whose end is
+    checked by ``at_eof`` (a zstd file cut inside a frame reads as a clean end otherwise)."""
+
+    def __init__(self, inner: IO[bytes], path: Path, kind: str, at_eof: object = None):
+        self._inner, self._path, self._kind, self._at_eof = inner, path, kind, at_eof
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def, override]
+        try:
+            n = self._inner.readinto(buf)  # type: ignore[attr-defined]
+        except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker"
+            raise IngestError(f"{self._path}: truncated {self._kind} file ({exc}); {_REFETCH}") from None
+        except (OSError, zlib.error, ValueError) as exc:  # BadGzipFile, corrupt data, zstd errors
+            raise IngestError(f"{self._path}: cannot read it as {self._kind} ({exc}); {_CHECK}") from None
+        if not n and self._at_eof is not None:
+            check, self._at_eof = self._at_eof, None
+            try:
+                problem = check(self._path)  # type: ignore[operator]
+            except OSError as exc:
+                raise IngestError(f"{self._path}: cannot check the end of the file ({exc})") from None
+            if problem:
+                raise IngestError(f"{self._path}: truncated {self._kind} file: {problem}; {_REFETCH}")
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+_REFETCH = "the file was cut short (an interrupted download or copy?): fetch or write it again"
+_CHECK = "check that it is what `format:` and `compression:` say, and not damaged"
+
+
 def open_binary(path: Path, compression: str) -> IO[bytes]:
-    """A buffered binary stream over the decompressed bytes."""
+    """A buffered binary stream over the decompressed bytes. Every error while opening
+    or reading names ``path``; a truncated ``.gz`` or ``.zst`` is an error at its end."""
+    path = Path(path)
+    try:
+        raw = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot open the file: {exc.strerror or exc}") from None
+    inner: IO[bytes]
     if compression == "gz":
-        return gzip.open(path, "rb")
-    if compression == "zst":
+        inner = gzip.GzipFile(fileobj=raw, mode="rb")
+        stream = _NamedStream(_Closing(inner, raw), path, "gzip")
+    elif compression == "zst":
         import zstandard
 
-        raw = open(path, "rb")
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-    return open(path, "rb", buffering=1 << 20)
+        dctx = zstandard.ZstdDecompressor()
+        inner = dctx.stream_reader(raw, closefd=True, read_across_frames=True)  # type: ignore[assignment]
+        stream = _NamedStream(inner, path, "zstd", zstd_truncation)
+    else:
+        stream = _NamedStream(raw, path, "a plain")
+    return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[return-value]
+
+
+class _Closing:
+    """``inner`` whose ``close`` also closes ``raw`` (GzipFile leaves a given fileobj open)."""
+
+    def __init__(self, inner: IO[bytes], raw: IO[bytes]):
+        self._inner, self._raw = inner, raw
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        return self._inner.readinto(buf)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._raw.close()
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_truncation(path: Path) -> str | None:
+    """Why a zstd file ends inside a frame, or None when every frame is complete.
+
+    ``zstandard``'s stream reader returns a clean end of data when the file stops in the
+    middle of a frame, so a cut file would lose its tail without a word. This walks the
+    frame and block headers (RFC 8878 §3.1), seeking over the block contents: a few
+    bytes read per 128 KiB block, no decompression."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = 0
+        while pos < size:
+            fh.seek(pos)
+            head = fh.read(5)
+            magic = int.from_bytes(head[:4], "little")
+            if len(head) >= 4 and magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame
+                fh.seek(pos + 4)
+                n = fh.read(4)
+                if len(n) < 4:
+                    break
+                pos += 8 + int.from_bytes(n, "little")
+                continue
+            if magic != _ZSTD_MAGIC or len(head) < 5:
+                return None if len(head) >= 4 else f"{size - pos} stray bytes after the last frame"
+            fhd = head[4]
+            single = fhd >> 5 & 1
+            pos += 5 + (1 - single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+            while True:
+                fh.seek(pos)
+                block = fh.read(3)
+                if len(block) < 3:
+                    return f"it ends inside a frame at byte {size} (a block header was due at byte {pos})"
+                h = int.from_bytes(block, "little")
+                pos += 3 + (1 if (h >> 1 & 3) == 1 else h >> 3)
+                if h & 1:
+                    break
+            pos += 4 * (fhd >> 2 & 1)
+        if pos > size:
+            return f"it ends inside a frame: {size} bytes, but the last frame needs {pos}"
+    return None
+
+
+class OversizedLine(bytes):
+    """Stands in the line stream for a line longer than ``max_record_bytes``: the line's
+    first bytes (for the ledger), ``size`` (the line's length) and ``limit``. The line
+    itself was never held in memory. Not JSON, not blank: parsing it gives an error item."""
+
+    size: int
+    limit: int
+
+
+def read_line_block(fh: io.BufferedReader, max_bytes: int, hint: int = 1 << 22) -> list[bytes]:
+    """The next lines of ``fh`` (with their ``\n``), about ``hint`` bytes of them; empty
+    at the end. No line longer than ``max_bytes`` is ever read whole: such a line is read
+    past in pieces and comes back as an ``OversizedLine``.
+
+    Fast path: the complete lines already in ``fh``'s buffer are split off at C speed
+    (``readlines`` up to the buffer's last newline); they cannot be longer than the buffer.
+    Only a line that runs past the buffer is read with a bounded ``readline``."""
+    cap = max_bytes + 1
+    lines: list[bytes] = []
+    total = 0
+    while total < hint:
+        buffered = fh.peek(1)
+        if not buffered:
+            break
+        k = buffered.rfind(b"\n")
+        if 0 < k < cap:  # every complete line in the buffer is within max_bytes
+            lines += fh.readlines(k)  # stops after the line that takes it past k bytes: at k
+            total += k + 1
+            continue
+        line = fh.readline(cap)
+        if not line:
+            break
+        if len(line) == cap and line[-1] != 10:  # no "\n" within max_bytes + 1 bytes
+            line = _skip_rest(fh, line, max_bytes)
+        lines.append(line)
+        total += len(line)
+    return lines
+
+
+def _skip_rest(fh: IO[bytes], head: bytes, limit: int) -> OversizedLine:
+    """Read past the rest of a line begun by ``head``, a piece at a time."""
+    size = len(head)
+    piece = head
+    while piece and piece[-1] != 10:
+        piece = fh.readline(_SKIP_PIECE)
+        size += len(piece)
+    marker = OversizedLine(b"\x00" + head[: 4 * _SNIPPET])
+    marker.size = size - (1 if piece else 0)  # without its "\n"
+    marker.limit = limit
+    return marker
 
 
 def _decode(data: bytes) -> str:
@@ -114,6 +283,16 @@ def parse_jsonl_line(
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        if type(line) is OversizedLine:
+            return _bad(
+                f"{label}:{lineno}",
+                _decode(line[1:]),
+                f"the line is {line.size:,} bytes, over `max_record_bytes` ({line.limit:,}); it was "
+                "not read into memory. Raise `max_record_bytes` of the source if such rows are meant",
+                on_error,
+                source,
+                reason="oversized",
+            )
         if not line.strip():
             return None
         if lineno == 1:
@@ -127,7 +306,7 @@ def parse_jsonl_line(
                         return obj, f"{label}:{lineno}"
             if line.strip() in (b"{", b"["):
                 return PRETTY
-        return _bad(f"{label}:{lineno}", _decode(line), f"invalid JSON: {exc}", on_error, source)
+        return _bad(f"{label}:{lineno}", _decode(line), _json_error(line, exc), on_error, source)
     if type(obj) is dict:
         return obj, f"{label}:{lineno}"
     return _bad(
@@ -139,19 +318,55 @@ def parse_jsonl_line(
     )
 
 
+def _json_error(text: bytes, exc: Exception) -> str:
+    """What is wrong with a line: orjson's message, or for a byte that is not UTF-8 (orjson
+    then says "line 1 column 1") the byte, its offset and the fix."""
+    bad = utf8_error(text)
+    if bad is None:
+        return f"invalid JSON: {exc}"
+    return _utf8_message(bad[1], f"byte {bad[0]:,} of the line")
+
+
+def _utf8_message(byte: int, where: str) -> str:
+    return (
+        f"invalid UTF-8 byte 0x{byte:02x} at {where}; the file is not UTF-8 there: re-encode it "
+        "(e.g. `iconv -f latin1 -t utf-8`) or fix that byte"
+    )
+
+
+def utf8_error(data: bytes) -> tuple[int, int] | None:
+    """(offset, value) of the first byte of ``data`` that is not valid UTF-8, or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start, data[exc.start]
+    return None
+
+
 def read_jsonl(
     path: Path,
     compression: str,
     on_error: OnError = "fail",
     source: str | None = None,
     label: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item | IngestErrorItem]:
     """One JSON object per line. Blank lines are skipped; a file that turns out to hold
     pretty-printed objects (first line ``{`` alone) is read as a JSON document instead."""
     label = label or str(path)
-    parse = parse_jsonl_line
+    parse, loads, JSONDecodeError = parse_jsonl_line, orjson.loads, orjson.JSONDecodeError
+    cap = max_record_bytes + 1
     with open_binary(path, compression) as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in enumerate(iter(partial(fh.readline, cap), b""), 1):  # a C loop
+            if len(line) == cap and line[-1] != 10:  # no "\n" within max_record_bytes + 1
+                line = _skip_rest(fh, line, max_record_bytes)
+            try:  # the common case inline; anything else is parse_jsonl_line's
+                obj = loads(line)
+            except JSONDecodeError:
+                obj = None
+            if type(obj) is dict:
+                yield obj, f"{label}:{lineno}"
+                continue
             item = parse(line, lineno, label, on_error, source)
             if item is None:
                 continue
@@ -160,7 +375,7 @@ def read_jsonl(
             yield item  # type: ignore[misc]
         else:
             return
-    yield from read_json(path, compression, on_error, source, label)
+    yield from read_json(path, compression, on_error, source, label, max_record_bytes)
 
 
 def _bad(
@@ -177,6 +392,7 @@ def read_json(
     on_error: OnError = "fail",
     source: str | None = None,
     label: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item | IngestErrorItem]:
     """A JSON document: an array of records, a dict of records keyed by anything (e.g.
     SkyThought's file keyed by problem text), a ``{"data": [...]}`` wrapper, a single
@@ -184,7 +400,10 @@ def read_json(
     JSONL under a ``.json`` name are read line by line.
 
     The document is parsed whole (JSON arrays cannot be split without a streaming
-    parser); use JSONL or Parquet for inputs larger than memory.
+    parser); use JSONL or Parquet for inputs larger than memory. A document that does not
+    parse (a byte that is not UTF-8, a broken record) is split into its records by a scan
+    of its brackets and strings, so that a bad record is one ledger row (``skip``) or an
+    error naming its byte and line (``fail``), never the whole file.
     """
     label = label or str(path)
     with open_binary(path, compression) as fh:
@@ -194,26 +413,9 @@ def read_json(
     except orjson.JSONDecodeError as exc:
         if _first_line_is_object(data):  # really JSONL under a .json name
             del data
-            yield from read_jsonl(path, compression, on_error, source, label)
+            yield from read_jsonl(path, compression, on_error, source, label, max_record_bytes)
             return
-        docs = _split_documents(data)
-        if docs is None:
-            line = getattr(exc, "lineno", "?")
-            raise IngestError(
-                f"{label}:{line}: not valid JSON ({exc}). A JSON document cannot be split into records "
-                "around the error, so `on_error: skip` does not apply; fix the file or convert it to JSONL."
-            ) from None
-        for i, (obj, text, lineno) in enumerate(docs):
-            if type(obj) is dict:
-                yield obj, f"{label}:{lineno}"
-            else:
-                yield _bad(
-                    f"{label}:{lineno}",
-                    _decode(text),
-                    f"expected a JSON object, got {type(obj).__name__}",
-                    on_error,
-                    source,
-                )
+        yield from _salvage(data, exc, label, on_error, source)
         return
     del data
     yield from _records_of(doc, label, on_error, source)
@@ -277,25 +479,186 @@ def _same_shape(values: list[dict]) -> bool:
     return all(set(v) == first for v in values[: min(len(values), 50)])
 
 
-def _split_documents(data: bytes) -> list[tuple[object, bytes, int]] | None:
-    """Concatenated JSON values (pretty-printed objects back to back), or None."""
-    import json
+# --- a JSON document that does not parse: split it into records and judge each ----------
 
-    text = _decode(data)
-    decoder = json.JSONDecoder()
-    out: list[tuple[object, bytes, int]] = []
-    pos, n = 0, len(text)
-    while True:
-        while pos < n and text[pos].isspace():
-            pos += 1
-        if pos >= n:
-            return out or None
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except ValueError:
-            return None
-        out.append((obj, text[pos:end].encode(), text.count("\n", 0, pos) + 1))
-        pos = end
+# A JSON string (escapes included) or one structural character; a lone quote means an
+# unterminated string. Possessive quantifiers: linear, never backtracking.
+_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|["\[\]{},:]', re.S)
+_CLOSE = {ord("]"): ord("["), ord("}"): ord("{")}
+_BOM = b"\xef\xbb\xbf"
+
+
+def _salvage(
+    data: bytes, exc: Exception, label: str, on_error: OnError, source: str | None
+) -> Iterator[Item | IngestErrorItem]:
+    """Records of a document orjson rejects: the top-level values are found by a scan of
+    brackets and strings, then each record is parsed alone. A record that does not parse
+    is an error item (or ``IngestError``) naming its index, byte and line; the others are
+    kept. A document whose brackets do not balance cannot be split: ``IngestError``."""
+    lines = _LineCounter(data)
+    values = _top_values(data)
+    if values is None:
+        bad = utf8_error(data)
+        if bad is not None:
+            at, byte = bad
+            what = f"invalid UTF-8 byte 0x{byte:02x} at byte {at:,} (line {lines.at(at)})"
+        else:
+            what = f"not valid JSON ({exc})"
+        raise IngestError(
+            f"{label}: {what}, and the document cannot be split into records around it (its "
+            "brackets or quotes do not balance), so `on_error: skip` cannot apply. Fix the file "
+            "there, or convert it to JSONL (one record per line) so a bad record costs one line."
+        )
+    if len(values) > 1:  # pretty-printed objects back to back
+        for start, end in values:
+            yield _one_record(data, start, end, f"{label}:{lines.at(start)}", lines, on_error, source)
+        return
+    start, end = values[0]
+    members = _members(data, start, end)
+    if data[start] == ord("["):
+        for i, (s, e, _) in enumerate(members):
+            yield _one_record(data, s, e, f"{label}[{i}]", lines, on_error, source)
+        return
+    if len(members) == 1 and members[0][2] > 0:  # {"key": [records]}: a wrapper
+        s, e, colon = members[0]
+        value = _skip_space(data, colon + 1, e)
+        if data[value] == ord("["):
+            key = _decode(data[s:colon]).strip()
+            try:
+                key = repr(orjson.loads(key))
+            except orjson.JSONDecodeError:
+                pass
+            for i, (ms, me, _) in enumerate(_members(data, value, e)):
+                yield _one_record(data, ms, me, f"{label}[{key}][{i}]", lines, on_error, source)
+            return
+    if len(members) > 1:  # a dict of records keyed by anything
+        for i, (s, e, colon) in enumerate(members):
+            where = f"{label}[{i}]"
+            if colon < 0:
+                yield _one_bad(data, s, e, where, "expected `\"key\": record`", lines, on_error, source)
+            else:
+                yield _one_record(data, _skip_space(data, colon + 1, e), e, where, lines, on_error, source)
+        return
+    yield _one_record(data, start, end, f"{label}[0]", lines, on_error, source)
+
+
+def _one_record(
+    data: bytes,
+    start: int,
+    end: int,
+    location: str,
+    lines: _LineCounter,
+    on_error: OnError,
+    source: str | None,
+) -> Item | IngestErrorItem:
+    text = data[start:end]
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        where = f"{location} (line {lines.at(start)}, byte {start:,})"
+        bad = utf8_error(text)
+        if bad is None:
+            error = f"invalid JSON: {exc}"
+        else:
+            at = start + bad[0]
+            error = _utf8_message(bad[1], f"byte {at:,} (line {lines.at(at)}) of the file")
+        return _bad(where, _decode(text), error, on_error, source)
+    if type(obj) is dict:
+        return obj, location
+    error = f"expected a JSON object, got {type(obj).__name__}"
+    return _one_bad(data, start, end, location, error, lines, on_error, source)
+
+
+def _one_bad(
+    data: bytes,
+    start: int,
+    end: int,
+    location: str,
+    error: str,
+    lines: _LineCounter,
+    on_error: OnError,
+    source: str | None,
+) -> IngestErrorItem:
+    where = f"{location} (line {lines.at(start)}, byte {start:,})"
+    return _bad(where, _decode(data[start:end]), error, on_error, source)
+
+
+class _LineCounter:
+    """Line numbers of byte offsets, asked in increasing order (counted incrementally)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos, self.line = data, 0, 1
+
+    def at(self, offset: int) -> int:
+        if offset < self.pos:
+            self.pos, self.line = 0, 1
+        self.line += self.data.count(b"\n", self.pos, offset)
+        self.pos = offset
+        return self.line
+
+
+def _skip_space(data: bytes, pos: int, end: int) -> int:
+    while pos < end and data[pos] in b" \t\r\n":
+        pos += 1
+    return pos
+
+
+def _top_values(data: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) of each top-level array or object, or None when the brackets and
+    quotes do not balance or something else stands between the values."""
+    out: list[tuple[int, int]] = []
+    stack: list[int] = []
+    pos = len(_BOM) if data.startswith(_BOM) else 0
+    start = 0
+    for m in _TOKEN.finditer(data, pos):
+        c = data[m.start()]
+        if not stack:
+            if c not in b"[{" or data[pos : m.start()].strip():
+                return None
+            start = m.start()
+        if c in b"[{":
+            stack.append(c)
+        elif c in b"]}":
+            if not stack or stack.pop() != _CLOSE[c]:
+                return None
+            if not stack:
+                out.append((start, m.end()))
+                pos = m.end()
+        elif c == ord('"') and m.end() - m.start() == 1:
+            return None  # an unterminated string
+    if stack or data[pos:].strip():
+        return None
+    return out or None
+
+
+def _members(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(start, end, colon or -1) of each member of the array or object spanning
+    ``data[start:end]`` (balanced, as ``_top_values`` found it); empty members dropped."""
+    out: list[tuple[int, int, int]] = []
+    depth = 0
+    begin, colon = start + 1, -1
+
+    def close(stop: int) -> None:
+        s = _skip_space(data, begin, stop)
+        e = stop
+        while e > s and data[e - 1] in b" \t\r\n":
+            e -= 1
+        if e > s:
+            out.append((s, e, colon))
+
+    for m in _TOKEN.finditer(data, start + 1, end - 1):
+        c = data[m.start()]
+        if c in b"[{":
+            depth += 1
+        elif c in b"]}":
+            depth -= 1
+        elif depth == 0 and c == ord(","):
+            close(m.start())
+            begin, colon = m.end(), -1
+        elif depth == 0 and c == ord(":") and colon < 0:
+            colon = m.start()
+    close(end - 1)
+    return out
 
 
 def read_csv(
@@ -304,14 +667,17 @@ def read_csv(
     on_error: OnError = "fail",
     source: str | None = None,
     label: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item | IngestErrorItem]:
-    """A header row then records; cells are strings (empty cell → None)."""
+    """A header row then records; cells are strings (empty cell → None). A field longer
+    than ``max_record_bytes`` is a bad row; a physical line longer than that stops the
+    read with its line number (a CSV row cannot be skipped without parsing it)."""
     label = label or str(path)
-    if csv.field_size_limit() < sys.maxsize // 2:  # reasoning traces exceed the 128 KiB default
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    if csv.field_size_limit() != max_record_bytes:
+        csv.field_size_limit(max_record_bytes)
     with open_binary(path, compression) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
-        reader = csv.reader(text)
+        reader = csv.reader(_bounded_lines(text, max_record_bytes, label))
         try:
             header = next(reader)
         except StopIteration:
@@ -346,15 +712,32 @@ def read_csv(
             yield {k: (v if v != "" else None) for k, v in zip(header, row)}, f"{label}:{start}"
 
 
+def _bounded_lines(text: io.TextIOWrapper, max_chars: int, label: str) -> Iterator[str]:
+    readline = text.readline
+    cap = max_chars + 1
+    lineno = 0
+    while line := readline(cap):
+        lineno += 1
+        if len(line) == cap and not line.endswith("\n"):
+            raise IngestError(
+                f"{label}:{lineno}: a line longer than `max_record_bytes` ({max_chars:,}); it was not "
+                "read into memory. Raise `max_record_bytes` of the source if such rows are meant."
+            )
+        yield line
+
+
 def read_parquet(
     path: Path,
     compression: str,
     on_error: OnError = "fail",
     source: str | None = None,
     label: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item | IngestErrorItem]:
     """Row-group batches, never the whole file at once. A compressed Parquet file is first
-    decompressed to a temporary file, because Parquet needs random access."""
+    decompressed to a temporary file, because Parquet needs random access. A damaged
+    file or page is an ``IngestError`` naming the file and the first row not read. A row
+    over ``max_record_bytes`` (its Arrow size) is a bad row, never turned into a dict."""
     import pyarrow.parquet as pq
 
     label = label or str(path)
@@ -369,16 +752,49 @@ def read_parquet(
             pf = pq.ParquetFile(tmp if tmp is not None else path)
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad files
             raise IngestError(
-                f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`"
+                f"{label}: not a readable Parquet file ({exc}); check `format:` and `compression:`, "
+                "or whether the file was cut short"
             ) from None
         row = 0
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
-            for obj in batch.to_pylist():
-                yield obj, f"{label}#{row}"
-                row += 1
+        batches = pf.iter_batches(batch_size=_PARQUET_BATCH)
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as exc:  # a corrupt page: ArrowInvalid, OSError, ...
+                raise IngestError(
+                    f"{label}#{row}: damaged Parquet data from row {row} on ({type(exc).__name__}: {exc}); "
+                    "the file is corrupt: write or fetch it again"
+                ) from None
+            if batch is None:
+                return
+            for part in _within(batch, max_record_bytes):
+                if part.num_rows == 1 and part.nbytes > max_record_bytes:
+                    yield _bad(
+                        f"{label}#{row}",
+                        "",
+                        f"the row takes {part.nbytes:,} bytes, over `max_record_bytes` ({max_record_bytes:,}); "
+                        "it was not converted. Raise `max_record_bytes` of the source if such rows are meant",
+                        on_error,
+                        source,
+                        reason="oversized",
+                    )
+                    row += 1
+                    continue
+                for obj in part.to_pylist():
+                    yield obj, f"{label}#{row}"
+                    row += 1
     finally:
         if tmp is not None:
             tmp.close()
+
+
+def _within(batch, limit: int) -> list:  # type: ignore[no-untyped-def]
+    """``batch`` cut (zero-copy) into slices whose Arrow size is at most ``limit``, or
+    single rows over it: a batch within the limit holds no row over it."""
+    if batch.nbytes <= limit or batch.num_rows == 1:
+        return [batch]
+    half = batch.num_rows // 2
+    return _within(batch.slice(0, half), limit) + _within(batch.slice(half), limit)
 
 
 READERS = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet}
@@ -391,9 +807,10 @@ def read_file(
     on_error: OnError = "fail",
     source: str | None = None,
     label: str | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item | IngestErrorItem]:
     """Read one file of any supported format; see the module docstring for what comes out."""
     fmt, comp = detect_format(path, fmt, compression)
     if not Path(path).is_file():
         raise IngestError(f"{path}: file not found")
-    return READERS[fmt](Path(path), comp, on_error, source, label)
+    return READERS[fmt](Path(path), comp, on_error, source, label, max_record_bytes)

@@ -25,8 +25,22 @@ from pydantic import (
     model_validator,
 )
 
-from reasonmill.io.presets import Context, MappingError, detect_preset, get_preset
-from reasonmill.io.readers import IngestError, IngestErrorItem, read_file, skip_hint, snippet
+from reasonmill.io.presets import (
+    Context,
+    MappingError,
+    detect_shape,
+    get_preset,
+    no_shape_message,
+    original_id,
+)
+from reasonmill.io.readers import (
+    MAX_RECORD_BYTES,
+    IngestError,
+    IngestErrorItem,
+    read_file,
+    skip_hint,
+    snippet,
+)
 from reasonmill.records import CATEGORIES, stable_id
 
 PRESET_NAMES = (
@@ -98,6 +112,12 @@ class SourceSpec(BaseModel):
     model: str | None = Field(None, description="model name given to responses found in the input")
     limit: int | None = Field(None, ge=0)
     on_error: Literal["fail", "skip"] = "fail"
+    max_record_bytes: int = Field(
+        MAX_RECORD_BYTES,
+        ge=1,
+        description="longest record read (bytes): a JSONL line, CSV line or Parquet row; a longer "
+        "one is a ledger row (`on_error: skip`) or an error, and is never held in memory whole",
+    )
     rank: int | None = None
     meta_fields: list[str] = Field(default_factory=list)
 
@@ -197,7 +217,7 @@ def explain(exc: ValidationError, where: str = "source") -> str:
 # --- reading a source -----------------------------------------------------------------------
 
 # Bump when a preset maps the same input differently, so resumed runs re-ingest.
-MAPPING_VERSION = "1"
+MAPPING_VERSION = "2"  # 2: `preset: auto` checks every row; bad JSON records split out
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -255,20 +275,25 @@ def iter_raw(spec: SourceSpec, base_dir: Path) -> Iterator[tuple[Iterator, str]]
         return
     for path in resolve_paths(spec, base_dir):
         label = _label(path, base_dir)
-        yield read_file(path, spec.format, spec.compression, spec.on_error, spec.name, label), label
+        yield read_file(
+            path, spec.format, spec.compression, spec.on_error, spec.name, label, spec.max_record_bytes
+        ), label
 
 
 def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestErrorItem]:
     """Records of one source, in input order, each with ``meta["origin"]`` = its location.
 
     Rows that do not parse or do not map come back as ``IngestErrorItem`` when
-    ``on_error: skip`` (reason ``malformed`` / ``unmappable``); with ``on_error: fail``
-    they raise ``IngestError`` naming ``file:line`` and the fix. ``limit`` counts rows
-    read, bad ones included. ``preset: auto`` is decided per file from its first row.
+    ``on_error: skip`` (reason ``malformed`` / ``unmappable`` / ``oversized``); with
+    ``on_error: fail`` they raise ``IngestError`` naming ``file:line`` and the fix.
+    ``limit`` counts rows read, bad ones included. ``preset: auto`` checks every row: the
+    first row of a known shape sets the file's preset, and a row of no known shape or of
+    another one is a bad row (see ``shape_error``).
     """
     ctx = source_context(spec)
     mapping = spec.mapping
     limit = spec.limit
+    auto = mapping == "auto"
     keep_origin = mapping != "am"  # AM rows round-trip exactly; origin would add to meta
     seen = 0
     ids: set[int | str] = set()  # the ids given so far (as ints): upstream ids and texts repeat
@@ -276,14 +301,18 @@ def iter_source(spec: SourceSpec, base_dir: Path) -> Iterator[dict | IngestError
     if limit == 0:
         return
     for rows, file_label in iter_raw(spec, Path(base_dir)):
-        preset = None if mapping == "auto" else get_preset(mapping)
+        preset = None if auto else get_preset(mapping)
+        file_preset: str | None = None
         for item in rows:
             if type(item) is tuple:
                 raw, loc = item
-                if preset is None:
-                    preset = get_preset(detect_file_preset(raw, loc, spec))
-                    keep_origin = preset.__name__ != "am"
-                item = map_row(raw, loc, preset, spec, ctx, keep_origin)
+                if auto and ((shape := detect_shape(raw)) is None or shape != file_preset):
+                    if file_preset is None and shape is not None:  # the file's first known shape
+                        file_preset, preset, keep_origin = shape, get_preset(shape), shape != "am"
+                    else:
+                        item = shape_error(raw, loc, file_preset, spec)
+                if type(item) is tuple:
+                    item = map_row(raw, loc, preset, spec, ctx, keep_origin)
                 if type(item) is dict:
                     key = _id_key(item["id"])
                     if key in ids:
@@ -300,12 +329,26 @@ def source_context(spec: SourceSpec) -> Context:
     return Context(spec.name, spec.category, spec.model, tuple(spec.meta_fields), dict(spec.columns or {}))
 
 
-def detect_file_preset(raw: dict, loc: str, spec: SourceSpec) -> str:
-    """``preset: auto``: the preset name for a file, from its first row."""
-    try:
-        return detect_preset(raw)
-    except MappingError as exc:
-        raise IngestError(f"{loc}: source {spec.name!r}: {exc}") from None
+def shape_error(raw: dict, loc: str, file_preset: str | None, spec: SourceSpec) -> IngestErrorItem:
+    """``preset: auto`` met a row whose shape is not the file's (``file_preset``, set by
+    the file's first row of a known shape; None before it): no known shape, or another
+    one, whose rows the file's preset would map wrongly without a word. An
+    ``IngestErrorItem`` (``on_error: skip``), or an ``IngestError`` naming the place and
+    the row's upstream id (``fail``)."""
+    name = detect_shape(raw)
+    if name is None:
+        error = no_shape_message(raw)
+    else:
+        error = (
+            f"the row has the shape of preset {name!r}, the file's first rows that of {file_preset!r}; "
+            "rows of two shapes in one file are not mapped by guess: split the file, or set `preset:`"
+        )
+    rid = original_id(raw)
+    what = f" (upstream id {rid!r})" if rid is not None else ""
+    if spec.on_error == "fail":
+        raise IngestError(f"{loc}{what}: source {spec.name!r}: {error}. {skip_hint(spec.name)}")
+    error = f"preset auto: {error}{what}"
+    return IngestErrorItem(location=loc, raw=_dump(raw), error=error, reason="unmappable", source=spec.name)
 
 
 def map_row(raw: dict, loc: str, preset: Any, spec: SourceSpec, ctx: Context, keep_origin: bool) -> dict | IngestErrorItem:
