@@ -176,17 +176,20 @@ class _Worker:
             if not line:
                 return
             sys.stdout = buf = io.StringIO()
+            req: dict = {}
             try:
-                reply = {"ok": self.handle(json.loads(line))}
+                req = json.loads(line)
+                reply = {"ok": self.handle(req)}
             except BaseException as e:  # noqa: BLE001 - the solution's own errors, SystemExit included
                 reply = {"exc": [type(e).__name__, _short(str(e))]}
             finally:
                 sys.stdout = real_stdout
             reply["out"] = _short(buf.getvalue())
+            reply["s"] = req.get("s")
             try:
                 data = _wire.dumps(reply)
             except (TypeError, ValueError) as e:
-                data = _wire.dumps({"exc": ["TypeError", _short(f"unencodable reply: {e}")], "out": ""})
+                data = _wire.dumps({"exc": ["TypeError", _short(f"unencodable reply: {e}")], "out": "", "s": req.get("s")})
             _write_all(self.rep_fd, data)
 
     def _resolve(self, ref):
@@ -346,6 +349,7 @@ class Link:
         self.rep = os.fdopen(rep_fd, "rb")
         self.broken: tuple[str, str] | None = None
         self.out: list[str] = []
+        self.seq = 0
 
     def encoder(self) -> _wire.Encoder:
         p = self.prelude
@@ -368,6 +372,8 @@ class Link:
                 req["v"] = self.encoder().message(payload[0])
             except _wire.WireError as e:
                 raise TypeError(f"cannot pass this value to the solution: {e}") from None
+        self.seq += 1
+        req["s"] = self.seq
         try:
             _write_all(self.req_fd, _wire.dumps(req))
             line = self.rep.readline(MAX_MESSAGE + 1)
@@ -382,6 +388,8 @@ class Link:
             raise WorkerGone()
         try:
             reply = json.loads(line)
+            if reply.get("s") != self.seq:
+                raise ValueError("out of sequence")
             exc = reply.get("exc")
             value = None
             if exc is None:
