@@ -10,7 +10,7 @@ both processes of the harness use it, and the host uses it to read functional re
 
 Encoding: ``None``, ``bool``, ``str``, finite or not ``float`` and small ``int`` are
 plain JSON; a list is a JSON array; every other value is ``{"$": tag, "v": ...}``.
-Exact types only, except the standard library's ``Counter``, ``OrderedDict``,
+Exact types only (and the builtin types themselves, ``int`` as an argument), except the standard library's ``Counter``, ``OrderedDict``,
 ``defaultdict`` (sent as ``dict``), ``deque`` and named tuples (sent as ``tuple``).
 Iterators and generators are drained (at most ``MAX_ITEMS``) and arrive as iterators.
 Linked-list and tree nodes (LeetCode's ``ListNode``/``TreeNode``) travel as a node table,
@@ -20,6 +20,7 @@ in the solution's process (see ``_harness``).
 
 from __future__ import annotations
 
+import builtins
 import collections
 import decimal
 import fractions
@@ -80,6 +81,8 @@ class Encoder:
             return {"$": t.__name__, "v": self._seq(list(x))}
         if isinstance(x, tuple) and hasattr(t, "_fields") and t.__module__ != "builtins":
             return {"$": "tuple", "v": self._seq(tuple.__iter__(x))}  # a named tuple
+        if t is type and getattr(builtins, x.__name__, None) is x:
+            return {"$": "type", "v": x.__name__}  # int, str, list... as an argument
         ref = self.ref_of(x)
         if ref is not None:
             return {"$": "ref", "v": ref}
@@ -224,6 +227,11 @@ class Decoder:
             return dict(enumerate(self._list(v))).values()
         if tag == "dict_items":
             return dict(tuple(p) for p in self._list(v)).items()
+        if tag == "type":
+            cls = getattr(builtins, _str(v), None)
+            if not isinstance(cls, type):
+                raise WireError(f"no builtin type {v!r}")
+            return cls
         if tag == "iter":
             return iter(self._list(v))
         if tag == "node":
