@@ -10,6 +10,8 @@ whose ``__eq__`` is always True, reading the expected outputs from the box, and 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from reasonmill.sandbox import Limits, get_runner
@@ -345,3 +347,53 @@ def test_exceptions_of_the_solution_reach_the_test(runner):
     test = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
     (res,) = runner.run(code, [{"kind": "assert", "input": test, "output": ""}], LIM)
     assert res.status == "passed", res
+
+
+# --- the wire format, on the host ---------------------------------------------------------
+
+
+def _roundtrip(value, node_kind=None):
+    from reasonmill.sandbox import _box_prelude as p
+    from reasonmill.sandbox import _wire
+
+    msg = json.loads(_wire.dumps(_wire.Encoder(node_kind=node_kind).message(value)))
+    return _wire.Decoder(p.TreeNode, p.ListNode).message(msg)
+
+
+def test_wire_rebuilds_builtin_values_and_refuses_the_rest():
+    from reasonmill.sandbox import _wire
+
+    value = [(1, -2**70), {frozenset({1}): [None, True, 1.5]}, {"a": b"\xff"}, float("inf"), 3 + 4j, range(1, 9, 2)]
+    assert _roundtrip(value) == value
+    assert [type(x) for x in _roundtrip(value)] == [tuple, dict, dict, float, complex, range]
+    assert list(_roundtrip(iter([1, 2]))) == [1, 2]
+
+    class Int(int):
+        pass
+
+    for bad in (Int(3), [object()], {"k": Int(1)}, type("T", (), {})):
+        with pytest.raises(_wire.WireError, match="not a builtin type"):
+            _wire.Encoder().message(bad)
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(_wire.WireError, match="contains itself"):
+        _wire.Encoder().message(loop)
+
+
+def test_wire_keeps_node_graphs_and_refuses_forged_messages():
+    from reasonmill.sandbox import _box_prelude as p
+    from reasonmill.sandbox import _wire
+
+    kind = lambda o: "T" if type(o) is p.TreeNode else "L" if type(o) is p.ListNode else None  # noqa: E731
+    cyclic = p.list_node([1, 2, 3])
+    cyclic.next.next.next = cyclic.next
+    back = _roundtrip(cyclic, kind)
+    assert (back.val, back.next.val, back.next.next.next is back.next) == (1, 2, True)
+    tree = _roundtrip(p.tree_node([4, 2, 7, 1]), kind)
+    assert p.is_same_tree(tree, p.tree_node([4, 2, 7, 1])) and type(tree) is p.TreeNode
+    decoder = _wire.Decoder(p.TreeNode, p.ListNode)
+    for forged in ({"v": {"$": "ref", "v": ["h", 0]}}, {"v": {"$": "node", "v": 5}, "n": []},
+                   {"v": {"$": "eval", "v": "1"}}, {"v": {"k": 1}}, {"v": {"$": "type", "v": "open"}},
+                   {"v": {"$": "node", "v": 0}, "n": [["T", 1, 1, None], ["L", 2, None]]}):  # fmt: skip
+        with pytest.raises(_wire.WireError):
+            decoder.message(forged)
