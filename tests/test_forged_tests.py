@@ -342,6 +342,23 @@ def test_a_solution_named_like_a_builtin_is_still_the_one_tested(runner):
     assert [r.status for r in res] == ["passed", "passed", "failed"], res
 
 
+def test_a_class_posing_as_the_function_or_a_stdlib_origin_does_not_pass(runner):
+    """``assert is_even(4)`` with ``is_even`` a class: its instance stays in the worker and
+    has no truth value. ``gcd.__module__ = "math"``: the function under test is still the
+    solution's own, not the real ``math.gcd``. A solution's ``check`` is not the test's."""
+    truthy = "class is_even:\n    def __init__(self, n):\n        pass\n"
+    tests = [{"kind": "assert", "input": "assert is_even(4)", "output": ""},
+             {"kind": "check", "input": "def check(candidate):\n    assert candidate(4)\n", "output": "is_even"}]  # fmt: skip
+    assert [r.passed for r in runner.run(truthy, tests, LIM)] == [False, False]
+    liar = "def gcd(a, b):\n    return 0\ngcd.__module__ = 'math'\ngcd.__qualname__ = 'gcd'\n"
+    tests = [{"kind": "assert", "input": "assert gcd(12, 18) == 6", "output": ""},
+             {"kind": "check", "input": "def check(candidate):\n    assert candidate(12, 18) == 6\n", "output": "gcd"}]  # fmt: skip
+    assert [r.status for r in runner.run(liar, tests, LIM)] == ["failed", "failed"]
+    own_check = "def check(candidate):\n    pass\ndef f(x):\n    return 0\n"
+    test = {"kind": "check", "input": "assert f(1) == 1\n", "output": "f"}
+    assert not runner.run(own_check, [test], LIM)[0].passed
+
+
 def test_exceptions_of_the_solution_reach_the_test(runner):
     code = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
     test = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"

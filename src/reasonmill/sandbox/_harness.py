@@ -290,7 +290,8 @@ def _start_worker(solution: str, prelude) -> tuple[int, int, int]:
 class Remote:
     """An object that stays in the worker (a function, class or instance of the solution).
     Calling it and reading or writing its attributes are requests to the worker; nothing
-    else is (its ``==`` and ``hash`` are identity, it is always true)."""
+    else is: its ``==`` and ``hash`` are identity, and it has no truth value (else a class
+    posing as a function would pass ``assert f(x)``)."""
 
     __slots__ = ("_link", "_ref")
 
@@ -308,6 +309,9 @@ class Remote:
 
     def __setattr__(self, name: str, value) -> None:
         self._link.request({"op": "set", "f": self._ref, "a": name}, value)
+
+    def __bool__(self) -> bool:
+        raise TypeError("a solution object has no truth value here: `assert f(x)` must get a builtin value")
 
     def __repr__(self) -> str:
         return f"<solution object {self._ref[1]!r}>"
@@ -467,7 +471,7 @@ def subjects(tests: list[dict], solution_names: set[str]) -> set[str]:
     """Names the tests are about: the root of a ``check`` target, and the function an
     ``assert`` calls directly (``assert f(1) == 2``, ``assert not f(1)``, ``assert f(1)``)
     on arguments that call no other function of the solution. Only these may replace a
-    builtin or prelude name in the tests' namespace."""
+    builtin or prelude name in the tests' namespace (``check`` never: it is the tests')."""
     out: set[str] = set()
     for t in tests:
         try:
@@ -514,7 +518,7 @@ class Supervisor:
         use (as remote objects, or as the supervisor's own module/stdlib object)."""
         tests = self.spec["tests"]
         ns = {"__name__": "__test__", "__builtins__": builtins, **self.base}
-        protected = set(ns) | set(dir(builtins))
+        protected = set(ns) | set(dir(builtins)) | {"check", "candidate"}
         solution_names = {n[0] for n in names if type(n) is list and len(n) == 3 and type(n[0]) is str}
         allowed = subjects(tests, solution_names)
         used = _used_names(tests)
@@ -529,7 +533,9 @@ class Supervisor:
                 if obj is not None:
                     ns[name] = obj
             elif kind == "callable":
-                obj = _trusted(info)
+                # A name the tests are about is always the solution's own code: a function
+                # claiming ``__module__ = "math"`` must not be swapped for the real math.gcd.
+                obj = None if name in allowed else _trusted(info)
                 ns[name] = obj if obj is not None else Remote(self.link, ["n", name])
             else:
                 ns[name] = self.link.request({"op": "get", "f": ["n", name], "a": None})
