@@ -21,7 +21,8 @@ file is copied into the sandbox next to ``_wire.py``.
   result fd, so whatever it writes anywhere, only the supervisor's verdicts count.
 - A solution defining a name the tests use to check (``len``, ``sorted``, ``is_same_tree``)
   does not replace it for the tests; only the name a test is about (``assert sum(1, 2) ==
-  3``, ``check(add)``) may be a builtin's or prelude's name.
+  3``, ``check(add)``) may be a builtin's or prelude's name. The host lists both in the
+  spec (``subjects``, ``names``; see ``reasonmill.sandbox.testnames``).
 
 Events on ``RESULT_FD``, one JSON line each: ``start`` (test ``i`` began; ``-1`` is the
 load), ``alive`` (still within its timeout on a loaded machine), ``done`` (status
@@ -32,16 +33,13 @@ killed or hung the worker the supervisor exits; the host reruns the remaining te
 
 from __future__ import annotations
 
-import ast
 import builtins
 import importlib
-import importlib.util
 import io
 import json
 import os
 import signal
 import sys
-import sysconfig
 import time
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # ``-I`` leaves the script's dir out
@@ -150,10 +148,8 @@ def _duck_node(obj) -> str | None:
 
 def _close_fds_except(keep: set[int]) -> None:
     try:
-        import resource
-
-        top = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
-    except (ImportError, ValueError, OSError):
+        top = min(os.sysconf("SC_OPEN_MAX"), 1 << 16)  # the RLIMIT_NOFILE soft limit
+    except (ValueError, OSError):
         top = 1 << 16
     lo = 3
     for fd in sorted(k for k in keep if k >= 3) + [max(top, max(keep) + 1)]:
@@ -442,9 +438,6 @@ def _trusted(origin) -> object | None:
     return obj
 
 
-_STDLIB = tuple({sysconfig.get_paths()[k] + os.sep for k in ("stdlib", "platstdlib")})
-
-
 def _trusted_module(name: object) -> object | None:
     """The module ``name`` when it is in the standard library (or already imported here):
     never a file the solution could have written."""
@@ -453,59 +446,16 @@ def _trusted_module(name: object) -> object | None:
     if name in sys.modules:
         return sys.modules[name]
     try:
+        import importlib.util
+        import sysconfig
+
+        stdlib = tuple({sysconfig.get_paths()[k] + os.sep for k in ("stdlib", "platstdlib")})
         spec = importlib.util.find_spec(name)
-        if spec is None or not (spec.origin in ("built-in", "frozen") or (spec.origin or "").startswith(_STDLIB)):
+        if spec is None or not (spec.origin in ("built-in", "frozen") or (spec.origin or "").startswith(stdlib)):
             return None
         return importlib.import_module(name)
     except Exception:  # noqa: BLE001 - not importable here (or made up by the solution)
         return None
-
-
-def _root_name(expr: ast.AST) -> str | None:
-    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
-    return expr.id if isinstance(expr, ast.Name) else None
-
-
-def subjects(tests: list[dict], solution_names: set[str]) -> set[str]:
-    """Names the tests are about: the root of a ``check`` target, and the function an
-    ``assert`` calls directly (``assert f(1) == 2``, ``assert not f(1)``, ``assert f(1)``)
-    on arguments that call no other function of the solution. Only these may replace a
-    builtin or prelude name in the tests' namespace (``check`` never: it is the tests')."""
-    out: set[str] = set()
-    for t in tests:
-        try:
-            if t.get("kind") == "check" and (t.get("target") or "").strip():
-                out.add(_root_name(ast.parse(t["target"].strip(), mode="eval").body) or "")
-            tree = ast.parse(t.get("input") or "")
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Assert):
-                continue
-            e = node.test
-            while isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-                e = e.operand
-            if isinstance(e, ast.Compare):
-                e = e.left
-            if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name)):
-                continue
-            inner = {c.func.id for a in [*e.args, *e.keywords] for c in ast.walk(a)
-                     if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}  # fmt: skip
-            if not (inner & (solution_names - {e.func.id})):
-                out.add(e.func.id)
-    return out
-
-
-def _used_names(tests: list[dict]) -> set[str]:
-    names: set[str] = set()
-    for t in tests:
-        for text, mode in ((t.get("input") or "", "exec"), ((t.get("target") or "").strip(), "eval")):
-            try:
-                names |= {n.id for n in ast.walk(ast.parse(text, mode=mode)) if isinstance(n, ast.Name)}
-            except SyntaxError:
-                continue
-    return names
 
 
 class Supervisor:
@@ -516,12 +466,9 @@ class Supervisor:
     def namespace(self, names: list) -> dict:
         """The tests' globals: builtins, the prelude, and the solution's names the tests
         use (as remote objects, or as the supervisor's own module/stdlib object)."""
-        tests = self.spec["tests"]
         ns = {"__name__": "__test__", "__builtins__": builtins, **self.base}
         protected = set(ns) | set(dir(builtins)) | {"check", "candidate"}
-        solution_names = {n[0] for n in names if type(n) is list and len(n) == 3 and type(n[0]) is str}
-        allowed = subjects(tests, solution_names)
-        used = _used_names(tests)
+        allowed, used = set(self.spec.get("subjects") or ()), set(self.spec.get("names") or ())
         for entry in names:
             if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str):
                 continue

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import builtins
 import collections
-import decimal
-import fractions
 import json
+import sys
 
 MAX_ITEMS = 1_000_000
 _SAFE_INT = 1 << 53
+_NUMBER_TYPES = {("decimal", "Decimal"), ("fractions", "Fraction")}  # imported lazily: rarely needed
 
 
 class WireError(ValueError):
@@ -75,8 +75,8 @@ class Encoder:
             return {"$": "complex", "v": [x.real, x.imag]}
         if t is range:
             return {"$": "range", "v": [x.start, x.stop, x.step]}
-        if t is decimal.Decimal or t is fractions.Fraction:
-            return {"$": t.__name__, "v": str(x)}
+        if (t.__module__, t.__name__) in _NUMBER_TYPES and t is getattr(sys.modules.get(t.__module__), t.__name__, None):
+            return {"$": t.__name__, "v": str(x)}  # the decoder rebuilds it from the text
         if t is type({}.keys()) or t is type({}.values()) or t is type({}.items()):
             return {"$": t.__name__, "v": self._seq(list(x))}
         if isinstance(x, tuple) and hasattr(t, "_fields") and t.__module__ != "builtins":
@@ -218,8 +218,12 @@ class Decoder:
             a, b, c = (_int(n) for n in self._list(v))
             return range(a, b, c)
         if tag == "Decimal":
+            import decimal  # lazily: most runs never need it
+
             return decimal.Decimal(_str(v))
         if tag == "Fraction":
+            import fractions
+
             return fractions.Fraction(_str(v))
         if tag == "dict_keys":
             return dict.fromkeys(self._list(v)).keys()

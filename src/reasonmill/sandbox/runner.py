@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from reasonmill.sandbox import _box_prelude, _wire, prelude
+from reasonmill.sandbox import _box_prelude, _wire, prelude, testnames
 from reasonmill.sandbox.backends import BwrapBackend, RlimitBackend, Wrapped
 from reasonmill.sandbox.compare import outputs_match, returned_matches
 from reasonmill.sandbox.limits import Limits, TestResult
@@ -201,7 +201,7 @@ class Runner:
         pending = list(batch)
         restarts = 0
         while pending:
-            spec = {"fn_name": fn_name, "timeout": limits.wall_timeout, "tests": [_spec_test(i, t) for i, t in pending]}
+            spec = _spec(pending, fn_name, limits)
             n = len(pending)
             res = self._exec(
                 argv, limits, box, stdin=json.dumps(spec).encode(),
@@ -313,12 +313,21 @@ class Runner:
         return results
 
 
-def _spec_test(i: int, test: dict) -> dict:
-    """What the harness gets of a test: its code or arguments, never an expected output."""
-    out = {"i": i, "kind": test.get("kind"), "input": test.get("input")}
-    if test.get("kind") == "check":
-        out["target"] = test.get("output")  # the candidate expression, e.g. Solution().f
-    return out
+def _spec(tests: list[tuple[int, dict]], fn_name: str | None, limits: Limits) -> dict:
+    """What the harness gets: each test's code or arguments (never an expected output),
+    the names the tests use and the names they are about (see ``testnames``)."""
+    spec_tests, names, subjects = [], set(), set()
+    for i, t in tests:
+        entry = {"i": i, "kind": t.get("kind"), "input": t.get("input")}
+        if t.get("kind") == "check":
+            entry["target"] = t.get("output")  # the candidate expression, e.g. Solution().f
+        if t.get("kind") in ("assert", "check"):
+            code, target = str(t.get("input") or ""), str(entry.get("target") or "")
+            names |= testnames.used_names(code, target)
+            subjects |= testnames.subjects(code, target)
+        spec_tests.append(entry)
+    return {"fn_name": fn_name, "timeout": limits.wall_timeout, "tests": spec_tests,
+            "names": sorted(names), "subjects": sorted(subjects)}  # fmt: skip
 
 
 def normalize_language(language: str | None) -> str:
