@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from reasonmill.sandbox import _box_prelude, _wire, prelude, testnames
+from reasonmill.sandbox import _box_prelude, _wire, bytecode, prelude, testnames
 from reasonmill.sandbox.backends import BwrapBackend, RlimitBackend, Wrapped
 from reasonmill.sandbox.compare import outputs_match, returned_matches
 from reasonmill.sandbox.limits import Limits, TestResult
@@ -185,17 +185,15 @@ class Runner:
             elif kind not in BATCH_KINDS:
                 results[i] = self._result(i, t, "unsupported", f"unknown test kind {kind!r}")
         if batch:
-            for src, name in ((HARNESS, "harness.py"), (Path(_wire.__file__), "_wire.py")):
-                shutil.copyfile(src, os.path.join(box, name))
-                os.chmod(os.path.join(box, name), 0o644)
-            results.update(self._run_batch(batch, limits, box, fn_name, has_sorted))
+            placed = bytecode.copy_into(self.backend.python, box, {HARNESS: "harness", Path(_wire.__file__): "_wire"})
+            results.update(self._run_batch(batch, limits, box, fn_name, has_sorted, placed[HARNESS]))
         return [results[i] for i in range(len(tests))]
 
     def _run_batch(self, batch: list[tuple[int, dict]], limits: Limits, box: str, fn_name: str | None,
-                   has_sorted: bool) -> dict[int, TestResult]:  # fmt: skip
+                   has_sorted: bool, harness: str) -> dict[int, TestResult]:  # fmt: skip
         """Run batch tests in one sandbox; restart after the test that killed it."""
         lay = self.backend.layout(box)
-        argv = [self.backend.python, "-I", f"{lay.box}/harness.py", f"{lay.box}/solution.py",
+        argv = [self.backend.python, "-I", f"{lay.box}/{harness}", f"{lay.box}/solution.py",
                 f"{lay.box}/{prelude.LIB_DIR}", "{RESULT_FD}"] + (["sortedcontainers"] if has_sorted else [])  # fmt: skip
         out: dict[int, TestResult] = {}
         pending = list(batch)
