@@ -359,6 +359,17 @@ def test_a_class_posing_as_the_function_or_a_stdlib_origin_does_not_pass(runner)
     assert not runner.run(own_check, [test], LIM)[0].passed
 
 
+def test_a_test_that_swallows_every_error_still_sees_the_hang_and_the_crash(runner):
+    """``except:`` in the test's code catches the harness's timeout too; the verdict is
+    still the timeout (or the crash), never a pass, and the next test gets a fresh worker."""
+    swallow = "try:\n    f(1)\nexcept:\n    pass\n"
+    tests = [{"kind": "assert", "input": swallow, "output": ""}, {"kind": "assert", "input": "assert f(2) == 2", "output": ""}]
+    hang = "def f(x):\n    while x == 1:\n        pass\n    return x\n"
+    crash = "import os\ndef f(x):\n    if x == 1:\n        os.kill(os.getpid(), 9)\n    return x\n"
+    assert [r.status for r in runner.run(hang, tests, Limits(cpu_seconds=2, wall_timeout=1, nproc=32))] == ["timeout", "passed"]
+    assert [r.status for r in runner.run(crash, tests, LIM)] == ["crashed", "passed"]
+
+
 def test_exceptions_of_the_solution_reach_the_test(runner):
     code = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
     test = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"

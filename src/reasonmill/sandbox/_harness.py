@@ -599,6 +599,7 @@ def main(argv: list[str]) -> int:
     link = Link(pid, req_fd, rep_fd, prelude)
     spec = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
+    sys.stdin = io.StringIO("")  # the tests' own input() sees an empty stream
     return Supervisor(fd, spec, link, base).run()
 
 
