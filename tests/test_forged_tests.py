@@ -332,14 +332,18 @@ def test_builtin_values_keep_their_meaning(runner):
 def test_a_solution_named_like_a_builtin_is_still_the_one_tested(runner):
     """MBPP's ``sum``/``gcd``, HumanEval's ``add``/``digits``: the name the test is about
     is the solution's; a checking name (``len`` around the call) stays the builtin."""
-    code = "def sum(a, b):\n    return a * b\ndef len(x):\n    return 7\ndef f(x):\n    return 'ab'\n"
+    code = ("def sum(a, b):\n    return a * b\ndef len(x):\n    return 7\ndef f(x):\n    return 'ab'\n"
+            "def set(x):\n    return 0\ndef sorted(x):\n    return 0\ndef g(x):\n    return 0\n")  # fmt: skip
     tests = [
         {"kind": "assert", "input": "assert sum(2, 3) == 6", "output": ""},
         {"kind": "assert", "input": "assert len(f(1)) == 2", "output": ""},
         {"kind": "assert", "input": "assert len(f(1)) == 7", "output": ""},
+        {"kind": "assert", "input": "assert set([1]) == set(g(1))", "output": ""},
+        {"kind": "assert", "input": "assert sorted([1]) == g(1)", "output": ""},
+        {"kind": "assert", "input": "assert g(1) == sorted([1])", "output": ""},
     ]
     res = runner.run(code, tests, LIM)
-    assert [r.status for r in res] == ["passed", "passed", "failed"], res
+    assert [r.status for r in res] == ["passed", "passed", "failed", "error", "failed", "failed"], res
 
 
 def test_a_class_posing_as_the_function_or_a_stdlib_origin_does_not_pass(runner):

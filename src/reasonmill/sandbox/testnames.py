@@ -47,28 +47,45 @@ def used_names(code: str, target: str = "") -> set[str]:
     return names
 
 
+def _calls_the_solution(node: ast.AST) -> bool:
+    """Whether ``node`` contains a call of something that is not a builtin or prelude name
+    (``f(x)``, ``Solution().g(x)``; not ``len(x)``, ``math.sqrt(x)``, ``"a".upper()``)."""
+    for c in ast.walk(node):
+        if isinstance(c, ast.Call):
+            root = _root_name(c.func)
+            if root is not None and root not in BASE_NAMES:
+                return True
+    return False
+
+
 def subjects(code: str, target: str = "") -> set[str]:
     """The names a test is about: the root of a ``check`` target (``add``, ``Solution``),
-    and the function an ``assert`` calls directly (``assert f(1) == 2``, ``assert not
-    f(1)``, ``assert f(1)``) whose arguments call nothing but builtins and prelude helpers
-    (``len`` in ``assert len(f(1)) == 2`` is not a subject)."""
+    and a function an ``assert`` calls directly (``assert f(1) == 2``, ``assert not
+    f(1)``, ``assert f(1)``) when neither its arguments nor the other side of the
+    comparison call anything but builtins and prelude helpers. A name that anywhere wraps
+    such a call is a checker, never a subject: in ``assert len(f(1)) == 2`` and ``assert
+    set([1]) == set(f(1))`` the solution's ``len``/``set`` must not be used."""
     out: set[str] = set()
     tree = _parse(target.strip(), "eval") if target.strip() else None
     if tree is not None and (root := _root_name(tree.body)):
         out.add(root)
     tree = _parse(code, "exec") if code else None
-    for node in ast.walk(tree) if tree is not None else ():
+    if tree is None:
+        return out
+    found: set[str] = set()
+    checkers: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if any(_calls_the_solution(a) for a in [*node.args, *node.keywords]):
+                checkers.add(node.func.id)
         if not isinstance(node, ast.Assert):
             continue
-        e = node.test
+        e, others = node.test, []
         while isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
             e = e.operand
         if isinstance(e, ast.Compare):
-            e = e.left
-        if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name)):
-            continue
-        inner = {c.func.id for a in [*e.args, *e.keywords] for c in ast.walk(a)
-                 if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}  # fmt: skip
-        if inner <= BASE_NAMES:
-            out.add(e.func.id)
-    return out
+            e, others = e.left, e.comparators
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and not any(_calls_the_solution(o) for o in others):
+            if not any(_calls_the_solution(a) for a in [*e.args, *e.keywords]):
+                found.add(e.func.id)
+    return out | (found - checkers)
