@@ -10,8 +10,9 @@ both processes of the harness use it, and the host uses it to read functional re
 
 Encoding: ``None``, ``bool``, ``str``, finite or not ``float`` and small ``int`` are
 plain JSON; a list is a JSON array; every other value is ``{"$": tag, "v": ...}``.
-Exact types only (and the builtin types themselves, ``int`` as an argument), except the standard library's ``Counter``, ``OrderedDict``,
-``defaultdict`` (sent as ``dict``), ``deque`` and named tuples (sent as ``tuple``).
+Exact types only (and the builtin types themselves, ``int`` as an argument), except the
+standard library's ``Counter``, ``OrderedDict``, ``defaultdict`` (sent as ``dict``),
+``deque`` and named tuples (sent as ``tuple``).
 Iterators and generators are drained (at most ``MAX_ITEMS``) and arrive as iterators.
 Linked-list and tree nodes (LeetCode's ``ListNode``/``TreeNode``) travel as a node table,
 so shared and cyclic nodes stay shared and cyclic. A ``ref`` names an object that stays
@@ -256,7 +257,9 @@ class Decoder:
             raise WireError("a node table is a list")
         nodes = []
         for entry in table:
-            if type(entry) is not list or not entry or entry[0] not in ("T", "L") or len(entry) != (4 if entry[0] == "T" else 3):
+            kind = entry[0] if type(entry) is list and entry and type(entry[0]) is str else None
+            width = {"T": 4, "L": 3}.get(kind or "")
+            if width is None or len(entry) != width:
                 raise WireError("a bad node table entry")
             nodes.append((self.tree_cls if entry[0] == "T" else self.list_cls)())
         self._nodes = nodes

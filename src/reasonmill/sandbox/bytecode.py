@@ -20,7 +20,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_COMPILE = "import py_compile, sys\nfor s, d in zip(sys.argv[1::2], sys.argv[2::2]):\n    py_compile.compile(s, cfile=d, doraise=True)\n"
+_COMPILE = (
+    "import py_compile, sys\n"
+    "for s, d in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+    "    py_compile.compile(s, cfile=d, doraise=True)\n"
+)
 _lock = threading.Lock()
 _compiled: dict[tuple[str, tuple[Path, ...]], dict[Path, Path] | None] = {}
 

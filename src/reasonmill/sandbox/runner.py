@@ -6,8 +6,8 @@ solution), which streams per-test results on a pipe only the supervisor holds; a
 that crashes or hangs the solution is blamed alone and the remaining tests continue in a
 fresh sandbox. The tests reach the sandbox on the supervisor's stdin, never as a file;
 functional tests carry no expected output at all: the returned value comes back and is
-compared here. Stdin tests run one process each; their output is compared here. C++: compiled once (``g++ -O2``) in the
-sandbox, then one process per stdin test.
+compared here. Stdin tests run one process each; their output is compared here. C++:
+compiled once (``g++ -O2``) in the sandbox, then one process per stdin test.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ class Runner:
             try:
                 got = _wire.Decoder(_box_prelude.TreeNode, _box_prelude.ListNode).message(ev.get("value"))
                 expected = json.loads(test.get("output") or "null")
-            except (ValueError, RecursionError) as e:
+            except (ValueError, TypeError, RecursionError) as e:
                 return self._result(i, test, "error", f"cannot compare the return value: {e}"[:TEXT_CAP], **kw)
             if returned_matches(got, expected):
                 return self._result(i, test, "passed", **kw)
