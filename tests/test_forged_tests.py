@@ -374,6 +374,17 @@ def test_a_test_that_swallows_every_error_still_sees_the_hang_and_the_crash(runn
     assert [r.status for r in runner.run(crash, tests, LIM)] == ["crashed", "passed"]
 
 
+def test_in_place_functions_change_the_tests_arguments(runner):
+    """LeetCode's "modify nums in-place": list/dict/set arguments come back changed."""
+    code = ("def rotate(nums, k):\n    k %= len(nums)\n    nums[:] = nums[-k:] + nums[:-k]\n"
+            "def tally(d, key):\n    d[key] = d.get(key, 0) + 1\n")  # fmt: skip
+    test = ("nums = [1, 2, 3, 4]\nrotate(nums, 1)\nassert nums == [4, 1, 2, 3]\n"
+            "d = {}\ntally(d, 'a')\ntally(d=d, key='a')\nassert d == {'a': 2}\n")  # fmt: skip
+    wrong = code.replace("nums[-k:] + nums[:-k]", "nums[k:] + nums[:k]")
+    assert [r.status for r in runner.run(code, [{"kind": "assert", "input": test, "output": ""}], LIM)] == ["passed"]
+    assert [r.status for r in runner.run(wrong, [{"kind": "assert", "input": test, "output": ""}], LIM)] == ["failed"]
+
+
 def test_exceptions_of_the_solution_reach_the_test(runner):
     code = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
     test = "try:\n    f(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"

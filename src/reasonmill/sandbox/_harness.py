@@ -164,6 +164,7 @@ class _Worker:
         self.req, self.rep_fd, self.solution, self.prelude = os.fdopen(req_fd, "rb"), rep_fd, solution, prelude
         self.ns: dict = {"__name__": "__solution__", "__builtins__": builtins}
         self.handles: list = []
+        self.last_args: list = [[], {}]
 
     def serve(self) -> None:
         real_stdout = sys.stdout
@@ -207,6 +208,8 @@ class _Worker:
             return self.load()
         if op == "entry":
             return self._handle(_resolve_function(self.ns, req["a"]))
+        if op == "after":  # the arguments of the last call, as it left them
+            return _wire.Encoder(node_kind=_duck_node).message(self.last_args)
         target = self._resolve(req.get("f"))
         if op == "get":
             value = target if req.get("a") is None else getattr(target, req["a"])
@@ -220,6 +223,7 @@ class _Worker:
             return {"v": None, "n": []}
         if op == "call":
             args, kwargs = decoder.message(req["v"])
+            self.last_args = [args, kwargs]
             result = target(*args, **kwargs)
             if isinstance(target, type):
                 return self._handle(result)  # a constructor: the instance stays here
@@ -296,7 +300,15 @@ class Remote:
         object.__setattr__(self, "_ref", ref)
 
     def __call__(self, *args, **kwargs):
-        return self._link.request({"op": "call", "f": self._ref}, [list(args), kwargs])
+        value = self._link.request({"op": "call", "f": self._ref}, [list(args), kwargs])
+        if value is None and any(type(a) in _MUTABLE for a in [*args, *kwargs.values()]):
+            # ``nums = [3, 1]; f(nums); assert nums == [1, 3]``: an in-place function's
+            # changes to list/dict/set arguments come back into the test's own objects.
+            after = self._link.request({"op": "after"})
+            if type(after) is list and len(after) == 2 and type(after[0]) is list and type(after[1]) is dict:
+                for orig, new in [*zip(args, after[0]), *((v, after[1].get(k)) for k, v in kwargs.items())]:
+                    _write_back(orig, new)
+        return value
 
     def __getattr__(self, name: str):
         if name.startswith("__") and name.endswith("__"):
@@ -311,6 +323,18 @@ class Remote:
 
     def __repr__(self) -> str:
         return f"<solution object {self._ref[1]!r}>"
+
+
+_MUTABLE = (list, dict, set)
+
+
+def _write_back(orig, new) -> None:
+    """Give ``orig`` (a list, dict or set the test passed) the contents of ``new``."""
+    if type(orig) is list and type(new) is list:
+        orig[:] = new
+    elif type(orig) in (dict, set) and type(new) is type(orig):
+        orig.clear()
+        orig.update(new)
 
 
 _NOT_RAISED = (StopIteration, StopAsyncIteration)
