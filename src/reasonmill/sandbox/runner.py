@@ -1,10 +1,13 @@
 """The sandbox runner: ``run(code, tests, limits, language) -> list[TestResult]``.
 
-Python: functional/assert/check tests of one response run in ONE sandboxed process
-(``_harness.py``), which streams per-test results on a dedicated pipe; a test that
-crashes or hangs that process is blamed alone and the remaining tests continue in a fresh
-process. Stdin tests run one process each. C++: compiled once (``g++ -O2``) in the
-sandbox, then one process per stdin test.
+Python: functional/assert/check tests of one response run in ONE sandbox
+(``_harness.py``: a supervisor that runs the tests' code and a worker that runs the
+solution), which streams per-test results on a pipe only the supervisor holds; a test
+that crashes or hangs the solution is blamed alone and the remaining tests continue in a
+fresh sandbox. The tests reach the sandbox on the supervisor's stdin, never as a file;
+functional tests carry no expected output at all: the returned value comes back and is
+compared here. Stdin tests run one process each; their output is compared here. C++:
+compiled once (``g++ -O2``) in the sandbox, then one process per stdin test.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from reasonmill.sandbox import _harness, prelude
+from reasonmill.sandbox import _box_prelude, _wire, bytecode, prelude, testnames
 from reasonmill.sandbox.backends import BwrapBackend, RlimitBackend, Wrapped
-from reasonmill.sandbox.compare import outputs_match
+from reasonmill.sandbox.compare import outputs_match, returned_matches
 from reasonmill.sandbox.limits import Limits, TestResult
 from reasonmill.sandbox.process import ExecResult, execute
 
 log = logging.getLogger(__name__)
 
 BATCH_KINDS = ("functional", "assert", "check")
+HARNESS = Path(__file__).with_name("_harness.py")  # runs only in the sandbox: never imported here
 TEXT_CAP = 2000
 MAX_BATCH_RESTARTS = 8
 
@@ -181,37 +185,31 @@ class Runner:
             elif kind not in BATCH_KINDS:
                 results[i] = self._result(i, t, "unsupported", f"unknown test kind {kind!r}")
         if batch:
-            shutil.copyfile(_harness.__file__, os.path.join(box, "harness.py"))
-            os.chmod(os.path.join(box, "harness.py"), 0o644)
-            results.update(self._run_batch(batch, limits, box, fn_name))
+            placed = bytecode.copy_into(self.backend.python, box, {HARNESS: "harness", Path(_wire.__file__): "_wire"})
+            results.update(self._run_batch(batch, limits, box, fn_name, has_sorted, placed[HARNESS]))
         return [results[i] for i in range(len(tests))]
 
-    def _run_batch(self, batch: list[tuple[int, dict]], limits: Limits, box: str, fn_name: str | None) -> dict[int, TestResult]:
-        """Run batch tests in one process; restart after the test that killed it."""
+    def _run_batch(self, batch: list[tuple[int, dict]], limits: Limits, box: str, fn_name: str | None,
+                   has_sorted: bool, harness: str) -> dict[int, TestResult]:  # fmt: skip
+        """Run batch tests in one sandbox; restart after the test that killed it."""
         lay = self.backend.layout(box)
-        py = self.backend.python
+        argv = [self.backend.python, "-I", f"{lay.box}/{harness}", f"{lay.box}/solution.py",
+                f"{lay.box}/{prelude.LIB_DIR}", "{RESULT_FD}"] + (["sortedcontainers"] if has_sorted else [])  # fmt: skip
         out: dict[int, TestResult] = {}
         pending = list(batch)
         restarts = 0
         while pending:
-            spec = {
-                "solution": f"{lay.box}/solution.py",
-                "fn_name": fn_name,
-                "timeout": limits.wall_timeout,
-                "tests": [{"i": i, "kind": t.get("kind"), "input": t.get("input"), "output": t.get("output")} for i, t in pending],
-            }
-            name = f"spec{restarts}.json"
-            Path(box, name).write_text(json.dumps(spec), encoding="utf-8")
-            os.chmod(os.path.join(box, name), 0o644)
+            spec = _spec(pending, fn_name, limits)
             n = len(pending)
             res = self._exec(
-                [py, "-I", f"{lay.box}/harness.py", f"{lay.box}/{name}", "{RESULT_FD}"], limits, box,
+                argv, limits, box, stdin=json.dumps(spec).encode(),
                 cpu=limits.cpu_seconds * (n + 1), wall=limits.wall_timeout * (n + 1) + 2.0,
                 result_fd=True, progress_timeout=limits.wall_timeout + 2.0,
             )  # fmt: skip
             by_index = dict(pending)
             running: int | None = None
             load_failure: dict | None = None
+            progressed = False
             for line in res.events:
                 try:
                     ev = json.loads(line)
@@ -221,11 +219,8 @@ class Runner:
                     running = ev.get("i")
                 elif ev.get("event") == "done" and ev.get("i") in by_index and ev["i"] not in out:
                     i = ev["i"]
-                    st = ev.get("status") if ev.get("status") in ("passed", "failed", "error", "timeout", "unsupported") else "error"
-                    out[i] = self._result(i, by_index[i], st, str(ev.get("message", ""))[:TEXT_CAP],
-                                          stdout=_text(ev.get("stdout", "")),
-                                          duration_s=float(ev.get("duration_s") or 0.0))  # fmt: skip
-                    running = None
+                    out[i] = self._batch_result(i, by_index[i], ev)
+                    running, progressed = None, True
                 elif ev.get("event") == "load_failed":
                     load_failure = ev
             if load_failure is not None:
@@ -237,6 +232,9 @@ class Runner:
             pending = [(i, t) for i, t in pending if i not in out]
             if not pending:
                 break
+            restarts += 1
+            if running is None and progressed and restarts <= MAX_BATCH_RESTARTS:
+                continue  # the harness reported the test that broke the solution and stopped
             # The process ended before finishing: blame the test that was running.
             if res.output_capped:
                 status, msg = "output_limit", "output exceeded the cap; killed"
@@ -252,12 +250,31 @@ class Runner:
             for i in blamed:
                 out[i] = self._result(i, by_index[i], status, msg, stdout=_text(res.stdout), stderr=_text(res.stderr))
             pending = [(i, t) for i, t in pending if i not in out]
-            restarts += 1
             if restarts > MAX_BATCH_RESTARTS:
                 for i, t in pending:
                     out[i] = self._result(i, t, "crashed", "not run: too many crashes of the test process")
                 break
         return out
+
+    def _batch_result(self, i: int, test: dict, ev: dict) -> TestResult:
+        """A ``done`` event as a result. A functional test's value is decoded and
+        compared here; the harness never saw the expected output."""
+        status, message = ev.get("status"), str(ev.get("message", ""))[:TEXT_CAP]
+        kw = {"stdout": _text(ev.get("stdout", "")), "duration_s": float(ev.get("duration_s") or 0.0)}
+        functional = test.get("kind") == "functional"
+        if status == "returned" and functional:
+            try:
+                got = _wire.Decoder(_box_prelude.TreeNode, _box_prelude.ListNode).message(ev.get("value"))
+                expected = json.loads(test.get("output") or "null")
+            except (ValueError, TypeError, RecursionError) as e:
+                return self._result(i, test, "error", f"cannot compare the return value: {e}"[:TEXT_CAP], **kw)
+            if returned_matches(got, expected):
+                return self._result(i, test, "passed", **kw)
+            return self._result(i, test, "failed", f"expected {_text(test.get('output') or '', 300)}, got {_text(repr(got), 300)}",
+                                **kw)  # fmt: skip
+        if status not in ("failed", "error", "timeout", "crashed", "unsupported") and not (status == "passed" and not functional):
+            status, message = "error", f"harness reported {status!r}"
+        return self._result(i, test, status, message, **kw)
 
     # --- c++ ------------------------------------------------------------------------
 
@@ -292,6 +309,23 @@ class Runner:
             )  # fmt: skip
             results.append(self._stdin_result(i, t, res))
         return results
+
+
+def _spec(tests: list[tuple[int, dict]], fn_name: str | None, limits: Limits) -> dict:
+    """What the harness gets: each test's code or arguments (never an expected output),
+    the names the tests use and the names they are about (see ``testnames``)."""
+    spec_tests, names, subjects = [], set(), set()
+    for i, t in tests:
+        entry = {"i": i, "kind": t.get("kind"), "input": t.get("input")}
+        if t.get("kind") == "check":
+            entry["target"] = t.get("output")  # the candidate expression, e.g. Solution().f
+        if t.get("kind") in ("assert", "check"):
+            code, target = str(t.get("input") or ""), str(entry.get("target") or "")
+            names |= testnames.used_names(code, target)
+            subjects |= testnames.subjects(code, target)
+        spec_tests.append(entry)
+    return {"fn_name": fn_name, "timeout": limits.wall_timeout, "tests": spec_tests,
+            "names": sorted(names), "subjects": sorted(subjects)}  # fmt: skip
 
 
 def normalize_language(language: str | None) -> str:
