@@ -218,10 +218,11 @@ def test_the_sweep_removes_only_what_dead_owners_left(tmp_path):
     assert {p.name for p in stage.iterdir()} == {f"manifest.json.tmp{live}", "part-00000.parquet"}
 
     boxes = tmp_path / "tmp"
-    for name in (f"reasonmill-box-{dead}-ab12", f"reasonmill-box-{live}-cd34", "reasonmill-box-12345678"):
+    for name in (f"reasonmill-box-{dead}-ab12", f"reasonmill-box-{live}-cd34", "reasonmill-box-12345678",
+                 f"reasonmill-pyc-{dead}-ef56"):
         (boxes / name / "build").mkdir(parents=True)
         (boxes / name / "build" / "prog.py").write_text("print(1)")
-    assert sweep_box_dirs(boxes) == [boxes / f"reasonmill-box-{dead}-ab12"]
+    assert sorted(sweep_box_dirs(boxes)) == [boxes / f"reasonmill-box-{dead}-ab12", boxes / f"reasonmill-pyc-{dead}-ef56"]
     assert {p.name for p in boxes.iterdir()} == {f"reasonmill-box-{live}-cd34", "reasonmill-box-12345678"}
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _TMP_FILE = re.compile(r"\.tmp(\d+)$")
-_BOX_DIR = re.compile(r"^reasonmill-box-(\d+)-")
+_BOX_DIR = re.compile(r"^reasonmill-(?:box|pyc)-(\d+)-")
 #: a semaphore this young may still be on its way to the process that opens it
 _SEM_MIN_AGE_S = 60.0
 
@@ -81,10 +81,11 @@ def sweep_tmp_files(dirs: list[Path]) -> list[Path]:
 
 
 def sweep_box_dirs(tmp_dir: Path | None = None) -> list[Path]:
-    """Sandbox scratch dirs ``reasonmill-box-PID-*`` of this user whose creator is dead."""
+    """Sandbox scratch dirs (``reasonmill-box-PID-*``) and compiled-harness dirs
+    (``reasonmill-pyc-PID-*``) of this user whose creator is dead."""
     root = Path(tmp_dir or tempfile.gettempdir())
     removed = []
-    for p in root.glob("reasonmill-box-*"):
+    for p in root.glob("reasonmill-*"):
         m = _BOX_DIR.match(p.name)
         try:
             owned = p.lstat().st_uid == os.getuid()

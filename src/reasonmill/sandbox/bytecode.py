@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ _compiled: dict[tuple[str, tuple[Path, ...]], dict[Path, Path] | None] = {}
 
 
 def _compile(python: str, sources: tuple[Path, ...]) -> dict[Path, Path] | None:
-    out = Path(tempfile.mkdtemp(prefix="reasonmill-pyc-"))
+    out = Path(tempfile.mkdtemp(prefix=f"reasonmill-pyc-{os.getpid()}-"))  # owner pid: see engine/leftovers.py
     atexit.register(shutil.rmtree, out, True)
     targets = {src: out / (src.stem + ".pyc") for src in sources}
     args = [str(p) for src, dst in targets.items() for p in (src, dst)]
