@@ -30,6 +30,7 @@ KNOWN_EXCEPTIONS = {
     31: "our last-number fallback finds 9 inside a broken '$ \\n 9 \\n $' span",
     32: "our last-number fallback finds 9 inside a broken '\\( \\n 9 \\n \\)' span",
     160: "the answer ends in ten copies of one paragraph, cut off: a degenerate output is never correct",
+    223: "gold '\\boxed{W(n) = 1 \\text{ and } W(n) = -1' never closes its brace: only a fragment parses",
     269: "gold 1 - 1/e vs answer 1 + 1/e: both parse only to fragments, which never decide a verdict",
 }
 

@@ -47,6 +47,7 @@ from reasonmill.verify.math_forms import (
     too_complex,
 )
 from reasonmill.verify.math_numeric import numbers_match, precision_hint
+from reasonmill.verify.math_second import second_opinion
 from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.pool import PoolResult, VerifyPool
 
@@ -76,6 +77,10 @@ class MathSettings(BaseModel):
     strict: bool = True
     allow_set_relation_comp: bool = False
     rel_tol: float = Field(1e-4, ge=0, description="relative tolerance for non-integer numeric answers")
+    second_checker: bool = Field(True, description="also run the independent checker; disagreements are marked")
+    decide: Literal["math_verify", "both_must_pass", "either"] = Field(
+        "math_verify", description="which verdict counts when the two checkers disagree"
+    )
     max_answer_chars: int = Field(
         2000, ge=1, description="longer answers or references are rejected (answer_too_large) before parsing"
     )
@@ -386,7 +391,39 @@ def check(
     whole response: searched when ``response_text`` (the answer part) holds no answer,
     e.g. a solution part cut off by the token limit after the thinking concluded. The
     ``problem`` names the subproblem asked and the precision it wants.
+
+    With ``settings.second_checker``, every comparison also gets the independent
+    checker's verdict (:mod:`reasonmill.verify.math_second`) in ``details["second"]``;
+    ``details["disagreement"]`` marks where the two differ, and ``settings.decide`` says
+    which counts (math-verify's by default).
     """
+    verdict = _primary(reference, response_text, settings, raw, problem)
+    if not settings.second_checker or verdict.reason not in ("math_equal", "math_not_equal", "parse_error"):
+        return verdict
+    details = dict(verdict.details)
+    gold, pred = normalize_reference(reference) or "", details.get("answer") or details.get("pred")
+    if not pred:
+        return verdict
+    try:
+        second = second_opinion(_plain(gold), _plain(str(pred)))
+    except Exception as exc:  # the second opinion must never cost the first
+        details["second"] = {"error": f"{type(exc).__name__}: {_short(exc)}"}
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["second"] = {"passed": second.passed, "via": second.via}
+    if second.passed == verdict.passed:
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["disagreement"] = True
+    passed = {"math_verify": verdict.passed, "both_must_pass": False, "either": True}[settings.decide]
+    if passed == verdict.passed:
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["math_reason"] = verdict.reason
+    return _verdict(passed, "second_checker_equal" if passed else "second_checker_not_equal", details)
+
+
+def _primary(
+    reference: Any, response_text: str | None, settings: MathSettings, raw: str | None, problem: str | None
+) -> Verdict:
+    """math-verify's verdict with our extraction, guards and second chances."""
     gold = normalize_reference(reference)
     if gold is None:
         return _verdict(False, "no_reference", {"gold": None})
@@ -408,10 +445,12 @@ def check(
     if ext.scope != "answer":
         details["scope"] = ext.scope
     answer = _answer_text(ext)
+    if answer != ext.text:
+        details["answer"] = _short(answer)
     if len(answer) > settings.max_answer_chars:
         return _verdict(False, "answer_too_large", details | {"side": "answer", "chars": len(answer)})
     if ext.method != "last_number" and _loose(gold) and _loose(gold) == _loose(answer):
-        return _verdict(True, "math_equal", details | {"via": "text"})  # no parsing needed
+        return _verdict(True, "math_equal", details | {"pred": _short(answer), "via": "text"})  # no parsing needed
     why = too_complex(_plain(answer)) or too_complex(_plain(gold))
     if why:
         return _verdict(False, "answer_too_complex", details | {"error": why})
