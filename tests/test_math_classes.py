@@ -128,6 +128,19 @@ def test_extraction_shapes_verify():
     assert not check("400", listing, problem=problem).passed
     chain = "Converting, the volume is " + "x " * 200 + "\n\nV = 0.036 L = 36 mL"
     assert check("36", chain).passed
+    assert check("0.036", chain).passed  # the same quantity in litres
+    assert not check("0.36", chain).passed
+
+
+def test_final_answer_paragraph_naming_two_quantities():
+    problem = "A car accelerates from rest for 3 s at 2 m/s^2. What is the distance travelled by the car?"
+    text = "Work " * 80 + "\n\n**Final Answer**\n\nThe final speed is 6 m/s and the distance travelled is 9 m.\n"
+    ext = extract_answer(text, problem)
+    assert (ext.text, ext.method) == ("9 m", "final_paragraph")
+    assert check("9", text, problem=problem).passed
+    assert not check("6", text, problem=problem).passed
+    other = "A car accelerates from rest for 3 s at 2 m/s^2. Find its final speed."
+    assert check("6", text, problem=other).passed
 
 
 def test_degenerate_outputs_are_never_correct():

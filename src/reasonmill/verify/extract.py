@@ -325,6 +325,48 @@ def _from_subproblem(region: str, asked: str | None) -> Extraction | None:
     return Extraction(line, "subproblem") if line and _balanced(line) else None
 
 
+_FINAL_HEADING = re.compile(r"final\s{1,5}answers?\s{0,5}(?:\*\*|#+|:)?[ \t]*\n", re.IGNORECASE)
+_CLAUSE_SPLIT = re.compile(r";|\n|,?\s+and\s+(?=the\b)|\.\s+", re.IGNORECASE)
+_VALUE_AT = re.compile(r"(?:\bis\b|\bare\b|=|:)\s*", re.IGNORECASE)
+_WORD = re.compile(r"[a-zA-Z]{3,}")
+_STOP = {"the", "and", "are", "for", "that", "this", "with", "what", "find", "compute", "determine", "value",
+         "final", "answer", "calculate", "given", "its", "from", "into", "then", "which", "your"}  # fmt: skip
+_PARAGRAPH_CHARS = 600
+
+
+def _words(s: str) -> set[str]:
+    return {w.lower().rstrip("s") for w in _WORD.findall(s)} - _STOP
+
+
+def _from_final_paragraph(region: str, problem: str | None) -> Extraction | None:
+    """A "**Final Answer**" heading followed by a paragraph that names several quantities
+    ("The speed is 5 m/s and the time is 3 s"): the one whose name shares most words with
+    the problem's last sentence (the question asked)."""
+    m = _last_match(_FINAL_HEADING, region[-(_PARAGRAPH_CHARS * 2) :])
+    if m is None:
+        return None
+    para = region[-(_PARAGRAPH_CHARS * 2) :][m.end() :][:_PARAGRAPH_CHARS]
+    named: list[tuple[str, str]] = []  # (name part, value)
+    for clause in _CLAUSE_SPLIT.split(para):
+        at = _last_match(_VALUE_AT, clause)
+        if at is None:
+            continue
+        value = _clean_sentence(clause[at.end() :])
+        if value and any(c.isdigit() for c in value) and _balanced(value):
+            named.append((clause[: at.start()], value))
+    if not named:
+        return None
+    if len(named) == 1:
+        return Extraction(named[0][1], "final_paragraph")
+    sentences = [x for x in re.split(r"[.?!]\s", (problem or "")[-_PARAGRAPH_CHARS:].strip() + " ") if x.strip()]
+    asked = _words(sentences[-1]) if sentences else set()
+    scores = [len(_words(name) & asked) for name, _ in named]
+    best = max(scores)
+    if best == 0 or scores.count(best) > 1:
+        return None
+    return Extraction(named[scores.index(best)][1], "final_paragraph")
+
+
 def extract_answer(response: str | None, problem: str | None = None) -> Extraction | None:
     """The final answer of a response, or None when it has none we can find.
 
@@ -337,6 +379,8 @@ def extract_answer(response: str | None, problem: str | None = None) -> Extracti
         return None
     region = answer_region(response)
     found = _from_subproblem(region, asked_subproblem(problem)) or _extract_from(region)
+    if found is None or found.method == "last_number":
+        found = _from_final_paragraph(region, problem) or found
     if found is None and region != response:
         # e.g. the solution part was cut off: use what the thinking concluded
         idx = response.rfind(region)

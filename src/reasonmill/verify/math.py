@@ -45,6 +45,7 @@ from reasonmill.verify.math_forms import (
     rhs,
     split_top,
     too_complex,
+    unit_chain,
 )
 from reasonmill.verify.math_numeric import numbers_match, precision_hint
 from reasonmill.verify.math_second import second_opinion
@@ -477,6 +478,12 @@ def _primary(
             via = second_chance(gold, gold_parsed, pred, pred_parsed, settings, problem)
             if via:
                 equal, details["via"] = True, via
+        if not equal and ext.method == "last_number" and gold_whole:
+            last_line = answer_region(text).rstrip().rsplit("\n", 1)[-1]
+            for value in unit_chain(last_line)[:-1]:  # the last one was compared above
+                if second_chance(gold, gold_parsed, value, _boxed_parse(value), settings, problem):
+                    equal, details["via"], details["pred"] = True, "unit_chain", value
+                    break
     except Exception as exc:  # math-verify swallows most errors; sympy may still raise
         details["error"] = f"{type(exc).__name__}: {_short(exc)}"
         return _verdict(False, "parse_error", details)

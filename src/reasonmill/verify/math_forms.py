@@ -105,13 +105,31 @@ def drop_yes_no(s: str) -> str:
     return out if out.strip() else s
 
 
-_UNIT_TAIL = re.compile(r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{\s*)?[a-zA-Z][a-zA-Z ]{0,30}\}?\.?$")
+_UNIT_TAIL = re.compile(
+    r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{\s*)?"
+    r"(?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/))[a-zA-Z /^{}\d\-]{0,30}\}?\.?$"
+)
 
 
 def number_before_words(s: str) -> str | None:
-    """``3 bushels`` / ``36 \\text{ mL}`` -> ``3`` / ``36``: a number followed only by a unit."""
+    """``3 bushels`` / ``36 \\text{ mL}`` / ``6 m/s`` -> ``3`` / ``36`` / ``6``: a number followed
+    only by a unit (a word of 2+ letters, or a letter before ``/``; never ``2 x^2``)."""
     m = _UNIT_TAIL.match(s.strip())
     return m.group(1).replace(",", "") if m else None
+
+
+_UNIT_VALUE = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{[ ~]*)?[a-zA-Z]{1,6}\}?\s*(?==|$)")
+
+
+def unit_chain(line: str) -> list[str]:
+    """The values of a conversion chain ending a response, ``V = 0.036 L = 36 mL`` ->
+    ``["0.036", "36"]``: every side after the first is a number with a unit, so all name
+    the same quantity. Empty when the line is not such a chain."""
+    sides = line.split("=")
+    if len(sides) < 3 or len(line) > 200:
+        return []
+    values = [m.group(1).replace(",", "") for m in _UNIT_VALUE.finditer(line)]
+    return values if len(values) == len(sides) - 1 else []
 
 
 _RANGE = re.compile(r"\bbetween\b.*\band\b|\bfrom\b.*\bto\b|\d\s*(?:to|-|--|\\sim)\s*\d", re.IGNORECASE)
