@@ -196,3 +196,23 @@ def test_extraction_is_linear_on_adversarial_input(name, text):
     t0 = time.perf_counter()
     extract_answer(text, "Subproblem 0: a. Subproblem 1: b.")
     assert time.perf_counter() - t0 < 1.0, name
+
+
+def test_second_checker_is_recorded_and_disagreements_marked():
+    from reasonmill.verify.math_second import second_opinion
+
+    v = check("\\frac{1}{2}", "\\boxed{0.5}")
+    assert v.details["second"] == {"passed": True, "via": "number"}
+    assert "disagreement" not in v.details
+    # math-verify reads "x \in [1,2]" as the interval; the second checker has no intervals
+    v = check("[1,2]", "\\boxed{x \\in [1,2]}")
+    assert v.passed and v.details["second"]["passed"] is False and v.details["disagreement"] is True
+    strict = check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(decide="both_must_pass"))
+    assert (strict.passed, strict.reason, strict.details["math_reason"]) == (False, "second_checker_not_equal", "math_equal")
+    either = check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(decide="either"))
+    assert (either.passed, either.reason) == (True, "math_equal")
+    assert check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(second_checker=False)).details.get("second") is None
+    assert second_opinion("\\frac{\\sinh(at)}{a}", "\\frac{1}{2a}(e^{at}-e^{-at})").via == "points"
+    assert second_opinion("1,3", "3, 1").via == "items"
+    assert not second_opinion("42", "43").passed
+    assert not second_opinion("2x+1", "2x-1").passed
