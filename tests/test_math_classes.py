@@ -51,6 +51,8 @@ from reasonmill.verify.math_numeric import numbers_match, precision_hint
         # yes/no before the number
         ("4", "\\boxed{\\text{Yes, } 4}", True),
         ("4", "\\boxed{\\text{No, } 5}", False),
+        ("1", "\\boxed{1 \\text{ and } 36}", False),  # two answers, not a number and a unit
+        ("5", "\\boxed{5 \\text{ m/s}^{2}}", True),
     ],
 )
 def test_error_classes(gold, answer, passed):

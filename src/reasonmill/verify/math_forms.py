@@ -107,15 +107,18 @@ def drop_yes_no(s: str) -> str:
 
 _UNIT_TAIL = re.compile(
     r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{\s*)?"
-    r"(?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/))[a-zA-Z /^{}\d\-]{0,30}\}?\.?$"
+    r"((?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/))(?:[a-zA-Z /]|\^\{?-?\d\}?)*)\}?(?:\^\{?-?\d\}?)?\.?$"
 )
+_NOT_UNIT = re.compile(r"\b(?:and|or|to|from|between|than|times|of)\b", re.IGNORECASE)
 
 
 def number_before_words(s: str) -> str | None:
     """``3 bushels`` / ``36 \\text{ mL}`` / ``6 m/s`` -> ``3`` / ``36`` / ``6``: a number followed
     only by a unit (a word of 2+ letters, or a letter before ``/``; never ``2 x^2``)."""
     m = _UNIT_TAIL.match(s.strip())
-    return m.group(1).replace(",", "") if m else None
+    if not m or _NOT_UNIT.search(m.group(2)):
+        return None
+    return m.group(1).replace(",", "")
 
 
 _UNIT_VALUE = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{[ ~]*)?[a-zA-Z]{1,6}\}?\s*(?==|$)")
