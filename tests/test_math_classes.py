@@ -69,6 +69,7 @@ def test_error_classes(gold, answer, passed):
         # a boxed range is not an answer, even when one end is the reference
         ("25", "The price is \\boxed{\\text{between 25 and 75 cents}}."),
         ("75", "The price is \\boxed{\\text{between 25 and 75 cents}}."),
+        ("67", "So the answer is \\boxed{67\\sim75}."),
         # a stray number inside boxed prose is not an answer
         ("3", "\\boxed{\\text{the process repeats until all 3 piles are empty and then stops}}"),
         ("2", "\\boxed{\\text{It depends on whether } n \\text{ is even or 2 mod 4}}"),

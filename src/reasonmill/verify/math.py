@@ -230,6 +230,8 @@ def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
     compared as text.
     """
     pred = _plain(_answer_text(ext))
+    if is_range(pred):
+        return [], pred
     if ext.method in ("boxed", "subproblem") and is_prose(pred):
         simpler = number_before_words(drop_yes_no(pred)) or drop_yes_no(pred)
         if is_prose(simpler) or is_range(simpler):

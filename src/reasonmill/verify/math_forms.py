@@ -135,11 +135,15 @@ def unit_chain(line: str) -> list[str]:
     return values if len(values) == len(sides) - 1 else []
 
 
-_RANGE = re.compile(r"\bbetween\b.*\band\b|\bfrom\b.*\bto\b|\d\s*(?:to|-|--|\\sim)\s*\d", re.IGNORECASE)
+_NUMBER_WORD = r"-?\\?\$?\d[\d.,]*(?:\s*[a-zA-Z%\\{}]{1,12})?"
+_RANGE = re.compile(
+    rf"\bbetween\s+{_NUMBER_WORD}\s+and\s+-?\\?\$?\d|\bfrom\s+{_NUMBER_WORD}\s+to\s+-?\\?\$?\d|\d\s*\\sim\s*-?\d",
+    re.IGNORECASE,
+)
 
 
 def is_range(s: str) -> bool:
-    """``between 25 and 75 cents``, ``from 3 to 5``: a range, not a value."""
+    """``between 25 and 75 cents``, ``from 3 to 5``, ``67\\sim75``: a range, not a value."""
     return bool(_RANGE.search(s))
 
 
