@@ -24,6 +24,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: points at which two expressions are compared; the seed keeps verdicts reproducible
 POINTS = 5
@@ -87,7 +88,9 @@ def _split(s: str) -> list[str]:
     return parts
 
 
+@lru_cache(maxsize=256)
 def _expr(s: str):
+    """``s`` parsed by latex2sympy (each distinct string once: lists compare item pairs)."""
     from latex2sympy2_extended import latex2sympy
 
     try:
@@ -118,9 +121,21 @@ def _points_equal(a: str, b: str) -> bool:
     return True
 
 
+def _tuple_items(s: str) -> list[str] | None:
+    if len(s) > 1 and s[0] == "(" and s[-1] == ")":
+        items = _split(s[1:-1])
+        return items if len(items) > 1 else None
+    return None
+
+
 def _one(gold: str, pred: str) -> str | None:
     if gold == pred:
         return "string"
+    g_tuple, p_tuple = _tuple_items(gold), _tuple_items(pred)
+    if g_tuple is not None or p_tuple is not None:  # (a, b) against (c, d): component by component
+        if g_tuple is None or p_tuple is None or len(g_tuple) != len(p_tuple):
+            return None
+        return "items" if all(_one(a, b) for a, b in zip(g_tuple, p_tuple)) else None
     g, p = to_number(gold), to_number(pred)
     if g is not None and p is not None:
         return "number" if math.isclose(g, p, rel_tol=REL_TOL, abs_tol=1e-12) else None
