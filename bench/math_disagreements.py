@@ -44,7 +44,9 @@ def main() -> int:
         print(f"details: {json.dumps(d['details'], ensure_ascii=False)[:600]}")
         print("tail: " + d["tail"].replace("\n", "\n      "))
     n = len(rows)
-    print(f"\n{path.name}: {n} responses, {len(out)} disagreements, agreement {1 - len(out) / n:.4f}")
+    checkers = sum(bool(v.details.get("disagreement")) for v in verdicts)
+    print(f"\n{path.name}: {n} responses, {len(out)} disagreements, agreement {1 - len(out) / n:.4f}; "
+          f"math-verify vs second checker disagree on {checkers}")
     if args.json:
         Path(args.json).write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in out))
     return 0
