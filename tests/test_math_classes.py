@@ -219,3 +219,19 @@ def test_second_checker_is_recorded_and_disagreements_marked():
     assert second_opinion("1,3", "3, 1").via == "items"
     assert not second_opinion("42", "43").passed
     assert not second_opinion("2x+1", "2x-1").passed
+
+
+def test_reference_audit_flags_unparsed_and_outvoted_references():
+    from reasonmill.verify.math_audit import audit_reference
+
+    outvoted = [check("(+5)(b+2)", f"Thus \\boxed{{(a+5)(b+2)}}{'.' * i}") for i in range(4)]
+    outvoted.append(check("(+5)(b+2)", "\\boxed{(a+2)(b+5)}"))
+    flag = audit_reference(outvoted)
+    assert flag is not None and (flag.reason, flag.majority_answer, flag.agreeing, flag.responses) == (
+        "majority_disagrees", "(a+5)(b+2)", 4, 5
+    )
+    fine = [check("12", "\\boxed{12}")] * 3 + [check("12", "\\boxed{13}")] * 3
+    assert audit_reference(fine) is None  # as many right as agreeing wrong: not suspect
+    assert audit_reference([check("12", "\\boxed{13}")] * 2) is None  # too few to say
+    unparsed = audit_reference([check("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{3}")])
+    assert unparsed is not None and unparsed.reason == "reference_unparsed"
