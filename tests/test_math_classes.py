@@ -39,6 +39,17 @@ from reasonmill.verify.math_numeric import numbers_match, precision_hint
         ("x(t)=3e^{-2t}", "\\boxed{x(t) = 3e^{-t}}", False),
         ("(x)=x^2-2x+2", "\\boxed{g(x) = x² - 2x + 2}", True),  # gold lost its name; Unicode square
         ("m", "\\boxed{b = m}", True),
+        ("y = 2x + 1", "\\boxed{x = \\frac{y-1}{2}}", True),
+        (
+            "\\frac{dM}{dt}=\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}",
+            "\\boxed{\\frac{dM}{dt} = \\frac{10^5 L_\\odot M^6}{0.007 c^2 M_\\odot^6}}",
+            True,
+        ),
+        (
+            "\\frac{dM}{dt}=\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}",
+            "\\boxed{\\frac{dM}{dt} = \\frac{10^5 L_\\odot M^5}{0.007 c^2 M_\\odot^6}}",
+            False,
+        ),
         ("-2,-2", "\\boxed{(-2, -2)}", True),
         ("-2,-2", "\\boxed{a = -2, b = -2}", True),
         ("-2,-3", "\\boxed{a = -2, b = -4}", False),

@@ -186,11 +186,11 @@ def _last_match(rx: re.Pattern, text: str) -> re.Match | None:
 
 
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+|_\{[^{}]*\}")
 
 
 def is_prose(s: str) -> bool:
-    """Words outside LaTeX commands ("Jane started 3 hours ago"): wrapping such text in
+    """Words outside LaTeX commands and subscripts ("Jane started 3 hours ago"): wrapping such text in
     ``\\boxed{}`` would turn it into a product of symbols, so math-verify extracts instead."""
     return len(_PROSE_WORD.findall(_LATEX_TEXT.sub(" ", s))) >= 2
 

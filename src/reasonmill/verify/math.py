@@ -423,6 +423,21 @@ def check(
     return _verdict(passed, "second_checker_equal" if passed else "second_checker_not_equal", details)
 
 
+def _named_values(gold: str, pred: str) -> tuple[str, str] | None:
+    """The values of ``name = value`` on both sides, when both are one such equation.
+
+    math-verify compares equations by their solutions, so ``\\frac{dM}{dt} = A M^6`` and
+    ``\\frac{dM}{dt} = A M^5`` (both solved by ``M = 0``) come out equal."""
+    g, p = _plain(_strip_math_delims(gold)), _plain(pred)
+    if "," in g or "," in p:
+        return None
+    g_value, p_value = rhs(g), rhs(p)
+    if g_value == g or p_value == p:
+        return None
+    g_name, p_name = g[: g.rfind(g_value)], p[: p.rfind(p_value)]
+    return (g_value, p_value) if _loose(g_name) == _loose(p_name) else None  # y = 2x+1 vs x = (y-1)/2: math-verify
+
+
 def _primary(
     reference: Any, response_text: str | None, settings: MathSettings, raw: str | None, problem: str | None
 ) -> Verdict:
@@ -466,7 +481,11 @@ def _primary(
         details["parsed_pred"] = _short(pred_parsed[0]) if pred_parsed else None
         if not gold_whole:
             details["gold_unparsed"] = True
-        equal = gold_whole and _verify(gold_parsed, pred_parsed, settings)
+        named = _named_values(gold, pred)
+        if named is not None:  # "y(t) = A" vs "y(t) = B": compare A and B, never the equations
+            equal = _verify(_boxed_parse(named[0]), _boxed_parse(named[1]), settings)
+        else:
+            equal = gold_whole and _verify(gold_parsed, pred_parsed, settings)
         if not equal and pred_parsed and "%" in pred and "%" not in gold:
             # "what percent ...": gold 17.5 and answer 17.5\% mean the same
             no_pct = _boxed_parse(re.sub(r"\\?%", "", pred))
@@ -476,7 +495,7 @@ def _primary(
             equal, details["via"] = True, "text"
         if not equal and _same_choice(gold, pred):
             equal, details["via"] = True, "choice"
-        if not equal and pred_parsed:
+        if not equal and (pred_parsed or not is_prose(pred)):  # "x(t) = …" may parse only as its value
             via = second_chance(gold, gold_parsed, pred, pred_parsed, settings, problem)
             if via:
                 equal, details["via"] = True, via

@@ -31,8 +31,13 @@ def e_notation(s: str) -> str:
     return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{m.group(2)}}}", s)
 
 
+_COMMAND_SUBSCRIPT = re.compile(r"_(?:\{\\([a-zA-Z]+)\}|\\([a-zA-Z]+))")
+
+
 def plain_unicode(s: str) -> str:
-    """``x² − 2x`` -> ``x^{2} - 2x``."""
+    """``x² − 2x`` -> ``x^{2} - 2x``; ``L_{\\odot}`` / ``L_\\odot`` -> ``L_{odot}`` (a command
+    as a subscript is only a name, and latex2sympy cannot parse it)."""
+    s = _COMMAND_SUBSCRIPT.sub(lambda m: "_{" + (m.group(1) or m.group(2)) + "}", s)
     return _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
 
 
