@@ -29,10 +29,13 @@ _BARE_BOX_ARG = re.compile(r"[^\s$]+")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 _GSM8K_RE = re.compile(r"####[ \t]*([^\n]+)")
 _FINAL_RE = re.compile(
-    r"final\s{1,20}answer(?:\s{1,20}(?:for|to|of)\s[^:\n*]{1,40})?\s{0,20}(?:is\b|:)(?:\s{0,20}\*\*)?\s{0,20}:?\s{0,20}",
+    r"final\s{1,20}answer(?:\s{1,20}(?:for|to|of)\s[^:\n*]{1,40})?"
+    r"\s{0,20}(?:is\b|:)(?:\s{0,20}\*\*)?\s{0,20}:?\s{0,20}",
     re.IGNORECASE,
 )
-_ANSWER_IS_RE = re.compile(r"(?:the\s{1,20}answer\s{1,20}is|\banswer\s{0,20}:)\s{0,20}:?\s{0,20}", re.IGNORECASE)
+_ANSWER_IS_RE = re.compile(
+    r"(?:the\s{1,20}answer\s{1,20}is|\banswer\s{0,20}:)\s{0,20}:?\s{0,20}", re.IGNORECASE
+)
 _NUMBER_RE = re.compile(
     r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:[ \t]{0,3}%)?(?![\d])"
 )
@@ -186,7 +189,9 @@ def _last_match(rx: re.Pattern, text: str) -> re.Match | None:
 
 
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+|_\{[^{}]*\}")
+_LATEX_TEXT = re.compile(
+    r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+|_\{[^{}]*\}"
+)
 
 
 def is_prose(s: str) -> bool:
@@ -358,7 +363,8 @@ def _from_final_paragraph(region: str, problem: str | None) -> Extraction | None
         return None
     if len(named) == 1:
         return Extraction(named[0][1], "final_paragraph")
-    sentences = [x for x in re.split(r"[.?!]\s", (problem or "")[-_PARAGRAPH_CHARS:].strip() + " ") if x.strip()]
+    question = (problem or "")[-_PARAGRAPH_CHARS:].strip() + " "
+    sentences = [x for x in re.split(r"[.?!]\s", question) if x.strip()]
     asked = _words(sentences[-1]) if sentences else set()
     scores = [len(_words(name) & asked) for name, _ in named]
     best = max(scores)

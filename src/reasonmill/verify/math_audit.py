@@ -58,7 +58,8 @@ def audit_reference(verdicts: Iterable[Verdict], min_agreeing: int = MIN_AGREEIN
     answer_key, n = wrong.most_common(1)[0]
     if n < min_agreeing or n <= right:
         return None
-    shown = next(v.details["pred"] for v in verdicts if not v.passed and _key(v.details.get("pred") or "") == answer_key)
-    return ReferenceFlag(
-        "majority_disagrees", reference, shown, n, len(verdicts), {"passed": right, "answers": dict(wrong.most_common(5))}
+    shown = next(
+        v.details["pred"] for v in verdicts if not v.passed and _key(v.details.get("pred") or "") == answer_key
     )
+    evidence = {"passed": right, "answers": dict(wrong.most_common(5))}
+    return ReferenceFlag("majority_disagrees", reference, shown, n, len(verdicts), evidence)

@@ -95,11 +95,14 @@ def drop_names(s: str) -> str:
 _CONDITION = re.compile(
     r"(?:,|\\q?quad|\\[,;:! ]|\s)*\\(?:text|mathrm|textbf)\s*\{\s*(?:for|if|when|where|with)\b", re.IGNORECASE
 )
-_YES_NO = re.compile(r"^\s*\\(?:text|textbf|mathrm)\s*\{\s*(?:yes|no)\b[^{}]*\}\s*,?\s*|^\s*(?:yes|no)\s*,\s*", re.IGNORECASE)
+_YES_NO = re.compile(
+    r"^\s*\\(?:text|textbf|mathrm)\s*\{\s*(?:yes|no)\b[^{}]*\}\s*,?\s*|^\s*(?:yes|no)\s*,\s*", re.IGNORECASE
+)
 
 
 def drop_condition(s: str) -> str:
-    """``A = \\frac{1}{4-\\omega^2}, \\quad \\text{for } \\omega^2 \\neq 4`` -> ``A = \\frac{1}{4-\\omega^2}``."""
+    """``A = \\frac{1}{4-\\omega^2}, \\quad \\text{for } \\omega^2 \\neq 4`` -> ``A = \\frac{1}{4-\\omega^2}``:
+    the condition after the answer is dropped."""
     m = _CONDITION.search(s)
     return s[: m.start()].strip() if m and m.start() > 0 else s
 
@@ -126,7 +129,9 @@ def number_before_words(s: str) -> str | None:
     return m.group(1).replace(",", "")
 
 
-_UNIT_VALUE = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{[ ~]*)?[a-zA-Z]{1,6}\}?\s*(?==|$)")
+_UNIT_VALUE = re.compile(
+    r"=\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{[ ~]*)?[a-zA-Z]{1,6}\}?\s*(?==|$)"
+)
 
 
 def unit_chain(line: str) -> list[str]:
@@ -142,7 +147,9 @@ def unit_chain(line: str) -> list[str]:
 
 _NUMBER_WORD = r"-?\\?\$?\d[\d.,]*(?:\s*[a-zA-Z%\\{}]{1,12})?"
 _RANGE = re.compile(
-    rf"\bbetween\s+{_NUMBER_WORD}\s+and\s+-?\\?\$?\d|\bfrom\s+{_NUMBER_WORD}\s+to\s+-?\\?\$?\d|\d\s*\\sim\s*-?\d",
+    rf"\bbetween\s+{_NUMBER_WORD}\s+and\s+-?\\?\$?\d"
+    rf"|\bfrom\s+{_NUMBER_WORD}\s+to\s+-?\\?\$?\d"
+    r"|\d\s*\\sim\s*-?\d",
     re.IGNORECASE,
 )
 

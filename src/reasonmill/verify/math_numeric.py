@@ -24,7 +24,9 @@ _PLACES = {"whole number": 0, "integer": 0, "tenth": 1, "hundredth": 2, "thousan
 _N = r"(\d|one|two|three|four|five|six|seven|eight)"
 _DP = re.compile(_N + r"\s+decimal\s+(?:places?|digits?)", re.IGNORECASE)
 _SF = re.compile(_N + r"\s+significant\s+(?:figures?|digits?)", re.IGNORECASE)
-_NEAREST = re.compile(r"nearest\s+(whole number|integer|ten-thousandth|tenth|hundredth|thousandth)s?", re.IGNORECASE)
+_NEAREST = re.compile(
+    r"nearest\s+(whole number|integer|ten-thousandth|tenth|hundredth|thousandth)s?", re.IGNORECASE
+)
 _DECIMAL = re.compile(r"^-?(\d*)\.(\d+)$")
 
 

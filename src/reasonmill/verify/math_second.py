@@ -47,7 +47,8 @@ def normalize(s: str) -> str:
     """The Qwen-grader style string form of an answer."""
     s = s.strip().strip("$").strip()
     s = re.sub(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |~|\\displaystyle", "", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("^\\circ", "").replace("^{\\circ}", "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
     s = s.replace("\\%", "").replace("%", "").replace("{,}", "")
     s = _TEXT.sub(r"\1", s)
     if re.match(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=", s) and s.count("=") == 1:
