@@ -163,6 +163,8 @@ def test_degenerate_outputs_are_never_correct():
     assert (v.passed, v.reason) == (False, "degenerate"), v
     many = "".join(f"Try {i}: \\boxed{{1}} fails? " for i in range(40)) + "So the answer is \\boxed{1}."
     assert check("1", many).reason == "degenerate"
+    padded = "We add them: 5 + 7 = 12, so \\boxed{12}." + "<|endoftext|>" * 200
+    assert check("12", padded).passed
     cut = "First we note that " + "the sum of the terms grows, and " * 20 + "the value is 12, so the answer is:"
     assert check("12", cut).reason == "no_answer_extracted"
     assert check("12", "Since the sum of terms is even, " * 15 + "we get 12 - 3 =").reason == "no_answer_extracted"
@@ -201,6 +203,7 @@ def test_answer_size_and_complexity_guards():
         ("answer_tags", "<answer>" * 60_000),
         ("final_spaces", "final " * 60_000 + "answer" + " " * 100_000),
         ("chat_tokens", "x <|im_end|>" * 30_000),
+        ("chat_tokens_only", "5 <|im_end|>" + "<|endoftext|>\n" * 60_000),
         ("letters_between_boxes", "\\boxed{1}" + "a" * 400_000 + "\\boxed{2}"),
         ("boxed_loop", "\\boxed{1} " * 20_000),
         ("subproblems", "Subproblem 1: " * 40_000),

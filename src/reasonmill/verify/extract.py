@@ -217,24 +217,30 @@ _VALUE_WITH_UNIT = re.compile(r"=[ \t]*-?\d[\d.,]*[ \t]*(?:\\(?:text|mathrm)\{[ 
 _UNIT_LINE_CHARS = 60
 
 
+def _rstrip_at(text: str, end: int) -> int:
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
 def strip_special_tail(text: str) -> str:
     """Drop chat-template tokens at the end (``<|im_end|>``, ``<|im_start|>user``) and
-    trailing whitespace, scanning from the end (a ``$``-anchored regex is quadratic on
-    long runs of spaces)."""
-    t = text.rstrip()
+    trailing whitespace, scanning back from the end with an index (a ``$``-anchored regex,
+    or re-slicing per token, is quadratic on long runs of spaces or tokens)."""
+    end = _rstrip_at(text, len(text))
     while True:
-        u = t
+        stop = end
         for word in _ROLE_WORDS:
-            if u.endswith(word) and u[: -len(word)].rstrip().endswith("|>"):
-                u = u[: -len(word)].rstrip()
+            if text.endswith(word, 0, stop) and text.endswith("|>", 0, _rstrip_at(text, stop - len(word))):
+                stop = _rstrip_at(text, stop - len(word))
                 break
-        if not u.endswith("|>"):
-            return t
-        start = u.rfind("<|")
-        name = u[start + 2 : -2] if start != -1 else ""
+        if not text.endswith("|>", 0, stop):
+            return text[:end]
+        start = text.rfind("<|", max(0, stop - 40), stop)
+        name = text[start + 2 : stop - 2] if start != -1 else ""
         if not name or not all(c.islower() or c == "_" for c in name):
-            return t
-        t = u[:start].rstrip()
+            return text[:end]
+        end = _rstrip_at(text, start)
 
 
 def looks_truncated(text: str) -> bool:
@@ -408,6 +414,7 @@ def degenerate(text: str) -> dict | None:
     """Why a response is degenerate (never correct, whatever it boxes), or None:
     its end loops (one unit repeated back to back), or it boxes the same answer dozens of
     times. Returns details for the verdict."""
+    text = strip_special_tail(text)  # padding tokens repeated at the end are not a loop
     loop = tail_loop(text, min_repeats=LOOP_MIN_REPEATS, min_span=LOOP_MIN_SPAN)
     if loop is not None:
         return {"kind": "tail_loop", "period": loop["period"], "repeats": loop["repeats"]}
