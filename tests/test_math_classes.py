@@ -140,6 +140,8 @@ def test_extraction_shapes_verify():
     listing = "All done.\n- Subproblem 0: 12 nm\n- Subproblem 1: 400 nm\n- Subproblem 2: 671.02 nm\n"
     assert check("671.02", listing, problem=problem).passed
     assert not check("400", listing, problem=problem).passed
+    discussed = "Subproblem 2: Using the result of Subproblem 1, the energy is doubled, so \\boxed{5} eV."
+    assert check("5", discussed, problem=problem).passed
     chain = "Converting, the volume is " + "x " * 200 + "\n\nV = 0.036 L = 36 mL"
     assert check("36", chain).passed
     assert check("0.036", chain).passed  # the same quantity in litres

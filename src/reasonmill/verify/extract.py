@@ -333,7 +333,9 @@ def _from_subproblem(region: str, asked: str | None) -> Extraction | None:
     if found is not None and found.method != "last_number":
         return Extraction(found.text, "subproblem", found.all_boxed)
     line = _clean_sentence(part)
-    return Extraction(line, "subproblem") if line and _balanced(line) else None
+    if not line or not _balanced(line) or is_prose(line) or not any(c.isdigit() for c in line):
+        return None  # "Subproblem 2: Using the result of Subproblem 1, …": no listed answer here
+    return Extraction(line, "subproblem")
 
 
 _FINAL_HEADING = re.compile(r"final\s{1,5}answers?\s{0,5}(?:\*\*|#+|:)?[ \t]*\n", re.IGNORECASE)
