@@ -83,7 +83,10 @@ def main() -> int:
             for who in ("seq", "pool") if k % 2 == 0 else ("pool", "seq"):
                 t0, c0 = time.perf_counter(), time.process_time()
                 if who == "seq":
-                    base += [check(r.get("reference_answer"), response_text(s), raw=_raw_fallback(s)) for r, s in chunk]
+                    base += [
+                        check(r.get("reference_answer"), response_text(s), raw=_raw_fallback(s), problem=r.get("problem"))
+                        for r, s in chunk
+                    ]
                     t_base += time.perf_counter() - t0
                     cpu_base += time.process_time() - c0
                 else:

@@ -19,12 +19,16 @@ from reasonmill.verify.math import MathVerifier
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRACES = DATA / "reasoning_traces_skythought"
 
-#: file -> minimum agreement (measured 2026-11-25, see bench/results/math.md)
+#: file -> minimum agreement (measured 2026-11-25 and 2026-12-06, see bench/results/math.md).
+#: Every remaining disagreement was triaged by hand: on these files the upstream label is the
+#: wrong one (or the reference is), so agreement cannot reach 1.
 FLOORS = {
+    "gemma-2-27b-it_olympiadbench.jsonl": 0.98,
+    "qwen2.5-14b-instruct_olympiadbench.jsonl": 0.965,
     "qwen2.5-32b-instruct_still2-sys_math500.json": 0.975,
     "sky-t1-math-correct-5k-27b_math500.jsonl": 0.945,
     "sky-t1-math-correct-5k-32b-short_math500.jsonl": 0.985,
-    "sky-t1-math-correct-5k-32b-short_olympiadbench.jsonl": 0.955,
+    "sky-t1-math-correct-5k-32b-short_olympiadbench.jsonl": 0.96,
     "sky-t1-math-correct-5k-14b_aime24.jsonl": 0.96,
     "sky-t1-math-correct-5k-14b_amc23.jsonl": 0.95,
     "sky-t1-math-correct-5k-32b-ckpt140_aime24.jsonl": 0.96,

@@ -130,8 +130,8 @@ def test_math_key_holds_settings_judge_and_library_versions(monkeypatch):
     other_judge = MathVerifier(judge=judged.judge, judge_key={"model": "b"})
     assert judged.cache_key(rec, resp) != other_judge.cache_key(rec, resp)
     assert judged.cache_key(rec, resp) != judged.cache_key(dict(rec, problem="one plus one?"), resp)
-    # without a judge the problem is not read
-    assert key == MathVerifier().cache_key(dict(rec, problem="one plus one?"), resp)
+    # the problem is read even without a judge: it names the subproblem and the precision asked
+    assert key != MathVerifier().cache_key(dict(rec, problem="one plus one?"), resp)
     monkeypatch.setattr(math_mod, "package_versions", lambda *names: {n: "0.0-other" for n in names})
     assert MathVerifier().cache_key(rec, resp) != key
 

@@ -23,7 +23,7 @@ def test_misspelt_nested_key_names_the_key_and_the_valid_ones():
         _load_verify({"math": {"timeuot": 5}})
     msg = str(err.value)
     assert "math" in msg and "timeuot" in msg and "did you mean 'timeout'" in msg
-    valid = "allow_set_relation_comp, float_rounding, mp_context, numeric_precision, strict, timeout, workers"
+    valid = "allow_set_relation_comp, decide, float_rounding, max_answer_chars, mp_context, numeric_precision, rel_tol, second_checker, strict, timeout, workers"
     assert f"valid keys: {valid}" in msg
 
 

@@ -319,6 +319,8 @@ class Verify(Stage):
             resp["verify_score"] = float(verdict.score) if fmt_ok else 0.0
             resp["passed"] = verdict.passed and fmt_ok
             stats[f"{kind}_passed"] += int(resp["passed"])
+            if verdict.details.get("disagreement"):  # math-verify and the second checker differ
+                stats[f"{kind}_checker_disagreements"] += 1
         resp["verdicts"] = [verdict.to_dict()] + ([fmt.to_dict()] if fmt is not None else [])
         if fmt is None:
             return

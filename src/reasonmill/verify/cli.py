@@ -54,6 +54,8 @@ def verify_file(args: argparse.Namespace) -> int:
                         # correctness = the routed verifier's verdict (format rules aside)
                         correct = bool(resp["verdicts"][0]["passed"]) if resp["verdicts"] else False
                         counts[f"{kind}_correct"] += int(correct)
+                        if resp["verdicts"] and resp["verdicts"][0].get("details", {}).get("disagreement"):
+                            counts[f"{kind}_checker_disagreements"] += 1
                         label = (resp.get("meta") or {}).get("upstream_label")
                         if label is not None:
                             agree["labelled"] += 1

@@ -32,7 +32,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reasonmill.errors import ServiceFailure
 from reasonmill.verify.base import Verdict
-from reasonmill.verify.extract import Extraction, answer_region, extract_answer, is_prose
+from reasonmill.verify.extract import Extraction, answer_region, degenerate, extract_answer, is_prose
+from reasonmill.verify.math_forms import (
+    drop_condition,
+    drop_names,
+    drop_yes_no,
+    e_notation,
+    is_range,
+    number_before_words,
+    outer_parens,
+    plain_unicode,
+    rhs,
+    split_top,
+    too_complex,
+    unit_chain,
+)
+from reasonmill.verify.math_numeric import numbers_match, precision_hint
+from reasonmill.verify.math_second import second_opinion
 from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.pool import PoolResult, VerifyPool
 
@@ -61,21 +77,33 @@ class MathSettings(BaseModel):
     numeric_precision: int = Field(15, ge=1)
     strict: bool = True
     allow_set_relation_comp: bool = False
+    rel_tol: float = Field(1e-4, ge=0, description="relative tolerance for non-integer numeric answers")
+    second_checker: bool = Field(True, description="also run the independent checker; disagreements are marked")
+    decide: Literal["math_verify", "both_must_pass", "either"] = Field(
+        "math_verify", description="which verdict counts when the two checkers disagree"
+    )
+    max_answer_chars: int = Field(
+        2000, ge=1, description="longer answers or references are rejected (answer_too_large) before parsing"
+    )
 
 
 # --- math-verify wrappers (imported lazily: sympy costs ~1 s to import) -------------------
 
 
-def _configs():
+def _configs(units: bool = True):
+    from latex2sympy2_extended import NormalizationConfig
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
-    return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    if units:
+        return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    norm = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all")
+    return [LatexExtractionConfig(boxed_match_priority=0, normalization_config=norm), ExprExtractionConfig()]
 
 
-def _parse(text: str, configs=None) -> list:
+def _parse(text: str, units: bool = True) -> list:
     from math_verify import parse
 
-    return parse(text, configs or _configs(), parsing_timeout=None)
+    return parse(text, _configs(units), parsing_timeout=None)
 
 
 def _has_expr(parsed: list) -> bool:
@@ -83,14 +111,31 @@ def _has_expr(parsed: list) -> bool:
     return any(not isinstance(p, str) for p in parsed)
 
 
+def _verify(gold: list, pred: list, settings: MathSettings) -> bool:
+    from math_verify import verify
+
+    return bool(
+        gold
+        and pred
+        and verify(
+            gold,
+            pred,
+            float_rounding=settings.float_rounding,
+            numeric_precision=settings.numeric_precision,
+            strict=settings.strict,
+            allow_set_relation_comp=settings.allow_set_relation_comp,
+            timeout_seconds=None,
+        )
+    )
+
+
 def warmup() -> None:
     """Worker initializer: import sympy/math-verify and fill their caches once, and
     silence math-verify's "timeout is disabled" warning (we enforce timeouts outside)."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from math_verify import verify
-
     for g, p in (("\\frac{1}{2}", "0.5"), ("[1,2)", "[1, 2)"), ("x=3", "3"), ("\\sqrt{2}", "1.41")):
-        verify(_parse(f"\\boxed{{{g}}}"), _parse(f"\\boxed{{{p}}}"), timeout_seconds=None)
+        _verify(_parse(f"\\boxed{{{g}}}"), _parse(f"\\boxed{{{p}}}"), MathSettings())
+    _parse("\\boxed{\\frac{37}{4}m}", units=False)
 
 
 # --- gold and prediction ------------------------------------------------------------------
@@ -131,14 +176,15 @@ def _strip_math_delims(s: str) -> str:
 _CURRENCY = re.compile(r"\\\$\s*")
 
 
-def _drop_currency(s: str) -> str:
-    """``\\$18.90`` -> ``18.90``: an escaped dollar sign is a unit, and it breaks parsing."""
-    return _CURRENCY.sub("", s)
+def _plain(s: str) -> str:
+    """What both sides get before parsing: ``\\$18.90`` -> ``18.90`` (an escaped dollar is
+    a unit and breaks parsing), ``1e-5`` -> ``1\\times 10^{-5}``, ``x²`` -> ``x^{2}``."""
+    return e_notation(plain_unicode(_CURRENCY.sub("", s)))
 
 
 def parse_gold(reference: str) -> list:
     """Parse the reference; wrapped in ``\\boxed{}`` unless it already carries delimiters."""
-    reference = _drop_currency(reference)
+    reference = _plain(reference)
     if "\\boxed" in reference or "\\fbox" in reference:
         return _parse(reference)
     inner = _strip_math_delims(reference)
@@ -150,27 +196,55 @@ def parse_gold(reference: str) -> list:
     return parsed
 
 
+def _fragment(parsed: list, source: str) -> bool:
+    """True when math-verify parsed nothing, or only a piece of ``source`` (``\\lambda_{``
+    out of ``\\lambda_{\\text{red}}/\\sqrt{2}``): such a parse must never decide a verdict.
+    (The matched text math-verify returns is normalized, units dropped, so its length
+    says nothing; an unclosed brace does.)"""
+    if not _has_expr(parsed):
+        return True
+    matched = next((p for p in parsed if isinstance(p, str)), "")
+    return matched.count("{") != matched.count("}")
+
+
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+#: what the extracted answer is parsed from when nothing anchors it: the end of the region
+_REGION_TAIL = 2000
+
+
+def _answer_text(ext: Extraction) -> str:
+    if ext.method == "boxed" and len(ext.all_boxed) > 1:
+        return ", ".join(ext.all_boxed)
+    return ext.text
+
+
 def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
     """Parse the extracted answer; returns (parsed, the string that was parsed).
 
     Tries, in order, and keeps the first that yields a sympy object: the extracted answer
     wrapped in ``\\boxed{}`` (several boxed answers joined with ", "), the extracted text
-    as-is, then math-verify's own extraction over the whole answer region.
+    as-is, then math-verify's own extraction over the end of the answer region.
+
+    Prose in a box (``\\boxed{\\text{between 25 and 75 cents}}``) is not parsed for a
+    stray number: only ``Yes, 4`` / ``3 bushels`` shapes give their number; the rest is
+    compared as text.
     """
-    if ext.method == "boxed" and len(ext.all_boxed) > 1:
-        pred = ", ".join(ext.all_boxed)
-    else:
-        pred = ext.text
-    pred = _drop_currency(pred)
+    pred = _plain(_answer_text(ext))
+    if is_range(pred):
+        return [], pred
+    if ext.method in ("boxed", "subproblem") and is_prose(pred):
+        simpler = number_before_words(drop_yes_no(pred)) or drop_yes_no(pred)
+        if is_prose(simpler) or is_range(simpler):
+            return [], pred
+        pred = simpler
     attempts: list[tuple[str, str]] = []  # (text to parse, label)
     if ext.method == "last_number":  # no anchor: math-verify's last-expression logic on the end
         attempts.append((region[-300:], "region"))
     if not _UNESCAPED_DOLLAR.search(pred) and not is_prose(pred):
         attempts.append((f"\\boxed{{{pred}}}", "pred"))
     attempts.append((pred, "pred"))
-    if ext.method != "last_number":
-        attempts.append((region, "region"))
+    if ext.method not in ("last_number", "boxed"):
+        attempts.append((region[-_REGION_TAIL:], "region"))
     first: tuple[list, str] | None = None
     for text, label in attempts:
         parsed = _parse(text)
@@ -183,16 +257,19 @@ def parse_prediction(region: str, ext: Extraction) -> tuple[list, str]:
 
 
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_SUB_BRACE = re.compile(r"_\{(\w)\}")
 
 
 def _loose(s: str) -> str:
-    """Loose text form for the last-resort string comparison (``\\text{Evelyn}`` = ``Evelyn``).
+    """Loose text form for the last-resort string comparison (``\\text{Evelyn}`` = ``Evelyn``,
+    ``E_{1},E_{2}`` = ``E_1, E_2``).
 
     Row separators ``\\\\`` are dropped too: references whose backslashes were lost to an
     escaping bug (``\\begin{pmatrix}-2-14-7\\end{pmatrix}`` in the SkyThought 27B file)
     still match the correct column vector."""
     s = _TEXT_RE.sub(r"\1", s).replace("\\\\", "")
     s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = _SUB_BRACE.sub(r"_\1", s)
     s = re.sub(r"\\[,;:! ]|~|\$|\s", "", s)
     return s.lower().rstrip(".")
 
@@ -215,70 +292,235 @@ def _short(x: Any) -> str:
     return s if len(s) <= _MAX_DETAIL else s[:_MAX_DETAIL] + "…"
 
 
+# --- second chances: shapes math-verify misreads, tried only after it said no -------------
+
+
+def _number(parsed: list) -> tuple[float, bool] | None:
+    """(value, is an integer) when the first parse is one real number, else None."""
+    import sympy
+
+    expr = parsed[0] if parsed and not isinstance(parsed[0], str) else None
+    if not isinstance(expr, sympy.Expr) or expr.free_symbols or not expr.is_number:
+        return None
+    try:
+        value = complex(expr.evalf())
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    if value.imag != 0:
+        return None
+    return value.real, bool(expr.is_Integer)
+
+
+def _boxed_parse(text: str, units: bool = True) -> list:
+    return _parse(f"\\boxed{{{_plain(text)}}}", units)
+
+
+def _ordered_items(gold: str, pred: str, settings: MathSettings) -> bool:
+    """``-2,-2`` against ``(-2, -2)`` or ``a = -2, b = -2``: the same values in the same
+    order, item by item (never an interval: ``(1,3)`` is not the pair ``1,3``)."""
+    g_items = split_top(gold)
+    if len(g_items) < 2 or outer_parens(gold) is not None:
+        return False
+    inner = outer_parens(pred)
+    p_items = split_top(inner if inner is not None else pred)
+    if len(p_items) != len(g_items):
+        return False
+    if inner is not None and len(p_items) == 2 and pred.strip().startswith(("(", "\\left(")):
+        lo, hi = (_number(_boxed_parse(x)) for x in p_items)
+        if lo and hi and lo[0] < hi[0]:
+            return False  # reads as an open interval
+    return all(
+        _verify(_boxed_parse(rhs(g)), _boxed_parse(rhs(p)), settings) for g, p in zip(g_items, p_items)
+    )
+
+
+#: expressions larger than this (sympy operation count, both sides) are not simplified
+_REWRITE_MAX_OPS = 60
+
+
+def _rewrite_equal(g_parsed: list, p_parsed: list) -> bool:
+    """``\\frac{\\sinh(at)}{a}`` against ``\\frac{1}{2a}(e^{at}-e^{-at})``: equal once both
+    are written with ``exp``."""
+    import sympy
+
+    g, p = g_parsed[0], p_parsed[0]
+    if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)) or not (g.free_symbols or p.free_symbols):
+        return False
+    kinds = (sympy.exp, sympy.sinh, sympy.cosh, sympy.tanh, sympy.sin, sympy.cos, sympy.tan)
+    if not (g.has(*kinds) or p.has(*kinds)) or sympy.count_ops(g) + sympy.count_ops(p) > _REWRITE_MAX_OPS:
+        return False  # nothing to rewrite, or too big to simplify within a worker's timeout
+    diff = (g - p).rewrite(sympy.exp)
+    return sympy.simplify(diff) == 0
+
+
+def second_chance(
+    gold: str, g_parsed: list, pred: str, p_parsed: list, settings: MathSettings, problem: str | None
+) -> str | None:
+    """Which rewrite makes the sides equal after math-verify said no, or None.
+
+    In order: the numeric tolerance policy (:mod:`reasonmill.verify.math_numeric`);
+    equations and named values reduced to their values (``x(t) = …``, ``b = m``, conditions
+    and yes/no dropped); item-by-item lists; units not stripped (``\\frac{37}{4}m`` is a
+    variable ``m``); hyperbolic and trigonometric forms rewritten with ``exp``."""
+    g_num, p_num = _number(g_parsed), _number(p_parsed)
+    if g_num and not p_num and (value := number_before_words(pred)):  # "671.02 nm", "3 bushels"
+        p_num = _number(_boxed_parse(value))
+    if g_num and p_num:
+        rule = numbers_match(
+            g_num[0], p_num[0], gold_is_int=g_num[1], pred_is_int=p_num[1], gold_text=_plain(_strip_math_delims(gold)),
+            hint=precision_hint(problem), rel_tol=settings.rel_tol,
+        )
+        return f"numeric_{rule}" if rule else None
+    g_form = drop_names(drop_condition(_strip_math_delims(gold)))
+    p_form = drop_names(drop_condition(drop_yes_no(pred)))
+    if (g_form, p_form) != (_strip_math_delims(gold), pred):
+        g2, p2 = _boxed_parse(g_form), _boxed_parse(p_form)
+        if not _fragment(g2, g_form) and _verify(g2, p2, settings):
+            return "value_of_equation"
+    if _ordered_items(_strip_math_delims(gold), pred, settings):
+        return "ordered_items"
+    g3, p3 = _boxed_parse(g_form, units=False), _boxed_parse(p_form, units=False)
+    if not _fragment(g3, g_form) and _verify(g3, p3, settings):
+        return "units_kept"
+    if _has_expr(g3) and _has_expr(p3) and _rewrite_equal(g3, p3):
+        return "rewrite_exp"
+    return None
+
+
+def _verdict(passed: bool, reason: str, details: dict[str, Any]) -> Verdict:
+    return Verdict(1.0 if passed else 0.0, passed, reason, details, NAME)
+
+
 def check(
-    reference: Any, response_text: str | None, settings: MathSettings = MathSettings(), raw: str | None = None
+    reference: Any, response_text: str | None, settings: MathSettings = MathSettings(), raw: str | None = None,
+    problem: str | None = None,
 ) -> Verdict:
     """The verdict for one answer against one reference, in this process (no timeout).
 
     Pure and picklable; ``MathVerifier.verify_many`` runs it in the pool. ``raw`` is the
     whole response: searched when ``response_text`` (the answer part) holds no answer,
-    e.g. a solution part cut off by the token limit after the thinking concluded.
-    """
-    from math_verify import verify
+    e.g. a solution part cut off by the token limit after the thinking concluded. The
+    ``problem`` names the subproblem asked and the precision it wants.
 
+    With ``settings.second_checker``, every comparison also gets the independent
+    checker's verdict (:mod:`reasonmill.verify.math_second`) in ``details["second"]``;
+    ``details["disagreement"]`` marks where the two differ, and ``settings.decide`` says
+    which counts (math-verify's by default).
+    """
+    verdict = _primary(reference, response_text, settings, raw, problem)
+    if not settings.second_checker or verdict.reason not in ("math_equal", "math_not_equal", "parse_error"):
+        return verdict
+    details = dict(verdict.details)
+    gold, pred = normalize_reference(reference) or "", details.get("answer") or details.get("pred")
+    if not pred:
+        return verdict
+    try:
+        second = second_opinion(_plain(gold), _plain(str(pred)))
+    except Exception as exc:  # the second opinion must never cost the first
+        details["second"] = {"error": f"{type(exc).__name__}: {_short(exc)}"}
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["second"] = {"passed": second.passed, "via": second.via}
+    if second.passed == verdict.passed:
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["disagreement"] = True
+    passed = {"math_verify": verdict.passed, "both_must_pass": False, "either": True}[settings.decide]
+    if passed == verdict.passed:
+        return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
+    details["math_reason"] = verdict.reason
+    return _verdict(passed, "second_checker_equal" if passed else "second_checker_not_equal", details)
+
+
+def _named_values(gold: str, pred: str) -> tuple[str, str] | None:
+    """The values of ``name = value`` on both sides, when both are one such equation.
+
+    math-verify compares equations by their solutions, so ``\\frac{dM}{dt} = A M^6`` and
+    ``\\frac{dM}{dt} = A M^5`` (both solved by ``M = 0``) come out equal."""
+    g, p = _plain(_strip_math_delims(gold)), _plain(pred)
+    if "," in g or "," in p:
+        return None
+    g_value, p_value = rhs(g), rhs(p)
+    if g_value == g or p_value == p:
+        return None
+    g_name, p_name = g[: g.rfind(g_value)], p[: p.rfind(p_value)]
+    return (g_value, p_value) if _loose(g_name) == _loose(p_name) else None  # y = 2x+1 vs x = (y-1)/2: math-verify
+
+
+def _primary(
+    reference: Any, response_text: str | None, settings: MathSettings, raw: str | None, problem: str | None
+) -> Verdict:
+    """math-verify's verdict with our extraction, guards and second chances."""
     gold = normalize_reference(reference)
     if gold is None:
-        return Verdict(0.0, False, "no_reference", {"gold": None}, NAME)
-    ext = extract_answer(response_text or "")
+        return _verdict(False, "no_reference", {"gold": None})
+    text = response_text or ""
+    if len(gold) > settings.max_answer_chars:
+        return _verdict(False, "answer_too_large", {"gold": _short(gold), "side": "reference", "chars": len(gold)})
+    loop = degenerate(text)
+    if loop is not None:
+        return _verdict(False, "degenerate", {"gold": _short(gold), **loop})
+    ext = extract_answer(text, problem)
     if ext is None and raw and raw != response_text:
-        response_text = raw
-        ext = extract_answer(raw)
+        text = raw
+        ext = extract_answer(raw, problem)
         if ext is not None:
             ext = Extraction(ext.text, ext.method, ext.all_boxed, "full")
     if ext is None:
-        return Verdict(0.0, False, "no_answer_extracted", {"gold": gold, "pred": None, "method": None}, NAME)
+        return _verdict(False, "no_answer_extracted", {"gold": gold, "pred": None, "method": None})
     details: dict[str, Any] = {"gold": _short(gold), "pred": _short(ext.text), "method": ext.method}
     if ext.scope != "answer":
         details["scope"] = ext.scope
+    answer = _answer_text(ext)
+    if answer != ext.text:
+        details["answer"] = _short(answer)
+    if len(answer) > settings.max_answer_chars:
+        return _verdict(False, "answer_too_large", details | {"side": "answer", "chars": len(answer)})
+    if ext.method != "last_number" and _loose(gold) and _loose(gold) == _loose(answer):
+        return _verdict(True, "math_equal", details | {"pred": _short(answer), "via": "text"})  # no parsing needed
+    why = too_complex(_plain(answer)) or too_complex(_plain(gold))
+    if why:
+        return _verdict(False, "answer_too_complex", details | {"error": why})
     try:
         gold_parsed = parse_gold(gold)
-        if not gold_parsed:
-            details["error"] = "math-verify could not parse the reference"
-            return Verdict(0.0, False, "parse_error", details, NAME)
-        pred_parsed, pred = parse_prediction(answer_region(response_text or ""), ext)
+        gold_whole = not _fragment(gold_parsed, gold)
+        pred_parsed, pred = parse_prediction(answer_region(text), ext)
         details["pred"] = _short(pred)
-        details["parsed_gold"] = _short(gold_parsed[0])
+        details["parsed_gold"] = _short(gold_parsed[0]) if gold_parsed else None
         details["parsed_pred"] = _short(pred_parsed[0]) if pred_parsed else None
-        equal = bool(
-            pred_parsed
-            and verify(
-                gold_parsed,
-                pred_parsed,
-                float_rounding=settings.float_rounding,
-                numeric_precision=settings.numeric_precision,
-                strict=settings.strict,
-                allow_set_relation_comp=settings.allow_set_relation_comp,
-                timeout_seconds=None,
-            )
-        )
+        if not gold_whole:
+            details["gold_unparsed"] = True
+        named = _named_values(gold, pred)
+        if named is not None:  # "y(t) = A" vs "y(t) = B": compare A and B, never the equations
+            equal = _verify(_boxed_parse(named[0]), _boxed_parse(named[1]), settings)
+        else:
+            equal = gold_whole and _verify(gold_parsed, pred_parsed, settings)
         if not equal and pred_parsed and "%" in pred and "%" not in gold:
             # "what percent ...": gold 17.5 and answer 17.5\% mean the same
-            no_pct = _parse("\\boxed{" + re.sub(r"\\?%", "", pred) + "}")
-            if no_pct and verify(gold_parsed, no_pct, float_rounding=settings.float_rounding, timeout_seconds=None):
+            no_pct = _boxed_parse(re.sub(r"\\?%", "", pred))
+            if gold_whole and _verify(gold_parsed, no_pct, settings):
                 equal, details["via"] = True, "percent"
         if not equal and _loose(gold) and _loose(gold) == _loose(pred):
             equal, details["via"] = True, "text"
         if not equal and _same_choice(gold, pred):
             equal, details["via"] = True, "choice"
+        if not equal and (pred_parsed or not is_prose(pred)):  # "x(t) = …" may parse only as its value
+            via = second_chance(gold, gold_parsed, pred, pred_parsed, settings, problem)
+            if via:
+                equal, details["via"] = True, via
+        if not equal and ext.method == "last_number" and gold_whole:
+            last_line = answer_region(text).rstrip().rsplit("\n", 1)[-1]
+            for value in unit_chain(last_line)[:-1]:  # the last one was compared above
+                if second_chance(gold, gold_parsed, value, _boxed_parse(value), settings, problem):
+                    equal, details["via"], details["pred"] = True, "unit_chain", value
+                    break
     except Exception as exc:  # math-verify swallows most errors; sympy may still raise
         details["error"] = f"{type(exc).__name__}: {_short(exc)}"
-        return Verdict(0.0, False, "parse_error", details, NAME)
+        return _verdict(False, "parse_error", details)
     if equal:
-        return Verdict(1.0, True, "math_equal", details, NAME)
+        return _verdict(True, "math_equal", details)
     if not pred_parsed:
         details["error"] = "math-verify could not parse the extracted answer"
-        return Verdict(0.0, False, "parse_error", details, NAME)
-    return Verdict(0.0, False, "math_not_equal", details, NAME)
+        return _verdict(False, "parse_error", details)
+    return _verdict(False, "math_not_equal", details)
 
 
 @dataclass(frozen=True)
@@ -287,9 +529,9 @@ class _Task:
 
     settings: MathSettings
 
-    def __call__(self, item: tuple[Any, str, str | None]) -> Verdict:
-        reference, text, raw = item
-        return check(reference, text, self.settings, raw)
+    def __call__(self, item: tuple[Any, str, str | None, str | None]) -> Verdict:
+        reference, text, raw, problem = item
+        return check(reference, text, self.settings, raw, problem)
 
 
 def response_text(response: dict) -> str:
@@ -317,7 +559,7 @@ class MathVerifier:
 
     name: ClassVar[str] = NAME
     #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def __init__(
         self, settings: MathSettings | None = None, judge: Judge | None = None, *, judge_key: Any = None,
@@ -364,21 +606,26 @@ class MathVerifier:
         math-verify/sympy versions, the reference, the answer part and the raw fallback;
         with a judge also the problem and the reference as the judge sees it."""
         fields: list[Any] = [normalize_reference(record.get("reference_answer")), response_text(response),
-                             _raw_fallback(response)]  # fmt: skip
+                             _raw_fallback(response), record.get("problem")]  # fmt: skip
         if self.judge is not None:
-            fields += [record.get("problem"), str(record.get("reference_answer"))]
+            fields.append(str(record.get("reference_answer")))
         settings = self.settings.model_dump(exclude={"workers", "mp_context"})
         libraries = package_versions(*LIBRARIES)
         return verdict_key(NAME, self.version, [settings, self.judge_key], libraries, fields)
 
     def verify(self, record: dict, response: dict) -> Verdict:
-        verdict = check(record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response))
+        verdict = check(
+            record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response),
+            record.get("problem"),
+        )
         return self._maybe_judge(record, response, verdict)
 
     def verify_many(self, pairs: Iterable[tuple[dict, dict]]) -> list[Verdict]:
         """Verdicts for many ``(record, response)`` pairs, in order, through the pool."""
         pairs = list(pairs)
-        items = [(r.get("reference_answer"), response_text(resp), _raw_fallback(resp)) for r, resp in pairs]
+        items = [
+            (r.get("reference_answer"), response_text(resp), _raw_fallback(resp), r.get("problem")) for r, resp in pairs
+        ]
         results = self.pool.map(_Task(self.settings), items)
         out = []
         for (record, response), res in zip(pairs, results):

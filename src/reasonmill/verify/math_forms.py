@@ -1,0 +1,216 @@
+"""Text rewrites of math answers that math-verify does not do, as cheap linear scans.
+
+Why: real references and answers come in shapes math-verify's LaTeX parser reads wrongly or
+not at all: ``1e-5`` (read as Euler's ``e`` times ...), ``x(t) = …`` and ``\\frac{dM}{dt}=…``
+equations, ``a = -2, b = -2`` for the pair ``-2,-2``, ``\\text{Yes, } 4``, conditions after
+the answer (``…, \\quad \\text{for } \\omega^2 \\neq 4``), Unicode ``x²``. Each function here
+turns one such shape into the plain form; :mod:`reasonmill.verify.math` tries them only
+after the direct comparison failed, so a rewrite can only turn a "no" into a "yes" when the
+rewritten sides verify as equal.
+
+Also :func:`too_complex`: a guard that rejects power towers and huge exponents before
+sympy tries to evaluate them (``9^{9^{9^{9}}}`` never finishes).
+"""
+
+from __future__ import annotations
+
+import re
+
+_E_NOTATION = re.compile(r"(?<![\w.\\^{])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d{1,4})(?![\w.])")
+_UNICODE = {
+    "²": "^{2}", "³": "^{3}", "¹": "^{1}", "⁴": "^{4}", "−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ",
+    "√": "\\sqrt ", "π": "\\pi ", "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ", "°": "^{\\circ}", "θ": "\\theta ",
+}  # fmt: skip
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+_OPEN = "([{"
+_CLOSE = ")]}"
+
+
+def e_notation(s: str) -> str:
+    """``2.45e6`` -> ``2.45\\times 10^{6}``: a number in e-notation, not Euler's number."""
+    return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{m.group(2)}}}", s)
+
+
+_COMMAND_SUBSCRIPT = re.compile(r"_(?:\{\\([a-zA-Z]+)\}|\\([a-zA-Z]+))")
+
+
+def plain_unicode(s: str) -> str:
+    """``x² − 2x`` -> ``x^{2} - 2x``; ``L_{\\odot}`` / ``L_\\odot`` -> ``L_{odot}`` (a command
+    as a subscript is only a name, and latex2sympy cannot parse it)."""
+    s = _COMMAND_SUBSCRIPT.sub(lambda m: "_{" + (m.group(1) or m.group(2)) + "}", s)
+    return _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
+
+
+def split_top(s: str, sep: str = ",") -> list[str]:
+    """``s`` split at ``sep`` outside brackets and braces (``(1,2), 3`` -> 2 parts)."""
+    parts, depth, start = [], 0, 0
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth = max(0, depth - 1)
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            start = i + len(sep)
+            i = start
+            continue
+        i += 1
+    parts.append(s[start:])
+    return [p.strip() for p in parts]
+
+
+_RELATION = re.compile(r"\\(?:le|ge|leq|geq|neq|ne|lt|gt|approx|sim|equiv)(?![a-zA-Z])|[<>≈]")
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
+
+
+_NAME = re.compile(
+    r"(?:\\[a-zA-Z]+\s*)?[A-Za-z]{0,4}(?:_\{?[\w\\]{1,12}\}?)?(?:'{1,2})?(?:\^\{?\w{1,3}\}?)?\s*"
+    r"(?:(?:\\left)?\([^()=]{1,20}(?:\\right)?\))?"
+    r"|\\frac\{d\^?\{?\d?\}?\s*[A-Za-z](?:_\{?\w+\}?)?\}\{d[A-Za-z](?:\^\{?\d\}?)?\}"
+)
+
+
+def rhs(item: str) -> str:
+    """The value of ``name = value`` (``x(t) = 3e^{-t}``, ``\\frac{dM}{dt}=…``, ``A = 5``,
+    ``(x)=…`` whose name was lost): the last side when every other side is a name; the
+    text itself otherwise (``7 = 11a+c`` is an equation, not a named value)."""
+    if "=" not in item or _RELATION.search(item):
+        return item
+    sides = split_top(item, "=")
+    if len(sides) < 2 or not sides[-1] or not all(_NAME.fullmatch(s) for s in sides[:-1] if s):
+        return item
+    return sides[-1]
+
+
+def drop_names(s: str) -> str:
+    """``a = -2, b = -2`` -> ``-2, -2``: each top-level item's left-hand name dropped."""
+    return ", ".join(rhs(p) for p in split_top(s))
+
+
+_CONDITION = re.compile(
+    r"(?:,|\\q?quad|\\[,;:! ]|\s)*\\(?:text|mathrm|textbf)\s*\{\s*(?:for|if|when|where|with)\b", re.IGNORECASE
+)
+_YES_NO = re.compile(
+    r"^\s*\\(?:text|textbf|mathrm)\s*\{\s*(?:yes|no)\b[^{}]*\}\s*,?\s*|^\s*(?:yes|no)\s*,\s*", re.IGNORECASE
+)
+
+
+def drop_condition(s: str) -> str:
+    """``A = \\frac{1}{4-\\omega^2}, \\quad \\text{for } \\omega^2 \\neq 4`` -> ``A = \\frac{1}{4-\\omega^2}``:
+    the condition after the answer is dropped."""
+    m = _CONDITION.search(s)
+    return s[: m.start()].strip() if m and m.start() > 0 else s
+
+
+def drop_yes_no(s: str) -> str:
+    """``\\text{Yes, } 4`` -> ``4``: the number after a yes/no is the answer."""
+    out = _YES_NO.sub("", s, count=1)
+    return out if out.strip() else s
+
+
+_UNIT_TAIL = re.compile(
+    r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{\s*)?"
+    r"((?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/))(?:[a-zA-Z /]|\^\{?-?\d\}?)*)\}?(?:\^\{?-?\d\}?)?\.?$"
+)
+_NOT_UNIT = re.compile(r"\b(?:and|or|to|from|between|than|times|of)\b", re.IGNORECASE)
+
+
+def number_before_words(s: str) -> str | None:
+    """``3 bushels`` / ``36 \\text{ mL}`` / ``6 m/s`` -> ``3`` / ``36`` / ``6``: a number followed
+    only by a unit (a word of 2+ letters, or a letter before ``/``; never ``2 x^2``)."""
+    m = _UNIT_TAIL.match(s.strip())
+    if not m or _NOT_UNIT.search(m.group(2)):
+        return None
+    return m.group(1).replace(",", "")
+
+
+_UNIT_VALUE = re.compile(
+    r"=\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{[ ~]*)?[a-zA-Z]{1,6}\}?\s*(?==|$)"
+)
+
+
+def unit_chain(line: str) -> list[str]:
+    """The values of a conversion chain ending a response, ``V = 0.036 L = 36 mL`` ->
+    ``["0.036", "36"]``: every side after the first is a number with a unit, so all name
+    the same quantity. Empty when the line is not such a chain."""
+    sides = line.split("=")
+    if len(sides) < 3 or len(line) > 200:
+        return []
+    values = [m.group(1).replace(",", "") for m in _UNIT_VALUE.finditer(line)]
+    return values if len(values) == len(sides) - 1 else []
+
+
+_NUMBER_WORD = r"-?\\?\$?\d[\d.,]*(?:\s*[a-zA-Z%\\{}]{1,12})?"
+_RANGE = re.compile(
+    rf"\bbetween\s+{_NUMBER_WORD}\s+and\s+-?\\?\$?\d"
+    rf"|\bfrom\s+{_NUMBER_WORD}\s+to\s+-?\\?\$?\d"
+    r"|\d\s*\\sim\s*-?\d",
+    re.IGNORECASE,
+)
+
+
+def is_range(s: str) -> bool:
+    """``between 25 and 75 cents``, ``from 3 to 5``, ``67\\sim75``: a range, not a value."""
+    return bool(_RANGE.search(s))
+
+
+def outer_parens(s: str) -> str | None:
+    """The inside of ``(…)``/``\\left(…\\right)`` around the whole text, else None."""
+    t = s.strip().replace("\\left(", "(").replace("\\right)", ")")
+    if not (t.startswith("(") and t.endswith(")")):
+        return None
+    depth = 0
+    for i, c in enumerate(t):
+        depth += c in _OPEN
+        depth -= c in _CLOSE
+        if depth == 0 and i < len(t) - 1:
+            return None  # "(1,2),(3,4)": two groups, not one
+    return t[1:-1]
+
+
+# --- guard against expressions sympy cannot finish ------------------------------------------
+
+#: exponents larger than this (in absolute value) are not evaluated
+MAX_EXPONENT = 10_000
+#: factorial arguments larger than this are not evaluated
+MAX_FACTORIAL = 2_000
+_POWER = re.compile(r"(?:\^|\*\*)\s*(\{|\(|-?\d+)")
+_FACTORIAL = re.compile(r"(\d+|[})])\s*!")
+
+
+def _group_end(s: str, start: int) -> int:
+    """Index after the group opened at ``s[start]`` (``{``/``(``), or len(s)."""
+    depth = 0
+    for i in range(start, len(s)):
+        depth += s[i] in "{("
+        depth -= s[i] in "})"
+        if depth == 0:
+            return i + 1
+    return len(s)
+
+
+def too_complex(s: str) -> str | None:
+    """Why sympy must not evaluate ``s`` (a power tower, an exponent or factorial too large
+    to compute), or None. Linear in ``len(s)`` plus the exponent groups' lengths."""
+    for m in _POWER.finditer(s):
+        arg = m.group(1)
+        if arg in "{(":
+            inner = s[m.end() : _group_end(s, m.end() - 1) - 1]
+            if "^" in inner or "**" in inner:
+                return "power tower"
+            digits = inner.strip().lstrip("-").strip()
+            if digits.isdigit() and len(digits) > 6 or (digits.isdigit() and int(digits) > MAX_EXPONENT):
+                return f"exponent {digits[:20]} too large"
+        elif len(arg.lstrip("-")) > 6 or abs(int(arg)) > MAX_EXPONENT:
+            return f"exponent {arg[:20]} too large"
+    for m in _FACTORIAL.finditer(s):
+        if not m.group(1).isdigit():
+            return "factorial of an expression"
+        if len(m.group(1)) > 6 or int(m.group(1)) > MAX_FACTORIAL:
+            return f"factorial {m.group(1)[:20]}! too large"
+    return None

@@ -1,0 +1,253 @@
+"""The error classes of issue 14, each with cases written by us: e-notation references,
+the numeric tolerance policy, references that do not parse, equations and named values,
+extraction shapes, false accepts, degenerate outputs, size and complexity guards, and
+linear-time extraction on adversarial input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from reasonmill.verify.extract import extract_answer
+from reasonmill.verify.math import MathSettings, check
+from reasonmill.verify.math_forms import e_notation, split_top, too_complex
+from reasonmill.verify.math_numeric import numbers_match, precision_hint
+
+
+@pytest.mark.parametrize(
+    "gold,answer,passed",
+    [
+        # e-notation references are numbers, not Euler's e
+        ("1e-5", "\\boxed{0.00001}", True),
+        ("2.45e6", "\\boxed{2450000}", True),
+        ("4.5e33", "\\boxed{4.5 \\times 10^{33}}", True),
+        ("1e-5", "\\boxed{0.0001}", False),
+        ("2e^{x}", "\\boxed{2e^{x}}", True),  # a real e stays e
+        # tolerance: relative 1e-4 for non-integers, exact for integers
+        ("6630", "\\boxed{6630.65}", True),
+        ("\\frac{600}{7}", "\\boxed{85.71}", True),
+        ("\\frac{600}{7}", "\\boxed{85.6}", False),
+        ("204", "\\boxed{205}", False),
+        ("123456", "\\boxed{123457}", False),  # within 1e-4 but both integers: exact
+        ("3.14", "\\boxed{3.1416}", True),  # the reference's own precision (3 figures)
+        ("3.14", "\\boxed{3.15}", False),
+        ("0.5", "\\boxed{0.45}", False),  # one figure says too little to round to
+        # equations and named values
+        ("x(t)=3e^{-2t}", "\\boxed{x(t) = 3e^{-2t}}", True),
+        ("x(t)=3e^{-2t}", "\\boxed{3e^{-2t}}", True),
+        ("x(t)=3e^{-2t}", "\\boxed{x(t) = 3e^{-t}}", False),
+        ("(x)=x^2-2x+2", "\\boxed{g(x) = x² - 2x + 2}", True),  # gold lost its name; Unicode square
+        ("m", "\\boxed{b = m}", True),
+        ("y = 2x + 1", "\\boxed{x = \\frac{y-1}{2}}", True),
+        (
+            "\\frac{dM}{dt}=\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}",
+            "\\boxed{\\frac{dM}{dt} = \\frac{10^5 L_\\odot M^6}{0.007 c^2 M_\\odot^6}}",
+            True,
+        ),
+        (
+            "\\frac{dM}{dt}=\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}",
+            "\\boxed{\\frac{dM}{dt} = \\frac{10^5 L_\\odot M^5}{0.007 c^2 M_\\odot^6}}",
+            False,
+        ),
+        ("-2,-2", "\\boxed{(-2, -2)}", True),
+        ("-2,-2", "\\boxed{a = -2, b = -2}", True),
+        ("-2,-3", "\\boxed{a = -2, b = -4}", False),
+        ("\\frac{37}{4}m", "\\boxed{\\frac{37m}{4}}", True),  # m is a variable here, not metres
+        ("\\frac{37}{4}m", "\\boxed{\\frac{37}{4}}", True),  # ... or metres, as math-verify reads it
+        ("\\frac{1}{4-\\omega^2}", "\\boxed{A = \\frac{1}{4-\\omega^2}, \\quad \\text{for } \\omega^2 \\neq 4}", True),
+        ("\\frac{\\sinh(at)}{a}", "\\boxed{\\frac{1}{2a}(e^{at}-e^{-at})}", True),
+        ("\\frac{\\sinh(at)}{a}", "\\boxed{\\frac{1}{a}(e^{at}-e^{-at})}", False),
+        ("E_{1},E_{2}", "\\boxed{E_1, E_2}", True),
+        # yes/no before the number
+        ("4", "\\boxed{\\text{Yes, } 4}", True),
+        ("4", "\\boxed{\\text{No, } 5}", False),
+        ("1", "\\boxed{1 \\text{ and } 36}", False),  # two answers, not a number and a unit
+        ("5", "\\boxed{5 \\text{ m/s}^{2}}", True),
+    ],
+)
+def test_error_classes(gold, answer, passed):
+    v = check(gold, answer)
+    assert v.passed is passed, v
+
+
+@pytest.mark.parametrize(
+    "gold,answer",
+    [
+        # a reference that parses only to a fragment never matches a fragment of the answer
+        ("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{\\lambda_{\\text{red}}\\sqrt{2}}"),
+        ("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{\\lambda_{\\text{blue}}/2}"),
+        # a boxed range is not an answer, even when one end is the reference
+        ("25", "The price is \\boxed{\\text{between 25 and 75 cents}}."),
+        ("75", "The price is \\boxed{\\text{between 25 and 75 cents}}."),
+        ("67", "So the answer is \\boxed{67\\sim75}."),
+        # a stray number inside boxed prose is not an answer
+        ("3", "\\boxed{\\text{the process repeats until all 3 piles are empty and then stops}}"),
+        ("2", "\\boxed{\\text{It depends on whether } n \\text{ is even or 2 mod 4}}"),
+    ],
+)
+def test_false_accepts_stay_rejected(gold, answer):
+    v = check(gold, answer)
+    assert not v.passed, v
+
+
+def test_unparsed_reference_still_matches_the_same_text():
+    v = check("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{\\lambda_{\\text{red}} / \\sqrt{2}}")
+    assert v.passed and v.details["via"] == "text", v
+
+
+def test_precision_stated_by_the_problem():
+    problem = "Give the speed in m/s to 2 decimal places."
+    assert check("12.35", "\\boxed{12.347}", problem=problem).passed
+    assert not check("12.35", "\\boxed{12.3}", problem=problem).passed
+    sf = "Express the answer to three significant figures."
+    assert check("0.0362", "\\boxed{0.03624}", problem=sf).passed
+    assert not check("0.0362", "\\boxed{0.0366}", problem=sf).passed
+    assert precision_hint("round to the nearest hundredth") == ("dp", 2)
+    assert precision_hint("to 4 significant digits") == ("sf", 4)
+    assert precision_hint("How many apples?") is None
+    assert numbers_match(2.0, 2.00001, gold_is_int=True, pred_is_int=False) == "relative"
+    assert numbers_match(2.0, 3.0, gold_is_int=True, pred_is_int=True) is None
+
+
+@pytest.mark.parametrize(
+    "text,problem,answer,method",
+    [
+        ("Work...\n**Final answer for Subproblem 1:** 3 bushels", None, "3 bushels", "final_answer"),
+        (
+            "We solved all parts.\n- Subproblem 0: 12 nm\n- Subproblem 1: 400 nm\n- Subproblem 2: 671.02 nm\n",
+            "Subproblem 0: ... Solution: ... Subproblem 1: ... Solution: ... Subproblem 2: find the wavelength.",
+            "671.02 nm",
+            "subproblem",
+        ),
+        (
+            "Summary:\n- Subproblem 1: \\boxed{5}\n- Subproblem 2: \\boxed{7}\n",
+            "Subproblem 0: x. Solution: 3. Subproblem 1: find y.",
+            "5",
+            "subproblem",
+        ),
+        ("Thus \\boxed{b = m}.", None, "b = m", "boxed"),
+    ],
+)
+def test_extraction_shapes(text, problem, answer, method):
+    ext = extract_answer(text, problem)
+    assert ext is not None and (ext.text, ext.method) == (answer, method)
+
+
+def test_extraction_shapes_verify():
+    assert check("3", "Work...\n**Final answer for Subproblem 1:** 3 bushels").passed
+    problem = "Subproblem 0: a. Solution: 12. Subproblem 1: b. Solution: 400. Subproblem 2: find the wavelength."
+    listing = "All done.\n- Subproblem 0: 12 nm\n- Subproblem 1: 400 nm\n- Subproblem 2: 671.02 nm\n"
+    assert check("671.02", listing, problem=problem).passed
+    assert not check("400", listing, problem=problem).passed
+    discussed = "Subproblem 2: Using the result of Subproblem 1, the energy is doubled, so \\boxed{5} eV."
+    assert check("5", discussed, problem=problem).passed
+    chain = "Converting, the volume is " + "x " * 200 + "\n\nV = 0.036 L = 36 mL"
+    assert check("36", chain).passed
+    assert check("0.036", chain).passed  # the same quantity in litres
+    assert not check("0.36", chain).passed
+
+
+def test_final_answer_paragraph_naming_two_quantities():
+    problem = "A car accelerates from rest for 3 s at 2 m/s^2. What is the distance travelled by the car?"
+    text = "Work " * 80 + "\n\n**Final Answer**\n\nThe final speed is 6 m/s and the distance travelled is 9 m.\n"
+    ext = extract_answer(text, problem)
+    assert (ext.text, ext.method) == ("9 m", "final_paragraph")
+    assert check("9", text, problem=problem).passed
+    assert not check("6", text, problem=problem).passed
+    other = "A car accelerates from rest for 3 s at 2 m/s^2. Find its final speed."
+    assert check("6", text, problem=other).passed
+
+
+def test_degenerate_outputs_are_never_correct():
+    looping = "Let me compute. " + "\\boxed{1}\n" * 300
+    v = check("1", looping)
+    assert (v.passed, v.reason) == (False, "degenerate"), v
+    many = "".join(f"Try {i}: \\boxed{{1}} fails? " for i in range(40)) + "So the answer is \\boxed{1}."
+    assert check("1", many).reason == "degenerate"
+    padded = "We add them: 5 + 7 = 12, so \\boxed{12}." + "<|endoftext|>" * 200
+    assert check("12", padded).passed
+    cut = "First we note that " + "the sum of the terms grows, and " * 20 + "the value is 12, so the answer is:"
+    assert check("12", cut).reason == "no_answer_extracted"
+    assert check("12", "Since the sum of terms is even, " * 15 + "we get 12 - 3 =").reason == "no_answer_extracted"
+
+
+def test_answer_size_and_complexity_guards():
+    t0 = time.perf_counter()
+    huge = "\\boxed{" + "x+" * 600_000 + "1}"
+    v = check("1", huge)
+    assert (v.passed, v.reason, v.details["side"]) == (False, "answer_too_large", "answer"), v
+    v = check("1", "\\boxed{1}", MathSettings(max_answer_chars=5))
+    assert v.passed
+    assert check("123456", "\\boxed{123456}", MathSettings(max_answer_chars=5)).reason == "answer_too_large"
+    v = check("3", "\\boxed{9^{9^{9^{9}}}}")
+    assert (v.passed, v.reason) == (False, "answer_too_complex"), v
+    assert check("3", "\\boxed{10^{99999999}}").reason == "answer_too_complex"
+    assert check("3", "\\boxed{100000000!}").reason == "answer_too_complex"
+    assert check("3", "\\boxed{(10^{4})!}").reason == "answer_too_complex"
+    assert check("7 = 11a+c", "\\boxed{11a+c}").reason == "math_not_equal"  # an equation, not a name
+    assert time.perf_counter() - t0 < 5
+    assert too_complex("2^{10} + 3^{-2}") is None
+    assert too_complex("9^{9^{9}}") == "power tower"
+    assert e_notation("1e-5, 2.45E6 and 2e^{x}") == "1\\times 10^{-5}, 2.45\\times 10^{6} and 2e^{x}"
+    assert split_top("(1,2), [3,4], 5") == ["(1,2)", "[3,4]", "5"]
+
+
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("spaces", "The answer is 5" + " " * 400_000 + "x"),
+        ("spaces_at_end", "so \\boxed{5}" + " " * 400_000),
+        ("unclosed_boxes", "\\boxed{" * 30_000),
+        ("unclosed_then_closed", "\\boxed{1" + "a" * 200_000 + "\\boxed{" * 30_000),
+        ("bare_boxes", "\\boxed " * 20_000),
+        ("boxed_then_spaces", "\\boxed" + " " * 400_000),
+        ("answer_tags", "<answer>" * 60_000),
+        ("final_spaces", "final " * 60_000 + "answer" + " " * 100_000),
+        ("chat_tokens", "x <|im_end|>" * 30_000),
+        ("chat_tokens_only", "5 <|im_end|>" + "<|endoftext|>\n" * 60_000),
+        ("letters_between_boxes", "\\boxed{1}" + "a" * 400_000 + "\\boxed{2}"),
+        ("boxed_loop", "\\boxed{1} " * 20_000),
+        ("subproblems", "Subproblem 1: " * 40_000),
+    ],
+)
+def test_extraction_is_linear_on_adversarial_input(name, text):
+    t0 = time.perf_counter()
+    extract_answer(text, "Subproblem 0: a. Subproblem 1: b.")
+    assert time.perf_counter() - t0 < 1.0, name
+
+
+def test_second_checker_is_recorded_and_disagreements_marked():
+    from reasonmill.verify.math_second import second_opinion
+
+    v = check("\\frac{1}{2}", "\\boxed{0.5}")
+    assert v.details["second"] == {"passed": True, "via": "number"}
+    assert "disagreement" not in v.details
+    # math-verify reads "x \in [1,2]" as the interval; the second checker has no intervals
+    v = check("[1,2]", "\\boxed{x \\in [1,2]}")
+    assert v.passed and v.details["second"]["passed"] is False and v.details["disagreement"] is True
+    strict = check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(decide="both_must_pass"))
+    assert (strict.passed, strict.reason, strict.details["math_reason"]) == (False, "second_checker_not_equal", "math_equal")
+    either = check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(decide="either"))
+    assert (either.passed, either.reason) == (True, "math_equal")
+    assert check("[1,2]", "\\boxed{x \\in [1,2]}", MathSettings(second_checker=False)).details.get("second") is None
+    assert second_opinion("\\frac{\\sinh(at)}{a}", "\\frac{1}{2a}(e^{at}-e^{-at})").via == "points"
+    assert second_opinion("1,3", "3, 1").via == "items"
+    assert not second_opinion("42", "43").passed
+    assert not second_opinion("2x+1", "2x-1").passed
+
+
+def test_reference_audit_flags_unparsed_and_outvoted_references():
+    from reasonmill.verify.math_audit import audit_reference
+
+    outvoted = [check("(+5)(b+2)", f"Thus \\boxed{{(a+5)(b+2)}}{'.' * i}") for i in range(4)]
+    outvoted.append(check("(+5)(b+2)", "\\boxed{(a+2)(b+5)}"))
+    flag = audit_reference(outvoted)
+    assert flag is not None and (flag.reason, flag.majority_answer, flag.agreeing, flag.responses) == (
+        "majority_disagrees", "(a+5)(b+2)", 4, 5
+    )
+    fine = [check("12", "\\boxed{12}")] * 3 + [check("12", "\\boxed{13}")] * 3
+    assert audit_reference(fine) is None  # as many right as agreeing wrong: not suspect
+    assert audit_reference([check("12", "\\boxed{13}")] * 2) is None  # too few to say
+    unparsed = audit_reference([check("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{3}")])
+    assert unparsed is not None and unparsed.reason == "reference_unparsed"
