@@ -318,22 +318,26 @@ def test_an_initializer_over_the_memory_limit_is_a_clear_error():
 # --- workers die with the driver ------------------------------------------------------------
 
 DRIVER = """
-import sys, time
 from reasonmill.verify.pool import VerifyPool
-from test_verify_pool import square
+from test_verify_pool import busy_forever
 if __name__ == "__main__":
-    pool = VerifyPool(workers=2, timeout=5)
+    pool = VerifyPool(workers=2, timeout=600)
     print(" ".join(map(str, pool.pids())), flush=True)
-    time.sleep(600)
+    pool.map(busy_forever, [-1, -1])  # both workers spin (a closed pipe would not stop them)
 """
 
 
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name ([0] = state, [11] = utime)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            return fh.read().split(")")[-1].split()
     except FileNotFoundError:
-        return False
+        return ["X"]
+
+
+def _alive(pid: int) -> bool:
+    return _stat(pid)[0] not in ("Z", "X")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
@@ -345,6 +349,10 @@ def test_workers_die_when_the_driver_is_killed(tmp_path):
     try:
         pids = [int(x) for x in driver.stdout.readline().split()]
         assert len(pids) == 2 and all(_alive(p) for p in pids)
+        cpu = [int(_stat(p)[11]) for p in pids]
+        end = time.monotonic() + 30
+        while not all(int(_stat(p)[11]) > c for p, c in zip(pids, cpu)) and time.monotonic() < end:
+            time.sleep(0.1)  # until both are busy in their loops
         driver.kill()  # SIGKILL: no atexit, no finally, no close()
         driver.wait(timeout=10)
         end = time.monotonic() + 10
