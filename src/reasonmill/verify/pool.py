@@ -449,11 +449,14 @@ class VerifyPool:
                 w.post(message)
 
         def drain(w: _Worker) -> bool:
-            """Read every reply already there; False when the worker broke the protocol."""
-            while w.tasks:
+            """Read every reply already there; False when the pipe is closed (the worker
+            is gone) or the worker broke the protocol."""
+            while True:
                 try:
                     if not w.conn.poll():
                         return True
+                    if not w.tasks:
+                        return False  # end of file, or a message nobody asked for
                     task_id, ok, payload = w.conn.recv()
                 except (EOFError, OSError):
                     return False
@@ -468,7 +471,6 @@ class VerifyPool:
                     return False
                 finish(i, PoolResult("ok", value=payload, elapsed=elapsed) if ok else PoolResult(
                     "error", error=payload, elapsed=elapsed))  # fmt: skip
-            return True
 
         def charge_death(w: _Worker) -> None:
             """The worker died (sentinel fired or the pipe broke): charge its running item."""
@@ -495,6 +497,10 @@ class VerifyPool:
                     todo.append(i)
             requeue(w)
 
+        stale = [w for w in self._pool if w.tasks]  # items of a map that raised PoolError
+        for w in stale:
+            w.kill()
+        self._pool = [w for w in self._pool if w not in stale]
         self._ensure_workers()
         while remaining:
             for w in self._pool:
