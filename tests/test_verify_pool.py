@@ -91,6 +91,11 @@ def hog(item: tuple[str, int]) -> int:
         while len(chunks) * MIB < n:
             chunks.append(bytearray(MIB))
         return len(chunks)
+    if kind == "swallow":  # as math-verify and sympy do: every Exception becomes "no result"
+        try:
+            return hog(("grow", n))
+        except Exception:
+            return -1
     return n
 
 
@@ -305,8 +310,11 @@ def test_item_over_the_memory_limit_gets_resource_limit_and_the_rest_go_on():
         assert "MemoryError" in results[1].error and "0.25 GiB" in results[1].error
         assert p.resource_limits == 2 and p.replaced_crashes == 0
         assert p.pids() != pid_before  # the worker that ran out was replaced
-        # a block just under the limit still fits
+        # a block well under the limit still fits
         assert p.map(hog, [("block", 100 * MIB)])[0].value == 100 * MIB
+        # a MemoryError the function catches itself is still an overrun
+        results = p.map(hog, [("swallow", 2000 * MIB), ("n", 5)])
+        assert [r.status for r in results] == ["resource_limit", "ok"] and results[1].value == 5
 
 
 def test_an_initializer_over_the_memory_limit_is_a_clear_error():

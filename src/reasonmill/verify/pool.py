@@ -15,7 +15,8 @@ sender thread's write) and replaced; the item gets a ``timeout`` result. Items q
 behind it go to other workers.
 
 Each worker runs under an address-space limit (``RLIMIT_AS``, ``memory_limit`` bytes above
-its size at start). An item that goes over it raises MemoryError in the worker; the
+its size at start). An item that goes over it raises MemoryError in the worker, or (when
+the function swallows that) leaves the worker's peak size near the limit; either way the
 worker exits and is replaced, and the item gets a ``resource_limit`` result. A worker
 that dies on its own (``kill -9`` from outside, a segfault, the OOM killer) is replaced
 and its item is retried once before it is reported as ``crashed``. Other items keep
@@ -107,26 +108,39 @@ def _die_with_parent(parent_pid: int | None) -> None:
         os._exit(0)
 
 
-def _address_space() -> int:
-    """Bytes of address space this process uses now (0 where /proc is missing)."""
+def _address_space(field: str = "VmSize") -> int:
+    """Bytes of address space this process uses now (``VmSize``) or has ever used
+    (``VmPeak``); 0 where /proc is missing."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return 0
 
 
-def _limit_address_space(extra: int | None) -> None:
-    """``RLIMIT_AS`` = current size + ``extra``. Relative, so a worker forked from a large
-    parent (which inherits its mappings) gets the same headroom as a spawned one."""
+def _limit_address_space(extra: int | None) -> int | None:
+    """Set ``RLIMIT_AS`` to the current size + ``extra`` and return the size at which an
+    item counts as over the limit (None: no limit). Relative, so a worker forked from a
+    large parent (which inherits its mappings) gets the same headroom as a spawned one.
+
+    The threshold is 5% of ``extra`` below the limit: libraries that catch every
+    Exception (math-verify, sympy) swallow the MemoryError, so the worker also checks its
+    peak size after each item; an item that grew the worker to within that margin of the
+    limit is over it, whatever the function returned."""
     if not extra:
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = _address_space() + extra
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     if soft == resource.RLIM_INFINITY or soft > limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    else:
+        limit = soft
+    return limit - extra // 20
 
 
 def _worker_main(
@@ -136,15 +150,18 @@ def _worker_main(
     """Worker loop: receive ``(task_id, fn_key, fn_bytes, item)``, reply ``(task_id, ok, payload)``.
 
     The function is sent pickled once per worker and cached by key, so a verifier object
-    with settings is not re-pickled for every item. On MemoryError anywhere in the loop
-    the worker exits with ``EXIT_MEMORY``: its heap may be left fragmented, and the exit
-    code tells the supervisor which reason to give the item.
+    with settings is not re-pickled for every item. On MemoryError anywhere in the loop,
+    or when an item took the worker's peak size near its limit, the worker exits with
+    ``EXIT_MEMORY`` without replying: its heap may be left fragmented, and the exit code
+    tells the supervisor which reason to give the item.
     """
     _die_with_parent(parent_pid)
     try:
-        _limit_address_space(memory_limit)
+        over = _limit_address_space(memory_limit)
         if initializer is not None:
             initializer(*initargs)
+        if over and _address_space("VmPeak") >= over:
+            raise MemoryError(f"the initializer grew the worker to {_address_space('VmPeak') >> 20} MiB")
     except BaseException:
         conn.send(("init_error", traceback.format_exc()))
         return
@@ -166,6 +183,8 @@ def _worker_main(
             except BaseException as exc:  # noqa: BLE001 - every failure is reported per item
                 reply = (task_id, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
             del item
+            if over and _address_space("VmPeak") >= over:
+                raise MemoryError  # caught and swallowed inside the function, or nearly there
             try:
                 conn.send(reply)
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -261,8 +280,10 @@ class VerifyPool:
     ...     results = pool.map(some_module.fn, items)   # list[PoolResult], input order
 
     ``fn`` must be picklable (a module-level function or an instance of a module-level
-    class with ``__call__``) and should let MemoryError propagate (an item caught over the
-    memory limit is reported as ``resource_limit`` only then). ``map`` may be called from
+    class with ``__call__``). An item over the memory limit is ``resource_limit`` when
+    ``fn`` raises MemoryError, and also when ``fn`` swallows it after growing the worker
+    to near the limit; a single huge request refused at once and swallowed by ``fn``
+    leaves no trace and gives ``fn``'s own result. ``map`` may be called from
     any thread; calls are serialized. ``mp_context`` defaults to ``spawn`` because forking
     a parent that runs threads (an async client, a progress bar) can deadlock the child.
     ``memory_limit`` is the address space (bytes) each worker may add to its size at
