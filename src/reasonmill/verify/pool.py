@@ -163,9 +163,11 @@ def _worker_main(
         over = _limit_address_space(memory_limit)
         if initializer is not None:
             initializer(*initargs)
-        status_fd = os.open("/proc/self/status", os.O_RDONLY) if over and os.path.exists("/proc/self/status") else None
-        if over and _address_space("VmPeak") >= over:
-            raise MemoryError(f"the initializer grew the worker to {_address_space('VmPeak') >> 20} MiB")
+        status_fd = None
+        if over and os.path.exists("/proc/self/status"):
+            status_fd = os.open("/proc/self/status", os.O_RDONLY)
+            if _address_space("VmPeak", status_fd) >= over:
+                raise MemoryError(f"the initializer grew the worker to {_address_space('VmPeak') >> 20} MiB")
     except BaseException:
         conn.send(("init_error", traceback.format_exc()))
         return
@@ -187,7 +189,7 @@ def _worker_main(
             except BaseException as exc:  # noqa: BLE001 - every failure is reported per item
                 reply = (task_id, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
             del item
-            if status_fd is not None and _address_space("VmPeak", status_fd) >= over:
+            if over and status_fd is not None and _address_space("VmPeak", status_fd) >= over:
                 raise MemoryError  # caught and swallowed inside the function, or nearly there
             try:
                 conn.send(reply)
