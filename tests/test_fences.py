@@ -166,7 +166,8 @@ def test_adversarial_fences_are_fast(name: str) -> None:
     if name == "repeated unclosed openings":
         assert blocks == [] and code[2] == "no_code_block"
     if name == "alternating lengths":  # ```` and ~~~~ lines pair up; ```python never closes
-        assert len(blocks) == 4666 and blocks[:2] == [("", "~~~~\n```python\nx\n"), ("", "```python\nx\n````\n")]
+        assert len(blocks) == 4666
+        assert blocks[:2] == [("", "~~~~\n```python\nx\n"), ("", "```python\nx\n````\n")]
 
 
 def test_adversarial_matches_the_regex_on_a_small_copy() -> None:

@@ -301,7 +301,8 @@ def test_workers_run_under_an_address_space_limit():
 
 
 def test_item_over_the_memory_limit_gets_resource_limit_and_the_rest_go_on():
-    items = [("n", 1), ("block", 600 * MIB), ("n", 2), ("grow", 2000 * MIB), ("n", 3)] + [("n", i) for i in range(4, 12)]
+    items = [("n", 1), ("block", 600 * MIB), ("n", 2), ("grow", 2000 * MIB), ("n", 3)]
+    items += [("n", i) for i in range(4, 12)]
     with VerifyPool(workers=1, timeout=30, memory_limit=256 * MIB) as p:
         pid_before = p.pids()
         results = p.map(hog, items)

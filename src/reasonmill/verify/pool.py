@@ -224,7 +224,9 @@ class _Worker:
         self.tasks: deque[int] = deque()
         self.head_started = 0.0  # when the first item of ``tasks`` started running
         self._outbox: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_loop, daemon=True, name=f"reasonmill-verify-send-{proc.pid}")
+        self._sender = threading.Thread(
+            target=self._send_loop, daemon=True, name=f"reasonmill-verify-send-{proc.pid}"
+        )
         self._sender.start()
 
     @property
@@ -416,7 +418,8 @@ class VerifyPool:
         if msg[0] == "init_error":
             hint = ""
             if "MemoryError" in msg[1] and self.memory_limit:
-                hint = f"\n(the initializer ran out of the workers' memory_limit of {self.memory_limit / 2**30:.2f} GiB)"
+                gib = self.memory_limit / 2**30
+                hint = f"\n(the initializer ran out of the workers' memory_limit of {gib:.2f} GiB)"
             raise PoolError(f"verify worker initializer failed:\n{msg[1]}{hint}")
         w.ready = True
 
