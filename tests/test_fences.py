@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonmill.verify.code import extract_code
+from reasonmill.verify.code import CodeVerifier, extract_code
 from reasonmill.verify.fences import fenced_blocks
 
 #: the regex that ``verify/code.py`` used until the scan replaced it (the reference)
@@ -187,3 +187,13 @@ def test_whole_answer_detection_is_linear_and_survives_deep_nesting() -> None:
     assert time.perf_counter() - t0 < 0.5
     for deep in ("-" * 200_000 + "1", "not " * 100_000 + "x", "x" + "[0]" * 100_000):
         assert extract_code(deep) == (None, "python", "no_code_block")  # refused by the parser, no crash
+
+
+def test_code_nested_too_deep_is_a_syntax_error_not_a_crash() -> None:
+    """The parser's MemoryError/RecursionError on such code is the verdict, found on the
+    host before any sandbox starts."""
+    record = {"tests": [{"input": "", "output": "1\n", "testtype": "stdin"}]}
+    for deep in ("-" * 200_000 + "1", "x" + "[0]" * 100_000):
+        verdict = CodeVerifier().verify(record, {"answer": f"```python\nprint({deep})\n```"})
+        assert (verdict.passed, verdict.reason) == (False, "syntax_error")
+        assert verdict.details["message"].split(":")[0] in ("MemoryError", "RecursionError")
