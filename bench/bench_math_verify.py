@@ -93,10 +93,13 @@ def main() -> int:
                     pooled += mv.verify_many(chunk)
                     t_pool += time.perf_counter() - t0
         ceiling_after = capacity_probe(mv.pool)
+        memory_limit = mv.pool.memory_limit
     cpu_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_workers = cpu_children.ru_utime + cpu_children.ru_stime
     print(f"load average after run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     print(f"cpu seconds: sequential {cpu_base:.1f}s, pool workers {cpu_workers:.1f}s (incl. start-up)")
+    limit = f"{memory_limit / 2**30:.2f} GiB" if memory_limit else "none"
+    print(f"largest worker RSS: {cpu_children.ru_maxrss / 1024:.0f} MB (address-space limit per worker: {limit})")
     same = sum(a.passed == b.passed and a.reason == b.reason for a, b in zip(base, pooled))
     n = len(pairs)
     print(f"sequential loop : {t_base:7.1f}s  {n / t_base:6.1f} verifications/s")

@@ -30,9 +30,12 @@ import reasonmill.sandbox
 from reasonmill.sandbox import Limits, Runner, TestResult, fn_name_from_starter, get_runner, normalize_language
 from reasonmill.sandbox.backends import default_python
 from reasonmill.verify.base import Verdict
+from reasonmill.verify.fences import fenced_blocks
 from reasonmill.verify.keys import verdict_key
 
-_FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*\r?$", re.M | re.S)
+#: a line that starts Python code; ``[^\S\n]*`` (not ``\s*``) keeps the search linear on
+#: long runs of blank lines, with the same verdict (a match's last line start also matches)
+_PYTHON_LINE = re.compile(r"^[^\S\n]*(def |class |import |from |print\()", re.M)
 _SUPPORTED = ("python", "cpp")
 _NON_CODE_TAGS = {"text", "txt", "plaintext", "output", "console", "shell", "bash", "sh", "json", "yaml", "markdown", "md", "latex", "math"}
 DETAIL_TEXT_CAP = 500
@@ -42,7 +45,7 @@ def extract_code(answer: str | None, raw: str | None = None) -> tuple[str | None
     """(code, language, how) where ``how`` is ``answer_block``, ``raw_block``,
     ``whole_answer``; ``code`` is None with ``how`` = a reason code when none is found."""
     for text, how in ((answer or "", "answer_block"), (raw or "", "raw_block")):
-        blocks = [(m.group(2), m.group(3)) for m in _FENCE.finditer(text)]
+        blocks = fenced_blocks(text)
         if not blocks:
             continue
         # Prefer the last block tagged with a language we run; an untagged block counts
@@ -58,19 +61,21 @@ def extract_code(answer: str | None, raw: str | None = None) -> tuple[str | None
             return None, last_lang, "unsupported_language"
     if answer and answer.strip():
         if _parses(answer) is None:
-            if re.search(r"^\s*(def |class |import |from |print\()", answer, re.M):
+            if _PYTHON_LINE.search(answer):
                 return answer, "python", "whole_answer"
     return None, "python", "no_code_block"
 
 
-def _parses(code: str) -> SyntaxError | ValueError | None:
+def _parses(code: str) -> Exception | None:
     """Parse on the host to report syntax errors without starting a sandbox (quietly:
-    model code is full of invalid escape sequences)."""
+    model code is full of invalid escape sequences). Nesting too deep for the parser
+    (``-`` or ``not`` repeated 100,000 times) raises MemoryError or RecursionError; Python
+    could not run that code either, so it counts as a syntax error, not a crash."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             ast.parse(code)
-        except (SyntaxError, ValueError) as e:
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
             return e
     return None
 
