@@ -129,7 +129,7 @@ def _limit_address_space(extra: int | None) -> int | None:
     item counts as over the limit (None: no limit). Relative, so a worker forked from a
     large parent (which inherits its mappings) gets the same headroom as a spawned one.
 
-    The threshold is 5% of ``extra`` below the limit: libraries that catch every
+    The threshold is 5% of ``extra`` (plus glibc's top pad) below the limit: libraries that catch every
     Exception (math-verify, sympy) swallow the MemoryError, so the worker also checks its
     peak size after each item; an item that grew the worker to within that margin of the
     limit is over it, whatever the function returned."""
@@ -143,7 +143,10 @@ def _limit_address_space(extra: int | None) -> int | None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     else:
         limit = soft
-    return limit - extra // 20
+    # glibc asks the kernel for MALLOC_TOP_PAD_ more than it needs (the engine sets 64 MiB,
+    # workdir.py): a refused, padded request fails that far below the limit
+    pad = os.environ.get("MALLOC_TOP_PAD_", "")
+    return limit - extra // 20 - (int(pad) if pad.isdigit() else 0)
 
 
 def _worker_main(
