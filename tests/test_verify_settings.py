@@ -23,7 +23,7 @@ def test_misspelt_nested_key_names_the_key_and_the_valid_ones():
         _load_verify({"math": {"timeuot": 5}})
     msg = str(err.value)
     assert "math" in msg and "timeuot" in msg and "did you mean 'timeout'" in msg
-    valid = "allow_set_relation_comp, decide, float_rounding, max_answer_chars, mp_context, numeric_precision, rel_tol, second_checker, strict, timeout, workers"
+    valid = "allow_set_relation_comp, decide, float_rounding, max_answer_chars, memory_limit_mb, mp_context, numeric_precision, rel_tol, second_checker, strict, timeout, workers"
     assert f"valid keys: {valid}" in msg
 
 
@@ -184,3 +184,21 @@ def test_keep_unverified_still_applies_the_format_rules():
     assert rec["responses"][0]["passed"] is False
     dropped = Select().process([rec]).dropped
     assert dropped[0].reason == "unverified" and "truncated" in dropped[0].message
+
+
+
+
+def test_math_memory_limit_reaches_the_pool_workers():
+    """``memory_limit_mb`` is the pool workers' limit (``null`` turns it off), and the
+    verifier still answers under it."""
+    from reasonmill.records import new_record, new_response
+    from reasonmill.verify.math import MathSettings, MathVerifier
+
+    assert MathSettings().memory_limit_mb == 2048
+    rec = new_record(source="t", problem="What is 1+1?", reference_answer="2", category="math")
+    resp = new_response(answer="$\\boxed{2}$", think="1+1=2")
+    with MathVerifier(timeout=30, workers=1, memory_limit_mb=512) as mv:
+        assert mv.pool.memory_limit == 512 << 20
+        assert mv.verify_many([(rec, resp)])[0].passed
+    with MathVerifier(timeout=30, workers=1, memory_limit_mb=None) as mv:
+        assert mv.pool.memory_limit is None

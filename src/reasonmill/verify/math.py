@@ -73,6 +73,9 @@ class MathSettings(BaseModel):
     timeout: float = Field(5.0, gt=0, description="seconds per response; the worker is killed past it")
     workers: int = Field(2, ge=1, description="worker processes of the verify pool")
     mp_context: Literal["spawn", "forkserver", "fork"] = "spawn"
+    memory_limit_mb: int | None = Field(
+        2048, ge=64, description="address space a pool worker may add; an item over it gets resource_limit"
+    )
     float_rounding: int = Field(6, ge=0)
     numeric_precision: int = Field(15, ge=1)
     strict: bool = True
@@ -598,7 +601,10 @@ class MathVerifier:
     def pool(self) -> VerifyPool:
         if self._pool is None:
             s = self.settings
-            self._pool = VerifyPool(s.workers, s.timeout, initializer=warmup, mp_context=s.mp_context)
+            self._pool = VerifyPool(
+                s.workers, s.timeout, initializer=warmup, mp_context=s.mp_context,
+                memory_limit=s.memory_limit_mb << 20 if s.memory_limit_mb else None,
+            )  # fmt: skip
         return self._pool
 
     def cache_key(self, record: dict, response: dict) -> str:
@@ -637,8 +643,8 @@ class MathVerifier:
             return res.value
         gold = normalize_reference(record.get("reference_answer"))
         details = {"gold": _short(gold), "error": res.error, "elapsed": round(res.elapsed, 3)}
-        if res.status == "timeout":
-            return Verdict(0.0, False, "timeout", details, NAME)
+        if res.status in ("timeout", "resource_limit"):  # the worker was killed or ran out of memory
+            return Verdict(0.0, False, res.status, details, NAME)
         return Verdict(0.0, False, "parse_error", details | {"status": res.status}, NAME)
 
     def _maybe_judge(self, record: dict, response: dict, verdict: Verdict) -> Verdict:
