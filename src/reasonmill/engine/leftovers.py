@@ -26,22 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from reasonmill.sandbox.process import pid_alive
+
 _PR_SET_PDEATHSIG = 1
 _TMP_FILE = re.compile(r"\.tmp(\d+)$")
 _BOX_DIR = re.compile(r"^reasonmill-(?:box|pyc)-(\d+)-")
 #: a semaphore this young may still be on its way to the process that opens it
 _SEM_MIN_AGE_S = 60.0
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def die_with_parent() -> bool:

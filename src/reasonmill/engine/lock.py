@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from reasonmill.engine.leftovers import pid_alive
+from reasonmill.sandbox.process import pid_alive
 
 LOCK_NAME = ".lock"
 

@@ -31,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .process import pid_alive
+
 log = logging.getLogger(__name__)
 
 PREFIX = "reasonmill-box-"
@@ -181,16 +183,6 @@ def support() -> Support:
         return _support
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(sup: Support) -> int:
     """Remove the groups of drivers that died without cleaning up; returns how many."""
     removed = 0
@@ -207,7 +199,7 @@ def sweep(sup: Support) -> int:
                 driver = int(name[len(prefix) :].split("-")[0])
             except ValueError:
                 continue
-            if driver == os.getpid() or _pid_alive(driver):
+            if driver == os.getpid() or pid_alive(driver):
                 continue
             path = os.path.join(parent, name)
             if prefix == PREFIX:

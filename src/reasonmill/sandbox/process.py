@@ -19,6 +19,18 @@ import time
 from dataclasses import dataclass, field
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (another user's counts as alive):
+    how the sweeps of leftovers (cgroups, box dirs, temp files, locks) tell a dead owner."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 _OPEN_FD = "{OPEN_FD:"
 
 

@@ -34,6 +34,7 @@ import time
 from typing import NamedTuple
 
 from reasonmill.sandbox.cgroup import HOW_TO_ENABLE, BoxCgroup, support
+from reasonmill.sandbox.process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,10 @@ def _sweep_pid_dirs_once() -> None:
             continue
         try:
             driver = int(name[len(PID_DIR_PREFIX) :].split("-")[0])
-            os.kill(driver, 0)
-            continue  # its driver lives
         except ValueError:
             continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
+        if pid_alive(driver):
+            continue  # its driver lives
         shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
