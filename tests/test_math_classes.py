@@ -106,7 +106,8 @@ def test_precision_stated_by_the_problem():
     assert precision_hint("round to the nearest hundredth") == ("dp", 2)
     assert precision_hint("to 4 significant digits") == ("sf", 4)
     assert precision_hint("How many apples?") is None
-    assert numbers_match(2.0, 2.00001, gold_is_int=True, pred_is_int=False) == "relative"
+    assert numbers_match(2.0, 2.00001, gold_is_int=True, pred_is_int=False) is None  # a contest integer
+    assert numbers_match(6630.0, 6630.65, gold_is_int=True, pred_is_int=False) == "relative"
     assert numbers_match(2.0, 3.0, gold_is_int=True, pred_is_int=True) is None
 
 
@@ -251,3 +252,17 @@ def test_reference_audit_flags_unparsed_and_outvoted_references():
     assert audit_reference([check("12", "\\boxed{13}")] * 2) is None  # too few to say
     unparsed = audit_reference([check("\\lambda_{\\text{red}}/\\sqrt{2}", "\\boxed{3}")])
     assert unparsed is not None and unparsed.reason == "reference_unparsed"
+
+
+@pytest.mark.parametrize(
+    "gold, pred, problem, passed",
+    [
+        ("25", "\\boxed{25.001}", None, False),  # a contest integer takes only itself
+        ("204", "\\boxed{204.00001}", None, False),
+        ("25", "\\boxed{25.0}", None, True),  # the same number written as a decimal
+        ("25", "\\boxed{24.96}", "Round your answer to the nearest tenth.", True),  # a stated precision
+        ("6630", "\\boxed{6630.65}", None, True),  # a rounded measurement: relative 1e-4
+    ],
+)
+def test_integer_references_below_1000_are_exact_unless_a_precision_is_stated(gold, pred, problem, passed):
+    assert check(gold, pred, MathSettings(), None, problem).passed is passed

@@ -6,7 +6,9 @@ accept a small relative difference. Contest answers (AIME, integers) must stay e
 
 The policy, applied only when both sides are single real numbers and math-verify said no:
 
-1. Both integers: equal only when identical (an AIME ``204`` never matches ``205``).
+1. Both integers: equal only when identical (an AIME ``204`` never matches ``205``). An
+   integer reference below 1000 takes only that integer (``25.001`` is not ``25``) unless
+   the problem states a precision (rule 2).
 2. The problem fixes the precision ("to 2 decimal places", "nearest tenth", "three
    significant figures"): equal when the answer is within half a unit of that place.
 3. The reference is a decimal with at least 3 significant figures: equal when the answer
@@ -18,6 +20,11 @@ from __future__ import annotations
 
 import math
 import re
+
+#: an integer reference below this is a contest answer: only the same integer matches it, unless
+#: the problem states a precision (rule 2). From 1000 on, an integer reference may be a rounded
+#: measurement (``6630`` nm for 6630.65) and rule 4 applies
+CONTEST_INTEGER_BELOW = 1000
 
 _WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _PLACES = {"whole number": 0, "integer": 0, "tenth": 1, "hundredth": 2, "thousandth": 3, "ten-thousandth": 4}
@@ -82,6 +89,8 @@ def numbers_match(
     places = reference_decimals(gold_text)
     if places is not None and abs(pred - gold) <= 0.5 * 10.0**-places + slack:
         return "reference_digits"
+    if gold_is_int and abs(gold) < CONTEST_INTEGER_BELOW:
+        return None  # a contest answer (AIME's 0-999): 25.001 is not 25, whatever rel_tol says
     if gold != 0 and abs(pred - gold) <= rel_tol * abs(gold):
         return "relative"
     return None
