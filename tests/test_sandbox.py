@@ -168,7 +168,8 @@ def test_per_test_timeout_does_not_count_waiting_for_a_cpu(runner):
     with _crowded_cpu(hogs=3):
         res = runner.run(code, tests, Limits(cpu_seconds=4, wall_timeout=1, nproc=32))
     assert [r.status for r in res] == ["passed", "timeout", "passed"], [(r.status, r.message) for r in res]
-    assert res[0].duration_s > 1.0  # it really was slowed down past the timeout
+    # Whether the hogs slowed it past the 1 s timeout depends on the scheduler: a box in its
+    # own CPU cgroup gets a share apart from the hogs. The statuses are what must hold.
 
 
 @pytest.mark.parametrize("backend", ["auto", "rlimit"])
