@@ -52,6 +52,23 @@ def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
     assert len(lines) == 40 and {"verify_score", "passed", "verdicts"} <= set(json.loads(lines[0]))
 
 
+def test_verify_command_lists_checker_disagreements_with_both_verdicts(shared_data, tmp_path):
+    """Issue 14: every response where math-verify and the second checker differ is a line of
+    ``disagreements.jsonl`` with both verdicts, and the summary counts them."""
+    path = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-27b_math500.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "reasonmill.cli", "verify", str(path), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    lines = [json.loads(x) for x in (tmp_path / "disagreements.jsonl").read_text().splitlines()]
+    assert summary["math_checker_disagreements"] == len(lines) > 0
+    for line in lines:
+        assert line["math_verify"]["passed"] != line["second_checker"]["passed"], line
+        assert line["reference"] and line["extracted"] and line["verdict"]["passed"] == line["math_verify"]["passed"]
+
+
 def test_format_rules_fit_replayed_sources_without_think(shared_data, tmp_path):
     """Issue 12: SkyThought and Qwen2.5-Math outputs carry no <think> part (all of the
     32B-short checkpoint and Qwen-Math, 210/500 of the 27B one). ``require_think: auto``

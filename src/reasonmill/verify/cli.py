@@ -41,7 +41,11 @@ def verify_file(args: argparse.Namespace) -> int:
     agree = Counter()
     malformed = 0
     try:
-        with open(out_dir / "verdicts.jsonl", "w", encoding="utf-8") as fh, Progress(console=console) as bar:
+        with (
+            open(out_dir / "verdicts.jsonl", "w", encoding="utf-8") as fh,
+            open(out_dir / "disagreements.jsonl", "w", encoding="utf-8") as triage,
+            Progress(console=console) as bar,
+        ):
             task = bar.add_task("verify", total=None)
             records = (r for r in iter_source(spec, path.parent) if isinstance(r, dict) or _count_bad(counts))
             for chunk in iter_chunks(records, 2000):
@@ -54,8 +58,11 @@ def verify_file(args: argparse.Namespace) -> int:
                         # correctness = the routed verifier's verdict (format rules aside)
                         correct = bool(resp["verdicts"][0]["passed"]) if resp["verdicts"] else False
                         counts[f"{kind}_correct"] += int(correct)
-                        if resp["verdicts"] and resp["verdicts"][0].get("details", {}).get("disagreement"):
+                        details = resp["verdicts"][0].get("details", {}) if resp["verdicts"] else {}
+                        if details.get("disagreement"):
                             counts[f"{kind}_checker_disagreements"] += 1
+                            triage.write(json.dumps(_disagreement(r, i, resp["verdicts"][0]), ensure_ascii=False,
+                                                    default=str) + "\n")  # fmt: skip
                         label = (resp.get("meta") or {}).get("upstream_label")
                         if label is not None:
                             agree["labelled"] += 1
@@ -89,7 +96,24 @@ def verify_file(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         console.print(f"{key:<26} {value}")
     console.print(f"wrote {out_dir / 'verdicts.jsonl'} and {out_dir / 'summary.json'}")
+    if any(k.endswith("_checker_disagreements") for k in summary):
+        console.print(f"the two math checkers disagree on some responses: {out_dir / 'disagreements.jsonl'} "
+                      "lists each with both verdicts (the triage queue)")  # fmt: skip
     return 0
+
+
+def _disagreement(record: dict, index: int, verdict: dict) -> dict:
+    """One line of the triage queue: the response, the reference and both checkers' verdicts."""
+    details = verdict.get("details") or {}
+    return {
+        "id": record["id"],
+        "response_index": index,
+        "reference": record.get("reference_answer"),
+        "extracted": details.get("answer") or details.get("pred"),
+        "math_verify": {"passed": verdict.get("passed"), "reason": details.get("math_reason") or verdict.get("reason")},
+        "second_checker": details.get("second"),
+        "verdict": {"passed": verdict.get("passed"), "reason": verdict.get("reason")},
+    }
 
 
 def _count_bad(counts: Counter) -> bool:
