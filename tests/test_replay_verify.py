@@ -103,3 +103,26 @@ def test_format_rules_fit_replayed_sources_without_think(shared_data, tmp_path):
 
     relaxed = run({"format": {"require_think": True, "per_source": {"qwenmath": {"require_think": False}}}})
     assert relaxed["format_failed:missing_think"] == auto["no_think@sky27b"]
+
+
+def test_a_response_dropped_where_the_checkers_disagree_carries_both_verdicts(tmp_path):
+    """The ledger evidence of a ``below_threshold`` drop names the disagreement, so a triage
+    of the drops finds it without re-running anything."""
+    from reasonmill.records import new_record, new_response
+    from reasonmill.stages.base import StageContext
+    from reasonmill.stages.select import Select
+    from reasonmill.stages.verify import Verify
+
+    record = new_record(source="t", problem="Simplify $-2x \\cdot 1$.", reference_answer="-2x", category="math")
+    record["responses"] = [new_response(answer="So the result is $\\boxed{-2}$.", think="-2 times 1")]
+    verify = Verify({"math": {"workers": 1}}, StageContext(cache_dir=str(tmp_path / "cache"), label="verify"))
+    try:
+        verified = verify.process([record]).kept
+    finally:
+        verify.close()
+    out = Select({}).process(verified)
+    assert not out.kept
+    drop = next(d for d in out.dropped if d.reason == "below_threshold")
+    evidence = drop.evidence["checker_disagreement"]
+    assert evidence["math_verify"] == "math_not_equal" and evidence["second_checker"]["passed"] is True
+    assert "two math checkers disagree" in drop.message

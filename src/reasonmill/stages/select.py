@@ -78,10 +78,13 @@ class Select(Stage):
                         r, i, resp, UNVERIFIED, "no verify_score: add a verify stage before select"
                     )
                 elif score < th or resp.get("passed") is False:
+                    disagreement = _checker_disagreement(resp)
                     out.drop_response(
                         r, i, resp, "below_threshold",
-                        f"verify_score {score:.3f} < {th} ({', '.join(reasons) or 'failed'})",
+                        f"verify_score {score:.3f} < {th} ({', '.join(reasons) or 'failed'})"
+                        + (" — the two math checkers disagree: checker_disagreement" if disagreement else ""),
                         score=score, threshold=th, failed=reasons,
+                        **({"checker_disagreement": disagreement} if disagreement else {}),
                     )
                 elif s.max_responses is not None and len(kept) >= s.max_responses:
                     out.drop_response(r, i, resp, "over_max_responses", f"already kept {s.max_responses}")
@@ -105,3 +108,18 @@ class Select(Stage):
                 r["responses"] = kept
                 out.kept.append(r)
         return out
+
+
+def _checker_disagreement(response: dict) -> dict | None:
+    """Both math checkers' verdicts when they differ on this response (the evidence a
+    triage of the drop needs), else None."""
+    for verdict in response.get("verdicts") or []:
+        details = verdict.get("details") or {}
+        if details.get("disagreement"):
+            return {
+                "math_verify": details.get("math_reason") or verdict.get("reason"),
+                "second_checker": details.get("second"),
+                "answer": details.get("answer") or details.get("pred"),
+                "reference": details.get("gold"),
+            }
+    return None
