@@ -52,6 +52,7 @@ class ExecResult:
     stalled: bool = False  # the result channel was silent for longer than progress_timeout
     output_capped: bool = False
     duration_s: float = 0.0
+    limit_hit: str | None = None  # "memory" / "cpu": the run's box ended it (all its processes together)
 
 
 def _open_fd(arg: str, opened: list[int]) -> str:

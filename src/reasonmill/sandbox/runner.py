@@ -51,9 +51,15 @@ def fn_name_from_starter(starter_code: str | None) -> str | None:
     return None
 
 
-def _signal_status(rc: int | None) -> tuple[str, str]:
+def _signal_status(rc: int | None, limit_hit: str | None = None) -> tuple[str, str]:
     """Status for a non-zero exit. bubblewrap reports a child killed by signal N as
-    exit code 128+N, a direct child shows -N."""
+    exit code 128+N, a direct child shows -N. ``limit_hit``: the box (cgroup or watcher)
+    ended the run for its processes' memory or CPU together, which the signal alone
+    cannot tell."""
+    if limit_hit == "memory":
+        return "crashed", "killed: the run's processes together went over its memory limit"
+    if limit_hit == "cpu":
+        return "timeout", "CPU time limit exceeded by the run's processes together (SIGXCPU)"
     sig = None
     if rc is not None and rc < 0:
         sig = -rc
@@ -135,7 +141,7 @@ class Runner:
             cmd, limits, box, cpu=cpu, memory_mb=memory_mb or limits.memory_mb, wall=wall, build_writable=build_writable
         )
         try:
-            return execute(
+            res = execute(
                 w.argv,
                 stdin=stdin,
                 wall_timeout=wall,
@@ -147,6 +153,9 @@ class Runner:
             )
         finally:
             self.backend.after_run(w)
+        if w.box is not None:
+            res.limit_hit = w.box.limit_hit
+        return res
 
     def _stdin_result(self, i: int, test: dict, res: ExecResult) -> TestResult:
         kw = {"stdout": _text(res.stdout), "stderr": _text(res.stderr), "duration_s": round(res.duration_s, 4)}
@@ -155,7 +164,7 @@ class Runner:
         if res.timed_out:
             return self._result(i, test, "timeout", "wall-clock timeout; process group killed", **kw)
         if res.returncode != 0:
-            status, msg = _signal_status(res.returncode)
+            status, msg = _signal_status(res.returncode, res.limit_hit)
             return self._result(i, test, status, msg, **kw)
         expected = test.get("output") or ""
         if outputs_match(res.stdout.decode("utf-8", errors="replace"), expected):
@@ -241,7 +250,7 @@ class Runner:
             elif res.timed_out or res.stalled:
                 status, msg = "timeout", "wall-clock timeout; process group killed"
             else:
-                status, msg = _signal_status(res.returncode)
+                status, msg = _signal_status(res.returncode, res.limit_hit)
                 if res.returncode == 0:
                     status, msg = "error", "the program exited before this test finished (exit code 0)"
             blamed = [running] if running is not None and running in by_index else []

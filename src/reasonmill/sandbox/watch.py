@@ -184,6 +184,8 @@ class Box:
         """Stop watching, kill whatever is left, remove the cgroup / pid file."""
         _watcher.remove(self)
         if self.cgroup is not None:
+            if self.limit_hit is None and self.cgroup.oom_killed():
+                self.limit_hit = "memory"  # the kernel's kill came before the watcher's next look
             self.cgroup.close()
         else:
             # No tree kill here: the first process is reaped by now (its pid may be
