@@ -38,13 +38,18 @@ def test_replay_and_math_verification_agree_with_upstream_labels(shared_data, tm
     assert agreement >= 0.95, f"agreement {agreement:.3f}"
 
 
-def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
-    path = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-14b_amc23.jsonl"
+def _verify_cli(path, out) -> None:
+    """``reasonmill verify FILE --out DIR`` in a subprocess; it must exit 0."""
     run = subprocess.run(
-        [sys.executable, "-m", "reasonmill.cli", "verify", str(path), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "reasonmill.cli", "verify", str(path), "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
+    path = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-14b_amc23.jsonl"
+    _verify_cli(path, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["records"] == 40 and summary["math_responses"] == 40
     assert summary["agreement_with_upstream"] >= 0.9
@@ -56,11 +61,7 @@ def test_verify_command_lists_checker_disagreements_with_both_verdicts(shared_da
     """Issue 14: every response where math-verify and the second checker differ is a line of
     ``disagreements.jsonl`` with both verdicts, and the summary counts them."""
     path = shared_data / "reasoning_traces_skythought" / "sky-t1-math-correct-5k-27b_math500.jsonl"
-    run = subprocess.run(
-        [sys.executable, "-m", "reasonmill.cli", "verify", str(path), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert run.returncode == 0, run.stderr
+    _verify_cli(path, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     lines = [json.loads(x) for x in (tmp_path / "disagreements.jsonl").read_text().splitlines()]
     assert summary["math_checker_disagreements"] == len(lines) > 0
