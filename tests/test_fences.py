@@ -107,19 +107,24 @@ def test_same_blocks_as_the_regex_on_random_fence_soup() -> None:
     assert differ == []
 
 
-def test_same_blocks_as_the_regex_on_real_texts(shared_data: Path) -> None:
-    checked = with_blocks = 0
+def _real_texts(shared_data: Path) -> Iterator[str]:
+    """Every string of the real files (skips the test when one is missing)."""
     for name in REAL_FILES:
         path = shared_data / name
         if not path.exists():
             pytest.skip(f"{path} not found")
         for doc in _documents(path):
-            for text in _strings(doc):
-                if "```" not in text and "~~~" not in text:
-                    continue
-                assert fenced_blocks(text) == old_blocks(text), text[:300]
-                checked += 1
-                with_blocks += bool(old_blocks(text))
+            yield from _strings(doc)
+
+
+def test_same_blocks_as_the_regex_on_real_texts(shared_data: Path) -> None:
+    checked = with_blocks = 0
+    for text in _real_texts(shared_data):
+        if "```" not in text and "~~~" not in text:
+            continue
+        assert fenced_blocks(text) == old_blocks(text), text[:300]
+        checked += 1
+        with_blocks += bool(old_blocks(text))
     assert checked > 1000  # 2,000+ texts with fences in these files
     assert with_blocks > 500
 
@@ -129,16 +134,11 @@ def test_extract_code_on_real_texts(shared_data: Path) -> None:
     statements, reference solutions). The counts are those of the former regex-based
     ``extract_code`` on the same files (measured before the change: identical outputs)."""
     counts: Counter = Counter()
-    for name in REAL_FILES:
-        path = shared_data / name
-        if not path.exists():
-            pytest.skip(f"{path} not found")
-        for doc in _documents(path):
-            for text in _strings(doc):
-                code, lang, how = extract_code(text)
-                counts[how] += 1
-                if how == "answer_block":
-                    assert code in [body for _, body in old_blocks(text)]
+    for text in _real_texts(shared_data):
+        code, lang, how = extract_code(text)
+        counts[how] += 1
+        if how == "answer_block":
+            assert code in [body for _, body in old_blocks(text)]
     assert counts == {"answer_block": 2397, "no_code_block": 22101, "whole_answer": 4178}
 
 
