@@ -92,7 +92,7 @@ def fixed_cost(backend: str, n: int = 40) -> tuple[float, float]:
         t0 = time.perf_counter()
         w = runner.backend.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
         try:
-            execute(w.argv, wall_timeout=10, output_cap=1 << 20, env=w.env, cwd=w.cwd)
+            execute(w.argv, wall_timeout=10, output_cap=1 << 20, env=w.env, cwd=w.cwd, waiting=w.waiting)
         finally:
             runner.backend.after_run(w)  # ends the box (its cgroup) as the runner does
         wrapped_t.append(time.perf_counter() - t0)

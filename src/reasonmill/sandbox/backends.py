@@ -31,7 +31,7 @@ from pathlib import Path
 
 from reasonmill.sandbox import seccomp
 from reasonmill.sandbox.limits import Limits
-from reasonmill.sandbox.process import execute, open_fd_arg
+from reasonmill.sandbox.process import Waiting, execute, open_fd_arg
 from reasonmill.sandbox.watch import Box, cpu_budget
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,17 @@ class Wrapped:
     uid: int | None = None
     box: Box | None = None
 
+    @property
+    def waiting(self) -> Waiting | None:
+        """The shell already in the box that must become the command: pass it to
+        ``execute(waiting=)`` (the argv then has no joining prefix)."""
+        return self.box.waiting if self.box is not None else None
 
-def make_box(limits: Limits, *, cpu: float, memory_mb: int, uid: int | None, cgroups: bool) -> Box:
-    """The box of one execution: ``memory_mb`` and the CPU budget for all its processes."""
+
+def make_box(limits: Limits, *, cpu: float, memory_mb: int, uid: int | None, cgroups: bool,
+             fd_paths: tuple[str, ...]) -> Box:  # fmt: skip
+    """The box of one execution: ``memory_mb`` and the CPU budget for all its processes;
+    ``fd_paths``: the files its command gets descriptors of (the seccomp filter)."""
     return Box(
         memory_bytes=memory_mb * 1024 * 1024,
         pids=limits.nproc + WRAPPER_PROCS,
@@ -135,6 +143,7 @@ def make_box(limits: Limits, *, cpu: float, memory_mb: int, uid: int | None, cgr
         cpu_budget_s=cpu_budget(cpu),
         uid=uid,
         use_cgroup=cgroups,
+        fd_paths=fd_paths,
     )
 
 
@@ -173,6 +182,7 @@ class BwrapBackend:
         if self.as_root and not shutil.which("setpriv"):
             raise RuntimeError("running as root needs setpriv (util-linux) to drop to an unprivileged uid")
         self.seccomp_path = seccomp.filter_path()
+        self.fd_paths = (self.seccomp_path,) if self.seccomp_path else ()
         if self.seccomp_path is None:
             log.warning("sandbox: no seccomp filter for this CPU architecture: sandboxed code may open user namespaces")
 
@@ -239,7 +249,7 @@ class BwrapBackend:
         argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         if uid is not None:
             argv += drop_privileges_args(uid)
-        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups, fd_paths=self.fd_paths)
         return Wrapped(box.prefix() + argv + cmd, None, None, uid, box)
 
     def after_run(self, wrapped: Wrapped) -> None:
@@ -251,7 +261,7 @@ class BwrapBackend:
         with _TempBox() as box:
             w = self.wrap(["/bin/true"], Limits(), box, cpu=1, memory_mb=256)
             try:
-                p = execute(w.argv, wall_timeout=20, output_cap=1 << 16, env=w.env, cwd=w.cwd)
+                p = execute(w.argv, wall_timeout=20, output_cap=1 << 16, env=w.env, cwd=w.cwd, waiting=w.waiting)
             except OSError as e:
                 return str(e)
             finally:
@@ -276,6 +286,7 @@ class RlimitBackend:
             raise RuntimeError("prlimit (util-linux) not found: it sets the rlimits of the child")
         self.python = python or default_python()
         self.seccomp_path = seccomp.filter_path()
+        self.fd_paths = (self.seccomp_path,) if self.seccomp_path else ()
         self.as_root = os.geteuid() == 0
         self.unshare = self._unshare_args() if use_unshare is not False else []
         self.timeout_exe = shutil.which("timeout")
@@ -327,7 +338,7 @@ class RlimitBackend:
             argv += drop_privileges_args(uid)
         if self.seccomp_path:
             argv += seccomp.loader_args(self.python, self.seccomp_path)
-        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups)
+        box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups, fd_paths=self.fd_paths)
         argv = box.prefix() + argv
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",

@@ -262,10 +262,12 @@ _seq = itertools.count()
 
 
 class BoxCgroup:
-    """The cgroup(s) of one run. Create, let the run's first process join (its pid goes
-    to :attr:`procs_files`), then :meth:`close` kills what is left and removes them."""
+    """The cgroup(s) of one run. Create, :meth:`configure` its limits, let the run's
+    first process join (its pid goes to :attr:`procs_files`), then :meth:`close` kills
+    what is left and removes them. (The limits may be set after the join: a process can
+    wait in the group for its command, see ``process.Waiting``.)"""
 
-    def __init__(self, sup: Support, *, memory_bytes: int, pids: int, cpus: float) -> None:
+    def __init__(self, sup: Support) -> None:
         self.version = sup.version
         name = f"{PREFIX}{os.getpid()}-{next(_seq)}"
         self.dirs: dict[str, str] = {ctl: os.path.join(parent, name) for ctl, parent in sup.parents.items()}
@@ -274,7 +276,6 @@ class BoxCgroup:
             for d in dict.fromkeys(self.dirs.values()):
                 os.mkdir(d)
                 created.append(d)
-            self._configure(memory_bytes, pids, cpus)
         except OSError:
             for d in created:
                 _rmdir(d)
@@ -282,7 +283,8 @@ class BoxCgroup:
         self.unique_dirs = created
         self._oom_base = self.oom_kills()
 
-    def _configure(self, memory_bytes: int, pids: int, cpus: float) -> None:
+    def configure(self, *, memory_bytes: int, pids: int, cpus: float) -> None:
+        """Set the box's limits, once, before its command starts."""
         quota = max(1000, int(cpus * CPU_PERIOD_US))
         if self.version == 2:
             d = self.dirs["memory"]

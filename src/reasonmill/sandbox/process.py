@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import selectors
+import shlex
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+
+BASH = shutil.which("bash")  # closes descriptors above 9 by number, which dash cannot
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,20 +92,10 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def execute(
-    argv: list[str],
-    *,
-    stdin: bytes = b"",
-    wall_timeout: float,
-    output_cap: int,
-    result_fd: bool = False,
-    progress_timeout: float | None = None,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-) -> ExecResult:
-    """Run ``argv``; when ``result_fd`` the child gets a pipe whose number replaces the
-    literal ``{RESULT_FD}`` in argv, and its lines come back in ``events``. Elements made
-    by :func:`open_fd_arg` become descriptors of the child."""
+def _start(argv: list[str], *, result_fd: bool, cwd: str | None, env: dict[str, str] | None,
+           ) -> tuple[subprocess.Popen, int, float]:  # fmt: skip
+    """A new child in its own session: the process, the read end of its result pipe
+    (-1 without one) and its start time."""
     r_fd = -1
     child_fds: list[int] = []  # passed to the child; our copies close once it has them
     try:
@@ -126,9 +120,111 @@ def execute(
             cwd=cwd,
             env=env,
         )
+    except OSError:
+        if r_fd != -1:
+            os.close(r_fd)
+        raise
     finally:
         for fd in child_fds:
             os.close(fd)
+    return proc, r_fd, start
+
+
+class Waiting:
+    """A process started before its command is known: ``bash`` runs ``setup`` (e.g. joins
+    a cgroup), then reads one command line, up to a NUL, on its stdin and ``exec``s it.
+
+    Why: moving a process into a cgroup makes the kernel wait for an RCU grace period
+    (13-15 ms on a 2-core VM) unless another cgroup move happened within the last one,
+    which is the usual case for one sandboxed run every few tens of milliseconds. A
+    process started ahead waits that out while the previous run executes.
+
+    It holds what :func:`execute` would pass a child: a result pipe and a descriptor per
+    path in ``fd_paths`` (for :func:`open_fd_arg`), at numbers fixed at start. Used at
+    most once; :meth:`discard` ends it if it never is."""
+
+    def __init__(self, setup: str, fd_paths: tuple[str, ...] = ()) -> None:
+        if BASH is None:
+            raise OSError("bash not found")
+        opened: list[int] = []
+        self.result_r, result_w = os.pipe()
+        try:
+            for path in fd_paths:
+                opened.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            self.proc = subprocess.Popen(
+                [BASH, "-c", f"{setup} && IFS= read -r -d '' line && eval \"$line\""],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(result_w, *opened),
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(self.result_r)
+            raise
+        finally:
+            for fd in (result_w, *opened):
+                os.close(fd)  # the child has its copies, at the same numbers
+        self.result_w = result_w
+        self.fds = dict(zip(fd_paths, opened))
+        self.used = False
+
+    def command_line(self, argv: list[str], *, result_fd: bool, cwd: str | None, env: dict[str, str] | None) -> bytes:
+        """The line that makes the waiting shell become ``argv`` as :func:`execute`
+        would have started it, ended by a NUL (an argument may hold newlines)."""
+        args = []
+        for a in argv:
+            if a.startswith(_OPEN_FD) and a.endswith("}"):
+                a = str(self.fds[a[len(_OPEN_FD) : -1]])  # KeyError: not opened at start
+            args.append(a.replace("{RESULT_FD}", str(self.result_w)))
+        line = "" if result_fd else f"exec {self.result_w}>&- && "
+        if cwd is not None:
+            line += f"cd {shlex.quote(cwd)} && "
+        line += "exec "
+        if env is not None:
+            line += "env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " "
+        return (line + shlex.join(args)).encode() + b"\0"
+
+    def discard(self) -> None:
+        """End it unused (its command never came) and reap it."""
+        if self.used:
+            return
+        self.used = True
+        kill_group(self.proc)
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            f.close()  # type: ignore[union-attr]
+        os.close(self.result_r)
+
+
+def execute(
+    argv: list[str],
+    *,
+    stdin: bytes = b"",
+    wall_timeout: float,
+    output_cap: int,
+    result_fd: bool = False,
+    progress_timeout: float | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    waiting: Waiting | None = None,
+) -> ExecResult:
+    """Run ``argv``; when ``result_fd`` the child gets a pipe whose number replaces the
+    literal ``{RESULT_FD}`` in argv, and its lines come back in ``events``. Elements made
+    by :func:`open_fd_arg` become descriptors of the child. ``waiting``: a process
+    started ahead (see :class:`Waiting`) becomes the child instead of a new one."""
+    if waiting is not None:
+        if waiting.used:
+            raise RuntimeError("a waiting process runs one command only")
+        line = waiting.command_line(argv, result_fd=result_fd, cwd=cwd, env=env)
+        waiting.used = True
+        proc, stdin, start = waiting.proc, line + stdin, time.monotonic()
+        r_fd = waiting.result_r
+        if not result_fd:
+            os.close(r_fd)
+            r_fd = -1
+    else:
+        proc, r_fd, start = _start(argv, result_fd=result_fd, cwd=cwd, env=env)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
     feeder.start()
 

@@ -150,6 +150,7 @@ class Runner:
                 progress_timeout=progress_timeout,
                 cwd=w.cwd,
                 env=w.env,
+                waiting=w.waiting,
             )
         finally:
             self.backend.after_run(w)

@@ -22,6 +22,7 @@ over memory, SIGKILL ("killed: memory, process or CPU limit").
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -33,8 +34,8 @@ import threading
 import time
 from typing import NamedTuple
 
-from reasonmill.sandbox.cgroup import HOW_TO_ENABLE, BoxCgroup, support
-from reasonmill.sandbox.process import pid_alive
+from reasonmill.sandbox.cgroup import HOW_TO_ENABLE, BoxCgroup, Support, support
+from reasonmill.sandbox.process import BASH, Waiting, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,29 @@ class Box:
     all its processes; ``uid`` is the throwaway uid the command runs as, if any."""
 
     def __init__(self, *, memory_bytes: int, pids: int, cpus: float, cpu_budget_s: float, uid: int | None,
-                 use_cgroup: bool = True) -> None:  # fmt: skip
+                 use_cgroup: bool = True, fd_paths: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """``fd_paths``: files the command gets open descriptors of (``process.open_fd_arg``)."""
         self.memory_bytes = memory_bytes
         self.cpu_budget_s = cpu_budget_s
         self.uid = uid
         self.limit_hit: str | None = None  # "memory" or "cpu" once the watcher ended the box
         self._xcpu_at = 0.0
         self.cgroup: BoxCgroup | None = None
+        #: the shell already in the cgroup that becomes the command (``execute(waiting=)``)
+        self.waiting: Waiting | None = None
         self._pid_dir: str | None = None
         self._root: tuple[int, int] | None = None  # (pid, start time) of the first process
         sup = support() if use_cgroup else None
         if sup is not None and sup.version:
             try:
-                self.cgroup = BoxCgroup(sup, memory_bytes=memory_bytes, pids=pids, cpus=cpus)
+                self.cgroup, self.waiting = _spares.take(sup, fd_paths)
+                self.cgroup.configure(memory_bytes=memory_bytes, pids=pids, cpus=cpus)
             except OSError as e:
+                if self.waiting is not None:
+                    self.waiting.discard()
+                if self.cgroup is not None:
+                    self.cgroup.close()
+                self.cgroup = self.waiting = None
                 _warn_once(f"creating a cgroup failed: {e}")
         elif sup is not None:
             _warn_once(sup.reason)
@@ -97,10 +107,12 @@ class Box:
         return os.path.join(self._pid_dir or "", "pid")
 
     def prefix(self) -> list[str]:
-        """``/bin/sh -c`` that joins the box and execs ``"$@"`` (the command follows)."""
+        """``/bin/sh -c`` that joins the box and execs ``"$@"`` (the command follows);
+        nothing when a waiting shell already sits in the box's cgroup."""
+        if self.waiting is not None:
+            return []
         targets = self.cgroup.procs_files if self.cgroup else [self._pid_file]
-        joins = " && ".join(f"echo $$ > {shlex.quote(t)}" for t in targets)
-        return ["/bin/sh", "-c", f'{joins} && exec "$@"', "box"]
+        return ["/bin/sh", "-c", f'{_joins(targets)} && exec "$@"', "box"]
 
     # --- watcher side ---------------------------------------------------------------
 
@@ -183,6 +195,8 @@ class Box:
     def close(self) -> None:
         """Stop watching, kill whatever is left, remove the cgroup / pid file."""
         _watcher.remove(self)
+        if self.waiting is not None:
+            self.waiting.discard()  # a command that never came (no-op once used)
         if self.cgroup is not None:
             if self.limit_hit is None and self.cgroup.oom_killed():
                 self.limit_hit = "memory"  # the kernel's kill came before the watcher's next look
@@ -196,6 +210,89 @@ class Box:
             except FileNotFoundError:
                 pass
             os.rmdir(self._pid_dir)  # type: ignore[arg-type]
+
+
+def _joins(procs_files: list[str]) -> str:
+    """Shell that moves the shell itself into each group of ``procs_files``."""
+    return " && ".join(f"echo $$ > {shlex.quote(t)}" for t in procs_files)
+
+
+#: spares kept at most: one per run going at once, up to this many
+MAX_SPARES = max(4, 2 * (os.cpu_count() or 1))
+
+
+class _Spares:
+    """Cgroups made one run ahead, each with a shell already inside waiting for its
+    command (``process.Waiting``), so that the kernel's wait on a cgroup move passes
+    while the previous run executes. Every take makes one for the next run: there are
+    as many as runs went at once. Per process (a fork starts without), per set of
+    descriptors the command needs."""
+
+    def __init__(self) -> None:
+        self._free: list[tuple[tuple[str, ...], BoxCgroup, Waiting]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        atexit.register(self.close)
+
+    def take(self, sup: Support, fd_paths: tuple[str, ...]) -> tuple[BoxCgroup, Waiting | None]:
+        """A spare group and its waiting shell, or a new group (no shell: the command
+        joins it by ``Box.prefix``, waiting for the move itself) when none is ready."""
+        found = None
+        with self._lock:
+            if self._pid != os.getpid():
+                self._free, self._pid = [], os.getpid()  # the parent's shells are not ours
+            for k, (paths, _, _) in enumerate(self._free):
+                if paths == fd_paths:
+                    found = self._free.pop(k)
+                    break
+        self._make(sup, fd_paths)
+        if found is not None:
+            return found[1], found[2]
+        return BoxCgroup(sup), None
+
+    def _make(self, sup: Support, fd_paths: tuple[str, ...]) -> None:
+        if BASH is None:
+            return
+        try:
+            group = BoxCgroup(sup)
+        except OSError:
+            return  # the take itself reports why
+        try:
+            waiting = Waiting(_joins(group.procs_files), fd_paths)
+        except OSError as e:
+            log.debug("sandbox: no waiting shell for the next box: %s", e)
+            group.close()
+            return
+        with self._lock:
+            if len(self._free) < MAX_SPARES:
+                self._free.append((fd_paths, group, waiting))
+                return
+        waiting.discard()
+        group.close()
+
+    def dirs(self) -> set[str]:
+        """The cgroup dirs of the spares now waiting (they outlive runs by design)."""
+        with self._lock:
+            return {d for _, group, _ in self._free for d in group.unique_dirs}
+
+    def close(self) -> None:
+        """End every spare shell and remove its group (at exit)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            free, self._free = self._free, []
+        for _, group, waiting in free:
+            waiting.discard()
+            group.close()
+
+
+_spares = _Spares()
+
+
+def spare_cgroup_dirs() -> set[str]:
+    """Cgroup dirs that wait, with a shell inside, for the next runs of this process
+    (removed at exit, or by the sweep of the next start after a crash)."""
+    return _spares.dirs()
 
 
 PID_DIR_PREFIX = "reasonmill-boxpid-"
