@@ -630,10 +630,11 @@ def am(raw: dict, ctx: Context) -> dict:
 def columns(raw: dict, ctx: Context) -> dict:
     """A user column map: ``columns: {problem: question, reference_answer: gt, ...}``."""
     cols = ctx.columns
-    if "messages" in cols and "problem" not in cols:
-        return messages(raw, ctx)
-    if "conversations" in cols and "problem" not in cols:
-        return sharegpt(raw, ctx)
+    if ("messages" in cols or "conversations" in cols) and "problem" not in cols:
+        record = messages(raw, ctx) if "messages" in cols else sharegpt(raw, ctx)
+        if "reference_answer" in cols:  # the chat presets look only in the usual fields
+            record["reference_answer"] = _answer(_get(raw, cols["reference_answer"]))
+        return record
     value = _get(raw, cols["problem"])
     if not isinstance(value, str) or not value.strip():
         raise MappingError(f"no problem text in field {cols['problem']!r}")
