@@ -267,3 +267,10 @@ def test_auto_detects_openr1_before_messages_and_the_preset_can_be_named():
     assert [r["finish_reason"] for r in record["responses"]] == ["stop"] * 3
     assert record["reference_answer"] == "5" and record["meta"]["upstream_source"] == "olympiads"
     assert SourceSpec(name="t", path="x.jsonl", preset="openr1").mapping == "openr1"
+
+
+def test_a_bad_worker_count_is_a_usage_error(tmp_path, capsys):
+    path = _write_jsonl(tmp_path / "odd.jsonl", [{"problem": "What is 1+1?", "answer": "2"}])
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", str(path), "--workers", "0"])
+    assert exit_.value.code == 2 and "--workers: 0 is not at least 1" in capsys.readouterr().err

@@ -244,6 +244,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of ``verify --workers``: a bad count is a usage error (exit 2), not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonmill", description="Build verified reasoning datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -269,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(fn=cmd_inspect)
 
     ver = sub.add_parser("verify", help="re-verify an existing dataset file (AM, messages, OpenR1-style...)")
-    ver.add_argument("file", help="JSONL/JSON/Parquet dataset")
+    ver.add_argument("file", help="JSONL, JSON, Parquet or CSV dataset")
     ver.add_argument("--preset", default="auto", help="ingest preset for the file (default: auto)")
     ver.add_argument(
         "--columns",
@@ -278,10 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(keys: problem, response, answer, id, label, responses, labels, think, messages...)",
     )
     ver.add_argument(
-        "--no-format", action="store_true", help="judge correctness only: `passed` = the routed verifier passed"
+        "--no-format", action="store_true", help="judge correctness only: passed = the routed verifier passed"
     )
     ver.add_argument("--out", default=None, help="output folder (default: FILE's folder, <name>.verified)")
-    ver.add_argument("--workers", type=int, default=None, help="processes of the math and code verifiers (default: the verify stage's)")
+    ver.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="processes of the math and code verifiers (default: the stage's)",
+    )
     ver.set_defaults(fn=cmd_verify)
 
     srv = sub.add_parser("serve-local", help="start a local OpenAI-compatible teacher (llama.cpp)")

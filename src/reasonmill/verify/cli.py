@@ -193,7 +193,8 @@ def _line(obj: dict) -> str:
 
 def _summary(path: Path, counts: Counter, agree: Counter, bad: list[IngestErrorItem]) -> dict:
     counts = Counter(counts)
-    summary: dict[str, Any] = {"file": str(path), "records": counts.pop("records", 0), "malformed_rows": len(bad)}
+    summary: dict[str, Any] = {"file": str(path), "records": counts.pop("records", 0)}
+    summary["malformed_rows"] = len(bad)
     summary["responses"] = sum(v for k, v in counts.items() if k.endswith("_responses"))
     summary["reference_suspects"] = counts.pop("reference_suspects", 0)
     summary.update(counts)
@@ -203,21 +204,24 @@ def _summary(path: Path, counts: Counter, agree: Counter, bad: list[IngestErrorI
     return summary
 
 
-def _report(console: Console, summary: dict, out_dir: Path, bad: list[IngestErrorItem], spec: SourceSpec) -> int:
+def _report(
+    console: Console, summary: dict, out_dir: Path, bad: list[IngestErrorItem], spec: SourceSpec
+) -> int:
     """Print the summary and where the files are; exit 2 when nothing could be verified."""
     for key, value in summary.items():
         console.print(f"{key:<26} {escape(str(value))}", highlight=False)
     console.print(f"wrote {out_dir / 'verdicts.jsonl'} and {out_dir / 'summary.json'}", highlight=False)
     if bad:
         first = bad[0]
-        console.print(f"{len(bad)} rows could not be read or mapped; the first, {escape(first.location)}: "
-                      f"{escape(first.error)}", highlight=False)  # fmt: skip
+        console.print(f"rows that could not be read or mapped: {len(bad)}; the first, "
+                      f"{escape(first.location)}: {escape(first.error)}", highlight=False)  # fmt: skip
     if any(k.endswith("_checker_disagreements") for k in summary):
         console.print(f"the two math checkers disagree on some responses: {out_dir / 'disagreements.jsonl'} "
                       "lists each with both verdicts (the triage queue)", highlight=False)  # fmt: skip
     if summary["reference_suspects"]:
         console.print(f"{summary['reference_suspects']} reference answers look wrong: "
-                      f"{out_dir / 'reference_suspects.jsonl'} lists each with the evidence", highlight=False)  # fmt: skip
+                      f"{out_dir / 'reference_suspects.jsonl'} lists each with the evidence",
+                      highlight=False)  # fmt: skip
     if not summary["records"]:
         why = f"{bad[0].location}: {bad[0].error}" if bad else "the file holds no rows"
         raise VerifyInputError(f"no record of {summary['file']} could be read: {why}")
@@ -255,14 +259,19 @@ def check_shape(spec: SourceSpec, path: Path) -> None:
                     )
 
 
+#: column names a ``--columns`` suggestion tries for each key, in order
+_USUAL_NAMES = {
+    "problem": ("problem", "question", "prompt", "input", "query"),
+    "response": ("response", "output", "completion", "generation"),
+    "answer": ("answer", "gold", "gt", "target", "reference", "solution"),
+}
+
+
 def _no_shape(raw: dict, loc: str) -> str:
     cols = sorted(map(str, raw))
-    guess = {
-        "problem": next((c for c in cols if c in ("problem", "question", "prompt", "input", "query")), "<column>"),
-        "response": next((c for c in cols if c in ("response", "output", "completion", "generation")), "<column>"),
-        "answer": next((c for c in cols if c in ("answer", "gold", "gt", "target", "reference", "solution")), "<column>"),
-    }
-    example = ",".join(f"{k}={v}" for k, v in guess.items())
+    example = ",".join(
+        f"{key}={next((c for c in cols if c in names), '<column>')}" for key, names in _USUAL_NAMES.items()
+    )
     return (
         f"{loc}: no known dataset shape in the row; its columns: {', '.join(cols[:30])}. "
         f"Map them with --columns, e.g. --columns {example}"
@@ -290,7 +299,10 @@ def _disagreement(record: dict, origin: str, index: int, verdict: dict) -> dict:
         "response_index": index,
         "reference": record.get("reference_answer"),
         "extracted": details.get("answer") or details.get("pred"),
-        "math_verify": {"passed": verdict.get("passed"), "reason": details.get("math_reason") or verdict.get("reason")},
+        "math_verify": {
+            "passed": verdict.get("passed"),
+            "reason": details.get("math_reason") or verdict.get("reason"),
+        },
         "second_checker": details.get("second"),
         "verdict": {"passed": verdict.get("passed"), "reason": verdict.get("reason")},
     }
