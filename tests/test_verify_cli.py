@@ -274,3 +274,24 @@ def test_a_bad_worker_count_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["verify", str(path), "--workers", "0"])
     assert exit_.value.code == 2 and "--workers: 0 is not at least 1" in capsys.readouterr().err
+
+
+def test_a_garbled_olympiadbench_reference_is_listed_as_unparsed(shared_data, tmp_path, capsys):
+    """Line 10 of the Qwen2.5-14B OlympiadBench outputs has the reference ``n-\\lfloor/2\\rfloor``
+    (letters lost upstream: the floor has nothing to floor): the audit lists it, and no other
+    of the first 12 lines."""
+    real = shared_data / "reasoning_traces_skythought" / "qwen2.5-14b-instruct_olympiadbench.jsonl"
+    with open(real, encoding="utf-8") as fh:
+        head = [next(fh) for _ in range(12)]
+    path = tmp_path / real.name
+    path.write_text("".join(head), encoding="utf-8")
+    code, _, _ = _run(capsys, path, "--out", tmp_path / "out")
+    assert code == 0
+    summary, _, suspects = _outputs(tmp_path / "out")
+    assert summary["records"] == 12 and summary["reference_suspects"] == 1
+    assert suspects == [
+        {
+            "id": suspects[0]["id"], "origin": f"{real.name}:10", "reference": "n-\\lfloor/2\\rfloor",
+            "reason": "reference_unparsed", "majority_answer": None, "agreeing": 0, "responses": 1, "evidence": {},
+        }
+    ]  # fmt: skip
