@@ -400,10 +400,11 @@ def openr1(raw: dict, ctx: Context) -> dict:
     meta = {k: raw[k] for k in ("problem_type", "question_type") if raw.get(k) is not None}
     if raw.get("source") is not None:
         meta["upstream_source"] = raw["source"]
+    upstream_id = original_id(raw)
     return new_record(
         source=ctx.source,
         problem=problem,
-        original_id=original_id(raw) or raw.get("uuid"),  # OpenR1 names its ids `uuid`
+        original_id=raw.get("uuid") if upstream_id is None else upstream_id,  # OpenR1 names its ids `uuid`
         category=ctx.category or "math",
         reference_answer=reference,
         responses=responses,
