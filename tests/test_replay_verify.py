@@ -53,8 +53,13 @@ def test_verify_command_writes_verdicts_and_agreement(shared_data, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["records"] == 40 and summary["math_responses"] == 40
     assert summary["agreement_with_upstream"] >= 0.9
-    lines = (tmp_path / "verdicts.jsonl").read_text().splitlines()
-    assert len(lines) == 40 and {"verify_score", "passed", "verdicts"} <= set(json.loads(lines[0]))
+    lines = [json.loads(x) for x in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 and {"verify_score", "passed", "correct", "verdicts"} <= set(lines[0])
+    # each verdict names its input line, so it joins back to the row and its upstream score
+    assert [v["origin"] for v in lines] == [f"{path.name}:{n}" for n in range(1, 41)]
+    rows = path.read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(rows[n])["score"][0] == v["upstream_label"] for n, v in enumerate(lines))
+    assert summary["reference_suspects"] == len((tmp_path / "reference_suspects.jsonl").read_text().splitlines())
 
 
 def test_verify_command_lists_checker_disagreements_with_both_verdicts(shared_data, tmp_path):

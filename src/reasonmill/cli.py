@@ -2,7 +2,7 @@
 
 - ``reasonmill run PIPELINE.yaml [--workdir DIR] [--fresh] [--engine local|ray]``
 - ``reasonmill inspect WORKDIR [--id ID] [--reason CODE] [--stage LABEL]``
-- ``reasonmill verify FILE [--out DIR]``: re-verify an existing dataset, no YAML needed
+- ``reasonmill verify FILE [--out DIR] [--columns K=COL,...] [--no-format]``: re-verify an existing dataset, no YAML needed
 - ``reasonmill serve-local [--model PATH.gguf]``: a local OpenAI-compatible teacher
 - ``reasonmill report WORKDIR [--out report.html]``: one self-contained HTML report
 - ``reasonmill browse WORKDIR [--port P]``: a local web app over the run's records and drops
@@ -244,6 +244,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of ``verify --workers``: a bad count is a usage error (exit 2), not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonmill", description="Build verified reasoning datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -269,10 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(fn=cmd_inspect)
 
     ver = sub.add_parser("verify", help="re-verify an existing dataset file (AM, messages, OpenR1-style...)")
-    ver.add_argument("file", help="JSONL/JSON/Parquet dataset")
+    ver.add_argument("file", help="JSONL, JSON, Parquet or CSV dataset")
     ver.add_argument("--preset", default="auto", help="ingest preset for the file (default: auto)")
-    ver.add_argument("--out", default=None, help="output folder for verdicts.jsonl and summary.json")
-    ver.add_argument("--workers", type=int, default=None)
+    ver.add_argument(
+        "--columns",
+        metavar="KEY=COLUMN,...",
+        help="map the columns of another shape, e.g. problem=question,response=output,answer=gold "
+        "(keys: problem, response, answer, id, label, responses, labels, think, messages...)",
+    )
+    ver.add_argument(
+        "--no-format", action="store_true", help="judge correctness only: passed = the routed verifier passed"
+    )
+    ver.add_argument("--out", default=None, help="output folder (default: FILE's folder, <name>.verified)")
+    ver.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="processes of the math and code verifiers (default: the stage's)",
+    )
     ver.set_defaults(fn=cmd_verify)
 
     srv = sub.add_parser("serve-local", help="start a local OpenAI-compatible teacher (llama.cpp)")

@@ -365,6 +365,53 @@ def sharegpt(raw: dict, ctx: Context) -> dict:
     )
 
 
+def openr1(raw: dict, ctx: Context) -> dict:
+    """OpenR1-Math-style rows: ``problem``, ``answer`` (the reference), ``generations`` (all
+    the responses) with ``correctness_math_verify`` (the upstream label of each). These rows
+    also carry a ``messages`` pair holding one of the generations; the generations are the
+    full set, so they win. ``correctness_llama``, ``finish_reasons`` and
+    ``is_reasoning_complete`` stay with their response."""
+    problem = _problem(raw, "problem", "question")
+    generations = _maybe_json(raw.get("generations"))
+    if not isinstance(generations, list):
+        raise MappingError("`generations` is not a list of responses")
+
+    def aligned(key: str) -> list:
+        value = _maybe_json(raw.get(key))
+        return value if isinstance(value, list) else []
+
+    labels, llama = aligned("correctness_math_verify"), aligned("correctness_llama")
+    finish, complete = aligned("finish_reasons"), aligned("is_reasoning_complete")
+    responses = []
+    for i, text in enumerate(generations):
+        extra: dict = {}
+        if i < len(llama) and llama[i] is not None:
+            extra["upstream_llama_label"] = llama[i]
+        if i < len(complete) and complete[i] is not None:
+            extra["reasoning_complete"] = complete[i]
+        resp = _response(text, ctx, labels[i] if i < len(labels) else None, extra=extra)
+        if i < len(finish) and isinstance(finish[i], str):
+            resp["finish_reason"] = finish[i]
+        responses.append(resp)
+    reference = _answer(raw.get("answer"))
+    if reference is None:
+        solution = raw.get("solution")
+        reference = last_boxed(solution if isinstance(solution, str) else _text(solution))
+    meta = {k: raw[k] for k in ("problem_type", "question_type") if raw.get(k) is not None}
+    if raw.get("source") is not None:
+        meta["upstream_source"] = raw["source"]
+    upstream_id = original_id(raw)
+    return new_record(
+        source=ctx.source,
+        problem=problem,
+        original_id=raw.get("uuid") if upstream_id is None else upstream_id,  # OpenR1 names its ids `uuid`
+        category=ctx.category or "math",
+        reference_answer=reference,
+        responses=responses,
+        meta=_meta(raw, ctx, meta),
+    )
+
+
 def qwen_eval(raw: dict, ctx: Context) -> dict:
     """Qwen2.5-Math / SkyThought evaluation outputs: ``question``, ``gt``, ``code`` (the
     responses), ``score`` (upstream labels), ``pred`` (upstream extracted answers); or
@@ -584,10 +631,11 @@ def am(raw: dict, ctx: Context) -> dict:
 def columns(raw: dict, ctx: Context) -> dict:
     """A user column map: ``columns: {problem: question, reference_answer: gt, ...}``."""
     cols = ctx.columns
-    if "messages" in cols and "problem" not in cols:
-        return messages(raw, ctx)
-    if "conversations" in cols and "problem" not in cols:
-        return sharegpt(raw, ctx)
+    if ("messages" in cols or "conversations" in cols) and "problem" not in cols:
+        record = messages(raw, ctx) if "messages" in cols else sharegpt(raw, ctx)
+        if "reference_answer" in cols:  # the chat presets look only in the usual fields
+            record["reference_answer"] = _answer(_get(raw, cols["reference_answer"]))
+        return record
     value = _get(raw, cols["problem"])
     if not isinstance(value, str) or not value.strip():
         raise MappingError(f"no problem text in field {cols['problem']!r}")
@@ -654,6 +702,7 @@ PRESETS: dict[str, Preset] = {
     "messages": messages,
     "sharegpt": sharegpt,
     "qwen_eval": qwen_eval,
+    "openr1": openr1,
     "code_stdin": code_stdin,
     "code_functional": code_functional,
     "am": am,
@@ -664,7 +713,10 @@ PRESETS: dict[str, Preset] = {
 # Keys of the shapes checked before the plain math ones; a row with none of them (most
 # math rows) goes straight to those, as ``auto`` judges every row.
 _SHAPE_KEYS = frozenset(
-    ("messages", "conversations", "code", "responses", "entry_point", "test_list", "tests", "test", "prompt")
+    (
+        "messages", "conversations", "generations", "code", "responses", "entry_point", "test_list", "tests",
+        "test", "prompt",
+    )
 )
 
 
@@ -709,6 +761,10 @@ def detect_shape(raw: dict) -> str | None:
 
 def _special_shape(raw: dict, keys: Any) -> str | None:
     """Chat, eval-output and code shapes, in the order ``auto`` tries them."""
+    if "generations" in keys and isinstance(_maybe_json(raw["generations"]), list) and (
+        "problem" in keys or "question" in keys
+    ):
+        return "openr1"  # before `messages`: OpenR1 rows carry both, the generations are all
     if "messages" in keys:
         msgs = _maybe_json(raw["messages"])
         if isinstance(msgs, list) and msgs:

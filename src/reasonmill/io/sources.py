@@ -51,6 +51,7 @@ PRESET_NAMES = (
     "messages",
     "sharegpt",
     "qwen_eval",
+    "openr1",
     "code_stdin",
     "code_functional",
     "am",
@@ -217,7 +218,8 @@ def explain(exc: ValidationError, where: str = "source") -> str:
 # --- reading a source -----------------------------------------------------------------------
 
 # Bump when a preset maps the same input differently, so resumed runs re-ingest.
-MAPPING_VERSION = "2"  # 2: `preset: auto` checks every row; bad JSON records split out
+MAPPING_VERSION = "3"  # 2: `preset: auto` checks every row; bad JSON records split out
+# 3: OpenR1 rows (`generations`) map to preset openr1, all generations kept (was: messages, one)
 
 _GLOB_CHARS = ("*", "?", "[")
 
