@@ -137,6 +137,22 @@ def test_audit_settings_from_yaml():
         _load({"audit": {"min_agreeing": 1}})
 
 
+def test_resample_marks_instead_of_dropping():
+    """Resample keeps every record (it returns the input's records); its own verify run must
+    not drop one silently, so ``audit: drop`` marks there and the verify stage drops."""
+    from reasonmill.stages.resample import Resample
+
+    teacher = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": None}
+    stage = Resample({"generate": teacher, "verify": {"audit": {"mode": "drop", "min_agreeing": 4}}})
+    try:
+        assert stage.verifier.settings.audit == AuditSettings(mode="mark", min_agreeing=4)
+        recs = _records()[:1]
+        out = stage.verifier.process(recs)
+        assert out.dropped == [] and out.kept[0]["meta"][REFERENCE_SUSPECT]["agreeing"] == 4
+    finally:
+        stage.close()
+
+
 def _pipeline(tmp_path: Path, audit: str) -> Path:
     """A qwen_eval file (question, gt, code = responses) through verify and select."""
     rows = [
