@@ -197,8 +197,10 @@ def test_reasonmill_run_marks_and_select_still_decides(tmp_path):
     meta = kept["(+5)(b+2)"]["meta"]
     meta = json.loads(meta) if isinstance(meta, str) else meta
     assert meta[REFERENCE_SUSPECT]["reason"] == "majority_disagrees" and meta[REFERENCE_SUSPECT]["agreeing"] == 3
-    select = [(r["reason"], r["kind"]) for r in _stage_dir(tmp_path, "mark", "select").iter_ledger()]
-    assert ("no_passing_response", "record") in select  # marked, not dropped: select drops it for its verdicts
+    select = {r["kind"]: r for r in _stage_dir(tmp_path, "mark", "select").iter_ledger()}
+    record = select["record"]  # marked, not dropped: select drops it for its verdicts, with the mark
+    assert record["reason"] == "no_passing_response" and "the reference is suspect" in record["message"]
+    assert json.loads(record["evidence"])[REFERENCE_SUSPECT] == meta[REFERENCE_SUSPECT]
 
 
 # --- real data ----------------------------------------------------------------------------
