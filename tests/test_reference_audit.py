@@ -83,6 +83,7 @@ def test_drop_puts_the_flag_in_the_ledger_with_its_evidence(runs):
     assert "4 of 5 responses agree on '(a+5)(b+2)'" in outvoted.message
     broken = by_id["broken"]
     assert broken.evidence["reason"] == "reference_unparsed" and broken.evidence["malformed"] == "empty argument"
+    assert "does not parse as math (empty argument)" in broken.message
     assert out.stats[REFERENCE_SUSPECT] == 2
     assert out.stats[f"{REFERENCE_SUSPECT}:majority_disagrees"] == out.stats[f"{REFERENCE_SUSPECT}:reference_unparsed"] == 1
     assert "reference_suspect 2 (dropped): majority_disagrees 1, reference_unparsed 1" in summary

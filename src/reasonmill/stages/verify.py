@@ -163,7 +163,8 @@ class VerdictCache:
 def _suspect_message(flag: ReferenceFlag) -> str:
     """The ledger message of a ``reference_suspect`` drop: what a person checks first."""
     if flag.reason == "reference_unparsed":
-        return f"the reference {flag.reference!r} does not parse as math: no response can be judged against it"
+        why = f" ({flag.evidence['malformed']})" if flag.evidence.get("malformed") else ""
+        return f"the reference {flag.reference!r} does not parse as math{why}: no response can be judged against it"
     return (
         f"{flag.agreeing} of {flag.responses} responses agree on {flag.majority_answer!r}, not the reference "
         f"{flag.reference!r} ({flag.evidence.get('passed', 0)} matched the reference)"
