@@ -20,7 +20,8 @@ from reasonmill.errors import EXIT_OK
 from reasonmill.records import new_record, new_response
 from reasonmill.stages.base import StageContext
 from reasonmill.stages.verify import REFERENCE_SUSPECT, Verify, VerifySettings
-from reasonmill.verify.math_audit import AuditSettings
+from reasonmill.verify.math import check
+from reasonmill.verify.math_audit import AuditSettings, audit_reference
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRACES = DATA / "reasoning_traces_skythought"
@@ -118,6 +119,28 @@ def test_min_agreeing_sets_how_many_must_agree():
     recs = _records()[:1]
     out, _ = _process(recs, {"mode": "drop", "min_agreeing": 5})
     assert out.dropped == [] and out.stats[REFERENCE_SUSPECT] == 0  # only 4 agree
+
+
+@pytest.mark.parametrize(
+    "reference, malformed",
+    [
+        ("\\frac{}{2}", "empty argument"),  # OlympiadBench copies that lost letters
+        ("\\frac{}{2k(-k)!}", "empty argument"),
+        ("=2,=-6-4\\sqrt{2}", "nothing before '='"),
+        ("1\\\\sqrt{19}", "row break outside a matrix"),  # the 27B file's \pm
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", None),
+        ("x = 3", None),
+        ("a=1, b=2", None),
+        ("5\\text{ }cm", None),
+        ("\\{\\}", None),
+    ],
+)
+def test_malformed_reference_shapes(reference, malformed):
+    flag = audit_reference([check(reference, "\\boxed{7}")])
+    if malformed is None:
+        assert flag is None or "malformed" not in flag.evidence, flag
+    else:
+        assert flag is not None and (flag.reason, flag.evidence["malformed"]) == ("reference_unparsed", malformed)
 
 
 def _load(settings: dict) -> VerifySettings:
