@@ -266,3 +266,50 @@ def test_reference_audit_flags_unparsed_and_outvoted_references():
 )
 def test_integer_references_below_1000_are_exact_unless_a_precision_is_stated(gold, pred, problem, passed):
     assert check(gold, pred, MathSettings(), None, problem).passed is passed
+
+
+@pytest.mark.parametrize(
+    "gold, answer, problem, passed",
+    [
+        # a time of day H:MM (two-digit minutes) is a time, never the ratio 4/30 = 2/15
+        ("4:30", "\\boxed{4:30}", None, True),
+        ("4:30", "\\boxed{04:30}", None, True),
+        ("04:30", "\\boxed{4:30}", None, True),
+        ("4:30", "\\boxed{4:31}", None, False),
+        ("4:30", "\\boxed{2/15}", None, False),
+        ("4:30", "\\boxed{\\frac{2}{15}}", None, False),
+        ("4:30", "\\boxed{2:15}", None, False),  # the same ratio, another time
+        ("4:30", "\\boxed{8:60}", None, False),
+        ("9:05", "\\boxed{9:5}", None, False),
+        ("2/15", "\\boxed{4:30}", None, False),
+        ("4:30", "The answer is 4:30 PM.", None, True),  # no a.m./p.m. in the reference: either half
+        ("4:30", "\\boxed{16:30}", None, True),
+        ("4:30 p.m.", "\\boxed{16:30}", None, True),
+        ("\\text{4:30 p.m.}", "\\boxed{4:30 \\text{ a.m.}}", None, False),
+        ("4:30p..", "\\boxed{4:30}", None, True),  # the Qwen2.5-Math file's mangled reference
+        ("9:24", "Anna, Stephanie and James meet again at 9:24.", "What is the earliest time?", True),
+        # ratios keep working as ratios
+        ("3:2", "\\boxed{3:2}", None, True),
+        ("3:2", "\\boxed{6:4}", None, True),
+        ("3:2", "\\boxed{\\frac{3}{2}}", None, True),
+        ("3:2", "\\boxed{2:3}", None, False),
+        ("1 : 2", "\\boxed{1:2}", None, True),
+        # a two-digit second part in a problem that asks for a ratio is a ratio
+        ("19:60", "\\boxed{19:60}", "Find the ratio of the length to the perimeter, in the form $a:b$.", True),
+        ("1:25", "\\boxed{2:50}", "What is the ratio of the two areas?", True),
+        ("1:25", "\\boxed{2:50}", None, False),  # without that, 1:25 is a time
+        ("V_{1}:V_{2}=11:21", "\\boxed{11:21}", None, True),  # the reference names a ratio
+        ("S_{MBCN}:S=7:32", "\\boxed{14:64}", None, True),
+    ],
+)
+def test_clock_times_are_not_ratios(gold, answer, problem, passed):
+    v = check(gold, answer, problem=problem)
+    assert v.passed is passed, v
+    if v.details.get("compared_as") == "time":
+        assert "second" not in v.details  # the second checker reads 4:30 as a ratio too: not asked
+
+
+def test_last_number_takes_a_time_or_ratio_whole():
+    assert extract_answer("They arrive at 4:30.").text == "4:30"
+    assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"
+    assert extract_answer("Adding up, there are 30 in all.").text == "30"

@@ -39,7 +39,10 @@ class Resample(Stage):
     def __init__(self, settings: Any = None, context: Any = None):
         super().__init__(settings, context)
         self.generator = Generate(self.settings.generate, self.context)
-        self.verifier = Verify(self.settings.verify, self.context)
+        verify = self.settings.verify
+        if verify.audit.mode == "drop":  # resample keeps every record: a suspect reference is marked here
+            verify = verify.model_copy(update={"audit": verify.audit.model_copy(update={"mode": "mark"})})
+        self.verifier = Verify(verify, self.context)
 
     @classmethod
     def endpoints(cls, settings: ResampleSettings) -> list:

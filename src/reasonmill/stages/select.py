@@ -8,6 +8,10 @@ Unverified responses (general categories with no reward model or judge, see the 
 stage) are dropped as ``unverified``, or, with ``verify.keep_unverified``, kept with no
 score and counted apart (``unverified_kept``): exports then carry ``verify_score: null``,
 never a score that no verifier gave.
+
+A record the verify stage's reference audit marked (``meta.reference_suspect``) is
+selected like any other; when it is dropped as ``no_passing_response`` the mark goes
+into the evidence, so the triage sees that the reference, not the responses, may be wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import statistics
 
 from reasonmill.stages.base import Stage, StageOutput, StageSettings, stage
-from reasonmill.stages.verify import UNVERIFIED
+from reasonmill.stages.verify import REFERENCE_SUSPECT, UNVERIFIED
 
 DEFAULT_THRESHOLDS = {"math": 0.99, "code": 0.99, "science": 0.99, "instruction": 0.7, "chat": 0.7, "other": 0.7}
 
@@ -99,10 +103,13 @@ class Select(Stage):
                     responses=len(responses),
                 )
             elif not kept:
+                suspect = (r.get("meta") or {}).get(REFERENCE_SUSPECT)  # marked by verify's reference audit
                 out.drop(
                     r, "no_passing_response",
-                    f"none of {len(responses)} responses passed (threshold {th})",
+                    f"none of {len(responses)} responses passed (threshold {th})"
+                    + (f"; the reference is suspect: {suspect.get('reason')}" if suspect else ""),
                     responses=len(responses), scores=scores,
+                    **({REFERENCE_SUSPECT: suspect} if suspect else {}),
                 )
             else:
                 r["responses"] = kept

@@ -15,6 +15,15 @@ Verdicts are cached in ``<cache_dir>/verdicts.sqlite`` under each verifier's own
 :mod:`reasonmill.verify.keys`), so a re-run verifies nothing twice and never reuses a
 verdict whose inputs changed. The stage runs inline: its verifiers own their process
 pools and sandboxes, and timeouts are enforced by killing those workers, never by signals.
+
+Reference audit (``verify.audit``, :class:`~reasonmill.verify.math_audit.AuditSettings`):
+once a math record's responses are verified, :func:`~reasonmill.verify.math_audit.audit_reference`
+reads their verdicts; a reference that does not parse, or that ``min_agreeing`` wrong
+responses outvote with one same answer, is *marked* (``meta.reference_suspect``, the
+default) or *dropped* (ledger reason ``reference_suspect``, the flag as evidence). The
+audit never changes a verdict. It lives here, not in ``verify.math``, because it is a
+policy over a record's responses, and ``verify.math`` is part of every verdict's cache
+key: changing the audit must not re-verify anything.
 """
 
 from __future__ import annotations
@@ -30,12 +39,13 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from reasonmill.stages.base import Resources, Stage, StageOutput, StageSettings, stage
+from reasonmill.stages.base import Drop, Resources, Stage, StageOutput, StageSettings, stage
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.choice import ChoiceSettings, ChoiceVerifier
 from reasonmill.verify.code import CodeVerifier, CodeVerifierSettings
 from reasonmill.verify.format import FormatSettings, FormatVerifier
 from reasonmill.verify.math import MathSettings, MathVerifier
+from reasonmill.verify.math_audit import AuditSettings, ReferenceFlag, audit_reference
 from reasonmill.verify.reward import (
     JUDGE_SYSTEM,
     MATH_JUDGE_PROMPT,
@@ -51,6 +61,8 @@ _LETTER = re.compile(r"^\(?([A-J])\)?$")
 
 #: the reason of the verdict given to a general response that nothing scored
 UNVERIFIED = "unverified"
+#: ledger reason of a record dropped by the reference audit, and its ``meta`` key with ``audit: mark``
+REFERENCE_SUSPECT = "reference_suspect"
 #: a rule failing at least this share of one source's responses is reported in the summary
 WARN_SHARE = 0.9
 #: ... when the source has at least this many responses
@@ -80,6 +92,8 @@ class VerifySettings(StageSettings):
     judge: JudgeSettings | None = None
     #: format/quality rules; false (or null) turns them off
     format: FormatSettings | None = Field(default_factory=FormatSettings)
+    #: reference audit of math records: off / mark (meta.reference_suspect) / drop (ledger reason reference_suspect)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     #: keep general responses that nothing scored (verify_score None, passed None) instead of failing them
     keep_unverified: bool = False
     #: cache verdicts in <cache_dir>/verdicts.sqlite
@@ -146,6 +160,17 @@ class VerdictCache:
         self.db.close()
 
 
+def _suspect_message(flag: ReferenceFlag) -> str:
+    """The ledger message of a ``reference_suspect`` drop: what a person checks first."""
+    if flag.reason == "reference_unparsed":
+        why = f" ({flag.evidence['malformed']})" if flag.evidence.get("malformed") else ""
+        return f"the reference {flag.reference!r} does not parse as math{why}: no response can be judged against it"
+    return (
+        f"{flag.agreeing} of {flag.responses} responses agree on {flag.majority_answer!r}, not the reference "
+        f"{flag.reference!r} ({flag.evidence.get('passed', 0)} matched the reference)"
+    )
+
+
 def format_warnings(stats: dict[str, float]) -> list[str]:
     """One line per (source, rule) where the rule fails ≥ ``WARN_SHARE`` of the source's
     responses: usually the rule does not fit the data, not 90 % bad data."""
@@ -167,6 +192,8 @@ def format_warnings(stats: dict[str, float]) -> list[str]:
 @stage("verify")
 class Verify(Stage):
     Settings = VerifySettings
+    #: 2: the reference audit marks or drops records
+    version = "2"
     resources = Resources(cpus=2, executor="inline")
     settings: VerifySettings
 
@@ -296,12 +323,39 @@ class Verify(Stage):
         formats = self._run("format", all_pairs, stats) if self.settings.format is not None else None
         for i, (r, resp) in enumerate(all_pairs):
             self._settle(r, resp, main[id(resp)], formats[i] if formats else None, stats)
-        out.kept = list(records)
+        for r in records:
+            flag = self._audit(r, main, stats)
+            if flag is not None and self.settings.audit.mode == "drop":
+                out.dropped.append(Drop(r["id"], REFERENCE_SUSPECT, _suspect_message(flag), flag.to_dict(), r))
+            else:
+                out.kept.append(r)
         out.stats = dict(stats)
         out.stats.setdefault("verdict_cache_hits", 0)
+        if self.settings.audit.mode != "off":
+            out.stats.setdefault(REFERENCE_SUSPECT, 0)
         if self.context.progress:
             self.context.progress(len(records))
         return out
+
+    def _audit(self, r: dict, main: dict[int, Verdict | None], stats: Counter) -> ReferenceFlag | None:
+        """The reference audit of one math record (None when off, not math, or not suspect).
+        With ``mark`` the flag goes to ``meta.reference_suspect``; a mark left by an
+        earlier verify run is removed when the record is no longer suspect."""
+        audit = self.settings.audit
+        if audit.mode == "off" or route(r) != "math":
+            return None
+        verdicts = [v for resp in r.get("responses") or [] if (v := main.get(id(resp))) is not None]
+        flag = audit_reference(verdicts, audit.min_agreeing)
+        meta = r.get("meta") or {}
+        if flag is None:
+            if REFERENCE_SUSPECT in meta:
+                r["meta"] = {k: v for k, v in meta.items() if k != REFERENCE_SUSPECT}
+            return None
+        stats[REFERENCE_SUSPECT] += 1
+        stats[f"{REFERENCE_SUSPECT}:{flag.reason}"] += 1
+        if audit.mode == "mark":
+            r["meta"] = {**meta, REFERENCE_SUSPECT: flag.to_dict()}
+        return flag
 
     def _settle(
         self, r: dict, resp: dict, verdict: Verdict | None, fmt: Verdict | None, stats: Counter
@@ -351,6 +405,13 @@ class Verify(Stage):
             totals = {src: output_stats.get(f"responses@{src}", 0) for src in no_think}
             shares = [f"{src} {n:g}/{totals[src]:g}" for src, n in sorted(no_think.items())]
             parts.append("responses without a think part: " + ", ".join(shares))
+        suspect = output_stats.get(REFERENCE_SUSPECT, 0)
+        if suspect:
+            fate = {"mark": "marked in meta.reference_suspect", "drop": "dropped"}.get(self.settings.audit.mode, "")
+            why = {k.split(":", 1)[1]: v for k, v in output_stats.items() if k.startswith(f"{REFERENCE_SUSPECT}:")}
+            parts.append(
+                f"{REFERENCE_SUSPECT} {suspect:g} ({fate}): " + ", ".join(f"{k} {v:g}" for k, v in sorted(why.items()))
+            )
         parts += [f"WARNING: {w}" for w in format_warnings(output_stats)]
         return "\n".join(parts)
 

@@ -36,8 +36,9 @@ _FINAL_RE = re.compile(
 _ANSWER_IS_RE = re.compile(
     r"(?:the\s{1,20}answer\s{1,20}is|\banswer\s{0,20}:)\s{0,20}:?\s{0,20}", re.IGNORECASE
 )
+#: a number; ``4:30`` and ``3:2`` are one (a time, a ratio), never their last part ``30``
 _NUMBER_RE = re.compile(
-    r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:[ \t]{0,3}%)?(?![\d])"
+    r"(?<![\w.:])-?(?:\d+(?::\d+)+|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?:[ \t]{0,3}%)?(?![\d])"
 )
 _SUBPROBLEM_RE = re.compile(r"subproblem\s{0,5}(\d+)", re.IGNORECASE)
 #: Responses shorter than this are never considered truncated.

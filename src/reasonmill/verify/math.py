@@ -43,6 +43,7 @@ from reasonmill.verify.math_forms import (
     outer_parens,
     plain_unicode,
     rhs,
+    same_clock_time,
     split_top,
     too_complex,
     unit_chain,
@@ -413,6 +414,8 @@ def check(
     verdict = _primary(reference, response_text, settings, raw, problem)
     if not settings.second_checker or verdict.reason not in ("math_equal", "math_not_equal", "parse_error"):
         return verdict
+    if verdict.details.get("compared_as") == "time":  # the second checker reads 4:30 as a ratio too
+        return verdict
     details = dict(verdict.details)
     gold, pred = normalize_reference(reference) or "", details.get("answer") or details.get("pred")
     if not pred:
@@ -479,6 +482,10 @@ def _primary(
         return _verdict(False, "answer_too_large", details | {"side": "answer", "chars": len(answer)})
     if ext.method != "last_number" and _loose(gold) and _loose(gold) == _loose(answer):
         return _verdict(True, "math_equal", details | {"pred": _short(answer), "via": "text"})  # no parsing needed
+    clock = same_clock_time(gold, answer, problem)
+    if clock is not None:  # "4:30" is a time, which math-verify would read as the ratio 2/15
+        details |= {"pred": _short(answer), "compared_as": "time"} | ({"via": "time"} if clock else {})
+        return _verdict(clock, "math_equal" if clock else "math_not_equal", details)
     why = too_complex(_plain(answer)) or too_complex(_plain(gold))
     if why:
         return _verdict(False, "answer_too_complex", details | {"error": why})
@@ -561,8 +568,9 @@ class MathVerifier:
     """
 
     name: ClassVar[str] = NAME
-    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys)
-    version: ClassVar[str] = "2"
+    #: bump when a verdict can change for the same inputs (see reasonmill.verify.keys);
+    #: 3: clock times (``4:30``) are compared as times
+    version: ClassVar[str] = "3"
 
     def __init__(
         self, settings: MathSettings | None = None, judge: Judge | None = None, *, judge_key: Any = None,

@@ -8,7 +8,8 @@ turns one such shape into the plain form; :mod:`reasonmill.verify.math` tries th
 after the direct comparison failed, so a rewrite can only turn a "no" into a "yes" when the
 rewritten sides verify as equal.
 
-Also :func:`too_complex`: a guard that rejects power towers and huge exponents before
+Also :func:`same_clock_time` (``4:30`` is a time of day, not the ratio ``2/15``) and
+:func:`too_complex`: a guard that rejects power towers and huge exponents before
 sympy tries to evaluate them (``9^{9^{9^{9}}}`` never finishes).
 """
 
@@ -171,6 +172,49 @@ def outer_parens(s: str) -> str | None:
         if depth == 0 and i < len(t) - 1:
             return None  # "(1,2),(3,4)": two groups, not one
     return t[1:-1]
+
+
+# --- clock times -----------------------------------------------------------------------------
+
+_TIME_WRAP = re.compile(r"\\(?:text|mathrm|textrm|mbox)\s*\{([^{}]*)\}")
+_TIME_SPACE = re.compile(r"\\[,;:! ]|~|\$|\s")
+_TIME = re.compile(r"(\d{1,2}):([0-5]\d)(?::([0-5]\d))?(?:([ap])\.?(?:m\.?)?)?\.*", re.IGNORECASE)
+_RATIO_CONTEXT = re.compile(r"\bratios?\b|\bproportions?\b|\bscale\b|(?<![\w\\])[a-z]\s*:\s*[a-z](?!\w)", re.IGNORECASE)
+
+
+def clock_time(s: str) -> tuple[frozenset[int], int] | None:
+    """``4:30``, ``04:30``, ``4:30 p.m.``, ``\\text{16:30}`` as a time of day: (the hours
+    of the day it can mean, minutes*60 + seconds); None when ``s`` is not ``H:MM``.
+
+    Two-digit minutes (00–59) make it a time, so a ratio ``3:2`` is never one. Without
+    a.m./p.m., hours 1–12 mean either half of the day (``4:30`` may be ``16:30``)."""
+    t = _TIME_SPACE.sub("", _TIME_WRAP.sub(r"\1", s))
+    m = _TIME.fullmatch(t)
+    if not m or int(m.group(1)) > 24:
+        return None
+    hour, half = int(m.group(1)), (m.group(4) or "").lower()
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hours = frozenset({hour % 12 + (12 if half == "p" else 0)})
+    else:
+        hours = frozenset({hour % 12, hour % 12 + 12}) if 1 <= hour <= 12 else frozenset({hour % 24})
+    return hours, int(m.group(2)) * 60 + int(m.group(3) or 0)
+
+
+def same_clock_time(gold: str, pred: str, problem: str | None = None) -> bool | None:
+    """Whether two answers name the same time of day, when either one is a time (``4:30``
+    equals ``04:30`` and ``4:30 p.m.``; it is not the ratio ``2:15`` nor the number
+    ``2/15``, which is what math-verify reads ``4:30`` as). None when neither side is a
+    time, when the problem asks for a ratio (``19:60``, "in the form $a:b$"), or when the
+    reference uses a colon that is not a time (``V_{1}:V_{2}=11:21``): then the colon is a
+    ratio and the usual comparison applies."""
+    if problem and _RATIO_CONTEXT.search(problem):
+        return None
+    g, p = clock_time(gold), clock_time(pred)
+    if g is None and (p is None or ":" in gold):
+        return None
+    return g is not None and p is not None and g[1] == p[1] and bool(g[0] & p[0])
 
 
 # --- guard against expressions sympy cannot finish ------------------------------------------
