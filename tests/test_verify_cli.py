@@ -99,7 +99,7 @@ def test_openr1_rows_verify_every_generation_against_its_upstream_label(tmp_path
     assert suspects == [
         {
             "id": verdicts[3]["id"], "origin": "openr1.jsonl:2", "reference": "5", "reason": "majority_disagrees",
-            "majority_answer": "6", "agreeing": 3, "responses": 4, "evidence": {"passed": 1, "answers": {"6": 3}},
+            "majority_answer": "6", "agreeing": 3, "responses": 4, "passed": 1, "answers": {"6": 3},
         }
     ]  # fmt: skip
     assert "reference_suspects         1" in out
@@ -233,14 +233,15 @@ def test_a_file_of_problems_only_has_nothing_to_verify(shared_data, tmp_path, ca
 
 def test_qwen_math_samples_join_back_to_their_input_and_flag_suspect_references(shared_data, tmp_path, capsys):
     """8 Qwen2.5-Math samples per problem: each verdict line names its input line and
-    sample, whose upstream ``score`` it carries; the audit flags the garbled reference
-    ``4:30p..`` that all 8 samples answer as 4:30 p.m."""
+    sample, whose upstream ``score`` it carries. The garbled reference ``4:30p..`` (the
+    problem's answer is 4:30 p.m.) is read as the time 4:30: its 8 samples answering
+    4:30 p.m. are correct here, wrong upstream, and the reference is not suspect."""
     path = shared_data / "model_outputs_qwen_math" / "math_cot_100_rm_maj_example.jsonl"
     code, out, _ = _run(capsys, path, "--out", tmp_path / "out")
     assert code == 0
     summary, verdicts, suspects = _outputs(tmp_path / "out")
     assert summary["records"] == 100 and summary["math_responses"] == summary["upstream_labelled"] == 800
-    assert summary["agreement_with_upstream"] >= 0.99
+    assert summary["agreement_with_upstream"] >= 0.98
     rows = path.read_text(encoding="utf-8").splitlines()
     for v in verdicts:
         name, _, line = v["origin"].rpartition(":")
@@ -249,9 +250,11 @@ def test_qwen_math_samples_join_back_to_their_input_and_flag_suspect_references(
     assert len(verdicts) == 800 and {v["response_index"] for v in verdicts} == set(range(8))
     assert summary["reference_suspects"] == len(suspects) >= 1
     assert f"reference_suspects         {len(suspects)}" in out
-    garbled = next(s for s in suspects if s["origin"] == f"{path.name}:4")
-    assert garbled["reference"] == "4:30p.." and garbled["reason"] == "majority_disagrees"
-    assert garbled["agreeing"] == garbled["responses"] == 8 and "4:30" in garbled["majority_answer"]
+    garbled = [v for v in verdicts if v["origin"] == f"{path.name}:4"]
+    assert [(v["correct"], v["upstream_label"]) for v in garbled] == [(True, False)] * 8
+    assert all(s["origin"] != f"{path.name}:4" for s in suspects)
+    for flag in suspects:
+        assert flag["reason"] == "majority_disagrees" and flag["agreeing"] >= 3 and flag["majority_answer"]
 
 
 def test_auto_detects_openr1_before_messages_and_the_preset_can_be_named():
@@ -292,6 +295,6 @@ def test_a_garbled_olympiadbench_reference_is_listed_as_unparsed(shared_data, tm
     assert suspects == [
         {
             "id": suspects[0]["id"], "origin": f"{real.name}:10", "reference": "n-\\lfloor/2\\rfloor",
-            "reason": "reference_unparsed", "majority_answer": None, "agreeing": 0, "responses": 1, "evidence": {},
+            "reason": "reference_unparsed", "majority_answer": None, "agreeing": 0, "responses": 1, "parsed_gold": "n-\\lfloor/2\\rfloor",
         }
     ]  # fmt: skip

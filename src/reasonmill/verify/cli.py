@@ -38,9 +38,7 @@ from reasonmill.io.presets import detect_shape
 from reasonmill.io.readers import IngestError, IngestErrorItem
 from reasonmill.io.sources import COLUMN_TARGETS, SourceConfigError, SourceSpec, iter_raw, iter_source
 from reasonmill.stages.base import StageContext, iter_chunks
-from reasonmill.stages.verify import Verify, route
-from reasonmill.verify.base import Verdict
-from reasonmill.verify.math_audit import audit_reference
+from reasonmill.stages.verify import REFERENCE_SUSPECT, Verify, route
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -115,6 +113,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
         settings = {"math": {"workers": args.workers}, "code": {"workers": args.workers}}
     if getattr(args, "no_format", False):
         settings["format"] = None
+    settings["audit"] = {"mode": "mark"}  # listed in reference_suspects.jsonl, never dropped here
     stage = Verify(settings, StageContext(cache_dir=str(out_dir / "cache"), label="verify"))
     counts: Counter = Counter()
     agree: Counter = Counter()
@@ -174,17 +173,10 @@ def _write_record(r: dict, origin: str, fh, triage, suspects, counts: Counter, a
                 "upstream_label": label, "verdicts": resp["verdicts"],
             })
         )  # fmt: skip
-    if kind == "math":
-        flag = audit_reference(Verdict(**resp["verdicts"][0]) for resp in r["responses"] if resp["verdicts"])
-        if flag is not None:
-            counts["reference_suspects"] += 1
-            suspects.write(
-                _line({
-                    "id": r["id"], "origin": origin, "reference": r.get("reference_answer"),
-                    "reason": flag.reason, "majority_answer": flag.majority_answer, "agreeing": flag.agreeing,
-                    "responses": flag.responses, "evidence": flag.evidence,
-                })
-            )  # fmt: skip
+    flag = (r.get("meta") or {}).get(REFERENCE_SUSPECT)  # the verify stage's audit, in mark mode
+    if flag:
+        counts["reference_suspects"] += 1
+        suspects.write(_line({"id": r["id"], "origin": origin, **flag}))
 
 
 def _line(obj: dict) -> str:
