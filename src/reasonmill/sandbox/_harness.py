@@ -627,5 +627,17 @@ def main(argv: list[str]) -> int:
     return Supervisor(fd, spec, link, base).run()
 
 
+def _exit_now(code: int) -> None:
+    """Flush and leave without the interpreter's finalization: every verdict is already
+    written (unbuffered, on the result fd), and tearing down the modules of two processes'
+    worth of imports cost ~6 ms of CPU per sandboxed run."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    _exit_now(main(sys.argv))
