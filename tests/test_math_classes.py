@@ -309,6 +309,28 @@ def test_clock_times_are_not_ratios(gold, answer, problem, passed):
         assert "second" not in v.details  # the second checker reads 4:30 as a ratio too: not asked
 
 
+@pytest.mark.parametrize(
+    ("gold", "answer", "passed"),
+    [
+        ("1:2:3", "\\boxed{1:2:3}", True),
+        ("1:2:3", "The ratio is \\boxed{2:4:6}", True),
+        ("1:2:3", "\\boxed{0.5 : 1 : 1.5}", True),
+        ("1:2:3", "\\boxed{\\text{1 : 2 : 3}}", True),
+        ("2:3:4", "\\boxed{1:\\frac{3}{2}:2}", True),
+        # read as expressions, a:b:c is (a/b)/c: 1:3:2 and 1/6 would equal 1:2:3
+        ("1:2:3", "\\boxed{1:3:2}", False),
+        ("1:2:3", "\\boxed{3:2:1}", False),
+        ("1:2:3", "\\boxed{\\frac{1}{6}}", False),
+        ("1:2:3", "\\boxed{1:2:3:4}", False),
+        ("1:2:3", "\\boxed{2:4:7}", False),
+    ],
+)
+def test_ratios_of_three_terms_compare_term_by_term(gold, answer, passed):
+    v = check(gold, answer)
+    assert v.passed is passed, v
+    assert v.details.get("compared_as") == "ratio" or v.details.get("via") == "text"  # the same text needs no parse
+
+
 def test_last_number_takes_a_time_or_ratio_whole():
     assert extract_answer("They arrive at 4:30.").text == "4:30"
     assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"

@@ -44,6 +44,7 @@ from reasonmill.verify.math_forms import (
     plain_unicode,
     rhs,
     same_clock_time,
+    same_ratio,
     split_top,
     too_complex,
     unit_chain,
@@ -486,6 +487,10 @@ def _primary(
     if clock is not None:  # "4:30" is a time, which math-verify would read as the ratio 2/15
         details |= {"pred": _short(answer), "compared_as": "time"} | ({"via": "time"} if clock else {})
         return _verdict(clock, "math_equal" if clock else "math_not_equal", details)
+    ratio = same_ratio(gold, answer)
+    if ratio is not None:  # "1:3:2" would be (1/3)/2, equal to 1:2:3 as an expression
+        details |= {"pred": _short(answer), "compared_as": "ratio"} | ({"via": "ratio"} if ratio else {})
+        return _verdict(ratio, "math_equal" if ratio else "math_not_equal", details)
     why = too_complex(_plain(answer)) or too_complex(_plain(gold))
     if why:
         return _verdict(False, "answer_too_complex", details | {"error": why})

@@ -8,7 +8,8 @@ turns one such shape into the plain form; :mod:`reasonmill.verify.math` tries th
 after the direct comparison failed, so a rewrite can only turn a "no" into a "yes" when the
 rewritten sides verify as equal.
 
-Also :func:`same_clock_time` (``4:30`` is a time of day, not the ratio ``2/15``) and
+Also :func:`same_clock_time` (``4:30`` is a time of day, not the ratio ``2/15``),
+:func:`same_ratio` (``1:2:3`` is not ``(1/2)/3``) and
 :func:`too_complex`: a guard that rejects power towers and huge exponents before
 sympy tries to evaluate them (``9^{9^{9^{9}}}`` never finishes).
 """
@@ -215,6 +216,49 @@ def same_clock_time(gold: str, pred: str, problem: str | None = None) -> bool | 
     if g is None and (p is None or ":" in gold):
         return None
     return g is not None and p is not None and g[1] == p[1] and bool(g[0] & p[0])
+
+
+# --- ratios of three or more terms ------------------------------------------------------------
+
+_RATIO_TERM = re.compile(r"(-?\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?")
+_RATIO_FRAC = re.compile(r"\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}")
+
+
+def ratio_terms(s: str) -> list[float] | None:
+    """``1:2:3``, ``\\text{2 : 4 : 6}``, ``1:\\frac{1}{2}:3`` as its terms; None unless it
+    has at least three colon-separated terms that are all numbers."""
+    t = _TIME_SPACE.sub("", _TIME_WRAP.sub(r"\1", s)).replace("\\colon", ":")
+    parts = split_top(t, ":")
+    if len(parts) < 3:
+        return None
+    terms = []
+    for part in parts:
+        m = _RATIO_FRAC.fullmatch(part) or _RATIO_TERM.fullmatch(part)
+        if not m:
+            return None
+        den = float(m.group(2)) if m.group(2) else 1.0
+        if den == 0:
+            return None
+        terms.append(float(m.group(1)) / den)
+    return terms
+
+
+def same_ratio(gold: str, pred: str) -> bool | None:
+    """Whether two ratios of three or more numbers are the same ratio (``1:2:3`` equals
+    ``2:4:6``, not ``1:3:2``); None when the reference is not such a ratio. Why: read as
+    an expression, ``a:b:c`` is ``(a/b)/c``, so ``1:3:2`` would equal ``1:2:3`` (both 1/6)
+    and ``2:4:6`` would not. An answer of another shape (``1/6``) is not that ratio."""
+    g = ratio_terms(gold)
+    if g is None:
+        return None
+    p = ratio_terms(pred)
+    if p is None or len(p) != len(g) or not any(g):
+        return False
+    k = next(i for i, x in enumerate(g) if x)
+    if not p[k]:
+        return False
+    scale = p[k] / g[k]
+    return all(abs(pi - gi * scale) <= 1e-9 * max(1.0, abs(pi), abs(gi * scale)) for gi, pi in zip(g, p))
 
 
 # --- guard against expressions sympy cannot finish ------------------------------------------
