@@ -331,6 +331,21 @@ def test_ratios_of_three_terms_compare_term_by_term(gold, answer, passed):
     assert v.details.get("compared_as") == "ratio" or v.details.get("via") == "text"  # the same text needs no parse
 
 
+@pytest.mark.parametrize(
+    ("gold", "answer", "passed"),
+    [
+        ("a = 1, b = 2", "\\boxed{a = 1, b = 2}", True),
+        ("a = 1, b = 2", "\\boxed{b = 2, a = 1}", True),
+        ("a = 1, b = 2", "\\boxed{a = 2, b = 1}", False),  # the same values under swapped names
+        ("x_1 = \\frac{1}{2}, x_2 = 3", "\\boxed{x_2 = 3, x_1 = 0.5}", True),
+        ("x_1 = \\frac{1}{2}, x_2 = 3", "\\boxed{x_1 = 3, x_2 = \\frac{1}{2}}", False),
+    ],
+)
+def test_named_values_compare_by_name(gold, answer, passed):
+    v = check(gold, answer)
+    assert v.passed is passed, v
+
+
 def test_last_number_takes_a_time_or_ratio_whole():
     assert extract_answer("They arrive at 4:30.").text == "4:30"
     assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"

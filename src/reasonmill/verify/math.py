@@ -452,6 +452,31 @@ def _named_values(gold: str, pred: str) -> tuple[str, str] | None:
     return (g_value, p_value) if _loose(g_name) == _loose(p_name) else None  # y = 2x+1 vs x = (y-1)/2: math-verify
 
 
+def _values_by_name(gold: str, pred: str) -> list[tuple[str, str]] | None:
+    """``a = 1, b = 2`` against ``b = 2, a = 1``: the (reference, answer) value of each
+    name, when both sides are lists of two or more ``name = value`` items naming the same
+    names once each; else None. Why: compared as plain lists, the names dropped, ``a = 2,
+    b = 1`` would pass for ``a = 1, b = 2``."""
+    sides = []
+    for text in (_plain(_strip_math_delims(gold)), _plain(pred)):
+        items = split_top(text)
+        if len(items) < 2:
+            return None
+        named = {}
+        for item in items:
+            value = rhs(item)
+            if value == item:
+                return None
+            named[_loose(item[: item.rfind(value)].rstrip().rstrip("="))] = value
+        if len(named) != len(items):
+            return None
+        sides.append(named)
+    g, p = sides
+    if set(g) != set(p):
+        return None
+    return [(g[name], p[name]) for name in g]
+
+
 def _primary(
     reference: Any, response_text: str | None, settings: MathSettings, raw: str | None, problem: str | None
 ) -> Verdict:
@@ -503,6 +528,10 @@ def _primary(
         details["parsed_pred"] = _short(pred_parsed[0]) if pred_parsed else None
         if not gold_whole:
             details["gold_unparsed"] = True
+        by_name = _values_by_name(gold, pred)
+        if by_name is not None:
+            equal = all(_verify(_boxed_parse(g), _boxed_parse(p), settings) for g, p in by_name)
+            return _verdict(equal, "math_equal" if equal else "math_not_equal", details | {"compared_as": "names"})
         named = _named_values(gold, pred)
         if named is not None:  # "y(t) = A" vs "y(t) = B": compare A and B, never the equations
             equal = _verify(_boxed_parse(named[0]), _boxed_parse(named[1]), settings)
