@@ -346,6 +346,23 @@ def test_named_values_compare_by_name(gold, answer, passed):
     assert v.passed is passed, v
 
 
+@pytest.mark.parametrize(
+    ("gold", "answer", "passed"),
+    [
+        ("6.02e23", "\\boxed{6.022 \\times 10^{23}}", True),  # rounds to the reference's 3 figures
+        ("6.02 \\times 10^{23}", "\\boxed{6.0249 \\times 10^{23}}", True),
+        ("6.02e23", "\\boxed{6.03 \\times 10^{23}}", False),
+        ("6.02e23", "\\boxed{6.02 \\times 10^{22}}", False),
+        ("1.5e-3", "\\boxed{1.52 \\times 10^{-3}}", False),  # two figures: only the relative tolerance
+        ("3.8", "The wavelength is about $\\boxed{3.8 \\, \\mu\\text{m}}$", True),
+        ("3.8", "\\boxed{3.8\\mu g}", False),  # \\mu outside \\text is a variable
+    ],
+)
+def test_scientific_references_and_micro_units(gold, answer, passed):
+    v = check(gold, answer)
+    assert v.passed is passed, v
+
+
 def test_last_number_takes_a_time_or_ratio_whole():
     assert extract_answer("They arrive at 4:30.").text == "4:30"
     assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"

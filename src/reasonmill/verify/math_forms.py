@@ -116,15 +116,17 @@ def drop_yes_no(s: str) -> str:
 
 
 _UNIT_TAIL = re.compile(
-    r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\(?:text|mathrm)\s*\{\s*)?"
-    r"((?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/))(?:[a-zA-Z /]|\^\{?-?\d\}?)*)\}?(?:\^\{?-?\d\}?)?\.?$"
+    r"^(-?\d[\d,]*(?:\.\d+)?)(?:\s|\\[,;:! ]|~)*(?:\\(?:text|mathrm)\s*\{\s*)?"
+    r"((?:[a-zA-Z]{2,}|[a-zA-Z](?=\s*/)|\\mu\s*\\(?:text|mathrm)\s*\{\s*[a-zA-Z])(?:[a-zA-Z /]|\^\{?-?\d\}?)*)"
+    r"\}?(?:\^\{?-?\d\}?)?\.?$"
 )
 _NOT_UNIT = re.compile(r"\b(?:and|or|to|from|between|than|times|of)\b", re.IGNORECASE)
 
 
 def number_before_words(s: str) -> str | None:
-    """``3 bushels`` / ``36 \\text{ mL}`` / ``6 m/s`` -> ``3`` / ``36`` / ``6``: a number followed
-    only by a unit (a word of 2+ letters, or a letter before ``/``; never ``2 x^2``)."""
+    """``3 bushels`` / ``36 \\text{ mL}`` / ``6 m/s`` / ``3.8\\,\\mu\\text{m}`` -> ``3`` / ``36`` / ``6`` /
+    ``3.8``: a number followed only by a unit (a word of 2+ letters, a letter before ``/``,
+    or a micro prefix before a unit in ``\\text``; never ``2 x^2`` nor ``3\\mu g``)."""
     m = _UNIT_TAIL.match(s.strip())
     if not m or _NOT_UNIT.search(m.group(2)):
         return None

@@ -11,8 +11,9 @@ The policy, applied only when both sides are single real numbers and math-verify
    the problem states a precision (rule 2).
 2. The problem fixes the precision ("to 2 decimal places", "nearest tenth", "three
    significant figures"): equal when the answer is within half a unit of that place.
-3. The reference is a decimal with at least 3 significant figures: equal when the answer
-   is within half a unit of the reference's last digit (``3.14`` vs ``3.1416``).
+3. The reference is a decimal, or a number in scientific notation, with at least 3
+   significant figures: equal when the answer is within half a unit of the reference's
+   last digit (``3.14`` vs ``3.1416``, ``6.02\\times 10^{23}`` vs ``6.022\\times 10^{23}``).
 4. Otherwise: equal when the relative difference is at most ``rel_tol`` (default 1e-4).
 """
 
@@ -64,6 +65,26 @@ def reference_decimals(text: str) -> int | None:
     return len(m.group(2)) if len(digits) >= 3 else None
 
 
+_SCIENTIFIC = re.compile(
+    r"^(-?\d*\.\d+)(?:[eE]([+-]?\d+)|(?:\\times|\\cdot|×|\*)10\^\{?([+-]?\d+)\}?)$"
+)
+
+
+def reference_half_unit(text: str) -> float | None:
+    """Half a unit of the last digit a reference shows, when it shows at least 3
+    significant figures: ``3.14`` -> 0.005, ``6.02\\times 10^{23}`` and ``6.02e23`` ->
+    0.005e23 (an answer 6.022e23 rounds to the reference); ``0.036`` or ``1.5e-3`` -> None."""
+    t = re.sub(r"\s+|\\[,;:! ]|~", "", text)
+    if (places := reference_decimals(t)) is not None:
+        return 0.5 * 10.0**-places
+    m = _SCIENTIFIC.match(t)
+    if not m:
+        return None
+    exponent = int(m.group(2) or m.group(3))
+    places = reference_decimals(m.group(1))
+    return None if places is None or abs(exponent) > 300 else 0.5 * 10.0 ** (exponent - places)
+
+
 def _half_unit(gold: float, hint: tuple[str, int]) -> float:
     kind, n = hint
     if kind == "dp":
@@ -86,8 +107,8 @@ def numbers_match(
     slack = 1e-9 * max(1.0, abs(gold))  # binary floating point of the decimal texts
     if hint is not None and abs(pred - gold) <= _half_unit(gold, hint) + slack:
         return "precision"
-    places = reference_decimals(gold_text)
-    if places is not None and abs(pred - gold) <= 0.5 * 10.0**-places + slack:
+    half_unit = reference_half_unit(gold_text)
+    if half_unit is not None and abs(pred - gold) <= half_unit + slack:
         return "reference_digits"
     if gold_is_int and abs(gold) < CONTEST_INTEGER_BELOW:
         return None  # a contest answer (AIME's 0-999): 25.001 is not 25, whatever rel_tol says
