@@ -313,6 +313,24 @@ def test_hub_path_streams_local_json_files(tmp_path):
     assert len(auto) == 1 and auto[0]["reference_answer"] == "1234"
 
 
+def test_hub_rows_over_max_record_bytes_are_oversized_rows(tmp_path):
+    """The size limit means the same for an ``hf:`` source as for a file: a row whose text
+    passes it is a bad row (skip) or an error naming the row (fail)."""
+    pytest.importorskip("datasets")
+    rows = [{"question": "Q1 ok?", "answer": "x\n#### 1"}, {"question": "Q2 " + "é" * 3000, "answer": "y\n#### 2"},
+            {"question": "Q3 ok?", "answer": "z\n#### 3"}]  # fmt: skip
+    _write(tmp_path, "train.jsonl", _encode(rows, "jsonl"))
+    spec = SourceSpec(name="hub", hf="json", data_files="train.jsonl", preset="gsm8k", on_error="skip",
+                      max_record_bytes=4000)  # fmt: skip
+    got = list(iter_source(spec, tmp_path))
+    assert [r["reference_answer"] for r in got if isinstance(r, dict)] == ["1", "3"]
+    [bad] = [r for r in got if not isinstance(r, dict)]
+    assert (bad.reason, bad.location) == ("oversized", "hf:json/train#1")  # 6,000+ bytes of UTF-8 in 3,000 chars
+    with pytest.raises(IngestError, match=r"hf:json/train#1: the row holds over 4,000 bytes"):
+        list(iter_source(spec.model_copy(update={"on_error": "fail"}), tmp_path))
+    assert len(list(iter_source(spec.model_copy(update={"max_record_bytes": 7000}), tmp_path))) == 3
+
+
 def test_hub_unreachable_error_names_dataset_and_token():
     pytest.importorskip("datasets")
     code = (

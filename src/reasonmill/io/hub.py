@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reasonmill.io.readers import IngestError
+from reasonmill.io.readers import MAX_RECORD_BYTES, IngestError, IngestErrorItem, OnError, skip_hint
 
 _LOCAL_BUILDERS = ("json", "parquet", "csv", "text", "arrow")
 
@@ -64,8 +64,14 @@ def iter_hub(
     revision: str | None = None,
     base_dir: Path = Path("."),
     source: str | None = None,
-) -> Iterator[tuple[dict, str]]:
-    """Yield ``(row, "hf:name/split#i")`` from ``datasets.load_dataset(..., streaming=True)``."""
+    on_error: OnError = "fail",
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Iterator[tuple[dict, str] | IngestErrorItem]:
+    """Yield ``(row, "hf:name/split#i")`` from ``datasets.load_dataset(..., streaming=True)``.
+
+    A row whose text passes ``max_record_bytes`` is a bad row (``oversized``), as in the
+    file readers, so the limit means the same for every source. ``datasets`` has read it
+    by then; what the limit spares is every later stage holding it."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a dev/hf extra
@@ -99,5 +105,35 @@ def iter_hub(
                 "Check the dataset files, or read them with `path:` to get line-level errors "
                 "and `on_error: skip`."
             ) from None
-        yield row, f"{label}#{i}"
+        size = row_bytes(row, max_record_bytes)
+        if size > max_record_bytes:
+            error = (f"the row holds over {max_record_bytes:,} bytes of text, over `max_record_bytes`; "
+                     "raise `max_record_bytes` of the source if such rows are meant")  # fmt: skip
+            if on_error == "fail":
+                raise IngestError(f"{label}#{i}: {error}. {skip_hint(source)}")
+            yield IngestErrorItem(location=f"{label}#{i}", raw="", error=error, reason="oversized", source=source)
+        else:
+            yield row, f"{label}#{i}"
         i += 1
+
+
+def row_bytes(value: Any, limit: int) -> int:
+    """The UTF-8 bytes of the text in a row (strings, bytes, in nested lists and dicts,
+    keys included), counted until they pass ``limit``. A string's UTF-8 size is at most 4
+    bytes per character, so short strings are not encoded."""
+    total = 0
+    todo = [value]
+    while todo and total <= limit:
+        v = todo.pop()
+        if isinstance(v, str):
+            total += len(v) if len(v) * 4 <= limit - total else len(v.encode("utf-8", "surrogatepass"))
+        elif isinstance(v, (bytes, bytearray)):
+            total += len(v)
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+        else:
+            total += 8
+    return total

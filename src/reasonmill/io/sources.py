@@ -116,8 +116,9 @@ class SourceSpec(BaseModel):
     max_record_bytes: int = Field(
         MAX_RECORD_BYTES,
         ge=1,
-        description="longest record read (bytes): a JSONL line, CSV line or Parquet row; a longer "
-        "one is a ledger row (`on_error: skip`) or an error, and is never held in memory whole",
+        description="longest record read (bytes): a JSONL line, CSV line or Parquet row (a Hub row: "
+        "its text); a longer one is a ledger row (`on_error: skip`) or an error, and is never held "
+        "in memory whole (a Hub row is, by `datasets`, but goes no further)",
     )
     rank: int | None = None
     meta_fields: list[str] = Field(default_factory=list)
@@ -272,6 +273,8 @@ def iter_raw(spec: SourceSpec, base_dir: Path) -> Iterator[tuple[Iterator, str]]
             revision=spec.revision,
             base_dir=base_dir,
             source=spec.name,
+            on_error=spec.on_error,
+            max_record_bytes=spec.max_record_bytes,
         )
         yield rows, f"hf:{spec.hf}"
         return
