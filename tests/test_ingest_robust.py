@@ -305,6 +305,16 @@ def test_csv_line_over_max_record_bytes_is_an_error_with_its_line(tmp_path):
         list(iter_source(SourceSpec(name="c", path="t.csv", on_error="skip", max_record_bytes=500), tmp_path))
 
 
+def test_csv_limit_counts_bytes_not_characters(tmp_path):
+    """400 characters of 3-byte CJK are 1,200 bytes: over a 500-byte limit, though under
+    500 characters; 150 of them (450 bytes) are within it."""
+    (tmp_path / "t.csv").write_text("problem,answer\n" + "数" * 150 + ",1\n" + "学" * 400 + ",2\n", encoding="utf-8")
+    with pytest.raises(IngestError, match=r"t\.csv:3: a line of 1,202 bytes, longer than `max_record_bytes` \(500\)"):
+        list(iter_source(SourceSpec(name="c", path="t.csv", on_error="skip", max_record_bytes=500), tmp_path))
+    spec = SourceSpec(name="c", path="t.csv", on_error="skip", max_record_bytes=1300)
+    assert [r["problem"] for r in iter_source(spec, tmp_path)] == ["数" * 150, "学" * 400]
+
+
 def test_a_gigabyte_line_is_never_held_in_memory(tmp_path):
     """A 1 GiB line (zstd-compressed to a few dozen KB) between two good rows: read past in
     bounded pieces, so the reading process stays far below the line's size. (Peak RSS

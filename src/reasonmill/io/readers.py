@@ -712,16 +712,24 @@ def read_csv(
             yield {k: (v if v != "" else None) for k, v in zip(header, row)}, f"{label}:{start}"
 
 
-def _bounded_lines(text: io.TextIOWrapper, max_chars: int, label: str) -> Iterator[str]:
+def _bounded_lines(text: io.TextIOWrapper, max_bytes: int, label: str) -> Iterator[str]:
+    """The lines of ``text``, none over ``max_bytes`` of UTF-8 (its newline aside). A
+    line is read at most ``max_bytes + 1`` characters at a time, so one without an end is
+    never held whole; a shorter one of wide characters is measured in bytes."""
     readline = text.readline
-    cap = max_chars + 1
+    cap = max_bytes + 1
     lineno = 0
     while line := readline(cap):
         lineno += 1
         if len(line) == cap and not line.endswith("\n"):
             raise IngestError(
-                f"{label}:{lineno}: a line longer than `max_record_bytes` ({max_chars:,}); it was not "
+                f"{label}:{lineno}: a line longer than `max_record_bytes` ({max_bytes:,}); it was not "
                 "read into memory. Raise `max_record_bytes` of the source if such rows are meant."
+            )
+        if len(line) * 4 > max_bytes and (size := len(line.rstrip("\r\n").encode("utf-8", "surrogatepass"))) > max_bytes:
+            raise IngestError(
+                f"{label}:{lineno}: a line of {size:,} bytes, longer than `max_record_bytes` ({max_bytes:,}). "
+                "Raise `max_record_bytes` of the source if such rows are meant."
             )
         yield line
 
