@@ -136,18 +136,19 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def _get(raw: dict, name: str) -> Any:
-    """A field by name; a dotted name reaches into nested dicts (``model_prediction.proof``)."""
+def lookup(raw: dict, name: str, default: Any = None) -> Any:
+    """A field by name; a dotted name reaches into nested dicts (``model_prediction.proof``);
+    ``default`` when the row has no such field."""
     if name in raw:
         return raw[name]
     if "." in name:
         value: Any = raw
         for part in name.split("."):
             if not isinstance(value, dict) or part not in value:
-                return None
+                return default
             value = value[part]
         return value
-    return None
+    return default
 
 
 def _meta(raw: dict, ctx: Context, base: dict | None = None) -> dict:
@@ -634,25 +635,25 @@ def columns(raw: dict, ctx: Context) -> dict:
     if ("messages" in cols or "conversations" in cols) and "problem" not in cols:
         record = messages(raw, ctx) if "messages" in cols else sharegpt(raw, ctx)
         if "reference_answer" in cols:  # the chat presets look only in the usual fields
-            record["reference_answer"] = _answer(_get(raw, cols["reference_answer"]))
+            record["reference_answer"] = _answer(lookup(raw, cols["reference_answer"]))
         return record
-    value = _get(raw, cols["problem"])
+    value = lookup(raw, cols["problem"])
     if not isinstance(value, str) or not value.strip():
         raise MappingError(f"no problem text in field {cols['problem']!r}")
     problem = value.strip()
-    reference = _answer(_get(raw, cols["reference_answer"])) if "reference_answer" in cols else None
+    reference = _answer(lookup(raw, cols["reference_answer"])) if "reference_answer" in cols else None
     if reference is None and "solution" in cols:
-        reference = last_boxed(_text(_get(raw, cols["solution"])))
-    tests, meta = normalize_tests(_get(raw, cols["tests"])) if "tests" in cols else ([], {})
-    starter = _text(_get(raw, cols["starter_code"])) if "starter_code" in cols else None
+        reference = last_boxed(_text(lookup(raw, cols["solution"])))
+    tests, meta = normalize_tests(lookup(raw, cols["tests"])) if "tests" in cols else ([], {})
+    starter = _text(lookup(raw, cols["starter_code"])) if "starter_code" in cols else None
     if any(t["kind"] == "functional" for t in tests) and (name := _fn_name(starter)):
         meta["fn_name"] = name
-    model = _text(_get(raw, cols["model"])) if "model" in cols else None
+    model = _text(lookup(raw, cols["model"])) if "model" in cols else None
     rctx = Context(ctx.source, ctx.category, model or ctx.model, ctx.meta_fields, cols) if model else ctx
     responses = []
     if "responses" in cols:
-        items = _maybe_json(_get(raw, cols["responses"])) or []
-        labels = _maybe_json(_get(raw, cols["labels"])) if "labels" in cols else None
+        items = _maybe_json(lookup(raw, cols["responses"])) or []
+        labels = _maybe_json(lookup(raw, cols["labels"])) if "labels" in cols else None
         labels = labels if isinstance(labels, list) else []
         for i, item in enumerate(items if isinstance(items, list) else [items]):
             label = labels[i] if i < len(labels) else None
@@ -663,23 +664,23 @@ def columns(raw: dict, ctx: Context) -> dict:
             else:
                 responses.append(_response(item, rctx, label))
     if "response" in cols:
-        text = _get(raw, cols["response"])
+        text = lookup(raw, cols["response"])
         if text is not None:
-            think = _text(_get(raw, cols["think"])) if "think" in cols else None
-            label = _get(raw, cols["label"]) if "label" in cols else None
+            think = _text(lookup(raw, cols["think"])) if "think" in cols else None
+            label = lookup(raw, cols["label"]) if "label" in cols else None
             responses.append(_response(text, rctx, label, think))
-    if "system" in cols and (system := _get(raw, cols["system"])):
+    if "system" in cols and (system := lookup(raw, cols["system"])):
         meta["system"] = system
-    category = _text(_get(raw, cols["category"])) if "category" in cols else None
-    language = _text(_get(raw, cols["language"])) if "language" in cols else None
-    difficulty = _get(raw, cols["difficulty"]) if "difficulty" in cols else None
+    category = _text(lookup(raw, cols["category"])) if "category" in cols else None
+    language = _text(lookup(raw, cols["language"])) if "language" in cols else None
+    difficulty = lookup(raw, cols["difficulty"]) if "difficulty" in cols else None
     try:
         difficulty = float(difficulty) if difficulty is not None else None
     except (TypeError, ValueError):
         raise MappingError(
             f"difficulty {difficulty!r} in field {cols['difficulty']!r} is not a number"
         ) from None
-    upstream_id = _get(raw, cols["id"]) if "id" in cols else original_id(raw)
+    upstream_id = lookup(raw, cols["id"]) if "id" in cols else original_id(raw)
     return new_record(
         source=ctx.source,
         problem=problem,

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from reasonmill.io.presets import detect_shape
+from reasonmill.io.presets import detect_shape, lookup
 from reasonmill.io.readers import IngestError, IngestErrorItem
 from reasonmill.io.sources import COLUMN_TARGETS, SourceConfigError, SourceSpec, iter_raw, iter_source
 from reasonmill.stages.base import StageContext, iter_chunks
@@ -270,16 +270,12 @@ def _no_shape(raw: dict, loc: str) -> str:
     )
 
 
+_ABSENT = object()
+
+
 def _has(raw: dict, column: str) -> bool:
     """Whether ``raw`` holds ``column``; a dotted name reaches into nested dicts."""
-    if column in raw:
-        return True
-    value: Any = raw
-    for part in column.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    return True
+    return lookup(raw, column, _ABSENT) is not _ABSENT
 
 
 def _disagreement(record: dict, origin: str, index: int, verdict: dict) -> dict:
