@@ -34,7 +34,6 @@ killed or hung the worker the supervisor exits; the host reruns the remaining te
 from __future__ import annotations
 
 import builtins
-import importlib
 import io
 import json
 import os

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonmill.errors import ServiceFailure
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.extract import Extraction, answer_region, degenerate, extract_answer, is_prose
+from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.math_forms import (
     drop_condition,
     drop_names,
@@ -51,7 +52,6 @@ from reasonmill.verify.math_forms import (
 )
 from reasonmill.verify.math_numeric import numbers_match, precision_hint
 from reasonmill.verify.math_second import second_opinion
-from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.pool import PoolResult, VerifyPool
 
 #: ``judge(problem, reference, answer) -> (is_correct, reasoning)``
