@@ -356,9 +356,11 @@ def test_named_values_compare_by_name(gold, answer, passed):
         ("1.5e-3", "\\boxed{1.52 \\times 10^{-3}}", False),  # two figures: only the relative tolerance
         ("3.8", "The wavelength is about $\\boxed{3.8 \\, \\mu\\text{m}}$", True),
         ("3.8", "\\boxed{3.8\\mu g}", False),  # \\mu outside \\text is a variable
+        ("(1, 2, 3)", "\\boxed{\\langle 1, 2, 3 \\rangle}", True),  # a vector is the tuple it names
+        ("(1, 2, 3)", "\\boxed{\\left\\langle 1, 3, 2 \\right\\rangle}", False),
     ],
 )
-def test_scientific_references_and_micro_units(gold, answer, passed):
+def test_scientific_references_units_and_vectors(gold, answer, passed):
     v = check(gold, answer)
     assert v.passed is passed, v
 

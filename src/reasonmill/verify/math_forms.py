@@ -36,10 +36,16 @@ def e_notation(s: str) -> str:
 _COMMAND_SUBSCRIPT = re.compile(r"_(?:\{\\([a-zA-Z]+)\}|\\([a-zA-Z]+))")
 
 
+_ANGLE = re.compile(r"(?:\\left\s*)?(?:\\langle|⟨)|(?:\\right\s*)?(?:\\rangle|⟩)")
+
+
 def plain_unicode(s: str) -> str:
     """``x² − 2x`` -> ``x^{2} - 2x``; ``L_{\\odot}`` / ``L_\\odot`` -> ``L_{odot}`` (a command
-    as a subscript is only a name, and latex2sympy cannot parse it)."""
+    as a subscript is only a name, and latex2sympy cannot parse it); a vector
+    ``\\langle 1, 2, 3 \\rangle`` -> ``(1, 2, 3)``, the tuple it names."""
     s = _COMMAND_SUBSCRIPT.sub(lambda m: "_{" + (m.group(1) or m.group(2)) + "}", s)
+    if "angle" in s or "⟨" in s or "⟩" in s:
+        s = _ANGLE.sub(lambda m: "(" if m.group(0).endswith(("langle", "⟨")) else ")", s)
     return _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
 
 
