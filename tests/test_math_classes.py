@@ -365,6 +365,24 @@ def test_scientific_references_units_and_vectors(gold, answer, passed):
     assert v.passed is passed, v
 
 
+@pytest.mark.parametrize(
+    ("gold", "answer", "passed"),
+    [
+        ("[-1, 3]", "\\boxed{-1 \\le x \\le 3}", True),
+        ("[-1, 3]", "\\boxed{-1 < x \\le 3}", False),
+        ("(-\\infty, -1) \\cup (3, \\infty)", "\\boxed{x < -1 \\text{ or } x > 3}", True),
+        ("(-\\infty, -1) \\cup (3, \\infty)", "\\boxed{x \\le -1 \\text{ or } x > 3}", False),
+        ("[2, \\infty)", "\\boxed{x \\geq 2}", True),
+        ("[2, \\infty)", "\\boxed{x > 2}", False),
+        ("(-1, 3)", "\\boxed{3 > x > -1}", True),
+        ("[2, \\infty)", "\\boxed{x \\ge 2 \\text{ or } y < 3}", False),  # two variables: no interval
+    ],
+)
+def test_an_inequality_answer_is_the_interval_it_describes(gold, answer, passed):
+    v = check(gold, answer)
+    assert v.passed is passed, v
+
+
 def test_last_number_takes_a_time_or_ratio_whole():
     assert extract_answer("They arrive at 4:30.").text == "4:30"
     assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"

@@ -38,6 +38,7 @@ from reasonmill.verify.math_forms import (
     drop_condition,
     drop_names,
     drop_yes_no,
+    inequality_as_interval,
     e_notation,
     is_range,
     number_before_words,
@@ -366,7 +367,8 @@ def second_chance(
     In order: the numeric tolerance policy (:mod:`reasonmill.verify.math_numeric`);
     equations and named values reduced to their values (``x(t) = …``, ``b = m``, conditions
     and yes/no dropped); item-by-item lists; units not stripped (``\\frac{37}{4}m`` is a
-    variable ``m``); hyperbolic and trigonometric forms rewritten with ``exp``."""
+    variable ``m``); hyperbolic and trigonometric forms rewritten with ``exp``; an
+    inequality answer read as the interval it describes."""
     g_num, p_num = _number(g_parsed), _number(p_parsed)
     if g_num and not p_num and (value := number_before_words(pred)):  # "671.02 nm", "3 bushels"
         p_num = _number(_boxed_parse(value))
@@ -389,6 +391,9 @@ def second_chance(
         return "units_kept"
     if _has_expr(g3) and _has_expr(p3) and _rewrite_equal(g3, p3):
         return "rewrite_exp"
+    interval = inequality_as_interval(pred)
+    if interval is not None and not _fragment(g_parsed, gold) and _verify(g_parsed, _boxed_parse(interval), settings):
+        return "interval_of_inequality"
     return None
 
 

@@ -226,6 +226,50 @@ def same_clock_time(gold: str, pred: str, problem: str | None = None) -> bool | 
     return g is not None and p is not None and g[1] == p[1] and bool(g[0] & p[0])
 
 
+# --- inequalities as intervals -----------------------------------------------------------------
+
+_LESS = {"<": False, "\\lt": False, "\\le": True, "\\leq": True, "\\leqslant": True}
+_MORE = {">": False, "\\gt": False, "\\ge": True, "\\geq": True, "\\geqslant": True}
+_REL = r"(<|>|\\l(?:eq?slant|eq?|t)\b|\\g(?:eq?slant|eq?|t)\b)"
+_BOUND = r"([-+]?[^<>=,\\]*?(?:\\(?:frac|dfrac|sqrt|pi|infty)[^<>=,]*?)?)"
+_CHAIN = re.compile(rf"^{_BOUND}\s*{_REL}\s*([a-zA-Z])\s*{_REL}\s*{_BOUND}$")
+_ONE_SIDE = re.compile(rf"^([a-zA-Z])\s*{_REL}\s*{_BOUND}$")
+_OR = re.compile(r"\\text\s*\{\s*or\s*\}|\\(?:cup|vee|lor)\b|\bor\b")
+
+
+def _interval(part: str) -> tuple[str, str] | None:
+    """One inequality in one variable as (interval, variable), or None."""
+    part = part.strip().strip("$").strip()
+    if m := _CHAIN.match(part):
+        lo, r1, var, r2, hi = (g.strip() for g in m.groups())
+        if r1 in _LESS and r2 in _LESS and lo and hi:
+            return f"{'[' if _LESS[r1] else '('}{lo}, {hi}{']' if _LESS[r2] else ')'}", var
+        if r1 in _MORE and r2 in _MORE and lo and hi:
+            return f"{'[' if _MORE[r2] else '('}{hi}, {lo}{']' if _MORE[r1] else ')'}", var
+        return None
+    if m := _ONE_SIDE.match(part):
+        var, rel, bound = (g.strip() for g in m.groups())
+        if not bound:
+            return None
+        if rel in _LESS:
+            return f"(-\\infty, {bound}{']' if _LESS[rel] else ')'}", var
+        return f"{'[' if _MORE[rel] else '('}{bound}, \\infty)", var
+    return None
+
+
+def inequality_as_interval(s: str) -> str | None:
+    """``-1 \\le x \\le 3`` -> ``[-1, 3]``, ``x < -1 \\text{ or } x > 3`` ->
+    ``(-\\infty, -1) \\cup (3, \\infty)``: inequalities in one variable as the interval
+    (or union) they describe; None for anything else. Why: math-verify compares an interval
+    reference with an inequality answer only the other way round."""
+    if not any(c in s for c in "<>") and "\\l" not in s and "\\g" not in s:
+        return None
+    parts = [_interval(p) for p in _OR.split(s)]
+    if not parts or any(p is None for p in parts) or len({p[1] for p in parts}) != 1:  # type: ignore[index]
+        return None
+    return " \\cup ".join(p[0] for p in parts)  # type: ignore[index]
+
+
 # --- ratios of three or more terms ------------------------------------------------------------
 
 _RATIO_TERM = re.compile(r"(-?\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?")
