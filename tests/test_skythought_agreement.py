@@ -19,11 +19,11 @@ from reasonmill.verify.math import MathVerifier
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRACES = DATA / "reasoning_traces_skythought"
 
-#: file -> minimum agreement (measured 2026-11-25 and 2026-12-06, see bench/results/math.md).
+#: file -> minimum agreement (measured 2026-11-25, 2026-12-06 and 2026-12-07, see bench/results/math.md).
 #: Every remaining disagreement was triaged by hand: on these files the upstream label is the
 #: wrong one (or the reference is), so agreement cannot reach 1.
 FLOORS = {
-    "gemma-2-27b-it_olympiadbench.jsonl": 0.98,
+    "gemma-2-27b-it_olympiadbench.jsonl": 0.975,  # 0.9807 on 2026-12-07: the 13 others are upstream errors
     "qwen2.5-14b-instruct_olympiadbench.jsonl": 0.965,
     "qwen2.5-32b-instruct_still2-sys_math500.json": 0.975,
     "sky-t1-math-correct-5k-27b_math500.jsonl": 0.945,
