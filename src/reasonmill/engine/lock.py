@@ -49,6 +49,22 @@ def _holder_text(path: Path, raw: bytes) -> str:
     return text
 
 
+def _holder_record(fd: int, wait_s: float = 1.0) -> bytes:
+    """The lock file's content. A run that has just taken the lock writes its record a
+    moment later, so an empty or partial one is read again for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        raw = os.pread(fd, 64 << 10, 0)
+        try:
+            if isinstance(json.loads(raw), dict):
+                return raw
+        except ValueError:
+            pass
+        if time.monotonic() >= deadline:
+            return raw
+        time.sleep(0.02)
+
+
 class WorkdirLock:
     """``with WorkdirLock(root):`` holds the workdir or raises :class:`WorkdirBusy` at once."""
 
@@ -63,7 +79,7 @@ class WorkdirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raw = os.pread(fd, 64 << 10, 0)
+            raw = _holder_record(fd)
             os.close(fd)
             raise WorkdirBusy(
                 f"workdir {self.path.parent} is in use by another run: {_holder_text(self.path, raw)}. "
