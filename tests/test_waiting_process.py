@@ -85,3 +85,29 @@ def test_an_unused_waiting_shell_is_ended_and_reaped(tmp_path: Path) -> None:
     waiting.discard()
     assert not os.path.exists(f"/proc/{pid}")
     waiting.discard()  # twice is harmless
+
+
+def test_a_spare_whose_shell_died_is_not_used(tmp_path: Path) -> None:
+    """A spare's shell killed from outside while it waits: the next run takes a new group
+    (joined by its prefix) and passes, instead of failing on a dead shell."""
+    from reasonmill.sandbox import Limits, cgroup, watch
+    from reasonmill.sandbox.backends import BwrapBackend
+    from reasonmill.sandbox.runner import Runner
+
+    if not cgroup.support().version:
+        pytest.skip("no cgroups here: there are no spares")
+    try:
+        runner = Runner(BwrapBackend())
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    test = [{"kind": "stdin", "input": "2 3\n", "output": "5\n"}]
+    code = "print(sum(map(int, input().split())))"
+    assert runner.run(code, test, Limits())[0].passed
+    spares = watch.spare_cgroup_dirs()
+    assert spares
+    for d in spares:
+        for pid in Path(d, "cgroup.procs").read_text().split():
+            os.kill(int(pid), 9)
+    time.sleep(0.2)
+    results = [runner.run(code, test, Limits())[0] for _ in range(3)]
+    assert [r.passed for r in results] == [True] * 3, results

@@ -246,8 +246,11 @@ class _Spares:
                     found = self._free.pop(k)
                     break
         self._make(sup, fd_paths)
-        if found is not None:
+        if found is not None and found[2].proc.poll() is None:
             return found[1], found[2]
+        if found is not None:  # its shell is gone (killed from outside, or its join failed)
+            found[2].discard()
+            found[1].close()
         return BoxCgroup(sup), None
 
     def _make(self, sup: Support, fd_paths: tuple[str, ...]) -> None:
