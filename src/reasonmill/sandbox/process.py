@@ -59,10 +59,16 @@ class ExecResult:
     limit_hit: str | None = None  # "memory" / "cpu": the run's box ended it (all its processes together)
 
 
+def _fd_path(arg: str) -> str | None:
+    """The path an :func:`open_fd_arg` element names, or None for a plain argument."""
+    return arg[len(_OPEN_FD) : -1] if arg.startswith(_OPEN_FD) and arg.endswith("}") else None
+
+
 def _open_fd(arg: str, opened: list[int]) -> str:
-    if not (arg.startswith(_OPEN_FD) and arg.endswith("}")):
+    path = _fd_path(arg)
+    if path is None:
         return arg
-    fd = os.open(arg[len(_OPEN_FD) : -1], os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     opened.append(fd)
     return str(fd)
 
@@ -174,8 +180,8 @@ class Waiting:
         would have started it, ended by a NUL (an argument may hold newlines)."""
         args = []
         for a in argv:
-            if a.startswith(_OPEN_FD) and a.endswith("}"):
-                a = str(self.fds[a[len(_OPEN_FD) : -1]])  # KeyError: not opened at start
+            if (path := _fd_path(a)) is not None:
+                a = str(self.fds[path])  # KeyError: not opened at start
             args.append(a.replace("{RESULT_FD}", str(self.result_w)))
         line = "" if result_fd else f"exec {self.result_w}>&- && "
         if cwd is not None:
