@@ -29,9 +29,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from reasonmill.sandbox import seccomp
+from reasonmill.sandbox import seccomp, zygote
 from reasonmill.sandbox.limits import Limits
-from reasonmill.sandbox.process import Waiting, execute, open_fd_arg
+from reasonmill.sandbox.process import ExecResult, Waiting, execute, open_fd_arg
 from reasonmill.sandbox.watch import Box, cpu_budget
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,22 @@ def fresh_uid() -> int:
     return SANDBOX_UID_RANGE[0] + secrets.randbelow(SANDBOX_UID_RANGE[1] - SANDBOX_UID_RANGE[0])
 
 
-def limit_args(limits: Limits, *, cpu: float, memory_mb: int, nproc: int | None = None) -> list[str]:
-    """``prlimit`` options; ``cpu`` and ``memory_mb`` vary between compile and run."""
+def rlimit_values(limits: Limits, *, cpu: float, memory_mb: int, nproc: int | None = None) -> dict[str, tuple[int, int]]:
+    """(soft, hard) per rlimit, named as ``prlimit`` names them; ``cpu`` and ``memory_mb``
+    vary between compile and run."""
     cpu_s = max(1, int(cpu + 0.999))
     mem = memory_mb * 1024 * 1024
     fsize = limits.file_size_mb * 1024 * 1024
-    return [
-        "prlimit",
-        f"--cpu={cpu_s}:{cpu_s + 1}",
-        f"--as={mem}",
-        f"--fsize={fsize}",
-        f"--nproc={nproc or limits.nproc}",
-        f"--nofile={limits.nofile}",
-        "--core=0",
-        "--",
-    ]
+    n = nproc or limits.nproc
+    return {"cpu": (cpu_s, cpu_s + 1), "as": (mem, mem), "fsize": (fsize, fsize), "nproc": (n, n),
+            "nofile": (limits.nofile, limits.nofile), "core": (0, 0)}  # fmt: skip
+
+
+def limit_args(limits: Limits, *, cpu: float, memory_mb: int, nproc: int | None = None) -> list[str]:
+    """``prlimit`` options for :func:`rlimit_values`."""
+    values = rlimit_values(limits, cpu=cpu, memory_mb=memory_mb, nproc=nproc)
+    return ["prlimit", *(f"--{name}={soft}" if soft == hard else f"--{name}={soft}:{hard}"
+                         for name, (soft, hard) in values.items()), "--"]  # fmt: skip
 
 
 def drop_privileges_args(uid: int) -> list[str]:
@@ -166,11 +167,14 @@ class BwrapBackend:
     warning: str | None = None
 
     def __init__(
-        self, python: str | None = None, extra_ro_binds: tuple[str, ...] = (), *, cgroups: bool = True
+        self, python: str | None = None, extra_ro_binds: tuple[str, ...] = (), *, cgroups: bool = True,
+        reuse_interpreter: bool = True,
     ) -> None:
         """``cgroups=False`` holds boxes by the watcher alone, as where no cgroup can be
-        made (for tests of that path)."""
+        made (for tests of that path). ``reuse_interpreter``: harness runs fork from a
+        long-lived box per thread (``zygote.py``) where per-run cgroups exist."""
         self.cgroups = cgroups
+        self.zygotes = zygote.Pool(self) if reuse_interpreter and cgroups else None
         self.bwrap = shutil.which("bwrap")
         if not self.bwrap:
             raise RuntimeError("bubblewrap not found: install it (apt-get install bubblewrap) or use backend='rlimit'")
@@ -189,7 +193,36 @@ class BwrapBackend:
     def layout(self, box_dir: str) -> Layout:
         return Layout(box="/box", build="/box/build", cwd="/tmp")
 
-    def _base(self, limits: Limits, box_dir: str, build_writable: bool) -> list[str]:
+    def box_uid(self) -> int | None:
+        """The throwaway uid of a new box (None: bubblewrap maps us into a user namespace)."""
+        return fresh_uid() if self.as_root else None
+
+    def drop_privileges(self, uid: int) -> list[str]:
+        return drop_privileges_args(uid)
+
+    def run_harness(self, solution: str, argv: list[str], limits: Limits, *, stdin: bytes, cpu: float,
+                    wall: float, progress_timeout: float | None) -> ExecResult | None:  # fmt: skip
+        """A harness run forked by this thread's zygote: ``argv`` is the harness's
+        arguments after the interpreter (``{RESULT_FD}`` left out). None when no zygote
+        can take it: the caller starts a box of its own."""
+        z = self.zygotes.get(limits.scratch_mb) if self.zygotes is not None else None
+        if z is None:
+            return None
+        nproc = limits.nproc + 1  # the zygote counts against its uid's process limit
+        rlimits = rlimit_values(limits, cpu=cpu, memory_mb=limits.memory_mb, nproc=nproc)
+        rlimits["msgqueue"] = (0, 0)  # POSIX queues outlive the run in the box's ipc namespace
+        box = {"memory_bytes": limits.memory_mb * 1024 * 1024, "pids": nproc + WRAPPER_PROCS, "cpus": limits.cpus,
+               "cpu_budget_s": cpu_budget(cpu)}  # fmt: skip
+        try:
+            res, _ = z.run(solution, argv, rlimits, stdin, box=box, wall_timeout=wall,
+                           output_cap=limits.output_cap_bytes, progress_timeout=progress_timeout)  # fmt: skip
+        except zygote.ZygoteError as e:
+            log.debug("sandbox: zygote run failed before it started (%s); starting a box", e)
+            return None
+        return res
+
+    def box_argv(self, limits: Limits, box_dir: str, build_writable: bool = False) -> list[str]:
+        """bubblewrap and its options for a box whose code dir is ``box_dir``, up to ``--``."""
         args = [self.bwrap]
         if self.seccomp_path:
             args += ["--seccomp", open_fd_arg(self.seccomp_path)]
@@ -245,8 +278,8 @@ class BwrapBackend:
     ) -> Wrapped:  # fmt: skip
         """``wall`` is unused: ``--die-with-parent`` and the pid namespace already end
         the run when the runner's process dies."""
-        uid = fresh_uid() if self.as_root else None
-        argv = self._base(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
+        uid = self.box_uid()
+        argv = self.box_argv(limits, box_dir, build_writable) + limit_args(limits, cpu=cpu, memory_mb=memory_mb)
         if uid is not None:
             argv += drop_privileges_args(uid)
         box = make_box(limits, cpu=cpu, memory_mb=memory_mb, uid=uid, cgroups=self.cgroups, fd_paths=self.fd_paths)

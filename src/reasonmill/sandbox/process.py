@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import IO, Protocol
 
 BASH = shutil.which("bash")  # closes descriptors above 9 by number, which dash cannot
 
@@ -64,13 +65,24 @@ def _fd_path(arg: str) -> str | None:
     return arg[len(_OPEN_FD) : -1] if arg.startswith(_OPEN_FD) and arg.endswith("}") else None
 
 
-def _open_fd(arg: str, opened: list[int]) -> str:
-    path = _fd_path(arg)
-    if path is None:
-        return arg
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    opened.append(fd)
-    return str(fd)
+def resolve_fd_args(argv: list[str]) -> tuple[list[str], list[int]]:
+    """``argv`` with each :func:`open_fd_arg` element replaced by the number of a new
+    descriptor open for reading on its path, and those descriptors (to pass to the
+    child, then close)."""
+    opened: list[int] = []
+    out = []
+    try:
+        for arg in argv:
+            path = _fd_path(arg)
+            if path is not None:
+                opened.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                arg = str(opened[-1])
+            out.append(arg)
+    except OSError:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return out, opened
 
 
 def _feed(pipe, data: bytes) -> None:
@@ -103,13 +115,7 @@ def _start(argv: list[str], *, result_fd: bool, cwd: str | None, env: dict[str, 
     """A new child in its own session: the process, the read end of its result pipe
     (-1 without one) and its start time."""
     r_fd = -1
-    child_fds: list[int] = []  # passed to the child; our copies close once it has them
-    try:
-        argv = [_open_fd(a, child_fds) for a in argv]
-    except OSError:
-        for fd in child_fds:
-            os.close(fd)
-        raise
+    argv, child_fds = resolve_fd_args(argv)  # passed to the child; our copies close once it has them
     if result_fd:
         r_fd, w_fd = os.pipe()
         child_fds.append(w_fd)
@@ -203,6 +209,40 @@ class Waiting:
         os.close(self.result_r)
 
 
+class Child(Protocol):
+    """What :func:`collect` watches: the pipes of a running command, its exit status,
+    and how to end every process it started."""
+
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status; raises ``subprocess.TimeoutExpired`` after ``timeout``."""
+        ...
+
+    def kill(self) -> None: ...
+
+
+class PopenChild:
+    """A command started here: its process group is what :meth:`kill` ends."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.stdin, self.stdout, self.stderr = proc.stdin, proc.stdout, proc.stderr
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+
 def execute(
     argv: list[str],
     *,
@@ -231,14 +271,32 @@ def execute(
             r_fd = -1
     else:
         proc, r_fd, start = _start(argv, result_fd=result_fd, cwd=cwd, env=env)
-    feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+    return collect(PopenChild(proc), stdin=stdin, result_r=r_fd, start=start, wall_timeout=wall_timeout,
+                   output_cap=output_cap, progress_timeout=progress_timeout)  # fmt: skip
+
+
+def collect(
+    child: Child,
+    *,
+    stdin: bytes,
+    result_r: int,
+    start: float,
+    wall_timeout: float,
+    output_cap: int,
+    progress_timeout: float | None,
+) -> ExecResult:
+    """Feed ``stdin``, read stdout, stderr and the result pipe ``result_r`` (-1: none)
+    until they close, within the wall clock, the output cap and the progress timeout;
+    then end every process of the child. Closes the pipes and ``result_r``."""
+    r_fd = result_r
+    feeder = threading.Thread(target=_feed, args=(child.stdin, stdin), daemon=True)
     feeder.start()
 
     out, err, ev = bytearray(), bytearray(), bytearray()
-    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    bufs = {child.stdout.fileno(): out, child.stderr.fileno(): err}
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
-    sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
+    sel.register(child.stdout.fileno(), selectors.EVENT_READ)
+    sel.register(child.stderr.fileno(), selectors.EVENT_READ)
     if r_fd != -1:
         bufs[r_fd] = ev
         sel.register(r_fd, selectors.EVENT_READ)
@@ -249,12 +307,12 @@ def execute(
     try:
         while open_fds:
             now = time.monotonic()
-            if proc.poll() is not None:
+            if child.poll() is not None:
                 # The main process is gone; a leftover holding the pipes open must not
                 # keep us here: allow a short drain, then kill the group.
                 deadline = min(deadline, now + 0.5)
             if now >= deadline:
-                timed_out = proc.poll() is None
+                timed_out = child.poll() is None
                 break
             if progress_timeout is not None and now - last_progress > progress_timeout:
                 stalled = True
@@ -279,21 +337,21 @@ def execute(
                     break
             if capped:
                 break
-        if not (capped or stalled or timed_out) and proc.poll() is None:
+        if not (capped or stalled or timed_out) and child.poll() is None:
             # Every pipe closed but the process lives on (it closed its own fds): it
             # still gets its wall clock.
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True
     finally:
-        kill_group(proc)
+        child.kill()
         sel.close()
         try:
-            rc = proc.wait(timeout=5)
+            rc = child.wait(5)
         except subprocess.TimeoutExpired:
             rc = None
-        for f in (proc.stdout, proc.stderr):
+        for f in (child.stdout, child.stderr):
             f.close()
         if r_fd != -1:
             os.close(r_fd)

@@ -26,11 +26,11 @@ from reasonmill.sandbox.backends import BwrapBackend, RlimitBackend, Wrapped
 from reasonmill.sandbox.compare import outputs_match, returned_matches
 from reasonmill.sandbox.limits import Limits, TestResult
 from reasonmill.sandbox.process import ExecResult, execute
+from reasonmill.sandbox.zygote import HARNESS
 
 log = logging.getLogger(__name__)
 
 BATCH_KINDS = ("functional", "assert", "check")
-HARNESS = Path(__file__).with_name("_harness.py")  # runs only in the sandbox: never imported here
 TEXT_CAP = 2000
 MAX_BATCH_RESTARTS = 8
 
@@ -196,12 +196,13 @@ class Runner:
                 results[i] = self._result(i, t, "unsupported", f"unknown test kind {kind!r}")
         if batch:
             placed = bytecode.copy_into(self.backend.python, box, {HARNESS: "harness", Path(_wire.__file__): "_wire"})
-            results.update(self._run_batch(batch, limits, box, fn_name, has_sorted, placed[HARNESS]))
+            results.update(self._run_batch(batch, limits, box, fn_name, has_sorted, placed[HARNESS], program))
         return [results[i] for i in range(len(tests))]
 
     def _run_batch(self, batch: list[tuple[int, dict]], limits: Limits, box: str, fn_name: str | None,
-                   has_sorted: bool, harness: str) -> dict[int, TestResult]:  # fmt: skip
-        """Run batch tests in one sandbox; restart after the test that killed it."""
+                   has_sorted: bool, harness: str, program: str) -> dict[int, TestResult]:  # fmt: skip
+        """Run batch tests in one sandbox; restart after the test that killed it.
+        ``program``: the solution file's text, for a zygote's box (``zygote.py``)."""
         lay = self.backend.layout(box)
         argv = [self.backend.python, "-I", f"{lay.box}/{harness}", f"{lay.box}/solution.py",
                 f"{lay.box}/{prelude.LIB_DIR}", "{RESULT_FD}"] + (["sortedcontainers"] if has_sorted else [])  # fmt: skip
@@ -211,11 +212,15 @@ class Runner:
         while pending:
             spec = _spec(pending, fn_name, limits)
             n = len(pending)
-            res = self._exec(
-                argv, limits, box, stdin=json.dumps(spec).encode(),
-                cpu=limits.cpu_seconds * (n + 1), wall=limits.wall_timeout * (n + 1) + 2.0,
-                result_fd=True, progress_timeout=limits.wall_timeout + 2.0,
-            )  # fmt: skip
+            cpu, wall = limits.cpu_seconds * (n + 1), limits.wall_timeout * (n + 1) + 2.0
+            stdin, progress = json.dumps(spec).encode(), limits.wall_timeout + 2.0
+            res = None
+            if isinstance(self.backend, BwrapBackend):
+                res = self.backend.run_harness(program, ["harness", *argv[3:5], *argv[6:]], limits, stdin=stdin,
+                                               cpu=cpu, wall=wall, progress_timeout=progress)  # fmt: skip
+            if res is None:
+                res = self._exec(argv, limits, box, stdin=stdin, cpu=cpu, wall=wall, result_fd=True,
+                                 progress_timeout=progress)  # fmt: skip
             by_index = dict(pending)
             running: int | None = None
             load_failure: dict | None = None

@@ -71,8 +71,11 @@ class Box:
     all its processes; ``uid`` is the throwaway uid the command runs as, if any."""
 
     def __init__(self, *, memory_bytes: int, pids: int, cpus: float, cpu_budget_s: float, uid: int | None,
-                 use_cgroup: bool = True, fd_paths: tuple[str, ...] = ()) -> None:  # fmt: skip
-        """``fd_paths``: files the command gets open descriptors of (``process.open_fd_arg``)."""
+                 use_cgroup: bool = True, fd_paths: tuple[str, ...] = (),
+                 cgroup: BoxCgroup | None = None) -> None:  # fmt: skip
+        """``fd_paths``: files the command gets open descriptors of (``process.open_fd_arg``).
+        ``cgroup``: a group the run's first process is already in (a zygote's, see
+        ``zygote.py``), to configure and own, instead of a spare."""
         self.memory_bytes = memory_bytes
         self.cpu_budget_s = cpu_budget_s
         self.uid = uid
@@ -84,7 +87,10 @@ class Box:
         self._pid_dir: str | None = None
         self._root: tuple[int, int] | None = None  # (pid, start time) of the first process
         sup = support() if use_cgroup else None
-        if sup is not None and sup.version:
+        if cgroup is not None:
+            self.cgroup = cgroup
+            cgroup.configure(memory_bytes=memory_bytes, pids=pids, cpus=cpus)
+        elif sup is not None and sup.version:
             try:
                 self.cgroup, self.waiting = _spares.take(sup, fd_paths)
                 self.cgroup.configure(memory_bytes=memory_bytes, pids=pids, cpus=cpus)
@@ -112,7 +118,7 @@ class Box:
         if self.waiting is not None:
             return []
         targets = self.cgroup.procs_files if self.cgroup else [self._pid_file]
-        return ["/bin/sh", "-c", f'{_joins(targets)} && exec "$@"', "box"]
+        return ["/bin/sh", "-c", f'{join_line(targets)} && exec "$@"', "box"]
 
     # --- watcher side ---------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class Box:
             os.rmdir(self._pid_dir)  # type: ignore[arg-type]
 
 
-def _joins(procs_files: list[str]) -> str:
+def join_line(procs_files: list[str]) -> str:
     """Shell that moves the shell itself into each group of ``procs_files``."""
     return " && ".join(f"echo $$ > {shlex.quote(t)}" for t in procs_files)
 
@@ -261,7 +267,7 @@ class _Spares:
         except OSError:
             return  # the take itself reports why
         try:
-            waiting = Waiting(_joins(group.procs_files), fd_paths)
+            waiting = Waiting(join_line(group.procs_files), fd_paths)
         except OSError as e:
             log.debug("sandbox: no waiting shell for the next box: %s", e)
             group.close()
