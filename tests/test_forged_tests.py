@@ -11,10 +11,12 @@ whose ``__eq__`` is always True, reading the expected outputs from the box, and 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from reasonmill.sandbox import Limits, get_runner
+from reasonmill.sandbox import Limits, Runner, get_runner
+from reasonmill.sandbox.backends import BwrapBackend
 
 LIM = Limits(cpu_seconds=4, wall_timeout=4, nproc=32)
 
@@ -265,9 +267,15 @@ def add(a, b):
 }
 
 
-@pytest.fixture(scope="module")
-def runner():
-    return get_runner("auto")
+@pytest.fixture(scope="module", params=["auto", "bwrap, a box per run"])
+def runner(request):
+    """The default runner (on bubblewrap with cgroups: harness runs forked by a zygote)
+    and bubblewrap starting a box for every run."""
+    if request.param == "auto":
+        return get_runner("auto")
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    return Runner(BwrapBackend(reuse_interpreter=False))
 
 
 def test_correct_add_passes_every_kind(runner):

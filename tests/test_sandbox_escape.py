@@ -540,7 +540,7 @@ print("mount", "ok" if rc == 0 else "denied", ctypes.get_errno())
 def test_no_cgroup_or_pid_file_is_left_behind(box_runner):
     """Each run's cgroup (or the watcher's pid file) is removed when the run ends; only
     the spare groups made for the next runs remain, each holding just its waiting shell."""
-    from reasonmill.sandbox import cgroup, watch
+    from reasonmill.sandbox import cgroup, watch, zygote
 
     sup = cgroup.support()
     mine = f"{cgroup.PREFIX}{os.getpid()}-"
@@ -550,6 +550,11 @@ def test_no_cgroup_or_pid_file_is_left_behind(box_runner):
         for d in spares:
             members = Path(d, "cgroup.procs").read_text().split()
             assert len(members) <= 1, (d, members)  # the waiting shell (or none yet)
+        boxes = zygote.cgroup_dirs()  # a zygote's group: bubblewrap and its init, or the zygote
+        for d in boxes:
+            members = Path(d, "cgroup.procs").read_text().split()
+            assert len(members) <= 2, (d, members)
+        spares |= boxes
         return [n for p in set(sup.parents.values()) for n in os.listdir(p)
                 if n.startswith(mine) and os.path.join(p, n) not in spares]  # fmt: skip
 

@@ -174,7 +174,7 @@ class BwrapBackend:
         made (for tests of that path). ``reuse_interpreter``: harness runs fork from a
         long-lived box per thread (``zygote.py``) where per-run cgroups exist."""
         self.cgroups = cgroups
-        self.zygotes = zygote.Pool(self) if reuse_interpreter and cgroups else None
+        self.reuse_interpreter = reuse_interpreter and cgroups
         self.bwrap = shutil.which("bwrap")
         if not self.bwrap:
             raise RuntimeError("bubblewrap not found: install it (apt-get install bubblewrap) or use backend='rlimit'")
@@ -197,6 +197,10 @@ class BwrapBackend:
         """The throwaway uid of a new box (None: bubblewrap maps us into a user namespace)."""
         return fresh_uid() if self.as_root else None
 
+    def box_key(self) -> tuple:
+        """What makes two backends' boxes the same (a zygote serves both)."""
+        return (self.python, self.extra_ro_binds, self.seccomp_path, self.as_root)
+
     def drop_privileges(self, uid: int) -> list[str]:
         return drop_privileges_args(uid)
 
@@ -205,7 +209,7 @@ class BwrapBackend:
         """A harness run forked by this thread's zygote: ``argv`` is the harness's
         arguments after the interpreter (``{RESULT_FD}`` left out). None when no zygote
         can take it: the caller starts a box of its own."""
-        z = self.zygotes.get(limits.scratch_mb) if self.zygotes is not None else None
+        z = zygote.for_thread(self, limits.scratch_mb) if self.reuse_interpreter else None
         if z is None:
             return None
         nproc = limits.nproc + 1  # the zygote counts against its uid's process limit

@@ -303,35 +303,37 @@ class _Run:
         self.box.cgroup.kill()  # type: ignore[union-attr]
 
 
-class Pool:
-    """One zygote per (thread, scratch size) of a backend: a thread's runs go one at a time."""
+class _Pool:
+    """The zygotes of this process: one per (thread, box configuration). A thread's runs
+    go one at a time, so its zygote is never shared."""
 
-    def __init__(self, backend) -> None:
-        self.backend = backend
+    def __init__(self) -> None:
         self.local = threading.local()
-        self.broken: str | None = None  # why zygotes cannot start here: stop trying
+        self.broken: dict[tuple, str] = {}  # box configuration -> why zygotes cannot start
         self.lock = threading.Lock()
         self.live: set[Zygote] = set()
         atexit.register(self.close)
 
-    def get(self, scratch_mb: int) -> Zygote | None:
-        """This thread's zygote for boxes with ``scratch_mb`` of ``/tmp``, started if
-        needed; None where zygotes cannot start (the reason was logged once)."""
-        if self.broken is not None:
+    def get(self, backend, scratch_mb: int) -> Zygote | None:
+        """This thread's zygote for ``backend``'s boxes with ``scratch_mb`` of ``/tmp``,
+        started if needed; None where zygotes cannot start (logged once)."""
+        key = (*backend.box_key(), scratch_mb)
+        if key in self.broken:
             return None
-        mine: dict[int, Zygote] = getattr(self.local, "zygotes", None) or {}
+        mine: dict[tuple, Zygote] = getattr(self.local, "zygotes", None) or {}
         self.local.zygotes = mine
-        z = mine.get(scratch_mb)
+        z = mine.get(key)
         if z is not None and not z.dead and z.owner_pid == os.getpid():
             return z
         self._close_orphans()
         try:
-            z = Zygote(self.backend, scratch_mb)
+            z = Zygote(backend, scratch_mb)
         except OSError as e:
-            self.broken = str(e)
+            with self.lock:
+                self.broken[key] = str(e)
             log.warning("sandbox: every harness run starts its own box (no zygote): %s", e)
             return None
-        mine[scratch_mb] = z
+        mine[key] = z
         with self.lock:
             self.live.add(z)
         return z
@@ -346,6 +348,11 @@ class Pool:
             if not z.dead and z.owner_pid == os.getpid():
                 z.close()
 
+    def cgroup_dirs(self) -> set[str]:
+        with self.lock:
+            live = [z for z in self.live if not z.dead and z.owner_pid == os.getpid()]
+        return {d for z in live for g in (z.home, z.group) if g is not None for d in g.unique_dirs}
+
     def close(self) -> None:
         """End every zygote of this process (at exit)."""
         with self.lock:
@@ -353,3 +360,22 @@ class Pool:
         for z in live:
             if not z.dead and z.owner_pid == os.getpid():
                 z.close()
+
+
+_pool = _Pool()
+
+
+def for_thread(backend, scratch_mb: int) -> Zygote | None:
+    """This thread's zygote for ``backend``'s boxes (see :meth:`_Pool.get`)."""
+    return _pool.get(backend, scratch_mb)
+
+
+def cgroup_dirs() -> set[str]:
+    """The cgroup dirs of this process's zygotes: their bubblewrap's home group and the
+    group each waits in for its next run (they outlive runs by design)."""
+    return _pool.cgroup_dirs()
+
+
+def close_all() -> None:
+    """End every zygote of this process (tests; at exit this happens by itself)."""
+    _pool.close()

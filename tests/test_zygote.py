@@ -1,0 +1,186 @@
+"""Harness runs forked by a zygote (``sandbox/zygote.py``): one long-lived box per
+thread, so each run must find the box as if it were new.
+
+Every test runs real code in bubblewrap with per-run cgroups; they skip where either
+is missing (the runs then start a box each, which ``test_sandbox_escape`` covers)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+from reasonmill.sandbox import Limits, cgroup, zygote
+from reasonmill.sandbox.backends import BwrapBackend
+from reasonmill.sandbox.runner import Runner
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None or not cgroup.support().version,
+    reason="zygote runs need bubblewrap and per-run cgroups on this machine",
+)
+
+LIM = Limits(wall_timeout=10)
+
+
+@pytest.fixture()
+def runner():
+    zygote.close_all()  # each test starts from a fresh box
+    yield Runner(BwrapBackend())
+    zygote.close_all()
+
+
+def check(runner: Runner, solution: str, test: str, lim: Limits = LIM):
+    """Run ``test`` (a ``check(candidate)`` body calling ``f``) against ``solution``."""
+    src = "def check(candidate):\n" + "".join(f"    {line}\n" for line in test.splitlines())
+    [res] = runner.run(solution, [{"kind": "check", "input": src, "output": "f"}], lim)
+    return res
+
+
+def the_zygote(runner: Runner) -> zygote.Zygote:
+    z = zygote.for_thread(runner.backend, LIM.scratch_mb)
+    assert z is not None
+    return z
+
+
+def test_runs_fork_from_one_box(runner):
+    for k in range(3):
+        assert check(runner, f"def f():\n    return {k}\n", f"assert candidate() == {k}").passed
+    z = the_zygote(runner)
+    assert z.runs == 3 and not z.dead
+
+
+def test_a_file_left_in_tmp_is_not_seen_by_the_next_run(runner):
+    first = the_zygote(runner)
+    leave = "def f():\n    open('/tmp/left-behind', 'w').write('x')\n    return 1\n"
+    assert check(runner, leave, "assert candidate() == 1").passed
+    assert first.runs == 1 and first.dead  # the box is not used again
+    look = "import os\ndef f():\n    return sorted(os.listdir('/tmp'))\n"
+    res = check(runner, look, "assert candidate() == []")
+    assert res.passed, res
+
+
+def test_a_process_left_running_is_gone_before_the_next_run(runner):
+    leave = (
+        "import os\n"
+        "def f():\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            os.execv('/bin/sleep', ['zygote-leftover-marker', '300'])\n"
+        "        os._exit(0)\n"
+        "    return 1\n"
+    )
+    assert check(runner, leave, "assert candidate() == 1").passed
+    look = (
+        "import os\n"
+        "def f():\n"
+        "    found = []\n"
+        "    for p in os.listdir('/proc'):\n"
+        "        try:\n"
+        "            if p.isdigit() and open(f'/proc/{p}/comm').read().strip() == 'sleep':\n"
+        "                found.append(p)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return found\n"
+    )
+    res = check(runner, look, "assert candidate() == []")
+    assert res.passed, res
+    on_host = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if f.read().startswith(b"zygote-leftover-marker"):
+                    on_host.append(p)
+        except OSError:
+            continue
+    assert on_host == []
+
+
+def test_a_sysv_segment_left_behind_is_not_seen_by_the_next_run(runner):
+    leave = (
+        "import ctypes\n"
+        "def f():\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    return libc.shmget(0, 1 << 20, 0o1600) >= 0\n"  # IPC_PRIVATE, IPC_CREAT | 0600
+    )
+    assert check(runner, leave, "assert candidate() is True").passed
+    look = "def f():\n    return open('/proc/sysvipc/shm').read().splitlines()[1:]\n"
+    res = check(runner, look, "assert candidate() == []")
+    assert res.passed, res
+
+
+def test_a_run_that_kills_every_process_it_can_fails_alone(runner):
+    killer = "import os, signal\ndef f():\n    os.kill(-1, signal.SIGKILL)\n    return 1\n"
+    res = check(runner, killer, "assert candidate() == 1")
+    assert not res.passed and res.status in ("crashed", "error"), res
+    assert check(runner, "def f():\n    return 2\n", "assert candidate() == 2").passed
+
+
+def test_a_run_cannot_read_the_zygote_or_its_supervisor(runner):
+    """The zygote holds the control socket and the supervisor the result pipe: neither's
+    descriptors nor memory are readable by the solution, which runs as the same uid."""
+    probe = (
+        "import os\n"
+        "def f():\n"
+        "    opened = []\n"
+        "    for p in os.listdir('/proc'):\n"
+        "        if not p.isdigit() or int(p) == os.getpid():\n"
+        "            continue\n"
+        "        for what in ('fd', 'mem', 'environ'):\n"
+        "            try:\n"
+        "                path = f'/proc/{p}/{what}'\n"
+        "                os.listdir(path) if what == 'fd' else open(path, 'rb').read(1)\n"
+        "                opened.append(path)\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "    return opened\n"
+    )
+    res = check(runner, probe, "assert candidate() == []")
+    assert res.passed, res
+
+
+def test_each_run_gets_its_own_random_state(runner):
+    """Forks of one interpreter share its memory: ``random`` must not replay one sequence."""
+    draw = "import random\ndef f():\n    return random.getrandbits(62)\n"
+    seen = []
+    for _ in range(2):
+        res = check(runner, draw, "v = candidate()\nassert v == -1, v")
+        m = re.search(r"AssertionError: (\d+)", res.message)
+        assert m, res
+        seen.append(int(m.group(1)))
+    assert seen[0] != seen[1]
+
+
+def test_forked_memory_of_a_zygote_run_is_held_to_its_limit(runner):
+    """Four children of 200 MB each under a 256 MB box: each is within its own address
+    space limit, together they are not. The next run in the thread is not affected."""
+    hog = (
+        "import os, time\n"
+        "def f():\n"
+        "    kids = []\n"
+        "    for _ in range(4):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            b = bytearray(200 << 20)\n"
+        "            for i in range(0, len(b), 4096):\n"
+        "                b[i] = 1\n"
+        "            time.sleep(5)\n"
+        "            os._exit(0)\n"
+        "        kids.append(pid)\n"
+        "    for pid in kids:\n"
+        "        os.waitpid(pid, 0)\n"
+        "    return 1\n"
+    )
+    lim = Limits(wall_timeout=10, memory_mb=256)
+    res = check(runner, hog, "assert candidate() == 1", lim)
+    assert not res.passed and res.status == "crashed", res
+    assert check(runner, "def f():\n    return 3\n", "assert candidate() == 3").passed
+
+
+def test_without_reuse_each_run_starts_its_own_box():
+    zygote.close_all()
+    runner = Runner(BwrapBackend(reuse_interpreter=False))
+    assert check(runner, "def f():\n    return 5\n", "assert candidate() == 5").passed
+    assert zygote.cgroup_dirs() == set()
