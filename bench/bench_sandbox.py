@@ -6,10 +6,15 @@ Compares, at the same parallelism (threads driving child processes):
   the same interpreter and the same script (prelude + prompt + solution + test +
   ``check(entry_point)``); no isolation, no limits;
 - ``bwrap``: ``Runner.run`` on the bubblewrap backend (namespaces, seccomp, rlimits,
-  throwaway uid, a cgroup per run where possible, harness with per-test results);
+  throwaway uid, a cgroup per run where possible, harness with per-test results); where
+  per-run cgroups exist, each worker thread's runs fork from a zygote in a long-lived
+  box (``sandbox/zygote.py``);
+- ``bwrap-box``: the same backend with ``reuse_interpreter=False``: bubblewrap, prlimit,
+  setpriv and a fresh interpreter for every run;
 - ``rlimit``: the fallback backend (rlimits + unshare).
 
-Prints executions/s and the overhead ratio vs bare (goal for bwrap: <= 1.5x).
+Prints executions/s and the overhead ratio vs bare (goal for bwrap: <= 1.5x). The
+fixed cost per process line is a box started for ``/bin/true`` (the path of stdin tests).
 
     .venv/bin/python bench/bench_sandbox.py [--workers 2] [--repeat 1]
 """
@@ -27,8 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reasonmill.sandbox import Limits, get_runner, prelude
-from reasonmill.sandbox.backends import default_python
+from reasonmill.sandbox import Limits, Runner, get_runner, prelude
+from reasonmill.sandbox.backends import BwrapBackend, default_python
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
 
@@ -61,8 +66,14 @@ def bare(problems: list[dict], workers: int, python: str) -> tuple[float, int]:
     return time.perf_counter() - t0, ok
 
 
+def make_runner(backend: str) -> Runner:
+    if backend == "bwrap-box":
+        return Runner(BwrapBackend(reuse_interpreter=False))
+    return get_runner(backend)  # type: ignore[arg-type]
+
+
 def sandboxed(problems: list[dict], workers: int, backend: str) -> tuple[float, int]:
-    runner = get_runner(backend)  # type: ignore[arg-type]
+    runner = make_runner(backend)
     limits = Limits()
 
     def one(p: dict) -> bool:
@@ -81,7 +92,7 @@ def fixed_cost(backend: str, n: int = 40) -> tuple[float, float]:
 
     from reasonmill.sandbox.process import execute
 
-    runner = get_runner(backend)  # type: ignore[arg-type]
+    runner = make_runner(backend)
     box = tempfile.mkdtemp(prefix="bench-box-")
     os.chmod(box, 0o755)
     bare_t, wrapped_t = [], []
@@ -103,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
-    ap.add_argument("--backends", default="bwrap,rlimit")
+    ap.add_argument("--backends", default="bwrap,bwrap-box,rlimit")
     args = ap.parse_args()
     problems = load()
     python = default_python()
