@@ -184,3 +184,56 @@ def test_without_reuse_each_run_starts_its_own_box():
     runner = Runner(BwrapBackend(reuse_interpreter=False))
     assert check(runner, "def f():\n    return 5\n", "assert candidate() == 5").passed
     assert zygote.cgroup_dirs() == set()
+
+
+# --- stdin tests: the solution run as a script by a fork --------------------------------
+
+#: Programs that lean on what an interpreter does around a script: its exit status,
+#: stdin, buffered stdout, threads left running, atexit, ``__main__``.
+SCRIPTS = {
+    "sum": "print(sum(map(int, input().split())))\n",
+    "read_all": "import sys\nprint(len(sys.stdin.read().split()))\n",
+    "open_fd_0": "print(open(0).read().count('\\n'))\n",
+    "exit_3_after_output": "import sys\nprint('a')\nsys.exit(3)\n",
+    "exit_with_text": "import sys\nsys.exit('bye')\n",
+    "uncaught_exception": "print('partial')\nraise ValueError('x')\n",
+    "main_in_a_thread_with_a_big_stack": (
+        "import sys, threading\nsys.setrecursionlimit(10**6)\nthreading.stack_size(1 << 26)\n"
+        "def main():\n    def f(n):\n        return 0 if n == 0 else 1 + f(n - 1)\n    print(f(50000))\n"
+        "threading.Thread(target=main).start()\n"
+    ),
+    "atexit_output": "import atexit\natexit.register(lambda: print('bye'))\nprint('hi')\n",
+    "os_exit_loses_buffered_output": "import os\nprint('lost')\nos._exit(0)\n",
+    "main_guard": "if __name__ == '__main__':\n    print('main')\n",
+    "file_and_argv": "import sys\nprint(__file__, sys.argv)\n",
+    "no_newline": "import sys\nsys.stdout.write('x')\n",
+    "stderr_only": "import sys\nprint('e', file=sys.stderr)\n",
+    "memory_error": "x = bytearray(3 << 30)\n",
+    "segfault": "import ctypes\nctypes.string_at(0)\n",
+    "input_past_eof": "input()\ninput()\ninput()\n",
+    "recursion_error": "import sys\nsys.setrecursionlimit(100)\ndef f(n):\n    return f(n + 1)\nf(0)\n",
+    "unicode": "print('h\\u00e9llo \\u2713')\n",
+    "exit_inside_a_thread": "import sys, threading\nt = threading.Thread(target=sys.exit, args=(4,))\nt.start()\nt.join()\nprint('still here')\n",
+    "daemon_thread_left_running": "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\nprint('done')\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_a_script_run_by_a_fork_ends_as_in_a_fresh_interpreter(name):
+    """Same status and stdout from a fork of the zygote and from ``python3 -I`` in a box
+    of its own, for each way a script can end."""
+    test = {"kind": "stdin", "input": "1 2\n3\n", "output": "3\n"}
+    lim = Limits(wall_timeout=10, cpu_seconds=5)
+    zygote.close_all()
+    [forked] = Runner(BwrapBackend()).run(SCRIPTS[name], [test], lim)
+    [fresh] = Runner(BwrapBackend(reuse_interpreter=False)).run(SCRIPTS[name], [test], lim)
+    assert (forked.status, forked.message, forked.stdout) == (fresh.status, fresh.message, fresh.stdout)
+    z = zygote.for_thread(BwrapBackend(), lim.scratch_mb)
+    assert z is not None and z.runs >= 1  # the first one really was a fork
+
+
+def test_stdin_runs_of_one_response_fork_from_one_box(runner):
+    tests = [{"kind": "stdin", "input": f"{k} {k}\n", "output": f"{2 * k}\n"} for k in range(5)]
+    res = runner.run(SCRIPTS["sum"], tests, LIM)
+    assert [r.status for r in res] == ["passed"] * 5
+    assert the_zygote(runner).runs == 5

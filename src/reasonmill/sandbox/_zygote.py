@@ -4,7 +4,7 @@ Run as ``python -I zygote.pyc CONTROL_FD`` inside a bubblewrap box (its own pid,
 and mount namespaces, a throwaway uid), next to ``harness.pyc`` and ``_wire.pyc``.
 Standard library only: this file is copied into the box.
 
-Why: a sandboxed harness run used to start bubblewrap, ``prlimit``, ``setpriv`` and a
+Why: a sandboxed Python run used to start bubblewrap, ``prlimit``, ``setpriv`` and a
 fresh interpreter that imported the harness and the prelude: about 30 ms of CPU before
 the first line of a solution, for a solution and tests that take a few. The zygote pays
 that once; each run is a ``fork`` of a process that has it all imported.
@@ -25,8 +25,8 @@ What keeps runs apart (``reasonmill.sandbox.zygote`` is the host's side):
   the zygote says so and exits, and the next run gets a fresh box.
 
 Protocol on ``CONTROL_FD`` (a ``SOCK_SEQPACKET`` socket, one JSON message each): the
-zygote sends ``{"ready": ...}``; the host sends ``{"argv": [...], "rlimits": {...}}``
-with four descriptors (stdin, stdout, stderr, result); the zygote answers
+zygote sends ``{"ready": ...}``; the host sends ``{"mode": "harness" | "script",
+"argv": [...], "rlimits": {...}}`` with four descriptors (stdin, stdout, stderr, result); the zygote answers
 ``{"forked": true}`` and, when the run is over, ``{"exit": CODE, "reusable": BOOL}``
 (``CODE`` as ``subprocess`` reports it: ``-N`` for a death by signal ``N``).
 """
@@ -41,6 +41,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.append(HERE)  # ``-I`` leaves the script's dir out
@@ -85,22 +86,24 @@ def _in_own_pid_namespace() -> bool:
         return False
 
 
-def _run_child(argv: list[str], rlimits: dict, fds: list[int], harness) -> None:
-    """In the forked child: become the run (fds 0-3, rlimits, cwd) and run the harness."""
+def _run_child(request: dict, fds: list[int], harness) -> None:
+    """In the forked child: become the run (fds 0-3, rlimits, cwd) and run it: the
+    harness (``mode`` "harness") or the solution as a script would run (``"script"``)."""
     code = 70
     try:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        os.closerange(RESULT_FD + 1, 1 << 16)
-        for name, (soft, hard) in rlimits.items():
+        os.closerange(RESULT_FD + 1 if request.get("mode") != "script" else RESULT_FD, 1 << 16)
+        for name, (soft, hard) in request["rlimits"].items():
             resource.setrlimit(RLIMITS[name], (soft, hard))
         os.chdir("/tmp")
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-        sys.argv = argv
-        code = harness.main([*argv[:3], str(RESULT_FD), *argv[3:]])
+        argv = request["argv"]
+        if request.get("mode") == "script":
+            code = _run_script(argv)
+        else:
+            sys.argv = argv
+            code = harness.main([*argv[:3], str(RESULT_FD), *argv[3:]])
     except BaseException:  # noqa: BLE001 - reported on the run's stderr, as an interpreter would
-        import traceback
-
         traceback.print_exc()
         code = 1
     finally:
@@ -108,8 +111,47 @@ def _run_child(argv: list[str], rlimits: dict, fds: list[int], harness) -> None:
             try:
                 stream.flush()
             except (OSError, ValueError):
-                pass
+                code = 120 if code == 0 else code  # as the interpreter reports a failed flush
         os._exit(code)
+
+
+def _exit_code(value: object) -> int:
+    """The exit status ``SystemExit(value)`` gives a Python process."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    print(value, file=sys.stderr)
+    return 1
+
+
+def _run_script(argv: list[str]) -> int:
+    """Run ``argv[0]`` as ``python -I argv[0]`` would: as ``__main__``, its exit status
+    from ``SystemExit`` or an uncaught exception, then the interpreter's own end: wait for
+    non-daemon threads (a solution that runs ``main`` in a thread with a big stack) and
+    run ``atexit`` handlers."""
+    import atexit
+    import runpy
+    import threading
+
+    sys.argv = list(argv)
+    code = 0
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        code = _exit_code(e.code)
+    except BaseException:  # noqa: BLE001 - what the interpreter prints for an uncaught exception
+        traceback.print_exc()
+        code = 1
+    me = threading.current_thread()
+    while True:
+        waiting = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+        if not waiting:
+            break
+        for t in waiting:
+            t.join()
+    atexit._run_exitfuncs()
+    return code
 
 
 def _status(raw: int) -> int:
@@ -169,6 +211,8 @@ def main(control_fd: int) -> int:
         import sortedcontainers  # noqa: F401
     except ImportError:
         pass
+    import runpy  # noqa: F401 - for script runs, with what it imports
+    import threading  # noqa: F401
     os.chdir("/")
     _send(sock, {"ready": True, "pid": os.getpid()})
     while True:
@@ -189,7 +233,7 @@ def main(control_fd: int) -> int:
         pid = os.fork()
         if pid == 0:
             sock.close()
-            _run_child(request["argv"], request["rlimits"], fds, harness)
+            _run_child(request, fds, harness)
         for fd in fds:
             os.close(fd)
         _send(sock, {"forked": True})

@@ -204,11 +204,12 @@ class BwrapBackend:
     def drop_privileges(self, uid: int) -> list[str]:
         return drop_privileges_args(uid)
 
-    def run_harness(self, solution: str, argv: list[str], limits: Limits, *, stdin: bytes, cpu: float,
-                    wall: float, progress_timeout: float | None) -> ExecResult | None:  # fmt: skip
-        """A harness run forked by this thread's zygote: ``argv`` is the harness's
-        arguments after the interpreter (``{RESULT_FD}`` left out). None when no zygote
-        can take it: the caller starts a box of its own."""
+    def run_in_zygote(self, mode: str, solution: str, argv: list[str], limits: Limits, *, stdin: bytes, cpu: float,
+                      wall: float, progress_timeout: float | None = None) -> ExecResult | None:  # fmt: skip
+        """A Python run forked by this thread's zygote (``zygote.py``): ``mode`` "harness"
+        with the harness's arguments after the interpreter (``{RESULT_FD}`` left out), or
+        "script" with the solution's path. None when no zygote can take it: the caller
+        starts a box of its own."""
         z = zygote.for_thread(self, limits.scratch_mb) if self.reuse_interpreter else None
         if z is None:
             return None
@@ -218,8 +219,8 @@ class BwrapBackend:
         box = {"memory_bytes": limits.memory_mb * 1024 * 1024, "pids": nproc + WRAPPER_PROCS, "cpus": limits.cpus,
                "cpu_budget_s": cpu_budget(cpu)}  # fmt: skip
         try:
-            res, _ = z.run(solution, argv, rlimits, stdin, box=box, wall_timeout=wall,
-                           output_cap=limits.output_cap_bytes, progress_timeout=progress_timeout)  # fmt: skip
+            res = z.run(mode, solution, argv, rlimits, stdin, box=box, wall_timeout=wall,
+                        output_cap=limits.output_cap_bytes, progress_timeout=progress_timeout)  # fmt: skip
         except zygote.ZygoteError as e:
             log.debug("sandbox: zygote run failed before it started (%s); starting a box", e)
             return None

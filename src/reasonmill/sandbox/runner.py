@@ -158,6 +158,14 @@ class Runner:
             res.limit_hit = w.box.limit_hit
         return res
 
+    def _forked(self, mode: str, program: str, argv: list[str], limits: Limits, *, stdin: bytes, cpu: float,
+                wall: float, progress_timeout: float | None = None) -> ExecResult | None:  # fmt: skip
+        """A Python run forked by the backend's zygote, or None (then it starts a box)."""
+        if not isinstance(self.backend, BwrapBackend):
+            return None
+        return self.backend.run_in_zygote(mode, program, argv, limits, stdin=stdin, cpu=cpu, wall=wall,
+                                          progress_timeout=progress_timeout)  # fmt: skip
+
     def _stdin_result(self, i: int, test: dict, res: ExecResult) -> TestResult:
         kw = {"stdout": _text(res.stdout), "stderr": _text(res.stderr), "duration_s": round(res.duration_s, 4)}
         if res.output_capped:
@@ -187,10 +195,12 @@ class Runner:
         for i, t in enumerate(tests):
             kind = t.get("kind")
             if kind == "stdin":
-                res = self._exec(
-                    [py, "-I", f"{lay.box}/solution.py"], limits, box,
-                    stdin=(t.get("input") or "").encode(), cpu=limits.cpu_seconds, wall=limits.wall_timeout,
-                )  # fmt: skip
+                stdin = (t.get("input") or "").encode()
+                res = self._forked("script", program, [f"{lay.box}/solution.py"], limits, stdin=stdin,
+                                   cpu=limits.cpu_seconds, wall=limits.wall_timeout)  # fmt: skip
+                if res is None:
+                    res = self._exec([py, "-I", f"{lay.box}/solution.py"], limits, box, stdin=stdin,
+                                     cpu=limits.cpu_seconds, wall=limits.wall_timeout)  # fmt: skip
                 results[i] = self._stdin_result(i, t, res)
             elif kind not in BATCH_KINDS:
                 results[i] = self._result(i, t, "unsupported", f"unknown test kind {kind!r}")
@@ -214,10 +224,8 @@ class Runner:
             n = len(pending)
             cpu, wall = limits.cpu_seconds * (n + 1), limits.wall_timeout * (n + 1) + 2.0
             stdin, progress = json.dumps(spec).encode(), limits.wall_timeout + 2.0
-            res = None
-            if isinstance(self.backend, BwrapBackend):
-                res = self.backend.run_harness(program, ["harness", *argv[3:5], *argv[6:]], limits, stdin=stdin,
-                                               cpu=cpu, wall=wall, progress_timeout=progress)  # fmt: skip
+            res = self._forked("harness", program, ["harness", *argv[3:5], *argv[6:]], limits, stdin=stdin,
+                               cpu=cpu, wall=wall, progress_timeout=progress)  # fmt: skip
             if res is None:
                 res = self._exec(argv, limits, box, stdin=stdin, cpu=cpu, wall=wall, result_fd=True,
                                  progress_timeout=progress)  # fmt: skip

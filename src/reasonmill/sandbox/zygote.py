@@ -1,4 +1,4 @@
-"""A long-lived bubblewrap box per thread whose interpreter forks each harness run.
+"""A long-lived bubblewrap box per thread whose interpreter forks each Python run.
 
 Why: on a 2-core VM a sandboxed HumanEval run cost 42 ms of CPU against 20 ms for a bare
 ``python3 script.py``. Two thirds of it came before the solution's first line:
@@ -19,8 +19,9 @@ What a run still gets of its own (see ``_zygote.py`` for the in-box side):
 - **Its uid is the box's**, fresh per box: the runs of one box share it one after the
   other, never at once.
 
-Used for the Python harness's batch tests on the bubblewrap backend where per-run
-cgroups can be made; everywhere else a run starts its own box (``backends.py``).
+Used for Python runs (the harness's batch tests, and a solution run as a script for each
+stdin test) on the bubblewrap backend where per-run cgroups can be made; everywhere else,
+and for C++, a run starts its own box (``backends.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from reasonmill.sandbox import _wire, bytecode, prelude
@@ -111,13 +113,12 @@ class Zygote:
 
     # --- host side of one run -------------------------------------------------------
 
-    def run(self, solution: str, argv: list[str], rlimits: dict[str, tuple[int, int]], stdin: bytes, *,
-            box: dict, wall_timeout: float, output_cap: int, progress_timeout: float | None,
-            ) -> tuple[ExecResult, str | None]:  # fmt: skip
-        """One harness run: ``solution`` goes to ``/box/solution.py``, ``argv`` is the
-        harness's (without the result fd), ``box`` the ``watch.Box`` limits. Returns the
-        result and the box's ``limit_hit``. Raises ZygoteError when the zygote failed
-        before the run started (nothing of it ran)."""
+    def run(self, mode: str, solution: str, argv: list[str], rlimits: dict[str, tuple[int, int]], stdin: bytes, *,
+            box: dict, wall_timeout: float, output_cap: int, progress_timeout: float | None) -> ExecResult:  # fmt: skip
+        """One run: ``solution`` goes to ``/box/solution.py``; ``mode`` "harness" runs the
+        harness with ``argv`` (its arguments without the result fd), "script" runs
+        ``argv[0]`` as ``python -I`` would; ``box`` holds the ``watch.Box`` limits. Raises
+        ZygoteError when the zygote failed before the run started (nothing of it ran)."""
         if self.dead or self.group is None:
             raise ZygoteError("the zygote is gone")
         path = os.path.join(self.dir, "solution.py")
@@ -133,7 +134,7 @@ class Zygote:
             raise ZygoteError(f"cannot configure the run's cgroup: {e}") from e
         ends = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, result
         theirs = [ends[0][0], ends[1][1], ends[2][1], ends[3][1]]
-        request = json.dumps({"argv": argv, "rlimits": rlimits}).encode()
+        request = json.dumps({"mode": mode, "argv": argv, "rlimits": rlimits}).encode()
         try:
             socket.send_fds(self.sock, [request], theirs)
             try:
@@ -168,7 +169,7 @@ class Zygote:
             if mover.group is not None:
                 mover.group.close()
             self.close()
-        return result, watched.limit_hit
+        return result
 
     # --- helpers --------------------------------------------------------------------
 
@@ -303,6 +304,19 @@ class _Run:
         self.box.cgroup.kill()  # type: ignore[union-attr]
 
 
+class _ThreadZygotes:
+    """A thread's zygotes, by box configuration (held in a ``threading.local``)."""
+
+    def __init__(self) -> None:
+        self.zygotes: dict[tuple, Zygote] = {}
+
+
+def _close_each(zygotes: dict[tuple, Zygote]) -> None:
+    for z in zygotes.values():
+        if not z.dead and z.owner_pid == os.getpid():
+            z.close()
+
+
 class _Pool:
     """The zygotes of this process: one per (thread, box configuration). A thread's runs
     go one at a time, so its zygote is never shared."""
@@ -320,8 +334,13 @@ class _Pool:
         key = (*backend.box_key(), scratch_mb)
         if key in self.broken:
             return None
-        mine: dict[tuple, Zygote] = getattr(self.local, "zygotes", None) or {}
-        self.local.zygotes = mine
+        holder = getattr(self.local, "holder", None)
+        if holder is None:
+            holder = self.local.holder = _ThreadZygotes()
+            # The thread's locals go when it ends: its zygotes (already dead with it, as
+            # bubblewrap dies with the thread that started it) leave their dirs and groups.
+            weakref.finalize(holder, _close_each, holder.zygotes)
+        mine = holder.zygotes
         z = mine.get(key)
         if z is not None and not z.dead and z.owner_pid == os.getpid():
             return z
