@@ -72,11 +72,14 @@ def make_runner(backend: str) -> Runner:
     return get_runner(backend)  # type: ignore[arg-type]
 
 
-def sandboxed(problems: list[dict], workers: int, backend: str) -> tuple[float, int]:
+def sandboxed(problems: list[dict], workers: int, backend: str, kind: str) -> tuple[float, int]:
     runner = make_runner(backend)
     limits = Limits()
 
     def one(p: dict) -> bool:
+        if kind == "stdin":  # the bare script itself, as a stdin test with no input and no output
+            code = p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+            return runner.run(code, [{"kind": "stdin", "input": "", "output": ""}], limits)[0].passed
         test = {"kind": "check", "input": p["test"], "output": p["entry_point"]}
         return runner.run(p["prompt"] + p["canonical_solution"], [test], limits)[0].passed
 
@@ -115,18 +118,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
     ap.add_argument("--backends", default="bwrap,bwrap-box,rlimit")
+    ap.add_argument("--kind", choices=("check", "stdin"), default="check",
+                    help="check: the harness runs check(entry_point); stdin: the bare script as a stdin test")
     args = ap.parse_args()
     problems = load()
     python = default_python()
     n = len(problems)
-    print(f"{n} HumanEval canonical solutions, {args.workers} workers, interpreter {python}")
+    print(f"{n} HumanEval canonical solutions as {args.kind} tests, {args.workers} workers, interpreter {python}")
     # Rounds interleave the methods so a load spike on a shared machine hits all of
     # them; each method keeps its best round.
     backends = args.backends.split(",")
     best: dict[str, tuple[float, int]] = {}
     for _ in range(args.repeat):
         runs = [("bare subprocess (no isolation)", lambda: bare(problems, args.workers, python))]
-        runs += [(f"sandbox backend={b}", lambda b=b: sandboxed(problems, args.workers, b)) for b in backends]
+        runs += [(f"sandbox backend={b}", lambda b=b: sandboxed(problems, args.workers, b, args.kind)) for b in backends]
         for name, fn in runs:
             t, ok = fn()
             if name not in best or t < best[name][0]:
