@@ -362,14 +362,15 @@ def normalize_language(language: str | None) -> str:
 
 
 def get_runner(backend: Literal["auto", "bwrap", "rlimit"] = "auto", *, python: str | None = None,
-               extra_ro_binds: tuple[str, ...] = ()) -> Runner:  # fmt: skip
+               extra_ro_binds: tuple[str, ...] = (), reuse_interpreter: bool = True) -> Runner:  # fmt: skip
     """A runner with the named backend. ``auto`` takes bubblewrap when it is installed and
-    a trial run works, else the rlimit fallback (which logs a warning)."""
+    a trial run works, else the rlimit fallback (which logs a warning).
+    ``reuse_interpreter``: see :class:`BwrapBackend`."""
     if backend not in ("auto", "bwrap", "rlimit"):
         raise ValueError(f"sandbox backend {backend!r}: use 'auto', 'bwrap' or 'rlimit'")
     if backend in ("auto", "bwrap"):
         try:
-            b = BwrapBackend(python=python, extra_ro_binds=extra_ro_binds)
+            b = BwrapBackend(python=python, extra_ro_binds=extra_ro_binds, reuse_interpreter=reuse_interpreter)
             err = b.probe()
             if err is None:
                 return Runner(b)

@@ -103,6 +103,9 @@ class CodeVerifierSettings(BaseModel):
     workers: int = Field(2, gt=0, description="responses verified at once")
     backend: Literal["auto", "bwrap", "rlimit"] = "auto"
     python: str | None = Field(None, description="interpreter for sandboxed code; default: system python3")
+    reuse_interpreter: bool = Field(
+        True, description="bwrap with cgroups: Python runs fork from a long-lived box per worker (same verdicts)"
+    )
 
     def build(self) -> CodeVerifier:
         return CodeVerifier(settings=self)
@@ -194,11 +197,13 @@ class CodeVerifier:
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            self._runner = get_runner(self.backend, python=self.python)  # type: ignore[arg-type]
+            self._runner = get_runner(self.backend, python=self.python,  # type: ignore[arg-type]
+                                      reuse_interpreter=self.settings.reuse_interpreter)
         return self._runner
 
     def cache_key(self, record: dict, response: dict) -> str:
-        """Everything the verdict depends on: settings (not ``workers``), the sandbox's
+        """Everything the verdict depends on: settings (not ``workers`` nor
+        ``reuse_interpreter``: how many runs at once, how a run starts), the sandbox's
         sources, the interpreter and compiler versions, the record's tests, ``meta.fn_name``
         and ``starter_code`` (they name the function under test), the answer and ``raw``."""
         meta = record.get("meta") or {}
@@ -209,7 +214,7 @@ class CodeVerifier:
             "python": interpreter_version(self.python or default_python()),
             "g++": compiler_version(),
         }
-        settings = self.settings.model_dump(exclude={"workers"})
+        settings = self.settings.model_dump(exclude={"workers", "reuse_interpreter"})
         return verdict_key(self.name, self.version, settings, libraries, fields)
 
     def _verdict(self, score: float, reason: str, **details: Any) -> Verdict:
