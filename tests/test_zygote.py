@@ -237,3 +237,29 @@ def test_stdin_runs_of_one_response_fork_from_one_box(runner):
     res = runner.run(SCRIPTS["sum"], tests, LIM)
     assert [r.status for r in res] == ["passed"] * 5
     assert the_zygote(runner).runs == 5
+
+
+@pytest.mark.parametrize("change", [
+    "resource.prlimit(zpid, resource.RLIMIT_AS, (64 << 20, 64 << 20))",
+    "os.setpriority(os.PRIO_PROCESS, zpid, 19)",
+    "os.sched_setaffinity(zpid, {0})",
+    "os.sched_setscheduler(zpid, os.SCHED_IDLE, os.sched_param(0))",
+])  # fmt: skip
+def test_a_run_that_changes_the_zygote_does_not_hand_it_on(runner, change):
+    """The solution runs as the zygote's uid, so it may lower the zygote's limits or
+    priority, which every later fork would inherit: a 64 MB address space would fail the
+    next response's run. The box is replaced instead."""
+    first = the_zygote(runner)
+    tamper = (
+        "import os, resource\n"
+        "def f():\n"
+        "    zpid = [int(p) for p in os.listdir('/proc') if p.isdigit()\n"
+        "            and open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')[1:3] == [b'-I', b'/box/zygote.pyc']][0]\n"
+        f"    {change}\n"
+        "    return 1\n"
+    )
+    res = check(runner, tamper, "assert candidate() == 1")
+    assert res.passed, res  # the change was allowed: the zygote is what must notice it
+    assert first.dead
+    heavy = "def f():\n    return len(bytearray(200 << 20))\n"
+    assert check(runner, heavy, "assert candidate() == 200 << 20").passed

@@ -21,8 +21,10 @@ What keeps runs apart (``reasonmill.sandbox.zygote`` is the host's side):
   the child before it runs anything of the run's.
 - After a run the zygote kills every process it may signal in the box (``kill(-1)``:
   the pid namespace holds nothing else) and waits until none is left. A run that left
-  anything behind (a file in ``/tmp``, a System V IPC object) makes the box unusable:
-  the zygote says so and exits, and the next run gets a fresh box.
+  anything behind (a file in ``/tmp``, a System V IPC object) or changed the zygote
+  itself (its rlimits, nice value, CPU affinity or scheduling policy, which a same-uid
+  process may) makes the box unusable: the zygote says so and exits, and the next run
+  gets a fresh box.
 
 Protocol on ``CONTROL_FD`` (a ``SOCK_SEQPACKET`` socket, one JSON message each): the
 zygote sends ``{"ready": ...}``; the host sends ``{"mode": "harness" | "script",
@@ -163,9 +165,18 @@ def _others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
-def _clean_up() -> bool:
+def _own_state() -> tuple:
+    """What a same-uid process may change about the zygote from outside (``prlimit``,
+    ``setpriority``, ``sched_setaffinity``, ``sched_setscheduler``), which every later
+    fork would inherit."""
+    limits = tuple(resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
+    return limits, os.getpriority(os.PRIO_PROCESS, 0), tuple(sorted(os.sched_getaffinity(0))), os.sched_getscheduler(0)
+
+
+def _clean_up(state: tuple) -> bool:
     """Kill what the run left running, wait until it is gone; whether the box is as the
-    zygote found it (no process, no file in /tmp, no IPC object)."""
+    zygote found it (no process, no file in /tmp, no IPC object, the zygote's own
+    ``state`` unchanged)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
@@ -182,7 +193,7 @@ def _clean_up() -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.001)
-    if os.listdir("/tmp"):
+    if os.listdir("/tmp") or _own_state() != state:
         return False
     for table in IPC_TABLES:
         try:
@@ -214,6 +225,7 @@ def main(control_fd: int) -> int:
     import runpy  # noqa: F401 - for script runs, with what it imports
     import threading  # noqa: F401
     os.chdir("/")
+    state = _own_state()
     _send(sock, {"ready": True, "pid": os.getpid()})
     while True:
         try:
@@ -238,7 +250,7 @@ def main(control_fd: int) -> int:
             os.close(fd)
         _send(sock, {"forked": True})
         _, raw = os.waitpid(pid, 0)
-        reusable = _clean_up()
+        reusable = _clean_up(state)
         _send(sock, {"exit": _status(raw), "reusable": reusable})
         if not reusable:
             return 0
