@@ -35,7 +35,6 @@ zygote sends ``{"ready": ...}``; the host sends ``{"mode": "harness" | "script",
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import resource
@@ -170,7 +169,12 @@ def _own_state() -> tuple:
     ``setpriority``, ``sched_setaffinity``, ``sched_setscheduler``), which every later
     fork would inherit."""
     limits = tuple(resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
-    return limits, os.getpriority(os.PRIO_PROCESS, 0), tuple(sorted(os.sched_getaffinity(0))), os.sched_getscheduler(0)
+    return (
+        limits,
+        os.getpriority(os.PRIO_PROCESS, 0),
+        tuple(sorted(os.sched_getaffinity(0))),
+        os.sched_getscheduler(0),
+    )
 
 
 def _clean_up(state: tuple) -> bool:
@@ -224,6 +228,7 @@ def main(control_fd: int) -> int:
         pass
     import runpy  # noqa: F401 - for script runs, with what it imports
     import threading  # noqa: F401
+
     os.chdir("/")
     state = _own_state()
     _send(sock, {"ready": True, "pid": os.getpid()})

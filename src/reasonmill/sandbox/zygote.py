@@ -52,6 +52,8 @@ ZYGOTE = Path(__file__).with_name("_zygote.py")
 #: Runs per box before it is replaced: bounds whatever a box could accumulate unseen.
 MAX_RUNS = 500
 START_TIMEOUT_S = 20.0
+#: Failed starts in a row after which this process stops trying (runs start boxes of their own).
+MAX_START_FAILURES = 3
 REPLY_TIMEOUT_S = 10.0
 
 
@@ -75,10 +77,11 @@ class Zygote:
         self.runs = 0
         self.dead = False
         self.group: BoxCgroup | None = None
-        self.dir = tempfile.mkdtemp(prefix=f"reasonmill-box-{os.getpid()}-z-")  # owner pid: see engine/leftovers.py
+        # the owner pid in the name: see engine/leftovers.py
+        self.dir = tempfile.mkdtemp(prefix=f"reasonmill-box-{os.getpid()}-z-")
         os.chmod(self.dir, 0o755)
         self.home = BoxCgroup(sup)  # bubblewrap and its init stay here
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the zygote's stderr, as long as it lives
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc: subprocess.Popen | None = None
         try:
@@ -90,7 +93,8 @@ class Zygote:
             if self.uid is not None:
                 argv += backend.drop_privileges(self.uid)
             argv += [backend.python, "-I", f"/box/{placed[ZYGOTE]}", str(theirs.fileno())]
-            argv, fds = resolve_fd_args(["/bin/sh", "-c", f'{join_line(self.home.procs_files)} && exec "$@"', "zygote", *argv])
+            join = ["/bin/sh", "-c", f'{join_line(self.home.procs_files)} && exec "$@"', "zygote"]
+            argv, fds = resolve_fd_args(join + argv)
             try:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
                                              pass_fds=(theirs.fileno(), *fds), start_new_session=True)  # fmt: skip
@@ -158,17 +162,21 @@ class Zygote:
         self.runs += 1
         mover = _Mover(self)
         child = _Run(self, ends, mover, watched)
-        result = collect(child, stdin=stdin, result_r=ends[3][0], start=start, wall_timeout=wall_timeout,
-                         output_cap=output_cap, progress_timeout=progress_timeout)  # fmt: skip
-        mover.join()
-        watched.close()
+        reusable = False
+        try:
+            result = collect(child, stdin=stdin, result_r=ends[3][0], start=start, wall_timeout=wall_timeout,
+                             output_cap=output_cap, progress_timeout=progress_timeout)  # fmt: skip
+            reusable = child.reusable
+        finally:
+            mover.join()
+            watched.close()
+            if reusable and mover.group is not None and self.runs < MAX_RUNS:
+                self.group = mover.group
+            else:
+                if mover.group is not None:
+                    mover.group.close()
+                self.close()
         result.limit_hit = watched.limit_hit
-        if child.reusable and mover.group is not None and self.runs < MAX_RUNS:
-            self.group = mover.group
-        else:
-            if mover.group is not None:
-                mover.group.close()
-            self.close()
         return result
 
     # --- helpers --------------------------------------------------------------------
@@ -178,7 +186,7 @@ class Zygote:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(1 << 16)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             raise _NoReply() from None
         if not data:
             raise ZygoteError(f"the zygote exited: {self._log_tail()}")
@@ -324,6 +332,7 @@ class _Pool:
     def __init__(self) -> None:
         self.local = threading.local()
         self.broken: dict[tuple, str] = {}  # box configuration -> why zygotes cannot start
+        self.failures: dict[tuple, int] = {}  # box configuration -> failed starts in a row
         self.lock = threading.Lock()
         self.live: set[Zygote] = set()
         atexit.register(self.close)
@@ -349,9 +358,13 @@ class _Pool:
             z = Zygote(backend, scratch_mb)
         except OSError as e:
             with self.lock:
-                self.broken[key] = str(e)
-            log.warning("sandbox: every harness run starts its own box (no zygote): %s", e)
+                self.failures[key] = self.failures.get(key, 0) + 1
+                if self.failures[key] >= MAX_START_FAILURES:
+                    self.broken[key] = str(e)
+            if key in self.broken:
+                log.warning("sandbox: every Python run starts its own box (no zygote): %s", e)
             return None
+        self.failures.pop(key, None)
         mine[key] = z
         with self.lock:
             self.live.add(z)
