@@ -591,7 +591,7 @@ class Supervisor:
         return 0
 
 
-def _not_dumpable() -> str | None:
+def not_dumpable() -> str | None:
     """``prctl(PR_SET_DUMPABLE, 0)``: no same-uid process may read our memory or fds."""
     try:
         import ctypes
@@ -614,7 +614,7 @@ def main(argv: list[str]) -> int:
         import sortedcontainers
 
         base.update({n: getattr(sortedcontainers, n) for n in SORTED_NAMES})
-    problem = _not_dumpable()
+    problem = not_dumpable()
     if problem is not None:
         _emit(fd, {"event": "load_failed", "status": "error", "message": f"harness: {problem}; refusing to run"})
         return 0

@@ -65,18 +65,6 @@ def _send(sock: socket.socket, obj: dict) -> None:
     sock.send(json.dumps(obj).encode())
 
 
-def _not_dumpable() -> str | None:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(4, 0, 0, 0, 0) != 0:
-            return f"prctl(PR_SET_DUMPABLE, 0) failed: errno {ctypes.get_errno()}"
-    except (ImportError, OSError, AttributeError) as e:
-        return f"prctl(PR_SET_DUMPABLE, 0) unavailable: {e}"
-    return None
-
-
 def _in_own_pid_namespace() -> bool:
     """``kill(-1)`` is only safe where the box's pid namespace is all it reaches: bubblewrap's
     init is pid 1 here."""
@@ -211,13 +199,14 @@ def _clean_up(state: tuple) -> bool:
 
 def main(control_fd: int) -> int:
     sock = socket.socket(fileno=control_fd)
-    problem = _not_dumpable()
+    import harness  # the supervisor's code, imported once (with _wire, json, signal ...)
+
+    problem = harness.not_dumpable()
     if problem is None and not _in_own_pid_namespace():
         problem = "not in a bubblewrap pid namespace"
     if problem is not None:
         _send(sock, {"ready": False, "error": problem})
         return 1
-    import harness  # the supervisor's code, imported once (with _wire, json, signal ...)
 
     sys.path.append(os.path.join(HERE, "lib"))
     import _box_prelude  # noqa: F401 - imported once here, for every run
