@@ -224,11 +224,83 @@ def test_bad_byte_in_wrapped_and_keyed_json_documents(tmp_path, gsm8k_lines):
         assert [i[0]["question"] for i in items if type(i) is tuple] == [r["question"] for r in rows if r is not rows[7]]
 
 
-def test_json_document_that_cannot_be_split_fails_with_the_place(tmp_path):
+@pytest.mark.parametrize("how", ["parsed whole", "read in pieces"])
+def test_json_document_that_cannot_be_split_fails_with_the_place(tmp_path, monkeypatch, how):
+    from reasonmill.io import readers
+
     head = b'[\n{"problem": "a", "answer": "1"},\n{"problem": "b'
     (tmp_path / "broken.json").write_bytes(head + b'\xff", "answer": [1, 2}\n]')  # "[1, 2}": unbalanced
-    with pytest.raises(IngestError, match=rf"broken\.json: invalid UTF-8 byte 0xff at byte {len(head)} \(line 3\).*cannot be split"):
+    if how == "parsed whole":
+        match = rf"broken\.json: invalid UTF-8 byte 0xff at byte {len(head)} \(line 3\).*cannot be split"
+    else:  # as for a file over 32 MiB
+        monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 0)
+        match = (rf"broken\.json: a bracket that does not match at byte {len(head) + 19} \(line 3\), in the record "
+                 rf"that starts at byte 35 \(line 3\); invalid UTF-8 byte 0xff at byte {len(head)} \(line 3\).*"
+                 r"cannot be split")  # fmt: skip
+    with pytest.raises(IngestError, match=match):
         list(read_file(tmp_path / "broken.json", on_error="skip", label="broken.json"))
+
+
+# --- a JSON array is read a piece at a time ---------------------------------------------------
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_a_json_array_read_in_pieces_gives_every_record_as_a_whole_parse(shared_data, monkeypatch, piece):
+    """LiveCodeBench's array (1.1 MB, long strings full of escapes and brackets), read in
+    pieces of 1, 7 and 4096 bytes so that strings, escapes and numbers straddle them."""
+    from reasonmill.io import readers
+
+    path = shared_data / "livecodebench" / "lcb_test_2408-2501_with_private_tests.json"
+    want = json.loads(path.read_bytes())
+    monkeypatch.setattr(readers, "_ARRAY_PIECE", piece)
+    monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 0)  # as for a file over 32 MiB
+    got = list(read_file(path, on_error="fail", label="lcb.json"))
+    assert [obj for obj, _ in got] == want
+    assert [loc for _, loc in got] == [f"lcb.json[{i}]" for i in range(len(want))]
+
+
+def test_a_json_array_holds_one_record_in_memory_and_skips_an_oversized_one(tmp_path, monkeypatch):
+    """A 16 MB record (its string full of escaped quotes) under a 1 MB
+    ``max_record_bytes``, read in 64 KiB pieces: it becomes an ``oversized`` row without
+    ever being held whole (the traced peak stays a few times ``max_record_bytes``), and
+    the records around it are kept."""
+    import tracemalloc
+
+    from reasonmill.io import readers
+
+    big = {"problem": "x" * (12 << 20) + '\\"' * (1 << 20), "answer": "1"}
+    rows = [{"problem": "a", "answer": "1"}, big, {"problem": "b", "answer": "2"}]
+    path = tmp_path / "big.json"
+    path.write_bytes(json.dumps(rows, indent=1).encode())
+    del big, rows
+    monkeypatch.setattr(readers, "_ARRAY_PIECE", 1 << 16)
+    monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 1 << 16)
+    tracemalloc.start()
+    try:
+        items = list(read_file(path, on_error="skip", label="big.json", max_record_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [i[0]["problem"] for i in items if type(i) is tuple] == ["a", "b"]
+    [bad] = [i for i in items if isinstance(i, IngestErrorItem)]
+    assert bad.reason == "oversized" and bad.location.startswith("big.json[1] (line 6, byte ")
+    assert "bytes, over `max_record_bytes` (1,048,576)" in bad.error
+    assert path.stat().st_size > 16 << 20 and peak < 6 << 20, peak
+
+
+def test_a_truncated_json_array_names_the_place_after_the_records_before_it(tmp_path, monkeypatch):
+    from reasonmill.io import readers
+
+    monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 64)
+    rows = [{"problem": f"p{i}", "answer": str(i)} for i in range(50)]
+    data = json.dumps(rows).encode()
+    path = tmp_path / "cut.json"
+    path.write_bytes(data[: len(data) // 2])
+    got = []
+    with pytest.raises(IngestError, match=r"cut\.json: the file ends inside the array \(truncated\?\) at byte [\d,]+ \(line 1\)"):
+        for item in read_file(path, on_error="skip", label="cut.json"):
+            got.append(item)
+    assert 20 <= len(got) < 50 and all(type(i) is tuple for i in got)
 
 
 # --- preset: auto checks every row -------------------------------------------------------------
@@ -379,3 +451,35 @@ def test_parquet_row_over_max_record_bytes_is_a_bad_row(tmp_path, gsm8k_lines):
     assert [x["problem"] for x in items if isinstance(x, dict)] == [r["question"] for r in rows if r is not rows[123]]
     with pytest.raises(IngestError, match=r"g\.parquet#123: the row takes 2,000,\d+ bytes, over `max_record_bytes`"):
         list(iter_source(SourceSpec(**spec), tmp_path))
+
+
+def test_json_arrays_with_brackets_escapes_and_unicode_in_strings_split_at_any_piece_size(tmp_path, monkeypatch):
+    """Seeded random arrays whose strings hold quotes, backslashes, brackets, commas,
+    colons and non-ASCII text, pretty-printed or not, read in pieces of 1 to 64 bytes:
+    the same records, in order, at the same indexes, as a whole parse."""
+    import random
+
+    from reasonmill.io import readers
+
+    rng = random.Random(11)
+    alphabet = ["a", "\\", '"', "\n", "[", "]", "{", "}", ",", ":", "\u00e9", "\u2713", " "]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+
+    def value(depth: int = 0):
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice([1, -2.5, True, None, text(), "x" * rng.randint(0, 50)])
+        if r < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {text(): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 0)
+    path = tmp_path / "a.json"
+    for _ in range(150):
+        rows = [{"id": i, "v": value()} for i in range(rng.randint(0, 15))]
+        path.write_text(json.dumps(rows, indent=rng.choice([None, 1]), ensure_ascii=rng.random() < 0.5), encoding="utf-8")
+        monkeypatch.setattr(readers, "_ARRAY_PIECE", rng.choice([1, 2, 3, 7, 64]))
+        got = list(read_file(path, on_error="fail", label="a.json"))
+        assert got == [(row, f"a.json[{i}]") for i, row in enumerate(rows)]
