@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -80,12 +81,13 @@ class Zygote:
         # the owner pid in the name: see engine/leftovers.py
         self.dir = tempfile.mkdtemp(prefix=f"reasonmill-box-{os.getpid()}-z-")
         os.chmod(self.dir, 0o755)
-        self.home = BoxCgroup(sup)  # bubblewrap and its init stay here
+        self.home: BoxCgroup | None = None  # bubblewrap and its init stay there
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the zygote's stderr, as long as it lives
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc: subprocess.Popen | None = None
         try:
-            self.has_sorted = prelude.write_lib(self.dir, sortedcontainers=True)
+            self.home = BoxCgroup(sup)
+            prelude.write_lib(self.dir, sortedcontainers=True)
             placed = bytecode.copy_into(backend.python, self.dir,
                                         {HARNESS: "harness", Path(_wire.__file__): "_wire", ZYGOTE: "zygote"})  # fmt: skip
             self.uid = backend.box_uid()
@@ -199,7 +201,7 @@ class Zygote:
     def _host_pid(self, box_pid: int) -> int:
         """The zygote's pid on the host: the member of its home group whose innermost
         pid (``NSpid``) is the one it reported."""
-        for pid in self.home.members():
+        for pid in self.home.members() if self.home is not None else ():
             try:
                 with open(f"/proc/{pid}/status", encoding="utf-8") as f:
                     for line in f:
@@ -228,7 +230,7 @@ class Zygote:
             pass
         if self.proc is not None:
             try:
-                os.killpg(self.proc.pid, 9)
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         for group in (self.group, self.home):
@@ -240,6 +242,7 @@ class Zygote:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.warning("sandbox: a zygote box did not end within 5 s")
+        self.home = None
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
