@@ -140,6 +140,64 @@ def test_not_gzip_and_unreadable_paths_are_named(tmp_path):
         list(read_file(tmp_path / "gone.jsonl"))
 
 
+def test_corrupt_and_foreign_zst_and_empty_compressed_files_are_named(tmp_path, gsm8k_lines):
+    """zstd's own errors name the file, as gzip's do; a 0-byte ``.gz`` or ``.zst`` (an
+    interrupted download) is an error, not an empty input."""
+    data = bytearray(zstandard.ZstdCompressor().compress(b"".join(gsm8k_lines[:50])))
+    data[6] ^= 0xFF  # in the first block's header
+    (tmp_path / "corrupt.jsonl.zst").write_bytes(bytes(data))
+    with pytest.raises(IngestError, match=r"corrupt\.jsonl\.zst: cannot read it as zstd \(zstd decompress error: Data corr"):
+        list(read_file(tmp_path / "corrupt.jsonl.zst", on_error="skip"))
+    (tmp_path / "foreign.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd\xff" + b"x" * 100)
+    with pytest.raises(IngestError, match=r"foreign\.jsonl\.zst: cannot read it as zstd \(zstd decompress error"):
+        list(read_file(tmp_path / "foreign.jsonl.zst"))
+    for name in ("empty.jsonl.gz", "empty.jsonl.zst"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(IngestError, match=rf"{name.replace('.', '[.]')}: the file is empty \(0 bytes\)"):
+            list(read_file(tmp_path / name))
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert list(read_file(tmp_path / "empty.jsonl")) == []  # a plain empty file is an empty input
+
+
+def test_csv_unclosed_quote_is_a_bad_row_naming_its_lines_not_a_merged_record(tmp_path):
+    """An unclosed quote used to make one field of the next rows (exit 0, one record
+    short, one answer wrong). Now the rows it took in are one bad row naming their lines."""
+    text = (
+        'problem,answer\n"What is 1 plus 1?",2\n"What is 2 plus 2?,4\n'
+        '"What is 3 plus 3?",6\n"What is 4 plus 4?",8\n'
+    )
+    (tmp_path / "q.csv").write_text(text)
+    items = list(read_file(tmp_path / "q.csv", on_error="skip", label="q.csv"))
+    kept = [i[0] for i in items if type(i) is tuple]
+    assert kept == [{"problem": "What is 1 plus 1?", "answer": "2"}, {"problem": "What is 4 plus 4?", "answer": "8"}]
+    [bad] = [i for i in items if isinstance(i, IngestErrorItem)]
+    assert bad.location == "q.csv:3" and "lines 3-4" in bad.error and "quote" in bad.error
+    with pytest.raises(IngestError, match=r"q\.csv:3: invalid CSV"):
+        list(read_file(tmp_path / "q.csv", on_error="fail", label="q.csv"))
+
+
+def test_csv_byte_order_mark_and_duplicate_header_names(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeffproblem,answer\nWhat is 1 plus 1?,2\n".encode())
+    assert list(read_file(tmp_path / "bom.csv", label="bom.csv")) == [({"problem": "What is 1 plus 1?", "answer": "2"}, "bom.csv:2")]
+    (tmp_path / "dup.csv").write_text("problem,answer,problem\nWhat is 3 plus 3?,6,note\n")
+    with pytest.raises(IngestError, match=r"dup\.csv:1: the header names 'problem' more than once"):
+        list(read_file(tmp_path / "dup.csv", on_error="skip", label="dup.csv"))
+
+
+def test_space_before_a_record_of_a_streamed_array_is_not_counted_as_its_size(tmp_path, monkeypatch):
+    """Records of 60 bytes under a 100-byte limit, 500 spaces before each, read in pieces
+    of 64 bytes: every record is kept."""
+    from reasonmill.io import readers
+
+    monkeypatch.setattr(readers, "_WHOLE_JSON_BYTES", 0)
+    monkeypatch.setattr(readers, "_ARRAY_PIECE", 64)
+    rows = [{"problem": f"p{i:03d}" + "x" * 30, "answer": str(i)} for i in range(40)]
+    body = (",".join(" " * 500 + json.dumps(r) for r in rows)).encode()
+    (tmp_path / "ws.json").write_bytes(b"[" + body + b" " * 500 + b"]")
+    got = list(read_file(tmp_path / "ws.json", on_error="skip", label="ws.json", max_record_bytes=100))
+    assert got == [(r, f"ws.json[{i}]") for i, r in enumerate(rows)]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_is_named(tmp_path):
     path = tmp_path / "secret.jsonl"

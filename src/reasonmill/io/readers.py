@@ -99,8 +99,12 @@ class _NamedStream(io.RawIOBase):
     """A raw stream over ``inner`` whose read errors name ``path``, and whose end is
     checked by ``at_eof`` (a zstd file cut inside a frame reads as a clean end otherwise)."""
 
-    def __init__(self, inner: IO[bytes], path: Path, kind: str, at_eof: object = None):
+    def __init__(self, inner: IO[bytes], path: Path, kind: str, at_eof: object = None,
+                 errors: tuple[type[Exception], ...] = ()):  # fmt: skip
+        """``errors``: the decompressor's own exception types, besides OSError and zlib's."""
         self._inner, self._path, self._kind, self._at_eof = inner, path, kind, at_eof
+        self._errors = (OSError, zlib.error, ValueError, *errors)
+        self._read = 0
 
     def readable(self) -> bool:
         return True
@@ -110,8 +114,13 @@ class _NamedStream(io.RawIOBase):
             n = self._inner.readinto(buf)  # type: ignore[attr-defined]
         except EOFError as exc:  # gzip: "Compressed file ended before the end-of-stream marker"
             raise IngestError(f"{self._path}: truncated {self._kind} file ({exc}); {_REFETCH}") from None
-        except (OSError, zlib.error, ValueError) as exc:  # BadGzipFile, corrupt data, zstd errors
+        except self._errors as exc:  # BadGzipFile, corrupt data, zstd errors
             raise IngestError(f"{self._path}: cannot read it as {self._kind} ({exc}); {_CHECK}") from None
+        self._read += n
+        if not n and not self._read and self._kind != "a plain" and _size(self._path) == 0:
+            raise IngestError(
+                f"{self._path}: the file is empty (0 bytes), so not {self._kind} data; {_REFETCH}"
+            )
         if not n and self._at_eof is not None:
             check, self._at_eof = self._at_eof, None
             try:
@@ -126,6 +135,13 @@ class _NamedStream(io.RawIOBase):
         if not self.closed:
             self._inner.close()
         super().close()
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 _REFETCH = "the file was cut short (an interrupted download or copy?): fetch or write it again"
@@ -149,7 +165,7 @@ def open_binary(path: Path, compression: str) -> IO[bytes]:
 
         dctx = zstandard.ZstdDecompressor()
         inner = dctx.stream_reader(raw, closefd=True, read_across_frames=True)  # type: ignore[assignment]
-        stream = _NamedStream(inner, path, "zstd", zstd_truncation)
+        stream = _NamedStream(inner, path, "zstd", zstd_truncation, (zstandard.ZstdError,))
     else:
         stream = _NamedStream(raw, path, "a plain")
     return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[return-value]
@@ -707,7 +723,12 @@ def _stream_array(
     unread (reason ``oversized``); a file that ends inside the array is an
     ``IngestError`` naming where."""
     buf, base, lines = head, 0, _PieceLines()  # base: the file offset of buf[0]
-    pos = _skip_space(buf, len(_BOM) if buf.startswith(_BOM) else 0, len(buf)) + 1  # after "["
+    while True:  # up to the "[" (``head`` holds it when read_json calls; a short one may not)
+        pos = _skip_space(buf, len(_BOM) if buf.startswith(_BOM) else 0, len(buf))
+        if (len(buf) > len(_BOM) and pos < len(buf)) or not (more := fh.read(_ARRAY_PIECE)):
+            break
+        buf += more
+    pos += 1  # after "["
     begin, index, stack = pos, 0, []
     in_string = False  # a string opened in what was read goes on past it
     skipping: tuple[int, int, bytes] | None = None  # an oversized member: its file offset, line, head
@@ -735,7 +756,26 @@ def _stream_array(
         return _one_record(buf, s, e, where, lines, on_error, source, base)
 
     def broken(what: str, at: int) -> IngestError:
-        return _array_broken(label, what, at, lines, buf, base, begin)
+        """The array cannot be split past file offset ``at``: say where, and name an
+        invalid UTF-8 byte in the record there, the usual cause of a broken string."""
+        lines.data = buf
+        line = lines.at(min(max(at - base, 0), len(buf)))
+        also = ""
+        if skipping is not None:
+            start, start_line = skipping[0], skipping[1]
+        else:
+            held = _skip_space(buf, begin, len(buf))
+            start, start_line = base + held, lines.at(held)
+            bad = utf8_error(buf[held:])
+            if bad is not None:
+                at_bad = held + bad[0]
+                also = f"; {_utf8_message(bad[1], f'byte {base + at_bad:,} (line {lines.at(at_bad)})')}"
+        return IngestError(
+            f"{label}: {what} at byte {at:,} (line {line}), in the record that starts at byte {start:,} "
+            f"(line {start_line}){also}. The array cannot be split into records past it, so `on_error: skip` "
+            "cannot apply; the records before it were read. Fix the file there, or convert it to JSONL (one "
+            "record per line) so a bad record costs one line."
+        )
 
     while True:
         if in_string:
@@ -776,10 +816,14 @@ def _stream_array(
                 pos = len(buf)
         if eof:
             raise broken("the file ends inside the array (truncated?)", base + len(buf))
-        if skipping is None and len(buf) - begin > max_record_bytes:
-            s = _skip_space(buf, begin, len(buf))
-            lines.data = buf
-            skipping = (base + s, lines.at(s), buf[s : s + 4 * _SNIPPET])
+        if skipping is None:
+            begin = _skip_space(buf, begin, pos)  # the space around a record is not part of it
+            end = len(buf)
+            while end > begin and buf[end - 1] in b" \t\r\n":
+                end -= 1
+            if end - begin > max_record_bytes:
+                lines.data = buf
+                skipping = (base + begin, lines.at(begin), buf[begin : begin + 4 * _SNIPPET])
         keep = pos if skipping is not None else begin  # what is still needed starts there
         if keep > 0:
             lines.first_line += buf.count(b"\n", 0, keep)
@@ -793,28 +837,6 @@ def _stream_array(
 def _oversized(size: int, limit: int) -> str:
     return (f"the record is {size:,} bytes, over `max_record_bytes` ({limit:,}); it was not read into "
             "memory. Raise `max_record_bytes` of the source if such records are meant")  # fmt: skip
-
-
-def _array_broken(
-    label: str, what: str, at: int, lines: _PieceLines, buf: bytes, base: int, begin: int
-) -> IngestError:
-    """The array cannot be split into records past ``at`` (a file offset; ``buf`` holds the
-    file from ``base``, the record from ``begin``): say where, and name an invalid UTF-8
-    byte in the record there, the usual cause of a broken string."""
-    lines.data = buf
-    line = lines.at(min(max(at - base, 0), len(buf)))
-    start = _skip_space(buf, max(begin, 0), len(buf))
-    also = ""
-    bad = utf8_error(buf[start:])
-    if bad is not None:
-        at_bad = start + bad[0]
-        also = f"; {_utf8_message(bad[1], f'byte {base + at_bad:,} (line {lines.at(at_bad)})')}"
-    return IngestError(
-        f"{label}: {what} at byte {at:,} (line {line}), in the record that starts at byte {base + start:,} "
-        f"(line {lines.at(start)}){also}. The array cannot be split into records past it, so `on_error: skip` "
-        "cannot apply; the records before it were read. Fix the file there, or convert it to JSONL (one record "
-        "per line) so a bad record costs one line."
-    )
 
 
 def _expect_end(fh: IO[bytes], rest: bytes, label: str, at: int) -> None:
@@ -845,13 +867,23 @@ def read_csv(
         csv.field_size_limit(max_record_bytes)
     with open_binary(path, compression) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
-        reader = csv.reader(_bounded_lines(text, max_record_bytes, label))
+        # strict: an unclosed quote is an error where it breaks the quoting, never a field
+        # that silently swallows the rows after it
+        reader = csv.reader(_bounded_lines(text, max_record_bytes, label), strict=True)
         try:
             header = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             raise IngestError(f"{label}:1: unreadable CSV header ({exc})") from None
+        if header:
+            header[0] = header[0].removeprefix("\ufeff")  # a UTF-8 byte-order mark
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise IngestError(
+                f"{label}:1: the header names {', '.join(map(repr, twice))} more than once, so one column would "
+                "overwrite the other. Rename the columns in the file"
+            )
         width = len(header)
         prev = reader.line_num
         while True:
@@ -862,7 +894,9 @@ def read_csv(
                 return
             except csv.Error as exc:
                 prev = reader.line_num
-                yield _bad(f"{label}:{start}", "", f"invalid CSV: {exc}", on_error, source)
+                span = f"line {start}" if prev <= start else f"lines {start}-{prev}"
+                yield _bad(f"{label}:{start}", "", f"invalid CSV: {exc} ({span}: a quote that does not close where "
+                           "it should takes in the lines after it; fix the quoting there)", on_error, source)  # fmt: skip
                 continue
             prev = reader.line_num
             if not row:
