@@ -184,6 +184,17 @@ def test_csv_byte_order_mark_and_duplicate_header_names(tmp_path):
         list(read_file(tmp_path / "dup.csv", on_error="skip", label="dup.csv"))
 
 
+def test_a_csv_byte_that_is_not_utf8_is_a_bad_row_not_a_changed_text(tmp_path):
+    (tmp_path / "l1.csv").write_bytes(b"problem,answer\nWhat is 1 plus 1?,2\nCaf\xe9 problem,3\nok,4\n")
+    items = list(read_file(tmp_path / "l1.csv", on_error="skip", label="l1.csv"))
+    assert [i[0]["problem"] for i in items if type(i) is tuple] == ["What is 1 plus 1?", "ok"]
+    [bad] = [i for i in items if isinstance(i, IngestErrorItem)]
+    assert bad.location == "l1.csv:3" and bad.error.startswith("invalid UTF-8 byte 0xe9 at line 3")
+    (tmp_path / "h.csv").write_bytes(b"probl\xe8me,answer\nx,1\n")
+    with pytest.raises(IngestError, match=r"h\.csv:1: invalid UTF-8 byte 0xe8 at line 1 \(the header\)"):
+        list(read_file(tmp_path / "h.csv", on_error="skip", label="h.csv"))
+
+
 def test_space_before_a_record_of_a_streamed_array_is_not_counted_as_its_size(tmp_path, monkeypatch):
     """Records of 60 bytes under a 100-byte limit, 500 spaces before each, read in pieces
     of 64 bytes: every record is kept."""

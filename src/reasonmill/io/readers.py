@@ -866,7 +866,9 @@ def read_csv(
     if csv.field_size_limit() != max_record_bytes:
         csv.field_size_limit(max_record_bytes)
     with open_binary(path, compression) as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
+        # surrogateescape: a byte that is not UTF-8 stays visible (as U+DC80-U+DCFF), so
+        # its row becomes a bad row instead of text silently changed to U+FFFD
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
         # strict: an unclosed quote is an error where it breaks the quoting, never a field
         # that silently swallows the rows after it
         reader = csv.reader(_bounded_lines(text, max_record_bytes, label), strict=True)
@@ -878,6 +880,8 @@ def read_csv(
             raise IngestError(f"{label}:1: unreadable CSV header ({exc})") from None
         if header:
             header[0] = header[0].removeprefix("\ufeff")  # a UTF-8 byte-order mark
+        if (m := _ESCAPED_BYTE.search(",".join(header))) is not None:
+            raise IngestError(f"{label}:1: {_utf8_message(ord(m.group()) - 0xDC00, 'line 1 (the header)')}")
         twice = sorted({h for h in header if header.count(h) > 1})
         if twice:
             raise IngestError(
@@ -911,7 +915,18 @@ def read_csv(
                     source,
                 )
                 continue
-            yield {k: (v if v != "" else None) for k, v in zip(header, row)}, f"{label}:{start}"
+            for cell in row:
+                if (m := _ESCAPED_BYTE.search(cell)) is not None:
+                    raw = ",".join(row).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    error = _utf8_message(ord(m.group()) - 0xDC00, f"line {start} (in a field)")
+                    yield _bad(f"{label}:{start}", raw, error, on_error, source)
+                    break
+            else:
+                yield {k: (v if v != "" else None) for k, v in zip(header, row)}, f"{label}:{start}"
+
+
+#: a byte that is not UTF-8, as ``surrogateescape`` decodes it
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _bounded_lines(text: io.TextIOWrapper, max_bytes: int, label: str) -> Iterator[str]:
