@@ -170,3 +170,42 @@ def test_judge_verdicts_follow_thresholds_and_the_math_judge_runs_from_yaml_sett
         # math-verify says no, so the judge is asked (and agrees)
         assert (stats["math_responses"], stats.get("math_passed", 0), len(server.requests)) == (1, 0, 4)
         assert server.requests[-1]["body"]["model"] == "math-judge"
+
+
+def _kill_own_worker_on_marked_answer(reference, text, settings, raw=None, problem=None):
+    """``check`` as a worker runs it, except that the answer "KILLME" kills the worker (as
+    the OOM killer would): a death that says nothing about the answer."""
+    import os
+    import signal
+
+    if "KILLME" in text:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _real_check(reference, text, settings, raw, problem)
+
+
+_real_check = math_mod.check
+
+
+def test_a_verdict_of_a_crashed_worker_is_not_cached(tmp_path, monkeypatch):
+    """A worker killed twice on an item gives ``verifier_crashed`` for this run (not a
+    wrong answer, and not cached): the next run verifies it again; the other verdict is
+    reused."""
+    monkeypatch.setattr(math_mod, "check", _kill_own_worker_on_marked_answer)  # forked workers inherit it
+    records = [
+        new_record(source="m", problem="1+1?", category="math", reference_answer="2",
+                   responses=[new_response("<think>add</think>\\boxed{2}")]),
+        new_record(source="m", problem="2+2?", category="math", reference_answer="4",
+                   responses=[new_response("<think>KILLME</think>KILLME \\boxed{4}")]),
+    ]  # fmt: skip
+    settings = {"math": {"workers": 1, "mp_context": "fork"}, "format": None}
+    first = _run(tmp_path, records, settings)
+    assert first["verdicts_not_cached"] == 1
+    again = _run(tmp_path, records, settings)
+    assert again["verdicts_computed"] == 1 and again["verdicts_not_cached"] == 1  # only the crashed one again
+    stage = Verify(settings, StageContext(cache_dir=str(tmp_path / "cache")))
+    try:
+        out = stage.process(copy.deepcopy(records))
+    finally:
+        stage.close()
+    reasons = {r["problem"]: [v["reason"] for resp in r["responses"] for v in resp["verdicts"]] for r in out.kept}
+    assert reasons == {"1+1?": ["math_equal"], "2+2?": ["verifier_crashed"]}

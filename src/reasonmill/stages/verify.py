@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from reasonmill.stages.base import Drop, Resources, Stage, StageOutput, StageSettings, stage
-from reasonmill.verify.base import Verdict
+from reasonmill.verify.base import Verdict, cacheable
 from reasonmill.verify.choice import ChoiceSettings, ChoiceVerifier
 from reasonmill.verify.code import CodeVerifier, CodeVerifierSettings
 from reasonmill.verify.format import FormatSettings, FormatVerifier
@@ -290,8 +290,11 @@ class Verify(Stage):
             many = getattr(verifier, "verify_many", None)
             results = many(batch) if many else [verifier.verify(r, resp) for r, resp in batch]
             fresh = dict(zip(todo, results))
+            kept = [(keys[i], v) for i, v in fresh.items() if cacheable(v)]
+            if len(kept) < len(fresh):
+                stats["verdicts_not_cached"] += len(fresh) - len(kept)  # a crashed verifier: redone next run
             if self._cache:
-                self._cache.put_many([(keys[i], v) for i, v in fresh.items()])
+                self._cache.put_many(kept)
         stats["verdict_cache_hits"] += len(pairs) - len(todo)
         stats["verdicts_computed"] += len(todo)
         return [fresh[i] if i in fresh else cached[k] for i, k in enumerate(keys)]

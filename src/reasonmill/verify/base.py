@@ -23,6 +23,17 @@ class Verdict:
         return asdict(self)
 
 
+#: A verdict that says nothing about the response: the verifier's worker died on it twice
+#: (killed from outside, e.g. by the OOM killer). It drops the record for this run but is
+#: never cached, so the next run verifies it again.
+VERIFIER_CRASHED = "verifier_crashed"
+
+
+def cacheable(verdict: Verdict) -> bool:
+    """Whether a verdict is about the response (worth keeping for the next run)."""
+    return verdict.reason != VERIFIER_CRASHED
+
+
 class Verifier(Protocol):
     """One kind of check. ``name`` appears in verdicts and in the ledger."""
 

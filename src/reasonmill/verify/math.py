@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonmill.errors import ServiceFailure
+from reasonmill.verify.base import VERIFIER_CRASHED
 from reasonmill.verify.base import Verdict
 from reasonmill.verify.extract import Extraction, answer_region, degenerate, extract_answer, is_prose
 from reasonmill.verify.keys import package_versions, verdict_key
@@ -692,6 +693,8 @@ class MathVerifier:
         details = {"gold": _short(gold), "error": res.error, "elapsed": round(res.elapsed, 3)}
         if res.status in ("timeout", "resource_limit"):  # the worker was killed or ran out of memory
             return Verdict(0.0, False, res.status, details, NAME)
+        if res.status == "crashed":  # died twice, killed from outside (the OOM killer?): not the answer's fault
+            return Verdict(0.0, False, VERIFIER_CRASHED, details | {"status": res.status}, NAME)
         return Verdict(0.0, False, "parse_error", details | {"status": res.status}, NAME)
 
     def _maybe_judge(self, record: dict, response: dict, verdict: Verdict) -> Verdict:
