@@ -31,16 +31,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonmill.errors import ServiceFailure
-from reasonmill.verify.base import VERIFIER_CRASHED
-from reasonmill.verify.base import Verdict
+from reasonmill.verify.base import VERIFIER_CRASHED, Verdict
 from reasonmill.verify.extract import Extraction, answer_region, degenerate, extract_answer, is_prose
 from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.math_forms import (
     drop_condition,
     drop_names,
     drop_yes_no,
-    inequality_as_interval,
     e_notation,
+    inequality_as_interval,
     is_range,
     number_before_words,
     outer_parens,
