@@ -552,3 +552,19 @@ def test_json_arrays_with_brackets_escapes_and_unicode_in_strings_split_at_any_p
         monkeypatch.setattr(readers, "_ARRAY_PIECE", rng.choice([1, 2, 3, 7, 64]))
         got = list(read_file(path, on_error="fail", label="a.json"))
         assert got == [(row, f"a.json[{i}]") for i, row in enumerate(rows)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_integers_beyond_64_bits_are_read_exactly(tmp_path, workers):
+    """orjson reads 123456789012345678901234567890 as a float (1.2345678901234568e+29): an
+    answer silently changed, which then matched a wrong response. Such records are read
+    again exactly, in JSONL (serial and parallel ingest) and JSON documents."""
+    big, neg = 123456789012345678901234567890, -9223372036854775809
+    lines = [json.dumps({"problem": f"p{i}", "answer": v}) for i, v in enumerate([big, neg, 7, 1.5e30])]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    got = [obj["answer"] for obj, _ in read_file(tmp_path / "a.jsonl")]
+    assert got == [big, neg, 7, 1.5e30] and type(got[0]) is int and type(got[1]) is int
+    (tmp_path / "b.json").write_text(json.dumps([{"problem": "p", "answer": big}]))
+    assert [obj["answer"] for obj, _ in read_file(tmp_path / "b.json")] == [big]
+    records, _ = _ingested(tmp_path, {"name": "s", "path": "a.jsonl"}, workers)
+    assert [r["reference_answer"] for r in records][:2] == [str(big), str(neg)]

@@ -89,6 +89,21 @@ from reasonmill.verify.math_numeric import numbers_match, precision_hint
         ("[2, \\infty)", "\\boxed{x > 2}", False),
         ("(-1, 3)", "\\boxed{3 > x > -1}", True),
         ("[2, \\infty)", "\\boxed{x \\ge 2 \\text{ or } y < 3}", False),  # two variables: no interval
+        # integers beyond 2^53 compare exactly, not as floats (found by the red team)
+        ("18446744073709551617", "\\boxed{18446744073709551616}", False),
+        ("10000000000000001", "\\boxed{10000000000000000}", False),
+        ("2^{64}+1", "\\boxed{18446744073709551616}", False),
+        ("2^{64}+1", "\\boxed{18446744073709551617}", True),
+        ("9007199254740993", "\\boxed{9007199254740993}", True),
+        # tiny numbers are held to the relative tolerance, not to 6 decimal places
+        ("1.602 \\times 10^{-19}", "\\boxed{0}", False),
+        ("1.602 \\times 10^{-19}", "\\boxed{-5 \\times 10^{-12}}", False),
+        ("6.626e-34", "\\boxed{3\\times 10^{-34}}", False),
+        ("9.109e-31", "\\boxed{-9.109e-31}", False),
+        ("0", "\\boxed{0.0000001}", False),
+        ("6.626e-34", "\\boxed{6.626 \\times 10^{-34}}", True),
+        ("\\frac{1}{3000}", "\\boxed{0.000333333}", True),
+        ("0.0005", "\\boxed{5\\times10^{-4}}", True),
     ],
 )
 def test_error_classes(gold, answer, passed):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
 import re
 import shutil
@@ -290,6 +291,25 @@ def _decode(data: bytes) -> str:
 PRETTY = object()  # marker: line 1 opens a pretty-printed JSON document, not JSONL
 
 
+#: orjson reads an integer literal beyond 64 bits as a float (123456789012345678901234567890
+#: becomes 1.2345678901234568e+29, an answer silently changed); such a record is read again
+#: by the standard library, which keeps it exact. Checked on the top-level values only
+#: (answers, ids), where it matters and costs nothing.
+_BEYOND_INT64 = 2.0**63
+
+
+def _has_rounded_int(obj: dict) -> bool:
+    return any(type(v) is float and abs(v) >= _BEYOND_INT64 and v.is_integer() for v in obj.values())
+
+
+def _exact(obj: object, text: bytes | str) -> object:
+    """``obj`` parsed from ``text`` by orjson, or parsed again exactly when it holds a
+    rounded integer (see ``_BEYOND_INT64``)."""
+    if type(obj) is dict and _has_rounded_int(obj):
+        return json.loads(text)
+    return obj
+
+
 def parse_jsonl_line(
     line: bytes, lineno: int, label: str, on_error: OnError = "fail", source: str | None = None
 ) -> Item | IngestErrorItem | object | None:
@@ -297,7 +317,7 @@ def parse_jsonl_line(
     ``IngestError`` with ``on_error: fail``), None for a blank line, or ``PRETTY`` when
     line 1 is a lone ``{`` / ``[`` (the file is a pretty-printed JSON document)."""
     try:
-        obj = orjson.loads(line)
+        obj = _exact(orjson.loads(line), line)
     except orjson.JSONDecodeError as exc:
         if type(line) is OversizedLine:
             return _bad(
@@ -380,7 +400,7 @@ def read_jsonl(
                 obj = loads(line)
             except JSONDecodeError:
                 obj = None
-            if type(obj) is dict:
+            if type(obj) is dict and not _has_rounded_int(obj):
                 yield obj, f"{label}:{lineno}"
                 continue
             item = parse(line, lineno, label, on_error, source)
@@ -432,6 +452,8 @@ def read_json(
         data = head + fh.read()
     try:
         doc = orjson.loads(data)
+        if any(type(r) is dict and _has_rounded_int(r) for r in (doc if isinstance(doc, list) else [doc])):
+            doc = json.loads(data)
     except orjson.JSONDecodeError as exc:
         if _first_line_is_object(data):  # really JSONL under a .json name
             del data
@@ -577,7 +599,7 @@ def _one_record(
     """``data[start:end]`` as a record; ``offset``: the file position of ``data[0]``."""
     text = data[start:end]
     try:
-        obj = orjson.loads(text)
+        obj = _exact(orjson.loads(text), text)
     except orjson.JSONDecodeError as exc:
         where = f"{location} (line {lines.at(start)}, byte {offset + start:,})"
         bad = utf8_error(text)

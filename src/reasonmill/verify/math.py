@@ -84,7 +84,9 @@ class MathSettings(BaseModel):
     strict: bool = True
     allow_set_relation_comp: bool = False
     rel_tol: float = Field(1e-4, ge=0, description="relative tolerance for non-integer numeric answers")
-    second_checker: bool = Field(True, description="also run the independent checker; disagreements are marked")
+    second_checker: bool = Field(
+        True, description="also run the independent checker; disagreements are marked"
+    )
     decide: Literal["math_verify", "both_must_pass", "either"] = Field(
         "math_verify", description="which verdict counts when the two checkers disagree"
     )
@@ -102,7 +104,9 @@ def _configs(units: bool = True):
 
     if units:
         return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    norm = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all")
+    norm = NormalizationConfig(
+        basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all"
+    )
     return [LatexExtractionConfig(boxed_match_priority=0, normalization_config=norm), ExprExtractionConfig()]
 
 
@@ -120,7 +124,7 @@ def _has_expr(parsed: list) -> bool:
 def _verify(gold: list, pred: list, settings: MathSettings) -> bool:
     from math_verify import verify
 
-    return bool(
+    equal = bool(
         gold
         and pred
         and verify(
@@ -133,6 +137,27 @@ def _verify(gold: list, pred: list, settings: MathSettings) -> bool:
             timeout_seconds=None,
         )
     )
+    if equal and (g := _number(gold)) and (p := _number(pred)):
+        return _same_at_any_scale(g[0], p[0], settings)
+    return equal
+
+
+#: below this magnitude math-verify's rounding (``float_rounding`` = 6 decimals) keeps
+#: fewer than 3 significant digits: 1.602e-19 and 0 both round to 0.0
+_TINY = 1e-3
+
+
+def _same_at_any_scale(gold: float, pred: float, settings: MathSettings) -> bool:
+    """Confirm math-verify's "equal" for two plain numbers. Integers are compared exactly
+    (not as floats: 2^64 + 1 is not 2^64). Tiny numbers are held to ``rel_tol`` as large
+    ones are, not to 6 decimal places, where any two of them are equal."""
+    if gold == pred:
+        return True
+    if isinstance(gold, int) and isinstance(pred, int):
+        return False
+    if max(abs(gold), abs(pred)) >= _TINY:
+        return True
+    return abs(pred - gold) <= settings.rel_tol * abs(gold)
 
 
 def warmup() -> None:
@@ -274,7 +299,12 @@ def _loose(s: str) -> str:
     escaping bug (``\\begin{pmatrix}-2-14-7\\end{pmatrix}`` in the SkyThought 27B file)
     still match the correct column vector."""
     s = _TEXT_RE.sub(r"\1", s).replace("\\\\", "")
-    s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = (
+        s.replace("\\left", "")
+        .replace("\\right", "")
+        .replace("\\dfrac", "\\frac")
+        .replace("\\tfrac", "\\frac")
+    )
     s = _SUB_BRACE.sub(r"_\1", s)
     s = re.sub(r"\\[,;:! ]|~|\$|\s", "", s)
     return s.lower().rstrip(".")
@@ -302,12 +332,17 @@ def _short(x: Any) -> str:
 
 
 def _number(parsed: list) -> tuple[float, bool] | None:
-    """(value, is an integer) when the first parse is one real number, else None."""
+    """(value, is an integer) when the first parse is one real number, else None. An
+    integer is a Python ``int``, exact at any size."""
     import sympy
 
     expr = parsed[0] if parsed and not isinstance(parsed[0], str) else None
     if not isinstance(expr, sympy.Expr) or expr.free_symbols or not expr.is_number:
         return None
+    if expr.is_integer:  # also an unevaluated one: 2^{64} + 1
+        exact = expr if expr.is_Integer else expr.doit()
+        if exact.is_Integer:
+            return int(exact), True
     try:
         value = complex(expr.evalf())
     except (TypeError, ValueError, ArithmeticError):
@@ -350,7 +385,9 @@ def _rewrite_equal(g_parsed: list, p_parsed: list) -> bool:
     import sympy
 
     g, p = g_parsed[0], p_parsed[0]
-    if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)) or not (g.free_symbols or p.free_symbols):
+    if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)) or not (
+        g.free_symbols or p.free_symbols
+    ):
         return False
     kinds = (sympy.exp, sympy.sinh, sympy.cosh, sympy.tanh, sympy.sin, sympy.cos, sympy.tan)
     if not (g.has(*kinds) or p.has(*kinds)) or sympy.count_ops(g) + sympy.count_ops(p) > _REWRITE_MAX_OPS:
@@ -374,8 +411,13 @@ def second_chance(
         p_num = _number(_boxed_parse(value))
     if g_num and p_num:
         rule = numbers_match(
-            g_num[0], p_num[0], gold_is_int=g_num[1], pred_is_int=p_num[1], gold_text=_plain(_strip_math_delims(gold)),
-            hint=precision_hint(problem), rel_tol=settings.rel_tol,
+            g_num[0],
+            p_num[0],
+            gold_is_int=g_num[1],
+            pred_is_int=p_num[1],
+            gold_text=_plain(_strip_math_delims(gold)),
+            hint=precision_hint(problem),
+            rel_tol=settings.rel_tol,
         )
         return f"numeric_{rule}" if rule else None
     g_form = drop_names(drop_condition(_strip_math_delims(gold)))
@@ -392,7 +434,11 @@ def second_chance(
     if _has_expr(g3) and _has_expr(p3) and _rewrite_equal(g3, p3):
         return "rewrite_exp"
     interval = inequality_as_interval(pred)
-    if interval is not None and not _fragment(g_parsed, gold) and _verify(g_parsed, _boxed_parse(interval), settings):
+    if (
+        interval is not None
+        and not _fragment(g_parsed, gold)
+        and _verify(g_parsed, _boxed_parse(interval), settings)
+    ):
         return "interval_of_inequality"
     return None
 
@@ -402,7 +448,10 @@ def _verdict(passed: bool, reason: str, details: dict[str, Any]) -> Verdict:
 
 
 def check(
-    reference: Any, response_text: str | None, settings: MathSettings = MathSettings(), raw: str | None = None,
+    reference: Any,
+    response_text: str | None,
+    settings: MathSettings = MathSettings(),
+    raw: str | None = None,
     problem: str | None = None,
 ) -> Verdict:
     """The verdict for one answer against one reference, in this process (no timeout).
@@ -454,7 +503,9 @@ def _named_values(gold: str, pred: str) -> tuple[str, str] | None:
     if g_value == g or p_value == p:
         return None
     g_name, p_name = g[: g.rfind(g_value)], p[: p.rfind(p_value)]
-    return (g_value, p_value) if _loose(g_name) == _loose(p_name) else None  # y = 2x+1 vs x = (y-1)/2: math-verify
+    return (
+        (g_value, p_value) if _loose(g_name) == _loose(p_name) else None
+    )  # y = 2x+1 vs x = (y-1)/2: math-verify
 
 
 def _values_by_name(gold: str, pred: str) -> list[tuple[str, str]] | None:
@@ -491,7 +542,9 @@ def _primary(
         return _verdict(False, "no_reference", {"gold": None})
     text = response_text or ""
     if len(gold) > settings.max_answer_chars:
-        return _verdict(False, "answer_too_large", {"gold": _short(gold), "side": "reference", "chars": len(gold)})
+        return _verdict(
+            False, "answer_too_large", {"gold": _short(gold), "side": "reference", "chars": len(gold)}
+        )
     loop = degenerate(text)
     if loop is not None:
         return _verdict(False, "degenerate", {"gold": _short(gold), **loop})
@@ -512,7 +565,9 @@ def _primary(
     if len(answer) > settings.max_answer_chars:
         return _verdict(False, "answer_too_large", details | {"side": "answer", "chars": len(answer)})
     if ext.method != "last_number" and _loose(gold) and _loose(gold) == _loose(answer):
-        return _verdict(True, "math_equal", details | {"pred": _short(answer), "via": "text"})  # no parsing needed
+        return _verdict(
+            True, "math_equal", details | {"pred": _short(answer), "via": "text"}
+        )  # no parsing needed
     clock = same_clock_time(gold, answer, problem)
     if clock is not None:  # "4:30" is a time, which math-verify would read as the ratio 2/15
         details |= {"pred": _short(answer), "compared_as": "time"} | ({"via": "time"} if clock else {})
@@ -536,7 +591,9 @@ def _primary(
         by_name = _values_by_name(gold, pred)
         if by_name is not None:
             equal = all(_verify(_boxed_parse(g), _boxed_parse(p), settings) for g, p in by_name)
-            return _verdict(equal, "math_equal" if equal else "math_not_equal", details | {"compared_as": "names"})
+            return _verdict(
+                equal, "math_equal" if equal else "math_not_equal", details | {"compared_as": "names"}
+            )
         named = _named_values(gold, pred)
         if named is not None:  # "y(t) = A" vs "y(t) = B": compare A and B, never the equations
             equal = _verify(_boxed_parse(named[0]), _boxed_parse(named[1]), settings)
@@ -612,7 +669,11 @@ class MathVerifier:
     version: ClassVar[str] = "3"
 
     def __init__(
-        self, settings: MathSettings | None = None, judge: Judge | None = None, *, judge_key: Any = None,
+        self,
+        settings: MathSettings | None = None,
+        judge: Judge | None = None,
+        *,
+        judge_key: Any = None,
         **options: Any,
     ) -> None:
         """``settings``, or its fields as keywords (``MathVerifier(timeout=10)``).
@@ -668,7 +729,10 @@ class MathVerifier:
 
     def verify(self, record: dict, response: dict) -> Verdict:
         verdict = check(
-            record.get("reference_answer"), response_text(response), self.settings, _raw_fallback(response),
+            record.get("reference_answer"),
+            response_text(response),
+            self.settings,
+            _raw_fallback(response),
             record.get("problem"),
         )
         return self._maybe_judge(record, response, verdict)
@@ -677,7 +741,8 @@ class MathVerifier:
         """Verdicts for many ``(record, response)`` pairs, in order, through the pool."""
         pairs = list(pairs)
         items = [
-            (r.get("reference_answer"), response_text(resp), _raw_fallback(resp), r.get("problem")) for r, resp in pairs
+            (r.get("reference_answer"), response_text(resp), _raw_fallback(resp), r.get("problem"))
+            for r, resp in pairs
         ]
         results = self.pool.map(_Task(self.settings), items)
         out = []
@@ -692,7 +757,9 @@ class MathVerifier:
         details = {"gold": _short(gold), "error": res.error, "elapsed": round(res.elapsed, 3)}
         if res.status in ("timeout", "resource_limit"):  # the worker was killed or ran out of memory
             return Verdict(0.0, False, res.status, details, NAME)
-        if res.status == "crashed":  # died twice, killed from outside (the OOM killer?): not the answer's fault
+        if (
+            res.status == "crashed"
+        ):  # died twice, killed from outside (the OOM killer?): not the answer's fault
             return Verdict(0.0, False, VERIFIER_CRASHED, details | {"status": res.status}, NAME)
         return Verdict(0.0, False, "parse_error", details | {"status": res.status}, NAME)
 
@@ -702,7 +769,9 @@ class MathVerifier:
             return verdict
         details = dict(verdict.details)
         try:
-            ok, reasoning = self.judge(record.get("problem") or "", str(record.get("reference_answer")), response_text(response))
+            ok, reasoning = self.judge(
+                record.get("problem") or "", str(record.get("reference_answer")), response_text(response)
+            )
         except ServiceFailure:
             raise  # a judge that is down: the run fails, no verdict is cached without it
         except Exception as exc:  # a judge bug must not lose the math verdict

@@ -65,9 +65,7 @@ def reference_decimals(text: str) -> int | None:
     return len(m.group(2)) if len(digits) >= 3 else None
 
 
-_SCIENTIFIC = re.compile(
-    r"^(-?\d*\.\d+)(?:[eE]([+-]?\d+)|(?:\\times|\\cdot|×|\*)10\^\{?([+-]?\d+)\}?)$"
-)
+_SCIENTIFIC = re.compile(r"^(-?\d*\.\d+)(?:[eE]([+-]?\d+)|(?:\\times|\\cdot|×|\*)10\^\{?([+-]?\d+)\}?)$")
 
 
 def reference_half_unit(text: str) -> float | None:
@@ -94,17 +92,29 @@ def _half_unit(gold: float, hint: tuple[str, int]) -> float:
     return 0.5 * 10.0 ** (math.floor(math.log10(abs(gold))) - n + 1)
 
 
+def _finite(x: float) -> bool:
+    return isinstance(x, int) or math.isfinite(x)
+
+
 def numbers_match(
-    gold: float, pred: float, *, gold_is_int: bool, pred_is_int: bool, gold_text: str = "",
-    hint: tuple[str, int] | None = None, rel_tol: float = 1e-4,
+    gold: float,
+    pred: float,
+    *,
+    gold_is_int: bool,
+    pred_is_int: bool,
+    gold_text: str = "",
+    hint: tuple[str, int] | None = None,
+    rel_tol: float = 1e-4,
 ) -> str | None:
     """Which rule of the policy accepts ``pred`` for ``gold`` (``"exact"``, ``"precision"``,
     ``"reference_digits"``, ``"relative"``), or None when none does."""
-    if not (math.isfinite(gold) and math.isfinite(pred)):
+    if not (_finite(gold) and _finite(pred)):
         return None
     if gold_is_int and pred_is_int:
-        return "exact" if gold == pred else None
-    slack = 1e-9 * max(1.0, abs(gold))  # binary floating point of the decimal texts
+        return "exact" if gold == pred else None  # ints compare exactly, at any size
+    # the binary floating point of the decimal texts: relative, so that 0 never falls
+    # within the slack of 1.6e-19
+    slack = 1e-9 * abs(gold)
     if hint is not None and abs(pred - gold) <= _half_unit(gold, hint) + slack:
         return "precision"
     half_unit = reference_half_unit(gold_text)
