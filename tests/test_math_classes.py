@@ -375,3 +375,28 @@ def test_last_number_takes_a_time_or_ratio_whole():
     assert extract_answer("They arrive at 4:30.").text == "4:30"
     assert extract_answer("So the ratio of boys to girls is 3:2.").text == "3:2"
     assert extract_answer("Adding up, there are 30 in all.").text == "30"
+
+
+@pytest.mark.parametrize(
+    "gold,answer,problem,passed",
+    [
+        # a magnitude word scales the number, unless the problem counts in that word
+        ("5", "\\boxed{5 \\text{ million}}", "How many people live there?", False),
+        ("5", "\\boxed{5 \\text{ million}}", "How many millions of people live there?", True),
+        ("5000", "\\boxed{5 \\text{ thousand}}", "How many seats?", True),
+        ("2", "\\boxed{2 \\text{ dozen}}", "How many eggs?", False),
+        ("24", "\\boxed{2 \\text{ dozen}}", "How many eggs?", True),
+        ("7", "\\boxed{7 \\text{ thousandths}}", None, False),
+        # a different name is a different answer; a lost name is not
+        ("x=3", "\\boxed{y=3}", "Solve for x.", False),
+        ("f(x)=2x", "\\boxed{g(x)=2x}", None, False),
+        ("(x)=x^2-2x+2", "\\boxed{g(x) = x^2 - 2x + 2}", None, True),
+        # a percent sign is dropped only when the problem asks for a percentage
+        ("0.5", "\\boxed{0.5\\%}", "What is the probability of heads?", False),
+        ("17.5", "\\boxed{17.5\\%}", "What percent of the class passed?", True),
+    ],
+)
+def test_magnitude_words_names_and_percent_signs(gold, answer, problem, passed):
+    """Found by the red team of 2026-12-07: each passed whatever its meaning."""
+    v = check(gold, answer, problem=problem)
+    assert v.passed is passed, v

@@ -35,12 +35,14 @@ from reasonmill.verify.base import VERIFIER_CRASHED, Verdict
 from reasonmill.verify.extract import Extraction, answer_region, degenerate, extract_answer, is_prose
 from reasonmill.verify.keys import package_versions, verdict_key
 from reasonmill.verify.math_forms import (
+    clashing_names,
     drop_condition,
     drop_names,
     drop_yes_no,
     e_notation,
     inequality_as_interval,
     is_range,
+    magnitude_value,
     number_before_words,
     outer_parens,
     plain_unicode,
@@ -422,6 +424,8 @@ def second_chance(
         return f"numeric_{rule}" if rule else None
     g_form = drop_names(drop_condition(_strip_math_delims(gold)))
     p_form = drop_names(drop_condition(drop_yes_no(pred)))
+    if clashing_names(_plain(_strip_math_delims(gold)), _plain(pred)):
+        return None  # "y = 3" does not answer "x = 3", nor "g(x) = 2x" "f(x) = 2x"
     if (g_form, p_form) != (_strip_math_delims(gold), pred):
         g2, p2 = _boxed_parse(g_form), _boxed_parse(p_form)
         if not _fragment(g2, g_form) and _verify(g2, p2, settings):
@@ -489,6 +493,11 @@ def check(
         return Verdict(verdict.score, verdict.passed, verdict.reason, details, NAME)
     details["math_reason"] = verdict.reason
     return _verdict(passed, "second_checker_equal" if passed else "second_checker_not_equal", details)
+
+
+def _asks_percent(problem: str | None) -> bool:
+    """Whether the problem asks for a percentage (unknown problem: assume it may)."""
+    return problem is None or bool(re.search(r"percent|%", problem, re.IGNORECASE))
 
 
 def _named_values(gold: str, pred: str) -> tuple[str, str] | None:
@@ -583,6 +592,9 @@ def _primary(
         gold_parsed = parse_gold(gold)
         gold_whole = not _fragment(gold_parsed, gold)
         pred_parsed, pred = parse_prediction(answer_region(text), ext)
+        if (scaled := magnitude_value(pred, problem)) is not None:  # "5 \text{ million}" is not 5
+            details["magnitude"] = _short(pred)
+            pred, pred_parsed = scaled, _boxed_parse(scaled)
         details["pred"] = _short(pred)
         details["parsed_gold"] = _short(gold_parsed[0]) if gold_parsed else None
         details["parsed_pred"] = _short(pred_parsed[0]) if pred_parsed else None
@@ -599,8 +611,9 @@ def _primary(
             equal = _verify(_boxed_parse(named[0]), _boxed_parse(named[1]), settings)
         else:
             equal = gold_whole and _verify(gold_parsed, pred_parsed, settings)
-        if not equal and pred_parsed and "%" in pred and "%" not in gold:
-            # "what percent ...": gold 17.5 and answer 17.5\% mean the same
+        if not equal and pred_parsed and "%" in pred and "%" not in gold and _asks_percent(problem):
+            # "what percent ...": gold 17.5 and answer 17.5\% mean the same (a probability
+            # 0.5 and 0.5\% do not: only when the problem asks for a percentage)
             no_pct = _boxed_parse(re.sub(r"\\?%", "", pred))
             if gold_whole and _verify(gold_parsed, no_pct, settings):
                 equal, details["via"] = True, "percent"

@@ -354,3 +354,56 @@ def too_complex(s: str) -> str | None:
         if len(m.group(1)) > 6 or int(m.group(1)) > MAX_FACTORIAL:
             return f"factorial {m.group(1)[:20]}! too large"
     return None
+
+
+def names_of(s: str) -> list[str]:
+    """The left-hand names of the top-level ``name = value`` items of ``s`` (an item
+    without one gives "")."""
+    out = []
+    for item in split_top(s):
+        value = rhs(item)
+        out.append(item[: item.rfind(value)].rstrip().rstrip("=").strip() if value != item else "")
+    return out
+
+
+_PROPER_NAME = re.compile(r"[A-Za-z\\]")
+
+
+def clashing_names(gold: str, pred: str) -> bool:
+    """``x = 3`` against ``y = 3``, ``f(x) = 2x`` against ``g(x) = 2x``: both sides name
+    what they give, and the names differ. A name that was lost (``(x) = …``) or is
+    missing on one side does not clash."""
+    g, p = names_of(gold), names_of(pred)
+    if len(g) != len(p):
+        return False
+    return any(
+        a and b and _PROPER_NAME.match(a) and _PROPER_NAME.match(b) and re.sub(r"\s+", "", a) != re.sub(r"\s+", "", b)
+        for a, b in zip(g, p)
+    )
+
+
+_MAGNITUDES = {
+    "dozen": (12, 0), "hundred": (1, 2), "thousand": (1, 3), "million": (1, 6), "billion": (1, 9),
+    "trillion": (1, 12), "tenth": (1, -1), "hundredth": (1, -2), "thousandth": (1, -3),
+}  # fmt: skip
+_MAGNITUDE = re.compile(
+    r"^\s*(?P<num>-?\d+(?:\.\d+)?)\s*(?:\\[,;:! ]\s*)*(?:\\(?:text|mathrm|textbf)\s*\{\s*)?"
+    r"(?P<word>dozen|hundred|thousand|million|billion|trillion|tenth|hundredth|thousandth)s?\b",
+    re.IGNORECASE,
+)
+
+
+def magnitude_value(pred: str, problem: str | None) -> str | None:
+    """``5 \\text{ million}`` -> ``5 \\times 10^{6}``, ``2 dozen`` -> ``2 \\times 12``: the
+    number a magnitude word makes of the answer (math-verify drops the word as a unit, so
+    ``5 million`` passed for 5). None when there is no such word, or when the problem
+    counts in that word ("in millions", "how many dozen"): then the number alone is meant."""
+    m = _MAGNITUDE.match(pred)
+    if m is None:
+        return None
+    word = m.group("word").lower()
+    if problem and re.search(rf"\b{word}s?\b", problem, re.IGNORECASE):
+        return m.group("num")
+    factor, exponent = _MAGNITUDES[word]
+    scaled = m.group("num") + (f" \\times {factor}" if factor != 1 else "")
+    return scaled + (f" \\times 10^{{{exponent}}}" if exponent else "")
