@@ -568,3 +568,12 @@ def test_integers_beyond_64_bits_are_read_exactly(tmp_path, workers):
     assert [obj["answer"] for obj, _ in read_file(tmp_path / "b.json")] == [big]
     records, _ = _ingested(tmp_path, {"name": "s", "path": "a.jsonl"}, workers)
     assert [r["reference_answer"] for r in records][:2] == [str(big), str(neg)]
+
+
+def test_a_json_file_holding_one_chat_is_one_record(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]}
+    (tmp_path / "chat.json").write_text(json.dumps(chat))
+    assert list(read_file(tmp_path / "chat.json", label="chat.json")) == [(chat, "chat.json[0]")]
+    wrapped = {"data": [{"problem": "a", "answer": "1"}, {"problem": "b", "answer": "2"}]}
+    (tmp_path / "data.json").write_text(json.dumps(wrapped))
+    assert [o for o, _ in read_file(tmp_path / "data.json")] == wrapped["data"]

@@ -488,6 +488,7 @@ def _records_of(
             and isinstance(values[0], list)
             and values[0]
             and all(type(v) is dict for v in values[0])
+            and not all("role" in v and "content" in v for v in values[0])  # one {"messages": [...]} chat
         ):
             key = next(iter(doc))
             yield from _records_of(values[0], f"{label}[{key!r}]", on_error, source)
