@@ -577,3 +577,11 @@ def test_a_json_file_holding_one_chat_is_one_record(tmp_path):
     wrapped = {"data": [{"problem": "a", "answer": "1"}, {"problem": "b", "answer": "2"}]}
     (tmp_path / "data.json").write_text(json.dumps(wrapped))
     assert [o for o, _ in read_file(tmp_path / "data.json")] == wrapped["data"]
+
+
+def test_a_directory_given_as_an_input_file_is_named_as_one(tmp_path):
+    (tmp_path / "data.jsonl").mkdir()
+    with pytest.raises(IngestError, match=r"data\.jsonl: a directory, not a file"):
+        list(read_file(tmp_path / "data.jsonl"))
+    with pytest.raises(SourceConfigError if False else IngestError, match=r"is a directory; name its files, or a pattern"):
+        list(iter_source(SourceSpec(name="s", path="data.jsonl"), tmp_path))

@@ -1062,6 +1062,8 @@ def read_file(
 ) -> Iterator[Item | IngestErrorItem]:
     """Read one file of any supported format; see the module docstring for what comes out."""
     fmt, comp = detect_format(path, fmt, compression)
+    if Path(path).is_dir():
+        raise IngestError(f"{path}: a directory, not a file: name a file in it")
     if not Path(path).is_file():
         raise IngestError(f"{path}: file not found")
     return READERS[fmt](Path(path), comp, on_error, source, label, max_record_bytes)

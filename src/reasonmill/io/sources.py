@@ -242,6 +242,11 @@ def resolve_paths(spec: SourceSpec, base_dir: Path) -> list[Path]:
                     f"source {spec.name!r}: no file matches {pattern!r} (looked in {full.parent})"
                 )
         else:
+            if full.is_dir():
+                raise IngestError(
+                    f"source {spec.name!r}: {full} is a directory; name its files, or a pattern such as "
+                    f"{str(Path(pattern) / '*.jsonl')!r}"
+                )
             if not full.is_file():
                 raise IngestError(f"source {spec.name!r}: file not found: {full}")
             matches = [full]
