@@ -517,6 +517,26 @@ def test_no_nested_user_namespace(runner):
     assert lines["CapEff"] == "0000000000000000"
 
 
+def test_no_kernel_keyring(runner):
+    """A uid's keyring outlives a run (between the runs of one zygote box, a channel):
+    add_key and keyctl are refused by the seccomp filter, as Docker's profile does."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the raw syscall numbers below are x86_64's")
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "rc = libc.syscall(248, b'user', b'reasonmill-test', b'x', 1, -4)  # add_key to the user keyring\n"
+        "print('add_key', rc, os.strerror(ctypes.get_errno()))\n"
+        "rc = libc.syscall(250, 0, -4, 0)  # keyctl(KEYCTL_GET_KEYRING_ID, user keyring)\n"
+        "print('keyctl', rc, os.strerror(ctypes.get_errno()))\n"
+    )
+    res = _one(runner, code, expected="")
+    assert res.stdout.splitlines() == ["add_key -1 Operation not permitted", "keyctl -1 Operation not permitted"], (
+        res.stdout, res.stderr)  # fmt: skip
+
+
 def test_raw_sockets_and_mount_fail(runner):
     code = """
 import ctypes, os, socket

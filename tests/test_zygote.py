@@ -244,6 +244,7 @@ def test_stdin_runs_of_one_response_fork_from_one_box(runner):
     "os.setpriority(os.PRIO_PROCESS, zpid, 19)",
     "os.sched_setaffinity(zpid, {0})",
     "os.sched_setscheduler(zpid, os.SCHED_IDLE, os.sched_param(0))",
+    "__import__('ctypes').CDLL(None).syscall(251 if os.uname().machine == 'x86_64' else 30, 1, zpid, 3 << 13)",
 ])  # fmt: skip
 def test_a_run_that_changes_the_zygote_does_not_hand_it_on(runner, change):
     """The solution runs as the zygote's uid, so it may lower the zygote's limits or
@@ -263,3 +264,46 @@ def test_a_run_that_changes_the_zygote_does_not_hand_it_on(runner, change):
     assert first.dead
     heavy = "def f():\n    return len(bytearray(200 << 20))\n"
     assert check(runner, heavy, "assert candidate() == 200 << 20").passed
+
+
+def test_a_socket_left_in_time_wait_does_not_reach_the_next_run(runner):
+    """A closed loopback connection stays in TIME_WAIT for a minute in the box's network
+    namespace: the next run's bind to that port would fail. The box is replaced."""
+    leave = (
+        "import socket\n"
+        "def f():\n"
+        "    srv = socket.socket(); srv.bind(('127.0.0.1', 5555)); srv.listen()\n"
+        "    cli = socket.create_connection(('127.0.0.1', 5555)); conn, _ = srv.accept()\n"
+        "    conn.close(); cli.close(); srv.close()\n"
+        "    return 1\n"
+    )
+    assert check(runner, leave, "assert candidate() == 1").passed
+    bind = "import socket\ndef f():\n    s = socket.socket(); s.bind(('127.0.0.1', 5555)); s.close()\n    return 2\n"
+    res = check(runner, bind, "assert candidate() == 2")
+    assert res.passed, res
+
+
+def test_cpu_already_in_a_zygote_group_is_not_charged_to_the_run():
+    """The zygote waits in the next run's group while a run executes; a run of its uid can
+    make it burn CPU there (a SIGSTOP/SIGCONT storm). That CPU must not count against the
+    next run's budget: ``watch.Box`` counts from the moment the run takes the group."""
+    import subprocess
+    import time
+
+    from reasonmill.sandbox.cgroup import BoxCgroup
+    from reasonmill.sandbox.watch import Box
+
+    group = BoxCgroup(cgroup.support())
+    burner = subprocess.Popen(["/bin/sh", "-c", f"echo $$ > {group.procs_files[0]} && "
+                               + " && ".join(f"echo $$ > {p}" for p in group.procs_files[1:])
+                               + (" && " if len(group.procs_files) > 1 else "")
+                               + "exec python3 -c 'import time\nt=time.process_time()\nwhile time.process_time()-t<1.2: pass'"])  # fmt: skip
+    burner.wait(timeout=30)
+    assert group.cpu_seconds() > 1.0
+    box = Box(memory_bytes=256 << 20, pids=16, cpus=1.0, cpu_budget_s=0.5, uid=None, cgroup=group)
+    try:
+        box.check(None)
+        time.sleep(0.1)
+        assert box.limit_hit is None  # 1.2 s were there before; the run itself used nothing
+    finally:
+        box.close()

@@ -21,10 +21,13 @@ What keeps runs apart (``reasonmill.sandbox.zygote`` is the host's side):
   the child before it runs anything of the run's.
 - After a run the zygote kills every process it may signal in the box (``kill(-1)``:
   the pid namespace holds nothing else) and waits until none is left. A run that left
-  anything behind (a file in ``/tmp``, a System V IPC object) or changed the zygote
-  itself (its rlimits, nice value, CPU affinity or scheduling policy, which a same-uid
-  process may) makes the box unusable: the zygote says so and exits, and the next run
-  gets a fresh box.
+  anything behind (a file in ``/tmp``, a System V IPC object, a socket such as one in
+  TIME_WAIT) or changed the zygote itself (its rlimits, nice value, CPU affinity,
+  scheduling policy or I/O priority, which a same-uid process may) makes the box
+  unusable: the zygote says so and exits, and the next run gets a fresh box. CPU the
+  zygote spends while a run executes (a run of its uid can make it handle signals) is
+  charged to the next run's group before that run starts, so the box's budget counts
+  from where the run takes it (``watch.Box``).
 
 Protocol on ``CONTROL_FD`` (a ``SOCK_SEQPACKET`` socket, one JSON message each): the
 zygote sends ``{"ready": ...}``; the host sends ``{"mode": "harness" | "script",
@@ -76,22 +79,30 @@ def _in_own_pid_namespace() -> bool:
 
 
 def _run_child(request: dict, fds: list[int], harness) -> None:
-    """In the forked child: become the run (fds 0-3, rlimits, cwd) and run it: the
-    harness (``mode`` "harness") or the solution as a script would run (``"script"``)."""
+    """In the forked child: become the run (fds 0-3, rlimits, cwd), then run the harness
+    (``mode`` "harness") or exec the interpreter on the solution (``"script"``: a stdin
+    test gets exactly what ``python3 -I solution.py`` does, its exit, its threads, its
+    stack; only the box's start is saved)."""
     code = 70
     try:
+        script = request.get("mode") == "script"
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        os.closerange(RESULT_FD + 1 if request.get("mode") != "script" else RESULT_FD, 1 << 16)
+        os.closerange(RESULT_FD if script else RESULT_FD + 1, 1 << 16)
         for name, (soft, hard) in request["rlimits"].items():
             resource.setrlimit(RLIMITS[name], (soft, hard))
         os.chdir("/tmp")
         argv = request["argv"]
-        if request.get("mode") == "script":
-            code = _run_script(argv)
-        else:
-            sys.argv = argv
-            code = harness.main([*argv[:3], str(RESULT_FD), *argv[3:]])
+        if script:
+            os.execv(sys.executable, [sys.executable, "-I", *argv])
+        # the frames below this one are the zygote's: give them back, as a harness started
+        # fresh calls its main from the module's top level
+        depth, frame = 0, sys._getframe()
+        while frame is not None:
+            depth, frame = depth + 1, frame.f_back
+        sys.setrecursionlimit(sys.getrecursionlimit() + depth - 1)
+        sys.argv = argv
+        code = harness.main([*argv[:3], str(RESULT_FD), *argv[3:]])
     except BaseException:  # noqa: BLE001 - reported on the run's stderr, as an interpreter would
         traceback.print_exc()
         code = 1
@@ -100,47 +111,8 @@ def _run_child(request: dict, fds: list[int], harness) -> None:
             try:
                 stream.flush()
             except (OSError, ValueError):
-                code = 120 if code == 0 else code  # as the interpreter reports a failed flush
+                pass
         os._exit(code)
-
-
-def _exit_code(value: object) -> int:
-    """The exit status ``SystemExit(value)`` gives a Python process."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value & 0xFF
-    print(value, file=sys.stderr)
-    return 1
-
-
-def _run_script(argv: list[str]) -> int:
-    """Run ``argv[0]`` as ``python -I argv[0]`` would: as ``__main__``, its exit status
-    from ``SystemExit`` or an uncaught exception, then the interpreter's own end: wait for
-    non-daemon threads (a solution that runs ``main`` in a thread with a big stack) and
-    run ``atexit`` handlers."""
-    import atexit
-    import runpy
-    import threading
-
-    sys.argv = list(argv)
-    code = 0
-    try:
-        runpy.run_path(argv[0], run_name="__main__")
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except BaseException:  # noqa: BLE001 - what the interpreter prints for an uncaught exception
-        traceback.print_exc()
-        code = 1
-    me = threading.current_thread()
-    while True:
-        waiting = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
-        if not waiting:
-            break
-        for t in waiting:
-            t.join()
-    atexit._run_exitfuncs()
-    return code
 
 
 def _status(raw: int) -> int:
@@ -152,23 +124,52 @@ def _others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
+#: ioprio_get by architecture (no ``os`` function for it)
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}
+#: the box's sockets (its own network namespace): a socket left in TIME_WAIT would make
+#: the next run's ``bind`` to that port fail
+NET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6")
+
+
+def _io_priority() -> int | None:
+    nr = _IOPRIO_GET.get(os.uname().machine)
+    if nr is None:
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).syscall(nr, 1, 0)  # IOPRIO_WHO_PROCESS, this process
+
+
 def _own_state() -> tuple:
     """What a same-uid process may change about the zygote from outside (``prlimit``,
-    ``setpriority``, ``sched_setaffinity``, ``sched_setscheduler``), which every later
-    fork would inherit."""
+    ``setpriority``, ``sched_setaffinity``, ``sched_setscheduler``, ``ioprio_set``), which
+    every later fork would inherit."""
     limits = tuple(resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
     return (
         limits,
         os.getpriority(os.PRIO_PROCESS, 0),
         tuple(sorted(os.sched_getaffinity(0))),
         os.sched_getscheduler(0),
+        _io_priority(),
     )
+
+
+def _holds_rows(tables: tuple[str, ...]) -> bool:
+    """Whether any of these /proc tables has a row under its header."""
+    for table in tables:
+        try:
+            with open(table, encoding="utf-8") as f:
+                if len(f.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    return False
 
 
 def _clean_up(state: tuple) -> bool:
     """Kill what the run left running, wait until it is gone; whether the box is as the
-    zygote found it (no process, no file in /tmp, no IPC object, the zygote's own
-    ``state`` unchanged)."""
+    zygote found it (no process, no file in /tmp, no IPC object, no socket, the zygote's
+    own ``state`` unchanged)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
@@ -185,16 +186,7 @@ def _clean_up(state: tuple) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.001)
-    if os.listdir("/tmp") or _own_state() != state:
-        return False
-    for table in IPC_TABLES:
-        try:
-            with open(table, encoding="utf-8") as f:
-                if len(f.read().splitlines()) > 1:
-                    return False
-        except OSError:
-            pass
-    return True
+    return not (os.listdir("/tmp") or _own_state() != state or _holds_rows(IPC_TABLES + NET_TABLES))
 
 
 def main(control_fd: int) -> int:
@@ -215,9 +207,6 @@ def main(control_fd: int) -> int:
         import sortedcontainers  # noqa: F401
     except ImportError:
         pass
-    import runpy  # noqa: F401 - for script runs, with what it imports
-    import threading  # noqa: F401
-
     os.chdir("/")
     state = _own_state()
     _send(sock, {"ready": True, "pid": os.getpid()})

@@ -1,11 +1,14 @@
-"""A seccomp filter that keeps sandboxed code out of new user namespaces.
+"""A seccomp filter that keeps sandboxed code out of new user namespaces and keyrings.
 
 Why: inside a fresh user namespace an unprivileged program holds a full capability set
 (raw sockets, ``mount``, netfilter), the usual first step of a kernel exploit. The
 filter answers ``EPERM`` to ``unshare`` and ``setns`` (any flags), to ``clone`` with
 ``CLONE_NEWUSER``, and ``ENOSYS`` to ``clone3`` (its flags sit in memory a filter cannot
-read; libc then falls back to ``clone``). Syscalls of a foreign ABI (i386 via
-``int 0x80``, x32) are refused, since their numbers differ and would slip past.
+read; libc then falls back to ``clone``). ``add_key``, ``request_key`` and ``keyctl`` get
+``EPERM`` too, as in Docker's default profile: a uid's kernel keyring outlives the
+run, a channel between the runs of one zygote box (``zygote.py``). Syscalls of a foreign
+ABI (i386 via ``int 0x80``, x32) are refused, since their numbers differ and would slip
+past.
 
 The program is classic BPF built here byte by byte (no libseccomp); bubblewrap loads it
 with ``--seccomp FD`` just before it execs the command, and on the rlimit backend a few
@@ -45,12 +48,15 @@ class _Abi(NamedTuple):
     setns: int
     clone3: int
     x32_bit: int | None  # syscall numbers with this bit are the x32 ABI
+    keyring: tuple[int, int, int]  # add_key, request_key, keyctl
 
 
 _ABIS = {
-    "x86_64": _Abi(0xC000003E, clone=56, unshare=272, setns=308, clone3=435, x32_bit=0x40000000),
-    "aarch64": _Abi(0xC00000B7, clone=220, unshare=97, setns=268, clone3=435, x32_bit=None),
-}
+    "x86_64": _Abi(0xC000003E, clone=56, unshare=272, setns=308, clone3=435, x32_bit=0x40000000,
+                   keyring=(248, 249, 250)),
+    "aarch64": _Abi(0xC00000B7, clone=220, unshare=97, setns=268, clone3=435, x32_bit=None,
+                    keyring=(217, 218, 219)),
+}  # fmt: skip
 
 
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -73,6 +79,7 @@ def program(machine: str | None = None) -> bytes:
     ]
     if abi.x32_bit is not None:
         rows.append((_JGE_K, "deny", 0, abi.x32_bit))
+    rows += [(_JEQ_K, "deny", 0, nr) for nr in abi.keyring]
     rows += [
         (_JEQ_K, "deny", 0, abi.unshare),
         (_JEQ_K, "deny", 0, abi.setns),

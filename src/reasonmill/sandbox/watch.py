@@ -103,6 +103,9 @@ class Box:
                 _warn_once(f"creating a cgroup failed: {e}")
         elif sup is not None:
             _warn_once(sup.reason)
+        # CPU already in the group is not the run's: a spare's waiting shell, or a zygote's
+        # (whose earlier run, of the same uid, can make it burn CPU by signals; zygote.py)
+        self._cpu_base = self.cgroup.cpu_seconds() if self.cgroup is not None else 0.0
         if self.cgroup is None:
             _sweep_pid_dirs_once()
             self._pid_dir = tempfile.mkdtemp(prefix=f"{PID_DIR_PREFIX}{os.getpid()}-")
@@ -131,7 +134,7 @@ class Box:
             if self.cgroup.oom_killed():
                 self._end("memory")
                 return
-            cpu = self.cgroup.cpu_seconds()
+            cpu = self.cgroup.cpu_seconds() - self._cpu_base
         else:
             members = self._members(table or {})
             if not members:
