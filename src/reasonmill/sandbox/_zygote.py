@@ -38,6 +38,7 @@ zygote sends ``{"ready": ...}``; the host sends ``{"mode": "harness" | "script",
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -216,7 +217,7 @@ def main(control_fd: int) -> int:
         _send(sock, {"ready": False, "error": problem})
         return 1
 
-    sys.path.append(os.path.join(HERE, "lib"))
+    sys.path.append(os.path.join(HERE, "zygote", "lib"))  # from source: see zygote.py
     import _box_prelude  # noqa: F401 - imported once here, for every run
 
     try:
@@ -224,6 +225,10 @@ def main(control_fd: int) -> int:
     except ImportError:
         pass
     os.chdir("/")
+    # Everything imported so far stays as it is: out of the collector's sight, so that a
+    # run's first collection does not touch (and copy, page by page) the zygote's objects.
+    gc.collect()
+    gc.freeze()
     state = _own_state()
     _send(sock, {"ready": True, "pid": os.getpid()})
     while True:

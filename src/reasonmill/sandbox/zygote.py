@@ -87,8 +87,11 @@ class Zygote:
         self.proc: subprocess.Popen | None = None
         try:
             self.home = BoxCgroup(sup)
-            prelude.write_lib(self.dir, sortedcontainers=True)
-            _compile_lib(backend.python, os.path.join(self.dir, prelude.LIB_DIR))
+            # the solutions' lib, byte-compiled for the fresh interpreter of stdin runs; and
+            # the zygote's own copy, from source: objects it unmarshals from bytecode end up
+            # on more pages, which every fork then copies as runs touch them (+2.5 ms a run)
+            shutil.copytree(_compiled_lib(backend.python), os.path.join(self.dir, prelude.LIB_DIR))
+            prelude.write_lib(os.path.join(self.dir, "zygote"), sortedcontainers=True)
             placed = bytecode.copy_into(backend.python, self.dir,
                                         {HARNESS: "harness", Path(_wire.__file__): "_wire", ZYGOTE: "zygote"})  # fmt: skip
             self.uid = backend.box_uid()
@@ -248,15 +251,34 @@ class Zygote:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _compile_lib(python: str, lib: str) -> None:
-    """Byte-compile the prelude's lib once per box, with the box's interpreter: a stdin
-    run's fresh interpreter (``/box`` is read-only to it) then imports it from
-    ``__pycache__`` instead of compiling it on every run. Best effort: without it runs
-    only start slower."""
-    try:
-        subprocess.run([python, "-I", "-m", "compileall", "-q", lib], capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        log.debug("sandbox: cannot byte-compile %s: %s", lib, e)
+_lib_lock = threading.Lock()
+_libs: dict[str, str] = {}
+
+
+def _compiled_lib(python: str) -> str:
+    """The prelude's lib (with ``sortedcontainers``) byte-compiled by the box's interpreter,
+    once per process: every box copies it (``copytree`` keeps the mtimes the bytecode was
+    checked against), so a stdin run's fresh interpreter imports it from ``__pycache__``
+    instead of compiling it on every run (``/box`` is read-only to it). Compiling is best
+    effort: without it runs only start slower."""
+    with _lib_lock:
+        if python not in _libs:
+            # the owner pid in the name: see engine/leftovers.py
+            root = tempfile.mkdtemp(prefix=f"reasonmill-pyc-{os.getpid()}-lib-")
+            atexit.register(shutil.rmtree, root, True)
+            prelude.write_lib(root, sortedcontainers=True)
+            lib = os.path.join(root, prelude.LIB_DIR)
+            try:
+                subprocess.run([python, "-I", "-m", "compileall", "-q", lib], capture_output=True, timeout=120,
+                               check=False)  # fmt: skip
+            except (OSError, subprocess.SubprocessError) as e:
+                log.debug("sandbox: cannot byte-compile %s: %s", lib, e)
+            for d, _, files in os.walk(lib):
+                os.chmod(d, 0o755)
+                for name in files:
+                    os.chmod(os.path.join(d, name), 0o644)
+            _libs[python] = lib
+        return _libs[python]
 
 
 class _Mover(threading.Thread):
