@@ -238,3 +238,17 @@ def test_a_teacher_refusing_every_request_is_a_configuration_error_not_data(tmp_
     generate = next(s for s in _summary(tmp_path)["stages"] if s["label"] == "generate")
     assert generate["dropped"] == 1, generate
     assert len(_exported(tmp_path)) == N_PROBLEMS - 1
+
+
+def test_an_export_path_that_is_a_directory_fails_before_any_stage(tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "data.jsonl").write_text('{"problem": "What is 1+1?", "answer": "2"}\n')
+    (tmp_path / "out.jsonl").mkdir()
+    cfg = {"name": "x", "workdir": str(tmp_path / "wd"), "sources": [{"name": "s", "path": "data.jsonl"}],
+           "stages": [], "exports": [{"path": "out.jsonl", "format": "am"}]}  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli_main(["run", str(tmp_path / "p.yaml"), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "exports[0].path" in err and "is a directory" in err, err
+    assert not (tmp_path / "wd" / "00-ingest").exists()  # nothing ran

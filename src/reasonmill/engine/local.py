@@ -297,6 +297,7 @@ class LocalEngine:
         if redo is not None:
             self.redo_from(redo)
         notes += wd.repair()
+        self.check_export_paths()
         self.preflight()
         forgotten: set[str] = set()
         while True:
@@ -371,6 +372,13 @@ class LocalEngine:
             if not (manifest and manifest.get("fingerprint") == fp and manifest.get("status") == "complete"):
                 pending.append(spec)
         return pending
+
+    def check_export_paths(self) -> None:
+        """An export path that is a directory fails now, not after every stage has run."""
+        for i, spec in enumerate(self.config.exports):
+            path = spec.local_path(self.config.base_dir, self.workdir.root)
+            if path.is_dir():
+                raise ConfigError(f"exports[{i}].path: {path} is a directory; give the file to write, e.g. {path / 'am.jsonl'}")
 
     def preflight(self) -> None:
         """Check every model server a pending stage will call; raise ``ServiceFailure``
