@@ -108,12 +108,7 @@ def _run_child(request: dict, fds: list[int], harness) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
+        harness.exit_now(code)
 
 
 def _status(raw: int) -> int:
