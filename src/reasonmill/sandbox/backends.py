@@ -171,7 +171,7 @@ class BwrapBackend:
         reuse_interpreter: bool = True,
     ) -> None:
         """``cgroups=False`` holds boxes by the watcher alone, as where no cgroup can be
-        made (for tests of that path). ``reuse_interpreter``: harness runs fork from a
+        made (for tests of that path). ``reuse_interpreter``: Python runs fork from a
         long-lived box per thread (``zygote.py``) where per-run cgroups exist."""
         self.cgroups = cgroups
         self.reuse_interpreter = reuse_interpreter and cgroups

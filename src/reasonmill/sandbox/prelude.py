@@ -64,11 +64,16 @@ def write_lib(box_dir: str, *, sortedcontainers: bool) -> bool:
     pkg = sortedcontainers_dir() if sortedcontainers else None
     if pkg is not None:
         shutil.copytree(pkg, os.path.join(lib, "sortedcontainers"), dirs_exist_ok=True)
-    for root, dirs, files in os.walk(lib):
+    make_readable(lib)
+    return pkg is not None
+
+
+def make_readable(tree: str) -> None:
+    """Every dir and file below ``tree`` readable by all: the sandbox runs as another uid."""
+    for root, _, files in os.walk(tree):
         os.chmod(root, 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)
-    return pkg is not None
 
 
 def program(code: str, lib_path: str, *, sortedcontainers: bool = False) -> str:

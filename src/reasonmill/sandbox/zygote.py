@@ -108,10 +108,7 @@ class Zygote:
                 for fd in fds:
                     os.close(fd)
                 theirs.close()
-            try:
-                ready = self._receive(START_TIMEOUT_S)
-            except _NoReply:
-                raise ZygoteError(f"the zygote did not start within {START_TIMEOUT_S:g} s") from None
+            ready = self._expect(START_TIMEOUT_S, "start")
             if not ready.get("ready"):
                 raise ZygoteError(f"the zygote refused to start: {ready.get('error')}")
             self.pid = self._host_pid(int(ready["pid"]))
@@ -147,10 +144,7 @@ class Zygote:
         request = json.dumps({"mode": mode, "argv": argv, "rlimits": rlimits}).encode()
         try:
             socket.send_fds(self.sock, [request], theirs)
-            try:
-                reply = self._receive(REPLY_TIMEOUT_S)
-            except _NoReply:
-                raise ZygoteError(f"the zygote did not fork within {REPLY_TIMEOUT_S:g} s") from None
+            reply = self._expect(REPLY_TIMEOUT_S, "fork")
             if not reply.get("forked"):
                 raise ZygoteError(f"the zygote did not start the run: {reply}")
         except OSError as e:
@@ -197,6 +191,13 @@ class Zygote:
         if not data:
             raise ZygoteError(f"the zygote exited: {self._log_tail()}")
         return json.loads(data)
+
+    def _expect(self, timeout: float, what: str) -> dict:
+        """The zygote's next message, which must come within ``timeout``."""
+        try:
+            return self._receive(timeout)
+        except _NoReply:
+            raise ZygoteError(f"the zygote did not {what} within {timeout:g} s") from None
 
     def _log_tail(self) -> str:
         self.log.seek(0)
@@ -273,10 +274,7 @@ def _compiled_lib(python: str) -> str:
                                check=False)  # fmt: skip
             except (OSError, subprocess.SubprocessError) as e:
                 log.debug("sandbox: cannot byte-compile %s: %s", lib, e)
-            for d, _, files in os.walk(lib):
-                os.chmod(d, 0o755)
-                for name in files:
-                    os.chmod(os.path.join(d, name), 0o644)
+            prelude.make_readable(lib)  # the bytecode too
             _libs[python] = lib
         return _libs[python]
 
@@ -323,7 +321,9 @@ class _Run:
                 self._take(0.0)
             except subprocess.TimeoutExpired:
                 pass
-        return self.code if not self.gone else (self.code if self.code is not None else -9)
+        if self.code is None and self.gone:
+            return -9  # the zygote died with the run: as a kill
+        return self.code
 
     def wait(self, timeout: float) -> int | None:
         if self.code is None and not self.gone:
